@@ -1,0 +1,231 @@
+//! Decisions: given the read model and a command, the events to append or the
+//! reason not to. Pure: ids come from the caller's generator, time from the store.
+//!
+//! The ledger records facts and invents no rule beyond the contract, so most
+//! commands only check that what they refer to exists in the caller's organization.
+
+use serde_json::Value;
+
+use crate::event::{
+    ApiKeyIssued, ApiKeyRevoked, AttemptRecorded, EndpointCreated, EndpointUpdated, Event,
+    PlannedDelivery, WebhookEventAccepted,
+};
+use crate::model::ReadModel;
+use crate::values::{AttemptStatus, HttpStatusCode, NonEmptyString, RetryAt};
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Command {
+    CreateEndpoint {
+        endpoint_id: String,
+        organization_id: String,
+        name: String,
+        url: String,
+        event_types: Vec<String>,
+        enabled: bool,
+    },
+    UpdateEndpoint {
+        endpoint_id: String,
+        organization_id: String,
+        name: Option<String>,
+        url: Option<String>,
+        event_types: Option<Vec<String>>,
+        enabled: Option<bool>,
+    },
+    AcceptEvent {
+        event_id: String,
+        organization_id: String,
+        event_type: String,
+        source_key: Option<String>,
+        payload: Value,
+    },
+    RecordAttempt {
+        delivery_id: String,
+        organization_id: String,
+        status: AttemptStatus,
+        response_status_code: Option<HttpStatusCode>,
+        response_body: Option<Value>,
+        last_error: Option<NonEmptyString>,
+        next_retry_at: Option<RetryAt>,
+    },
+    IssueApiKey {
+        key_id: String,
+        organization_id: String,
+        secret_sha256: String,
+    },
+    RevokeApiKey {
+        key_id: String,
+    },
+}
+
+/// Why a command appends nothing.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Rejection {
+    #[error("no endpoint {0} in this organization")]
+    EndpointNotFound(String),
+    #[error("no delivery {0} in this organization")]
+    DeliveryNotFound(String),
+    #[error("no API key {0}")]
+    ApiKeyNotFound(String),
+    #[error("API key {0} is already revoked")]
+    ApiKeyAlreadyRevoked(String),
+    /// Not an error for the client: the event with this `sourceKey` was accepted
+    /// before, and is the answer.
+    #[error("an event with this sourceKey exists: {0}")]
+    DuplicateSourceKey(String),
+}
+
+impl Command {
+    /// The one stream the command's events go to.
+    pub fn stream(&self, model: &ReadModel) -> String {
+        use crate::event::stream;
+        match self {
+            Command::CreateEndpoint { endpoint_id, .. } | Command::UpdateEndpoint { endpoint_id, .. } => {
+                stream::endpoint(endpoint_id)
+            }
+            Command::AcceptEvent { event_id, .. } => stream::event(event_id),
+            Command::RecordAttempt { delivery_id, .. } => stream::delivery(delivery_id),
+            Command::IssueApiKey { organization_id, .. } => stream::api_keys(organization_id),
+            Command::RevokeApiKey { key_id } => stream::api_keys(
+                model
+                    .api_keys
+                    .get(key_id)
+                    .map_or("", |key| key.organization_id.as_str()),
+            ),
+        }
+    }
+}
+
+/// Decides what `command` appends against `model`. `new_id` gives a fresh delivery
+/// id each call (the fan-out needs one per subscribed endpoint).
+pub fn decide(
+    model: &ReadModel,
+    command: Command,
+    new_id: &mut dyn FnMut() -> String,
+) -> Result<Vec<Event>, Rejection> {
+    match command {
+        Command::CreateEndpoint {
+            endpoint_id,
+            organization_id,
+            name,
+            url,
+            event_types,
+            enabled,
+        } => Ok(vec![Event::EndpointCreated(EndpointCreated {
+            endpoint_id,
+            organization_id,
+            name,
+            url,
+            event_types,
+            enabled,
+        })]),
+        Command::UpdateEndpoint {
+            endpoint_id,
+            organization_id,
+            name,
+            url,
+            event_types,
+            enabled,
+        } => {
+            let Some(current) = model
+                .tenant(&organization_id)
+                .and_then(|t| t.endpoints.get(&endpoint_id))
+            else {
+                return Err(Rejection::EndpointNotFound(endpoint_id));
+            };
+            // Only what changes is recorded; a patch that changes nothing appends nothing.
+            let update = EndpointUpdated {
+                name: name.filter(|n| *n != current.name),
+                url: url.filter(|u| *u != current.url),
+                event_types: event_types.filter(|t| *t != current.event_types),
+                enabled: enabled.filter(|e| *e != current.enabled),
+                endpoint_id,
+                organization_id,
+            };
+            let changes = update.name.is_some()
+                || update.url.is_some()
+                || update.event_types.is_some()
+                || update.enabled.is_some();
+            Ok(if changes {
+                vec![Event::EndpointUpdated(update)]
+            } else {
+                Vec::new()
+            })
+        }
+        Command::AcceptEvent {
+            event_id,
+            organization_id,
+            event_type,
+            source_key,
+            payload,
+        } => {
+            let tenant = model.tenant(&organization_id);
+            if let (Some(key), Some(tenant)) = (&source_key, tenant)
+                && let Some(existing) = tenant.source_keys.get(key)
+            {
+                return Err(Rejection::DuplicateSourceKey(existing.clone()));
+            }
+            let deliveries = tenant
+                .into_iter()
+                .flat_map(|t| t.endpoints.values())
+                .filter(|endpoint| endpoint.subscribes_to(&event_type))
+                .map(|endpoint| PlannedDelivery {
+                    delivery_id: new_id(),
+                    endpoint_id: endpoint.id.clone(),
+                    endpoint_name: endpoint.name.clone(),
+                    endpoint_url: endpoint.url.clone(),
+                })
+                .collect();
+            Ok(vec![Event::WebhookEventAccepted(WebhookEventAccepted {
+                event_id,
+                organization_id,
+                event_type,
+                source_key,
+                payload,
+                deliveries,
+            })])
+        }
+        Command::RecordAttempt {
+            delivery_id,
+            organization_id,
+            status,
+            response_status_code,
+            response_body,
+            last_error,
+            next_retry_at,
+        } => {
+            let Some(delivery) = model
+                .tenant(&organization_id)
+                .and_then(|t| t.deliveries.get(&delivery_id))
+            else {
+                return Err(Rejection::DeliveryNotFound(delivery_id));
+            };
+            Ok(vec![Event::AttemptRecorded(AttemptRecorded {
+                event_id: delivery.event_id.clone(),
+                delivery_id,
+                organization_id,
+                status,
+                response_status_code,
+                response_body,
+                last_error,
+                next_retry_at,
+            })])
+        }
+        Command::IssueApiKey {
+            key_id,
+            organization_id,
+            secret_sha256,
+        } => Ok(vec![Event::ApiKeyIssued(ApiKeyIssued {
+            key_id,
+            organization_id,
+            secret_sha256,
+        })]),
+        Command::RevokeApiKey { key_id } => match model.api_keys.get(&key_id) {
+            None => Err(Rejection::ApiKeyNotFound(key_id)),
+            Some(key) if key.revoked_at.is_some() => Err(Rejection::ApiKeyAlreadyRevoked(key_id)),
+            Some(key) => Ok(vec![Event::ApiKeyRevoked(ApiKeyRevoked {
+                organization_id: key.organization_id.clone(),
+                key_id,
+            })]),
+        },
+    }
+}

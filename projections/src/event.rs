@@ -1,0 +1,277 @@
+//! The event types of the ledger: what each stream records, with its schema version.
+//!
+//! Every event's `data` is written as canonical JSON (see [`crate::canonical`]) and is
+//! described by `schemas/events/{Type}.v{N}.json`. Reading decodes by `(type,
+//! schemaVersion)`; an older version is upcast here on read and never rewritten.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::values::{AttemptStatus, HttpStatusCode, NonEmptyString, RetryAt, Timestamp};
+
+/// One decoded event, as the folds see it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Event {
+    EndpointCreated(EndpointCreated),
+    EndpointUpdated(EndpointUpdated),
+    WebhookEventAccepted(WebhookEventAccepted),
+    AttemptRecorded(AttemptRecorded),
+    ApiKeyIssued(ApiKeyIssued),
+    ApiKeyRevoked(ApiKeyRevoked),
+}
+
+/// `endpoint-{id}`, version 0: an endpoint is registered.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct EndpointCreated {
+    pub endpoint_id: String,
+    pub organization_id: String,
+    pub name: String,
+    pub url: String,
+    /// Empty means every event type.
+    pub event_types: Vec<String>,
+    pub enabled: bool,
+}
+
+/// `endpoint-{id}`: some fields of an endpoint change; an absent field is unchanged.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct EndpointUpdated {
+    pub endpoint_id: String,
+    pub organization_id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub event_types: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enabled: Option<bool>,
+}
+
+/// `event-{id}`, version 0: a webhook event is accepted and fanned out, one
+/// delivery per subscribed enabled endpoint, each with the endpoint as it stood.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct WebhookEventAccepted {
+    pub event_id: String,
+    pub organization_id: String,
+    pub event_type: String,
+    pub source_key: Option<String>,
+    /// Always a JSON object.
+    pub payload: Value,
+    pub deliveries: Vec<PlannedDelivery>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PlannedDelivery {
+    pub delivery_id: String,
+    pub endpoint_id: String,
+    pub endpoint_name: String,
+    pub endpoint_url: String,
+}
+
+/// `delivery-{id}`: one attempt as the sender reported it. Absent optional fields
+/// of the request are recorded as null.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AttemptRecorded {
+    pub delivery_id: String,
+    pub event_id: String,
+    pub organization_id: String,
+    pub status: AttemptStatus,
+    pub response_status_code: Option<HttpStatusCode>,
+    /// A JSON object when present.
+    pub response_body: Option<Value>,
+    pub last_error: Option<NonEmptyString>,
+    pub next_retry_at: Option<RetryAt>,
+}
+
+/// `apikeys-{org}`: a key is issued. Only the SHA-256 of its secret is kept.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ApiKeyIssued {
+    pub key_id: String,
+    pub organization_id: String,
+    /// Lowercase hex SHA-256 of the key's secret part.
+    pub secret_sha256: String,
+}
+
+/// `apikeys-{org}`: a key stops working.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ApiKeyRevoked {
+    pub key_id: String,
+    pub organization_id: String,
+}
+
+/// Why stored event data could not be decoded.
+#[derive(Debug, thiserror::Error)]
+pub enum DecodeError {
+    #[error("unknown event type {event_type:?} at schema version {schema_version}")]
+    Unknown { event_type: String, schema_version: u32 },
+    #[error("{event_type} v{schema_version} does not match its schema: {source}")]
+    Invalid {
+        event_type: String,
+        schema_version: u32,
+        source: serde_json::Error,
+    },
+    #[error("metadata does not match its schema: {0}")]
+    Metadata(serde_json::Error),
+}
+
+impl Event {
+    /// The `(type, schemaVersion)` pairs this build writes.
+    pub const CURRENT: [(&'static str, u32); 6] = [
+        ("EndpointCreated", 1),
+        ("EndpointUpdated", 1),
+        ("WebhookEventAccepted", 1),
+        ("AttemptRecorded", 1),
+        ("ApiKeyIssued", 1),
+        ("ApiKeyRevoked", 1),
+    ];
+
+    pub fn event_type(&self) -> &'static str {
+        match self {
+            Event::EndpointCreated(_) => "EndpointCreated",
+            Event::EndpointUpdated(_) => "EndpointUpdated",
+            Event::WebhookEventAccepted(_) => "WebhookEventAccepted",
+            Event::AttemptRecorded(_) => "AttemptRecorded",
+            Event::ApiKeyIssued(_) => "ApiKeyIssued",
+            Event::ApiKeyRevoked(_) => "ApiKeyRevoked",
+        }
+    }
+
+    /// The schema version this build writes for the event's type.
+    pub fn schema_version(&self) -> u32 {
+        1
+    }
+
+    /// The event's data as a JSON value; [`crate::canonical::to_vec`] gives its bytes.
+    pub fn to_value(&self) -> Value {
+        let value = match self {
+            Event::EndpointCreated(e) => serde_json::to_value(e),
+            Event::EndpointUpdated(e) => serde_json::to_value(e),
+            Event::WebhookEventAccepted(e) => serde_json::to_value(e),
+            Event::AttemptRecorded(e) => serde_json::to_value(e),
+            Event::ApiKeyIssued(e) => serde_json::to_value(e),
+            Event::ApiKeyRevoked(e) => serde_json::to_value(e),
+        };
+        // Every field is a string, number, bool, list or JSON value: serialising
+        // them cannot fail.
+        value.expect("event data serialises to JSON")
+    }
+
+    /// The event's data in canonical JSON bytes: what the log stores and hashes.
+    pub fn to_canonical_bytes(&self) -> Vec<u8> {
+        crate::canonical::to_vec(&self.to_value())
+    }
+
+    /// Decodes stored data, upcasting older schema versions to the current types.
+    pub fn decode(event_type: &str, schema_version: u32, data: &[u8]) -> Result<Event, DecodeError> {
+        fn parse<T: serde::de::DeserializeOwned>(
+            event_type: &str,
+            schema_version: u32,
+            data: &[u8],
+        ) -> Result<T, DecodeError> {
+            serde_json::from_slice(data).map_err(|source| DecodeError::Invalid {
+                event_type: event_type.to_owned(),
+                schema_version,
+                source,
+            })
+        }
+        let t = event_type;
+        let v = schema_version;
+        Ok(match (t, v) {
+            ("EndpointCreated", 1) => Event::EndpointCreated(parse(t, v, data)?),
+            ("EndpointUpdated", 1) => Event::EndpointUpdated(parse(t, v, data)?),
+            ("WebhookEventAccepted", 1) => Event::WebhookEventAccepted(parse(t, v, data)?),
+            ("AttemptRecorded", 1) => Event::AttemptRecorded(parse(t, v, data)?),
+            ("ApiKeyIssued", 1) => Event::ApiKeyIssued(parse(t, v, data)?),
+            ("ApiKeyRevoked", 1) => Event::ApiKeyRevoked(parse(t, v, data)?),
+            _ => {
+                return Err(DecodeError::Unknown {
+                    event_type: t.to_owned(),
+                    schema_version: v,
+                });
+            }
+        })
+    }
+
+    /// The organization the event belongs to.
+    pub fn organization_id(&self) -> &str {
+        match self {
+            Event::EndpointCreated(e) => &e.organization_id,
+            Event::EndpointUpdated(e) => &e.organization_id,
+            Event::WebhookEventAccepted(e) => &e.organization_id,
+            Event::AttemptRecorded(e) => &e.organization_id,
+            Event::ApiKeyIssued(e) => &e.organization_id,
+            Event::ApiKeyRevoked(e) => &e.organization_id,
+        }
+    }
+}
+
+/// Who and what caused an event; stored beside the data and covered by the hash.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Metadata {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
+    /// The API key that authorized the request; absent for the command line.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idempotency: Option<Idempotency>,
+}
+
+/// An `Idempotency-Key` and what it was sent with, so a repeat can be recognised
+/// from the log alone, on any node and after any restart.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Idempotency {
+    pub key: String,
+    /// The method and path the key was sent to, e.g. `POST /v1/outbound-webhook-events`.
+    pub route: String,
+    /// Lowercase hex SHA-256 of the request body.
+    pub request_sha256: String,
+}
+
+impl Metadata {
+    pub fn to_canonical_bytes(&self) -> Vec<u8> {
+        let value = serde_json::to_value(self).expect("metadata serialises to JSON");
+        crate::canonical::to_vec(&value)
+    }
+
+    pub fn decode(data: &[u8]) -> Result<Metadata, DecodeError> {
+        serde_json::from_slice(data).map_err(DecodeError::Metadata)
+    }
+}
+
+/// An event as the folds receive it: the decoded data with its place in the log.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Recorded {
+    /// Global position, 1-based, gapless, in commit order.
+    pub position: u64,
+    /// Version within its stream, 0-based.
+    pub version: u64,
+    pub recorded_at: Timestamp,
+    pub metadata: Metadata,
+    pub event: Event,
+}
+
+/// Stream names (PRODUCT §4). Every command appends to exactly one stream.
+pub mod stream {
+    pub fn endpoint(id: &str) -> String {
+        format!("endpoint-{id}")
+    }
+    pub fn event(id: &str) -> String {
+        format!("event-{id}")
+    }
+    pub fn delivery(id: &str) -> String {
+        format!("delivery-{id}")
+    }
+    pub fn api_keys(org: &str) -> String {
+        format!("apikeys-{org}")
+    }
+}

@@ -1,0 +1,24 @@
+//! hookledger's domain: the event types each stream records, the pure decisions that
+//! produce them, and the pure folds that turn them into the read models the API
+//! serves.
+//!
+//! This crate does no I/O and reads no clock: time comes in on each recorded event,
+//! ids come from the caller. That is what lets a rebuild from the log reproduce the
+//! live read model exactly.
+
+#![forbid(unsafe_code)]
+
+pub mod canonical;
+pub mod decide;
+pub mod event;
+pub mod model;
+pub mod values;
+pub mod view;
+
+#[cfg(test)]
+mod testing;
+
+pub use decide::{Command, Rejection, decide};
+pub use event::{Event, Metadata, Recorded};
+pub use model::{ApiKey, Delivery, Endpoint, ReadModel, Tenant, WebhookEvent};
+pub use values::{AttemptStatus, EventStatus, HttpStatusCode, NonEmptyString, RetryAt, Timestamp};

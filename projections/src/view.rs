@@ -1,0 +1,145 @@
+//! The JSON shapes the API returns, built from the read model. Nullable fields are
+//! always present, as `null` when empty; timestamps are RFC 3339 UTC.
+
+use serde::Serialize;
+use serde_json::value::RawValue;
+
+use crate::model::{Delivery, Endpoint, Tenant, WebhookEvent};
+use crate::values::{AttemptStatus, EventStatus, Timestamp};
+
+/// `OutboundWebhookDeliverySnapshot` of the published contract.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DeliverySnapshot {
+    pub id: String,
+    pub organization_id: String,
+    pub endpoint_id: String,
+    pub endpoint_name: String,
+    pub endpoint_url: String,
+    pub attempt_count: u64,
+    pub response_status_code: Option<u16>,
+    pub last_error: Option<String>,
+    pub next_retry_at: Option<Timestamp>,
+    pub attempted_at: Option<Timestamp>,
+    pub delivered_at: Option<Timestamp>,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
+    pub status: AttemptStatus,
+}
+
+/// A delivery on its own: the snapshot plus the event it belongs to.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DeliveryView {
+    #[serde(flatten)]
+    pub snapshot: DeliverySnapshot,
+    pub event_id: String,
+}
+
+/// The parent webhook event with all its deliveries: the record-attempt response.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EventSnapshot {
+    pub id: String,
+    pub organization_id: String,
+    pub event_type: String,
+    pub source_key: Option<String>,
+    pub status: EventStatus,
+    pub endpoint_count: u64,
+    pub payload: Box<RawValue>,
+    pub deliveries: Vec<DeliverySnapshot>,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EndpointView {
+    pub id: String,
+    pub organization_id: String,
+    pub name: String,
+    pub url: String,
+    pub event_types: Vec<String>,
+    pub enabled: bool,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
+}
+
+impl From<&Delivery> for DeliverySnapshot {
+    fn from(d: &Delivery) -> Self {
+        DeliverySnapshot {
+            id: d.id.clone(),
+            organization_id: d.organization_id.clone(),
+            endpoint_id: d.endpoint_id.clone(),
+            endpoint_name: d.endpoint_name.clone(),
+            endpoint_url: d.endpoint_url.clone(),
+            attempt_count: d.attempt_count,
+            response_status_code: d.response_status_code,
+            last_error: d.last_error.clone(),
+            next_retry_at: d.next_retry_at,
+            attempted_at: d.attempted_at,
+            delivered_at: d.delivered_at,
+            created_at: d.created_at,
+            updated_at: d.updated_at,
+            status: d.status,
+        }
+    }
+}
+
+impl From<&Delivery> for DeliveryView {
+    fn from(d: &Delivery) -> Self {
+        DeliveryView {
+            snapshot: d.into(),
+            event_id: d.event_id.clone(),
+        }
+    }
+}
+
+impl From<&Endpoint> for EndpointView {
+    fn from(e: &Endpoint) -> Self {
+        EndpointView {
+            id: e.id.clone(),
+            organization_id: e.organization_id.clone(),
+            name: e.name.clone(),
+            url: e.url.clone(),
+            event_types: e.event_types.clone(),
+            enabled: e.enabled,
+            created_at: e.created_at,
+            updated_at: e.updated_at,
+        }
+    }
+}
+
+impl EventSnapshot {
+    /// The event with its deliveries, in fan-out order.
+    pub fn new(event: &WebhookEvent, tenant: &Tenant) -> Self {
+        let deliveries: Vec<DeliverySnapshot> = event
+            .delivery_ids
+            .iter()
+            .filter_map(|id| tenant.deliveries.get(id))
+            .map(DeliverySnapshot::from)
+            .collect();
+        EventSnapshot {
+            id: event.id.clone(),
+            organization_id: event.organization_id.clone(),
+            event_type: event.event_type.clone(),
+            source_key: event.source_key.clone(),
+            status: event.status,
+            endpoint_count: event.delivery_ids.len() as u64,
+            // The model holds canonical JSON written by the fold; it always parses.
+            payload: RawValue::from_string(event.payload.clone())
+                .expect("stored payload is valid JSON"),
+            deliveries,
+            created_at: event.created_at,
+            updated_at: event.updated_at,
+        }
+    }
+}
+
+impl Tenant {
+    pub fn event_snapshot(&self, event_id: &str) -> Option<EventSnapshot> {
+        self.events
+            .get(event_id)
+            .map(|event| EventSnapshot::new(event, self))
+    }
+}

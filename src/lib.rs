@@ -1,0 +1,9 @@
+//! hookledger: an event-sourced ledger of outbound webhook deliveries.
+//!
+//! Senders record every delivery attempt; each is appended as an immutable event to
+//! its delivery's stream ([`store`]), folded into read models ([`projections`]),
+//! and chained into a tamper-evident history ([`chain`]) that auditors can replay
+//! and verify.
+
+pub mod chain;
+pub mod store;

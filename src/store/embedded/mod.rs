@@ -1,0 +1,1 @@
+//! The embedded backend: hookledger's own append-only segment log.

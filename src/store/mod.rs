@@ -1,0 +1,197 @@
+//! The event store: one trait every backend implements, its one error type, and the
+//! record format all backends share.
+//!
+//! A backend stores streams of events with a global, gapless position in commit
+//! order. It stamps each event's time and extends the stream's hash chain inside the
+//! same atomic append, so every backend produces byte-identical records for the
+//! same history. It knows nothing about webhooks.
+
+use std::ops::RangeInclusive;
+use std::path::PathBuf;
+
+use crate::chain::Hash;
+
+pub mod embedded;
+pub mod memory;
+pub mod sequencer;
+
+/// What the writer expects the stream to hold before its append.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ExpectedVersion {
+    /// The stream must not exist yet.
+    NoStream,
+    /// The stream's last event must have this 0-based version.
+    Exact(u64),
+    /// No check: the events go after whatever is there.
+    Any,
+}
+
+impl ExpectedVersion {
+    /// The expectation that a stream holds exactly `count` events.
+    pub fn count(count: u64) -> Self {
+        match count {
+            0 => ExpectedVersion::NoStream,
+            n => ExpectedVersion::Exact(n - 1),
+        }
+    }
+
+    /// Whether a stream whose last version is `actual` (None: no stream) matches.
+    pub fn matches(self, actual: Option<u64>) -> bool {
+        match self {
+            ExpectedVersion::Any => true,
+            ExpectedVersion::NoStream => actual.is_none(),
+            ExpectedVersion::Exact(v) => actual == Some(v),
+        }
+    }
+}
+
+impl std::fmt::Display for ExpectedVersion {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ExpectedVersion::NoStream => f.write_str("no stream"),
+            ExpectedVersion::Exact(v) => write!(f, "version {v}"),
+            ExpectedVersion::Any => f.write_str("any version"),
+        }
+    }
+}
+
+/// An event to append: its data and metadata already in canonical JSON.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewEvent {
+    pub event_type: String,
+    pub schema_version: u32,
+    pub data: Vec<u8>,
+    pub metadata: Vec<u8>,
+}
+
+/// An event as stored. Everything but `position` is covered by `hash`.
+#[derive(
+    Debug, Clone, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize,
+)]
+pub struct RecordedEvent {
+    /// Global position: 1-based, gapless, in commit order.
+    pub position: u64,
+    pub stream: String,
+    /// Version in the stream: 0-based, gapless.
+    pub version: u64,
+    pub event_type: String,
+    pub schema_version: u32,
+    /// Server time of the append, microseconds since the Unix epoch, UTC.
+    pub recorded_at: i64,
+    /// Canonical JSON.
+    pub data: Vec<u8>,
+    /// Canonical JSON.
+    pub metadata: Vec<u8>,
+    pub prev_hash: Hash,
+    pub hash: Hash,
+}
+
+/// Where an append landed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Appended {
+    /// The global positions of the appended events, contiguous.
+    pub positions: RangeInclusive<u64>,
+    /// The version of the last appended event.
+    pub last_version: u64,
+    /// The server time stamped on the events.
+    pub recorded_at: i64,
+}
+
+/// The store's one error type. No backend's driver error escapes through it.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The stream is not at the expected version; nothing was appended.
+    #[error("expected {expected} but the stream is at {}", actual.map_or("no stream".to_owned(), |v| format!("version {v}")))]
+    Conflict {
+        expected: ExpectedVersion,
+        /// The stream's last version; `None` when it does not exist.
+        actual: Option<u64>,
+    },
+    /// Stored bytes fail their checksum or do not decode: refuse, never guess.
+    #[error("corrupt log: {} at offset {offset} (position {position}): {reason}", file.display())]
+    Corrupt {
+        file: PathBuf,
+        offset: u64,
+        /// The position the bad record holds or would hold.
+        position: u64,
+        reason: String,
+    },
+    /// The append was malformed (empty, oversized): a caller's bug, nothing written.
+    #[error("invalid append: {0}")]
+    Invalid(String),
+    /// A read or write failed; for an append, nothing was acknowledged and the log
+    /// holds no part of it.
+    #[error("storage I/O failed: {context}: {source}")]
+    Io {
+        context: String,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The store cannot take requests (closed, or another process holds it).
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    pub fn io(context: impl Into<String>, source: std::io::Error) -> Self {
+        Error::Io {
+            context: context.into(),
+            source,
+        }
+    }
+}
+
+/// An append-only store of event streams.
+///
+/// Appends to one stream are atomic and checked against an expected version;
+/// every acknowledged append is durable. Reads never return an event whose append
+/// has not been acknowledged as durable.
+#[async_trait::async_trait]
+pub trait EventStore: Send + Sync + std::fmt::Debug {
+    /// Appends `events` to `stream` if it is at `expected`; returns their positions.
+    async fn append(
+        &self,
+        stream: &str,
+        expected: ExpectedVersion,
+        events: Vec<NewEvent>,
+    ) -> Result<Appended>;
+
+    /// Up to `max` events of `stream` from version `from`, in version order.
+    async fn read_stream(&self, stream: &str, from: u64, max: usize) -> Result<Vec<RecordedEvent>>;
+
+    /// Up to `max` events from global position `from` (1-based), in position order.
+    async fn read_all(&self, from: u64, max: usize) -> Result<Vec<RecordedEvent>>;
+
+    /// Resolves once the log holds a position beyond `after`; returns the head.
+    async fn wait_beyond(&self, after: u64) -> Result<u64>;
+
+    /// The last durable position; 0 when the log is empty.
+    fn head(&self) -> u64;
+}
+
+/// The largest event a backend must accept: a whole record-attempt body is at most
+/// 1 MiB, and its envelope adds far less than another MiB.
+pub const MAX_EVENT_BYTES: usize = 2 * 1024 * 1024;
+
+/// Checks an append's shape; every backend calls this before touching storage.
+pub fn check_append(stream: &str, events: &[NewEvent]) -> Result<()> {
+    if stream.is_empty() {
+        return Err(Error::Invalid("stream name is empty".into()));
+    }
+    if events.is_empty() {
+        return Err(Error::Invalid("no events to append".into()));
+    }
+    if let Some(e) = events
+        .iter()
+        .find(|e| e.data.len() + e.metadata.len() + e.event_type.len() > MAX_EVENT_BYTES)
+    {
+        return Err(Error::Invalid(format!(
+            "a {} event of {} bytes exceeds the {MAX_EVENT_BYTES}-byte limit",
+            e.event_type,
+            e.data.len() + e.metadata.len()
+        )));
+    }
+    Ok(())
+}
