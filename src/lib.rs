@@ -6,4 +6,8 @@
 //! and verify.
 
 pub mod chain;
+pub mod ledger;
+pub mod node;
+pub mod projector;
+pub mod snapshot;
 pub mod store;

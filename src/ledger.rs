@@ -1,0 +1,461 @@
+//! The write path: load state, decide, append with the expected version, wait for
+//! the read model to reflect the append. Every command appends to one stream.
+//!
+//! It also answers the questions that need the log rather than the live model:
+//! what a resource looked like at a past position or version, for idempotent
+//! replays and `asOfVersion`.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use projections::event::{Idempotency, stream};
+use projections::view::{DeliveryView, EndpointView, EventSnapshot};
+use projections::{ApiKey, Command, Metadata, ReadModel, Rejection};
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+use crate::projector::{self, Projector};
+use crate::store::{self, EventStore, ExpectedVersion, NewEvent, RecordedEvent};
+
+/// How often an optimistic write is retried after losing a race it did not ask to
+/// detect (e.g. two patches of one endpoint).
+const RETRIES: usize = 16;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The command refers to something absent, or is refused by a rule.
+    #[error(transparent)]
+    Rejected(#[from] Rejection),
+    /// `If-Match` named a version the delivery is no longer at.
+    #[error("the delivery is at version {current}, not {expected}")]
+    PreconditionFailed { expected: u64, current: u64 },
+    /// The `Idempotency-Key` was used before with a different request body.
+    #[error("this Idempotency-Key was used with a different request")]
+    IdempotencyKeyReused,
+    #[error(transparent)]
+    Store(#[from] store::Error),
+    #[error(transparent)]
+    Projector(#[from] projector::Error),
+}
+
+/// Who is asking, for the event metadata.
+#[derive(Debug, Clone, Default)]
+pub struct Context {
+    pub organization_id: String,
+    pub key_id: Option<String>,
+    pub request_id: Option<String>,
+    pub idempotency: Option<Idempotency>,
+}
+
+/// What a command did. `position` is where the answer stands in the log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Written {
+    pub outcome: Outcome,
+    pub position: u64,
+    /// The endpoint or webhook event the response is about.
+    pub resource_id: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// New events were appended and the read model reflects them.
+    Appended,
+    /// The command changed nothing, so nothing was appended.
+    Unchanged,
+    /// An earlier request with this `Idempotency-Key` was answered at `position`.
+    Replayed,
+    /// An event with this `sourceKey` was accepted earlier.
+    Existing,
+}
+
+/// A newly issued API key. `token` is shown once and never stored.
+#[derive(Debug, Clone)]
+pub struct IssuedKey {
+    pub key_id: String,
+    pub organization_id: String,
+    pub token: String,
+}
+
+#[derive(Debug)]
+pub struct Ledger {
+    store: Arc<dyn EventStore>,
+    projector: Arc<Projector>,
+    locks: KeyedLocks,
+}
+
+impl Ledger {
+    pub fn new(store: Arc<dyn EventStore>, projector: Arc<Projector>) -> Self {
+        Ledger {
+            store,
+            projector,
+            locks: KeyedLocks::default(),
+        }
+    }
+
+    pub fn store(&self) -> &Arc<dyn EventStore> {
+        &self.store
+    }
+
+    pub fn projector(&self) -> &Arc<Projector> {
+        &self.projector
+    }
+
+    /// Runs a command. `if_match` is the number of events the client expects the
+    /// target delivery's stream to hold (its `ETag`); only attempts take it.
+    pub async fn execute(
+        &self,
+        command: Command,
+        ctx: &Context,
+        if_match: Option<u64>,
+    ) -> Result<Written, Error> {
+        let org = &ctx.organization_id;
+        // Requests that must not run twice are serialised on their key, so a race
+        // of repeats produces one event and the others find it in the model.
+        let _idempotency = match &ctx.idempotency {
+            Some(i) => Some(self.locks.lock(format!("{org}\nidem\n{}\n{}", i.route, i.key)).await),
+            None => None,
+        };
+        let _source = match &command {
+            Command::AcceptEvent {
+                source_key: Some(key),
+                ..
+            } => Some(self.locks.lock(format!("{org}\nsource\n{key}")).await),
+            _ => None,
+        };
+        if let Some(i) = &ctx.idempotency
+            && let Some(done) = self.idempotent_answer(org, i)?
+        {
+            return Ok(done);
+        }
+        for _ in 0..RETRIES {
+            match self.try_execute(command.clone(), ctx, if_match).await {
+                Err(Error::Store(store::Error::Conflict { actual, .. })) => {
+                    if let Some(expected) = if_match {
+                        return Err(Error::PreconditionFailed {
+                            expected,
+                            current: actual.map_or(0, |v| v + 1),
+                        });
+                    }
+                    // Lost a race: let the model see the winner, then decide again.
+                    self.projector.wait_for(self.store.head()).await?;
+                }
+                other => return other,
+            }
+        }
+        Err(Error::Store(store::Error::Unavailable(
+            "too much contention on one stream; try again".into(),
+        )))
+    }
+
+    fn idempotent_answer(&self, org: &str, i: &Idempotency) -> Result<Option<Written>, Error> {
+        let state = self.projector.read();
+        let Some(record) = state
+            .model
+            .tenant(org)
+            .and_then(|t| t.idempotency(&i.route, &i.key))
+        else {
+            return Ok(None);
+        };
+        if record.request_sha256 != i.request_sha256 {
+            return Err(Error::IdempotencyKeyReused);
+        }
+        Ok(Some(Written {
+            outcome: Outcome::Replayed,
+            position: record.position,
+            resource_id: record.resource_id.clone(),
+        }))
+    }
+
+    async fn try_execute(
+        &self,
+        command: Command,
+        ctx: &Context,
+        if_match: Option<u64>,
+    ) -> Result<Written, Error> {
+        let (stream, expected, resource_id, events) = {
+            let state = self.projector.read();
+            let model = &state.model;
+            let org = &ctx.organization_id;
+            let stream = command.stream(model);
+            let (expected, resource_id) = match &command {
+                Command::CreateEndpoint { endpoint_id, .. } => (ExpectedVersion::NoStream, endpoint_id.clone()),
+                Command::AcceptEvent { event_id, .. } => (ExpectedVersion::NoStream, event_id.clone()),
+                Command::UpdateEndpoint { endpoint_id, .. } => {
+                    let version = model
+                        .tenant(org)
+                        .and_then(|t| t.endpoints.get(endpoint_id))
+                        .map_or(0, |e| e.version);
+                    (ExpectedVersion::count(version), endpoint_id.clone())
+                }
+                Command::RecordAttempt { delivery_id, .. } => {
+                    let delivery = model.tenant(org).and_then(|t| t.deliveries.get(delivery_id));
+                    let Some(delivery) = delivery else {
+                        return Err(Rejection::DeliveryNotFound(delivery_id.clone()).into());
+                    };
+                    let expected = match if_match {
+                        // Refuse early from the model; the store checks again.
+                        Some(n) if n != delivery.version => {
+                            return Err(Error::PreconditionFailed {
+                                expected: n,
+                                current: delivery.version,
+                            });
+                        }
+                        Some(n) => ExpectedVersion::count(n),
+                        None => ExpectedVersion::Any,
+                    };
+                    (expected, delivery.event_id.clone())
+                }
+                Command::IssueApiKey { key_id, .. } | Command::RevokeApiKey { key_id } => {
+                    (ExpectedVersion::Any, key_id.clone())
+                }
+            };
+            let decided = projections::decide(model, command, &mut || new_id("dlv"));
+            let events = match decided {
+                Ok(events) => events,
+                Err(Rejection::DuplicateSourceKey(existing)) => {
+                    return Ok(Written {
+                        outcome: Outcome::Existing,
+                        position: model.position,
+                        resource_id: existing,
+                    });
+                }
+                Err(rejection) => return Err(rejection.into()),
+            };
+            (stream, expected, resource_id, events)
+        };
+        if events.is_empty() {
+            return Ok(Written {
+                outcome: Outcome::Unchanged,
+                position: self.projector.position(),
+                resource_id,
+            });
+        }
+        let metadata = Metadata {
+            request_id: ctx.request_id.clone(),
+            key_id: ctx.key_id.clone(),
+            idempotency: ctx.idempotency.clone(),
+        }
+        .to_canonical_bytes();
+        let events = events
+            .iter()
+            .map(|event| NewEvent {
+                event_type: event.event_type().to_owned(),
+                schema_version: event.schema_version(),
+                data: event.to_canonical_bytes(),
+                metadata: metadata.clone(),
+            })
+            .collect();
+        let appended = self.store.append(&stream, expected, events).await?;
+        let position = *appended.positions.end();
+        self.projector.wait_for(position).await?;
+        Ok(Written {
+            outcome: Outcome::Appended,
+            position,
+            resource_id,
+        })
+    }
+
+    /// Issues a key for `organization_id`. The token is returned once; only the
+    /// SHA-256 of its secret is stored.
+    pub async fn issue_key(&self, organization_id: &str) -> Result<IssuedKey, Error> {
+        let ulid = new_ulid().to_string();
+        let mut secret = [0u8; 32];
+        getrandom::fill(&mut secret).map_err(|e| {
+            store::Error::Unavailable(format!("the system random source failed: {e}"))
+        })?;
+        let secret = hex::encode(secret);
+        let key_id = format!("key_{ulid}");
+        let command = Command::IssueApiKey {
+            key_id: key_id.clone(),
+            organization_id: organization_id.to_owned(),
+            secret_sha256: hex::encode(Sha256::digest(secret.as_bytes())),
+        };
+        let ctx = Context {
+            organization_id: organization_id.to_owned(),
+            ..Context::default()
+        };
+        self.execute(command, &ctx, None).await?;
+        Ok(IssuedKey {
+            key_id,
+            organization_id: organization_id.to_owned(),
+            token: format!("hlk_{ulid}_{secret}"),
+        })
+    }
+
+    pub async fn revoke_key(&self, key_id: &str) -> Result<(), Error> {
+        let org = self
+            .projector
+            .read()
+            .model
+            .api_keys
+            .get(key_id)
+            .map(|k| k.organization_id.clone())
+            .ok_or_else(|| Rejection::ApiKeyNotFound(key_id.to_owned()))?;
+        let ctx = Context {
+            organization_id: org,
+            ..Context::default()
+        };
+        let command = Command::RevokeApiKey {
+            key_id: key_id.to_owned(),
+        };
+        self.execute(command, &ctx, None).await.map(drop)
+    }
+
+    /// The live key a bearer token belongs to, if it is valid and not revoked.
+    /// The secret is compared in constant time.
+    pub fn authenticate(&self, token: &str) -> Option<ApiKey> {
+        let (ulid, secret) = token.strip_prefix("hlk_")?.split_once('_')?;
+        let presented: [u8; 32] = Sha256::digest(secret.as_bytes()).into();
+        let state = self.projector.read();
+        let key = state.model.api_keys.get(&format!("key_{ulid}"))?;
+        let matches: bool = key.secret_sha256.ct_eq(&presented).into();
+        (matches && key.revoked_at.is_none()).then(|| key.clone())
+    }
+
+    /// The webhook event with its deliveries as it stood at `position`.
+    pub async fn event_as_of(
+        &self,
+        org: &str,
+        event_id: &str,
+        position: u64,
+    ) -> Result<Option<EventSnapshot>, Error> {
+        let delivery_ids = {
+            let state = self.projector.read();
+            match state.model.tenant(org).and_then(|t| t.events.get(event_id)) {
+                Some(event) => event.delivery_ids.clone(),
+                None => return Ok(None),
+            }
+        };
+        let mut streams = vec![stream::event(event_id)];
+        streams.extend(delivery_ids.iter().map(|id| stream::delivery(id)));
+        let model = self.fold_streams(&streams, |e| e.position <= position).await?;
+        Ok(model.tenant(org).and_then(|t| t.event_snapshot(event_id)))
+    }
+
+    /// The endpoint as it stood at `position`.
+    pub async fn endpoint_as_of(
+        &self,
+        org: &str,
+        endpoint_id: &str,
+        position: u64,
+    ) -> Result<Option<EndpointView>, Error> {
+        let model = self
+            .fold_streams(&[stream::endpoint(endpoint_id)], |e| e.position <= position)
+            .await?;
+        Ok(model
+            .tenant(org)
+            .and_then(|t| t.endpoints.get(endpoint_id))
+            .map(EndpointView::from))
+    }
+
+    /// The delivery as it stood after the first `version` events of its stream.
+    pub async fn delivery_as_of_version(
+        &self,
+        org: &str,
+        delivery_id: &str,
+        version: u64,
+    ) -> Result<Option<DeliveryView>, Error> {
+        let event_id = {
+            let state = self.projector.read();
+            match state.model.tenant(org).and_then(|t| t.deliveries.get(delivery_id)) {
+                Some(d) if version <= d.version => d.event_id.clone(),
+                _ => return Ok(None),
+            }
+        };
+        let delivery_stream = stream::delivery(delivery_id);
+        let streams = [stream::event(&event_id), delivery_stream.clone()];
+        let model = self
+            .fold_streams(&streams, |e| e.stream != delivery_stream || e.version < version)
+            .await?;
+        Ok(model
+            .tenant(org)
+            .and_then(|t| t.deliveries.get(delivery_id))
+            .map(DeliveryView::from))
+    }
+
+    /// Every event of one stream, in version order.
+    pub async fn read_stream(&self, stream: &str) -> Result<Vec<RecordedEvent>, Error> {
+        let mut events: Vec<RecordedEvent> = Vec::new();
+        loop {
+            let batch = self.store.read_stream(stream, events.len() as u64, 1024).await?;
+            if batch.is_empty() {
+                return Ok(events);
+            }
+            events.extend(batch);
+        }
+    }
+
+    /// Folds the chosen events of some streams, in position order, into a fresh model.
+    async fn fold_streams(
+        &self,
+        streams: &[String],
+        keep: impl Fn(&RecordedEvent) -> bool,
+    ) -> Result<ReadModel, Error> {
+        let mut events = Vec::new();
+        for name in streams {
+            events.extend(self.read_stream(name).await?.into_iter().filter(&keep));
+        }
+        events.sort_by_key(|e| e.position);
+        let mut model = ReadModel::default();
+        for event in &events {
+            model.apply(&projector::decode(event)?);
+        }
+        Ok(model)
+    }
+}
+
+/// A fresh id: the type prefix and a ULID, so ids sort by creation time.
+pub fn new_id(prefix: &str) -> String {
+    format!("{prefix}_{}", new_ulid())
+}
+
+/// ULIDs from one generator per process: strictly increasing even within one
+/// millisecond, so "newest first" is exact for everything this process creates.
+fn new_ulid() -> ulid::Ulid {
+    static GENERATOR: Mutex<ulid::Generator> = Mutex::new(ulid::Generator::new());
+    let mut generator = GENERATOR.lock().unwrap_or_else(|e| e.into_inner());
+    generator
+        .generate()
+        .unwrap_or_else(|overflow| overflow.commit_overflow_increment())
+}
+
+/// Async mutexes by key, created on demand and dropped when no one holds them.
+#[derive(Debug, Default)]
+struct KeyedLocks {
+    map: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+struct KeyGuard<'a> {
+    locks: &'a KeyedLocks,
+    key: String,
+    guard: Option<tokio::sync::OwnedMutexGuard<()>>,
+}
+
+impl KeyedLocks {
+    async fn lock(&self, key: String) -> KeyGuard<'_> {
+        let mutex = self
+            .map
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(key.clone())
+            .or_default()
+            .clone();
+        let guard = mutex.lock_owned().await;
+        KeyGuard {
+            locks: self,
+            key,
+            guard: Some(guard),
+        }
+    }
+}
+
+impl Drop for KeyGuard<'_> {
+    fn drop(&mut self) {
+        let mut map = self.locks.map.lock().unwrap_or_else(|e| e.into_inner());
+        self.guard.take();
+        // Only the map's own reference left: nobody holds or waits for this key.
+        if map.get(&self.key).is_some_and(|m| Arc::strong_count(m) == 1) {
+            map.remove(&self.key);
+        }
+    }
+}
