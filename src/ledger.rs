@@ -375,14 +375,7 @@ impl Ledger {
 
     /// Every event of one stream, in version order.
     pub async fn read_stream(&self, stream: &str) -> Result<Vec<RecordedEvent>, Error> {
-        let mut events: Vec<RecordedEvent> = Vec::new();
-        loop {
-            let batch = self.store.read_stream(stream, events.len() as u64, 1024).await?;
-            if batch.is_empty() {
-                return Ok(events);
-            }
-            events.extend(batch);
-        }
+        Ok(store::read_whole_stream(self.store.as_ref(), stream).await?)
     }
 
     /// Folds the chosen events of some streams, in position order, into a fresh model.

@@ -5,7 +5,11 @@
 //! and chained into a tamper-evident history ([`chain`]) that auditors can replay
 //! and verify.
 
+pub mod audit;
 pub mod chain;
+pub mod cli;
+pub mod diff;
+pub mod telemetry;
 pub mod ledger;
 pub mod node;
 pub mod projector;

@@ -13,7 +13,10 @@ use crate::event::{
 use crate::values::{AttemptStatus, EventStatus, Timestamp};
 
 /// Everything the API serves, folded from the whole log in position order.
-#[derive(Debug, Clone, Default, PartialEq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+#[derive(
+    Debug, Clone, Default, PartialEq, serde::Serialize, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize,
+)]
+#[serde(rename_all = "camelCase")]
 pub struct ReadModel {
     /// The position of the last event applied; 0 before any.
     pub position: u64,
@@ -24,7 +27,10 @@ pub struct ReadModel {
 }
 
 /// One organization's resources. Maps are ordered by ULID id, so by creation.
-#[derive(Debug, Clone, Default, PartialEq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+#[derive(
+    Debug, Clone, Default, PartialEq, serde::Serialize, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize,
+)]
+#[serde(rename_all = "camelCase")]
 pub struct Tenant {
     pub endpoints: BTreeMap<String, Endpoint>,
     pub events: BTreeMap<String, WebhookEvent>,
@@ -35,7 +41,8 @@ pub struct Tenant {
     pub idempotency: BTreeMap<String, IdempotencyRecord>,
 }
 
-#[derive(Debug, Clone, PartialEq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct Endpoint {
     pub id: String,
     pub organization_id: String,
@@ -49,7 +56,8 @@ pub struct Endpoint {
     pub version: u64,
 }
 
-#[derive(Debug, Clone, PartialEq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct WebhookEvent {
     pub id: String,
     pub organization_id: String,
@@ -63,7 +71,8 @@ pub struct WebhookEvent {
     pub updated_at: Timestamp,
 }
 
-#[derive(Debug, Clone, PartialEq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct Delivery {
     pub id: String,
     pub organization_id: String,
@@ -84,7 +93,8 @@ pub struct Delivery {
     pub version: u64,
 }
 
-#[derive(Debug, Clone, PartialEq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct ApiKey {
     pub id: String,
     pub organization_id: String,
@@ -96,7 +106,8 @@ pub struct ApiKey {
 
 /// What an `Idempotency-Key` produced, so a repeat can answer with the same
 /// response: the resource it was about, as it stood at `position`.
-#[derive(Debug, Clone, PartialEq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct IdempotencyRecord {
     pub request_sha256: String,
     pub position: u64,

@@ -171,6 +171,18 @@ pub trait EventStore: Send + Sync + std::fmt::Debug {
     fn head(&self) -> u64;
 }
 
+/// Every event of one stream, in version order.
+pub async fn read_whole_stream(store: &dyn EventStore, stream: &str) -> Result<Vec<RecordedEvent>> {
+    let mut events: Vec<RecordedEvent> = Vec::new();
+    loop {
+        let batch = store.read_stream(stream, events.len() as u64, 1024).await?;
+        if batch.is_empty() {
+            return Ok(events);
+        }
+        events.extend(batch);
+    }
+}
+
 /// The largest event a backend must accept: a whole record-attempt body is at most
 /// 1 MiB, and its envelope adds far less than another MiB.
 pub const MAX_EVENT_BYTES: usize = 2 * 1024 * 1024;

@@ -1,0 +1,90 @@
+//! The command line (PRODUCT §7): one module per command. `--help` text comes from
+//! the doc comments here. Exit codes: 0 ok, 1 a check failed, 2 usage or setup.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::telemetry::LogFormat;
+
+pub mod audit;
+pub mod keys;
+pub mod open;
+pub mod projections;
+pub mod serve;
+
+/// hookledger: an event-sourced ledger of outbound webhook deliveries.
+#[derive(Debug, Parser)]
+#[command(name = "hookledger", version, propagate_version = true)]
+pub struct Cli {
+    #[command(flatten)]
+    pub store: StoreArgs,
+
+    /// Log format on stderr.
+    #[arg(long, global = true, env = "HOOKLEDGER_LOG_FORMAT", value_enum, default_value_t = LogFormat::Auto)]
+    pub log_format: LogFormat,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Where the ledger lives; every command takes these.
+#[derive(Debug, Clone, Args)]
+pub struct StoreArgs {
+    /// Data directory of the embedded store.
+    #[arg(long, global = true, env = "HOOKLEDGER_DATA", default_value = "./data")]
+    pub data: PathBuf,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the HTTP API.
+    Serve(serve::ServeArgs),
+    /// Issue and revoke API keys.
+    #[command(subcommand)]
+    Keys(keys::KeysCommand),
+    /// Rebuild read models from the log.
+    #[command(subcommand)]
+    Projections(projections::ProjectionsCommand),
+    /// Replay, verify, digest and export the history.
+    #[command(subcommand)]
+    Audit(audit::AuditCommand),
+}
+
+/// Why a command could not do its work.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Exit 2: the setup is wrong (arguments, data directory, a store that won't open).
+    #[error("{0}")]
+    Setup(String),
+    /// Exit 1: a check ran and found a problem; the report was printed.
+    #[error("{0}")]
+    CheckFailed(String),
+}
+
+impl Error {
+    pub fn setup(context: &str, e: impl std::fmt::Display) -> Self {
+        Error::Setup(format!("{context}: {e}"))
+    }
+}
+
+pub async fn run(cli: Cli) -> ExitCode {
+    let result = match cli.command {
+        Command::Serve(args) => serve::run(&cli.store, args).await,
+        Command::Keys(command) => keys::run(&cli.store, command).await,
+        Command::Projections(command) => projections::run(&cli.store, command).await,
+        Command::Audit(command) => audit::run(&cli.store, command).await,
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Error::CheckFailed(message)) => {
+            eprintln!("hookledger: {message}");
+            ExitCode::from(1)
+        }
+        Err(Error::Setup(message)) => {
+            eprintln!("hookledger: {message}");
+            ExitCode::from(2)
+        }
+    }
+}

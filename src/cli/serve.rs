@@ -1,0 +1,89 @@
+//! `hookledger serve`: open the ledger, catch the read model up, serve the API,
+//! and on SIGTERM or Ctrl-C stop accepting, finish in-flight requests and write a
+//! final snapshot.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use clap::Args;
+
+use crate::api::{self, AppState};
+use crate::cli::{Error, StoreArgs, open};
+use crate::node::{Node, snapshot_file};
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address to listen on.
+    #[arg(long, env = "HOOKLEDGER_LISTEN", default_value = "127.0.0.1:3001")]
+    pub listen: SocketAddr,
+
+    /// Seconds between read-model snapshots while events arrive.
+    #[arg(long, env = "HOOKLEDGER_SNAPSHOT_INTERVAL", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
+    pub snapshot_interval: u64,
+}
+
+pub async fn run(store_args: &StoreArgs, args: ServeArgs) -> Result<(), Error> {
+    let store = open::store_for_writing(store_args)?;
+    let node = Node::start(store, Some(snapshot_file(&store_args.data))).await;
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .map_err(|e| Error::setup(&format!("cannot listen on {}", args.listen), e))?;
+    let local = listener
+        .local_addr()
+        .map_err(|e| Error::setup("cannot read the listening address", e))?;
+    tracing::info!(listen = %local, data = %store_args.data.display(), head = node.store.head(), "hookledger is serving");
+    tokio::spawn(hint_when_keyless(node.clone(), store_args.data.display().to_string()));
+    let snapshots = tokio::spawn(node.projector.clone().save_periodically(
+        snapshot_file(&store_args.data),
+        Duration::from_secs(args.snapshot_interval),
+    ));
+    let served = api::serve(listener, AppState::new(node.clone()), shutdown_signal()).await;
+    snapshots.abort();
+    tracing::info!("stopped accepting; in-flight requests are done");
+    let saver = node.clone();
+    match tokio::task::spawn_blocking(move || saver.save_snapshot()).await {
+        Ok(Ok(Some(position))) => tracing::info!(position, "wrote the final snapshot"),
+        Ok(Ok(None)) => {}
+        Ok(Err(e)) => tracing::warn!(error = %e, "could not write the final snapshot; the next start replays more"),
+        Err(e) => tracing::warn!(error = %e, "the final snapshot task failed"),
+    }
+    served.map_err(|e| Error::setup("the server failed", e))
+}
+
+/// On an empty ledger, says how to get a first key.
+async fn hint_when_keyless(node: Node, data: String) {
+    if node.ready().await.is_err() {
+        return;
+    }
+    if node.projector.read().model.api_keys.is_empty() {
+        tracing::info!(
+            "no API keys yet: create one with `hookledger keys create --org <ORGANIZATION> --data {data}` \
+             and send it as `authorization: Bearer <key>` with `x-organization-id: <ORGANIZATION>`"
+        );
+    }
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(e) = tokio::signal::ctrl_c().await {
+            tracing::warn!(error = %e, "cannot listen for Ctrl-C");
+            std::future::pending::<()>().await;
+        }
+    };
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    tokio::select! {
+        () = ctrl_c => tracing::info!("Ctrl-C: shutting down"),
+        () = terminate => tracing::info!("SIGTERM: shutting down"),
+    }
+}
