@@ -5,6 +5,7 @@
 //! and chained into a tamper-evident history ([`chain`]) that auditors can replay
 //! and verify.
 
+pub mod admin;
 pub mod audit;
 pub mod chain;
 pub mod cli;

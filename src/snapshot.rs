@@ -125,7 +125,8 @@ pub fn write_atomically(file: &Path, bytes: &[u8]) -> Result<(), Error> {
     };
     let dir = file.parent().expect("a snapshot path has a parent directory");
     fs::create_dir_all(dir).map_err(io)?;
-    let tmp = file.with_extension("snap.tmp");
+    // One temp name per process: `projections rebuild` may save beside a server.
+    let tmp = file.with_extension(format!("snap.tmp.{}", std::process::id()));
     let mut out = File::create(&tmp).map_err(io)?;
     out.write_all(bytes).map_err(io)?;
     out.sync_all().map_err(io)?;
@@ -157,7 +158,11 @@ mod tests {
         let file = path_in(dir.path());
         sample().save(&file).unwrap();
         assert_eq!(Snapshot::load(&file).unwrap(), sample());
-        assert!(!file.with_extension("snap.tmp").exists());
+        let leftovers: Vec<_> = fs::read_dir(file.parent().unwrap())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(leftovers, vec![std::ffi::OsString::from("readmodel.snap")]);
     }
 
     #[test]

@@ -1,11 +1,15 @@
 //! `hookledger keys create --org ORG` and `hookledger keys revoke KEY_ID`.
 //!
 //! A key is shown once, as the last line of stdout, so scripts can take it with
-//! `tail -n 1`; the ledger keeps only the SHA-256 of its secret.
+//! `tail -n 1`; the ledger keeps only the SHA-256 of its secret. When a server
+//! holds the ledger, the request goes to it over the admin socket, so a new key
+//! works and a revoked one stops working at once, without a restart.
 
 use clap::Subcommand;
 
+use crate::admin::{self, Request, Response};
 use crate::cli::{Error, StoreArgs, open};
+use crate::node::{Node, snapshot_file};
 
 #[derive(Debug, Subcommand)]
 pub enum KeysCommand {
@@ -22,41 +26,57 @@ pub enum KeysCommand {
     },
 }
 
-pub async fn run(store: &StoreArgs, command: KeysCommand) -> Result<(), Error> {
-    match command {
-        KeysCommand::Create { org } => {
-            if org.trim().is_empty() {
-                return Err(Error::Setup("--org must not be empty".into()));
-            }
-            let node = open::node_for_writing(store).await?;
-            let key = node
-                .ledger
-                .issue_key(&org)
+pub async fn run(args: &StoreArgs, command: KeysCommand) -> Result<(), Error> {
+    let request = match command {
+        KeysCommand::Create { org } if org.trim().is_empty() => {
+            return Err(Error::Setup("--org must not be empty".into()));
+        }
+        KeysCommand::Create { org } => Request::CreateKey { org },
+        KeysCommand::Revoke { key_id } => Request::RevokeKey { key_id },
+    };
+    let response = match open::try_store_for_writing(args) {
+        Ok(store) => {
+            let node = Node::start(store, Some(snapshot_file(&args.data))).await;
+            node.ready()
                 .await
-                .map_err(|e| Error::setup("cannot issue the key", e))?;
-            save_snapshot(&node);
-            println!("key id: {}", key.key_id);
-            println!("organization: {}", key.organization_id);
+                .map_err(|e| Error::setup("cannot load the read model", e))?;
+            let response = admin::handle(&node.ledger, request).await;
+            // Keeps the next start fast; a failure only costs a longer replay later.
+            if let Err(e) = node.save_snapshot() {
+                tracing::warn!(error = %e, "could not save the read-model snapshot");
+            }
+            response
+        }
+        Err(crate::store::Error::Unavailable(reason)) => admin::call(&args.data, &request)
+            .await
+            .map_err(|e| {
+                Error::Setup(format!(
+                    "the ledger is held by another process ({reason}) and its admin socket did not answer: {e}"
+                ))
+            })?,
+        Err(e) => {
+            return Err(Error::setup(
+                &format!("cannot open the ledger in {}", args.data.display()),
+                e,
+            ));
+        }
+    };
+    match response {
+        Response::KeyCreated {
+            key_id,
+            organization_id,
+            token,
+        } => {
+            println!("key id: {key_id}");
+            println!("organization: {organization_id}");
             println!("this key is shown only once; send it as `authorization: Bearer <key>`:");
-            println!("{}", key.token);
+            println!("{token}");
             Ok(())
         }
-        KeysCommand::Revoke { key_id } => {
-            let node = open::node_for_writing(store).await?;
-            node.ledger
-                .revoke_key(&key_id)
-                .await
-                .map_err(|e| Error::setup("cannot revoke the key", e))?;
-            save_snapshot(&node);
+        Response::KeyRevoked { key_id } => {
             println!("revoked {key_id}");
             Ok(())
         }
-    }
-}
-
-/// Keeps the next start fast; a failure only costs a longer replay later.
-fn save_snapshot(node: &crate::node::Node) {
-    if let Err(e) = node.save_snapshot() {
-        tracing::warn!(error = %e, "could not save the read-model snapshot");
+        Response::Failed { error } => Err(Error::Setup(error)),
     }
 }

@@ -32,6 +32,8 @@ pub async fn run(store_args: &StoreArgs, args: ServeArgs) -> Result<(), Error> {
         .local_addr()
         .map_err(|e| Error::setup("cannot read the listening address", e))?;
     tracing::info!(listen = %local, data = %store_args.data.display(), head = node.store.head(), "hookledger is serving");
+    let admin = crate::admin::listen(&store_args.data, node.ledger.clone())
+        .map_err(|e| Error::setup("cannot open the admin socket", e))?;
     tokio::spawn(hint_when_keyless(node.clone(), store_args.data.display().to_string()));
     let snapshots = tokio::spawn(node.projector.clone().save_periodically(
         snapshot_file(&store_args.data),
@@ -39,6 +41,7 @@ pub async fn run(store_args: &StoreArgs, args: ServeArgs) -> Result<(), Error> {
     ));
     let served = api::serve(listener, AppState::new(node.clone()), shutdown_signal()).await;
     snapshots.abort();
+    admin.abort();
     tracing::info!("stopped accepting; in-flight requests are done");
     let saver = node.clone();
     match tokio::task::spawn_blocking(move || saver.save_snapshot()).await {
