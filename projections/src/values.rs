@@ -196,7 +196,7 @@ impl HttpStatusCode {
     pub fn parse(code: i64) -> Option<Self> {
         (Self::MIN..=Self::MAX)
             .contains(&code)
-            .then(|| HttpStatusCode(code as u16))
+            .then_some(HttpStatusCode(code as u16))
     }
 
     pub fn get(self) -> u16 {
