@@ -39,9 +39,7 @@ fn write(out: &mut Vec<u8>, value: &Value) {
             }
             out.push(b']');
         }
-        scalar => {
-            serde_json::to_writer(&mut *out, scalar).expect("writing to a Vec cannot fail")
-        }
+        scalar => serde_json::to_writer(&mut *out, scalar).expect("writing to a Vec cannot fail"),
     }
 }
 
@@ -69,6 +67,9 @@ mod tests {
         let value = json!({"n": -1.5e300, "big": 18446744073709551615u64, "s": "\u{1F600}\"\\"});
         let bytes = to_vec(&value);
         assert_eq!(serde_json::from_slice::<Value>(&bytes).unwrap(), value);
-        assert_eq!(to_vec(&serde_json::from_slice::<Value>(&bytes).unwrap()), bytes);
+        assert_eq!(
+            to_vec(&serde_json::from_slice::<Value>(&bytes).unwrap()),
+            bytes
+        );
     }
 }

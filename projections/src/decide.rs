@@ -79,12 +79,13 @@ impl Command {
     pub fn stream(&self, model: &ReadModel) -> String {
         use crate::event::stream;
         match self {
-            Command::CreateEndpoint { endpoint_id, .. } | Command::UpdateEndpoint { endpoint_id, .. } => {
-                stream::endpoint(endpoint_id)
-            }
+            Command::CreateEndpoint { endpoint_id, .. }
+            | Command::UpdateEndpoint { endpoint_id, .. } => stream::endpoint(endpoint_id),
             Command::AcceptEvent { event_id, .. } => stream::event(event_id),
             Command::RecordAttempt { delivery_id, .. } => stream::delivery(delivery_id),
-            Command::IssueApiKey { organization_id, .. } => stream::api_keys(organization_id),
+            Command::IssueApiKey {
+                organization_id, ..
+            } => stream::api_keys(organization_id),
             Command::RevokeApiKey { key_id } => stream::api_keys(
                 model
                     .api_keys

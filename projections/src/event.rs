@@ -110,7 +110,10 @@ pub struct ApiKeyRevoked {
 #[derive(Debug, thiserror::Error)]
 pub enum DecodeError {
     #[error("unknown event type {event_type:?} at schema version {schema_version}")]
-    Unknown { event_type: String, schema_version: u32 },
+    Unknown {
+        event_type: String,
+        schema_version: u32,
+    },
     #[error("{event_type} v{schema_version} does not match its schema: {source}")]
     Invalid {
         event_type: String,
@@ -169,7 +172,11 @@ impl Event {
     }
 
     /// Decodes stored data, upcasting older schema versions to the current types.
-    pub fn decode(event_type: &str, schema_version: u32, data: &[u8]) -> Result<Event, DecodeError> {
+    pub fn decode(
+        event_type: &str,
+        schema_version: u32,
+        data: &[u8],
+    ) -> Result<Event, DecodeError> {
         fn parse<T: serde::de::DeserializeOwned>(
             event_type: &str,
             schema_version: u32,

@@ -17,6 +17,8 @@ pub mod view;
 
 #[cfg(test)]
 mod testing;
+#[cfg(test)]
+mod tests;
 
 pub use decide::{Command, Rejection, decide};
 pub use event::{Event, Metadata, Recorded};

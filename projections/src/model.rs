@@ -317,7 +317,8 @@ impl Endpoint {
 
     /// Whether an event of `event_type` fans out to this endpoint.
     pub fn subscribes_to(&self, event_type: &str) -> bool {
-        self.enabled && (self.event_types.is_empty() || self.event_types.iter().any(|t| t == event_type))
+        self.enabled
+            && (self.event_types.is_empty() || self.event_types.iter().any(|t| t == event_type))
     }
 }
 

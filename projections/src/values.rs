@@ -10,7 +10,17 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// A UTC instant with microsecond precision, stored as microseconds since the Unix epoch.
 #[derive(
-    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize,
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    rkyv::Archive,
+    rkyv::Serialize,
+    rkyv::Deserialize,
 )]
 #[rkyv(derive(Debug))]
 pub struct Timestamp(pub i64);
@@ -35,7 +45,9 @@ impl Timestamp {
     /// RFC 3339 in UTC with a literal `Z` and six fraction digits, e.g.
     /// `2026-11-27T04:00:00.123456Z`. One fixed width keeps the form canonical.
     pub fn to_rfc3339(self) -> String {
-        self.to_datetime().format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string()
+        self.to_datetime()
+            .format("%Y-%m-%dT%H:%M:%S%.6fZ")
+            .to_string()
     }
 
     /// Parses any RFC 3339 date-time (offsets allowed), for query filters.
@@ -157,7 +169,9 @@ impl EventStatus {
         for status in deliveries {
             any = true;
             match status {
-                AttemptStatus::Pending | AttemptStatus::RetryScheduled => return EventStatus::Pending,
+                AttemptStatus::Pending | AttemptStatus::RetryScheduled => {
+                    return EventStatus::Pending;
+                }
                 AttemptStatus::Delivered => {}
                 AttemptStatus::Failed => all_delivered = false,
             }
@@ -182,7 +196,7 @@ impl HttpStatusCode {
     pub fn parse(code: i64) -> Option<Self> {
         (Self::MIN..=Self::MAX)
             .contains(&code)
-            .then(|| HttpStatusCode(code as u16))
+            .then_some(HttpStatusCode(code as u16))
     }
 
     pub fn get(self) -> u16 {
@@ -378,7 +392,10 @@ mod tests {
             "",
         ] {
             assert!(RetryAt::parse(bad).is_none(), "{bad} should be refused");
-            assert!(!contract().is_match(bad), "the pattern should refuse {bad} too");
+            assert!(
+                !contract().is_match(bad),
+                "the pattern should refuse {bad} too"
+            );
         }
     }
 
@@ -388,7 +405,10 @@ mod tests {
         assert_eq!(at.as_str(), "2023-11-07T05:31:56.1234567Z");
         assert_eq!(at.at().to_rfc3339(), "2023-11-07T05:31:56.123456Z");
         let minutes_only = RetryAt::parse("2023-11-07T05:31Z").unwrap();
-        assert_eq!(minutes_only.at().to_rfc3339(), "2023-11-07T05:31:00.000000Z");
+        assert_eq!(
+            minutes_only.at().to_rfc3339(),
+            "2023-11-07T05:31:00.000000Z"
+        );
     }
 
     fn date_time_like() -> impl Strategy<Value = String> {
@@ -437,10 +457,19 @@ mod tests {
     fn event_status_follows_the_rules() {
         use AttemptStatus::*;
         assert_eq!(EventStatus::derive([]), EventStatus::Skipped);
-        assert_eq!(EventStatus::derive([Delivered, Delivered]), EventStatus::Delivered);
-        assert_eq!(EventStatus::derive([Delivered, RetryScheduled]), EventStatus::Pending);
+        assert_eq!(
+            EventStatus::derive([Delivered, Delivered]),
+            EventStatus::Delivered
+        );
+        assert_eq!(
+            EventStatus::derive([Delivered, RetryScheduled]),
+            EventStatus::Pending
+        );
         assert_eq!(EventStatus::derive([Failed, Pending]), EventStatus::Pending);
-        assert_eq!(EventStatus::derive([Delivered, Failed]), EventStatus::Failed);
+        assert_eq!(
+            EventStatus::derive([Delivered, Failed]),
+            EventStatus::Failed
+        );
         assert_eq!(EventStatus::derive([Failed]), EventStatus::Failed);
     }
 }

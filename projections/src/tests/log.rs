@@ -1,0 +1,298 @@
+//! The read model as a function of the log (PRODUCT §4, §5): idempotency records
+//! folded from metadata, positions applied once, rebuilds equal to live state, and
+//! rkyv snapshots that restore the same model.
+
+use serde_json::json;
+
+use crate::decide::Command;
+use crate::event::{Event, Idempotency, Metadata, stream};
+use crate::model::ReadModel;
+use crate::testing::*;
+use crate::values::AttemptStatus;
+
+const ENDPOINTS: &str = "POST /v1/outbound-webhook-endpoints";
+const EVENTS: &str = "POST /v1/outbound-webhook-events";
+const ATTEMPTS: &str = "POST /v1/outbound-webhook-deliveries/dlv_0001/attempts";
+
+fn sha(c: char) -> String {
+    c.to_string().repeat(64)
+}
+
+fn keyed(route: &str, key: &str, body: char) -> Metadata {
+    Metadata {
+        request_id: Some(format!("req-{key}")),
+        key_id: Some("key_1".into()),
+        idempotency: Some(Idempotency {
+            key: key.to_owned(),
+            route: route.to_owned(),
+            request_sha256: sha(body),
+        }),
+    }
+}
+
+/// A log that touches every kind of event and every optional field.
+fn busy_day() -> Scenario {
+    let mut scenario = given([
+        endpoint("ep_1", ORG, &[]),
+        endpoint("ep_2", ORG, &["order.paid"]),
+        disabled_endpoint("ep_3", ORG, &[]),
+        endpoint("ep_9", OTHER_ORG, &[]),
+    ]);
+    scenario.fold(
+        Event::ApiKeyIssued(crate::event::ApiKeyIssued {
+            key_id: "key_1".into(),
+            organization_id: ORG.into(),
+            secret_sha256: sha('a'),
+        }),
+        Metadata::default(),
+    );
+    scenario
+        .and(accept_keyed("evt_1", ORG, "order.paid", "order-1"))
+        .and(accept("evt_2", ORG, "invoice.sent"))
+        .and(accept("evt_3", OTHER_ORG, "order.paid"))
+        .and(
+            attempt("dlv_0001", ORG, AttemptStatus::RetryScheduled)
+                .code(503)
+                .body(json!({"retry": true}))
+                .error("busy")
+                .retry_at("2024-02-29T23:59:59.999999Z"),
+        )
+        .and(attempt("dlv_0001", ORG, AttemptStatus::Delivered).code(200))
+        .and(attempt("dlv_0002", ORG, AttemptStatus::Failed).error("refused"))
+        .and(attempt("dlv_0004", OTHER_ORG, AttemptStatus::Pending))
+        .and(patch("ep_1", ORG).name("renamed").enabled(false))
+        // Every endpoint for the type is now disabled: skipped.
+        .and(accept("evt_4", ORG, "invoice.sent"))
+        .and(Command::RevokeApiKey {
+            key_id: "key_1".into(),
+        })
+}
+
+#[test]
+fn idempotency_keys_are_recorded_with_position_and_resource() {
+    let mut scenario = given([endpoint("ep_1", ORG, &[])]);
+    scenario
+        .fold(endpoint("ep_2", ORG, &[]), keyed(ENDPOINTS, "k-ep", '1'))
+        .fold(
+            accepted("evt_1", ORG, "order.paid", [planned("dlv_0001", "ep_1")]),
+            keyed(EVENTS, "k-evt", '2'),
+        )
+        .fold(
+            attempt("dlv_0001", ORG, AttemptStatus::Failed).recorded("evt_1"),
+            keyed(ATTEMPTS, "k-att", '3'),
+        )
+        .fold(
+            patch("ep_2", ORG).enabled(false).updated(),
+            keyed("PATCH /v1/outbound-webhook-endpoints/ep_2", "k-patch", '4'),
+        );
+
+    let tenant = scenario.model.org(ORG);
+    let record = tenant.idempotency(ENDPOINTS, "k-ep").expect("recorded");
+    assert_eq!(record.position, 2);
+    assert_eq!(record.resource_id, "ep_2");
+    assert_eq!(record.request_sha256, sha('1'));
+    assert_eq!(record.recorded_at, at(2));
+
+    let record = tenant.idempotency(EVENTS, "k-evt").expect("recorded");
+    assert_eq!((record.position, record.resource_id.as_str()), (3, "evt_1"));
+
+    // The record-attempt response is the parent event's snapshot, so the
+    // resource to answer a repeat with is the event.
+    let record = tenant.idempotency(ATTEMPTS, "k-att").expect("recorded");
+    assert_eq!((record.position, record.resource_id.as_str()), (4, "evt_1"));
+    assert_eq!(record.request_sha256, sha('3'));
+
+    let record = tenant
+        .idempotency("PATCH /v1/outbound-webhook-endpoints/ep_2", "k-patch")
+        .expect("recorded");
+    assert_eq!((record.position, record.resource_id.as_str()), (5, "ep_2"));
+
+    assert_eq!(tenant.idempotency.len(), 4);
+}
+
+#[test]
+fn the_first_write_with_an_idempotency_key_wins() {
+    let mut scenario = given([]);
+    scenario
+        .fold(endpoint("ep_1", ORG, &[]), keyed(ENDPOINTS, "k", '1'))
+        .fold(endpoint("ep_2", ORG, &[]), keyed(ENDPOINTS, "k", '2'));
+
+    let record = scenario.model.org(ORG).idempotency(ENDPOINTS, "k").unwrap();
+    assert_eq!(record.position, 1);
+    assert_eq!(record.resource_id, "ep_1");
+    assert_eq!(record.request_sha256, sha('1'));
+    assert_eq!(record.recorded_at, at(1));
+}
+
+#[test]
+fn idempotency_keys_are_per_route_and_per_organization() {
+    let mut scenario = given([]);
+    scenario
+        .fold(endpoint("ep_1", ORG, &[]), keyed(ENDPOINTS, "k", '1'))
+        .fold(accepted("evt_1", ORG, "t", []), keyed(EVENTS, "k", '2'))
+        .fold(endpoint("ep_2", OTHER_ORG, &[]), keyed(ENDPOINTS, "k", '3'));
+
+    let a = scenario.model.org(ORG);
+    assert_eq!(a.idempotency(ENDPOINTS, "k").unwrap().resource_id, "ep_1");
+    assert_eq!(a.idempotency(EVENTS, "k").unwrap().resource_id, "evt_1");
+    assert!(a.idempotency(ENDPOINTS, "other").is_none());
+    let b = scenario.model.org(OTHER_ORG);
+    assert_eq!(b.idempotency(ENDPOINTS, "k").unwrap().resource_id, "ep_2");
+    assert!(b.idempotency(EVENTS, "k").is_none());
+}
+
+#[test]
+fn events_without_an_idempotency_key_record_none() {
+    let model = busy_day().model;
+    assert!(model.org(ORG).idempotency.is_empty());
+    assert!(model.org(OTHER_ORG).idempotency.is_empty());
+}
+
+#[test]
+fn events_at_or_below_the_model_position_are_ignored() {
+    let day = busy_day();
+    let live = day.model.clone();
+    assert_eq!(live.position, day.log.len() as u64);
+
+    // Everything again, from the start: nothing changes.
+    let mut again = live.clone();
+    for recorded in &day.log {
+        again.apply(recorded);
+    }
+    assert_eq!(again, live);
+
+    // An event at the model's position with different content is still ignored.
+    let mut stale = live.clone();
+    let mut last = day.log.last().unwrap().clone();
+    last.event = attempt("dlv_0001", ORG, AttemptStatus::Failed).recorded("evt_1");
+    stale.apply(&last);
+    assert_eq!(stale, live);
+}
+
+#[test]
+fn replaying_an_overlapping_tail_after_a_snapshot_gives_the_live_model() {
+    let day = busy_day();
+    for snapshot_at in 0..=day.log.len() {
+        let mut model = ReadModel::default();
+        for recorded in &day.log[..snapshot_at] {
+            model.apply(recorded);
+        }
+        // The tail handed over starts a few events before the snapshot's position.
+        for recorded in &day.log[snapshot_at.saturating_sub(3)..] {
+            model.apply(recorded);
+        }
+        assert_eq!(model, day.model, "snapshot at {snapshot_at}");
+    }
+}
+
+#[test]
+fn two_fresh_models_fed_the_same_events_are_equal() {
+    let day = busy_day();
+    let mut first = ReadModel::default();
+    let mut second = ReadModel::default();
+    for recorded in &day.log {
+        first.apply(recorded);
+    }
+    for recorded in &day.log {
+        second.apply(recorded);
+    }
+    assert_eq!(first, second);
+    assert_eq!(first, day.model);
+}
+
+#[test]
+fn an_rkyv_snapshot_restores_an_equal_model() {
+    let mut day = busy_day();
+    // Idempotency records too.
+    day.fold(endpoint("ep_5", ORG, &["x"]), keyed(ENDPOINTS, "k", 'f'));
+    let model = day.model;
+    assert!(!model.org(ORG).idempotency.is_empty());
+    assert!(model.api_keys["key_1"].revoked_at.is_some());
+    assert!(model.delivery(ORG, "dlv_0001").next_retry_at.is_none());
+    assert!(model.delivery(ORG, "dlv_0001").delivered_at.is_some());
+
+    let bytes = rkyv::to_bytes::<rkyv::rancor::Error>(&model).expect("serialises");
+    let restored: ReadModel = rkyv::from_bytes::<ReadModel, rkyv::rancor::Error>(&bytes)
+        .expect("validates and reads back");
+    assert_eq!(restored, model);
+
+    // A restored model goes on folding like the live one.
+    let mut live = model.clone();
+    let mut from_snapshot = restored;
+    let next = crate::event::Recorded {
+        position: model.position + 1,
+        version: 0,
+        recorded_at: at(model.position + 1),
+        metadata: Metadata::default(),
+        event: attempt("dlv_0002", ORG, AttemptStatus::Delivered).recorded("evt_1"),
+    };
+    live.apply(&next);
+    from_snapshot.apply(&next);
+    assert_eq!(from_snapshot, live);
+}
+
+#[test]
+fn an_rkyv_snapshot_of_a_model_with_every_optional_field_set_round_trips() {
+    let model = busy_day()
+        .and(
+            attempt("dlv_0002", ORG, AttemptStatus::RetryScheduled)
+                .code(429)
+                .error("slow down")
+                .retry_at("2030-01-01T00:00Z"),
+        )
+        .model;
+    let d = model.delivery(ORG, "dlv_0002");
+    assert!(
+        d.response_status_code.is_some() && d.last_error.is_some() && d.next_retry_at.is_some()
+    );
+
+    let bytes = rkyv::to_bytes::<rkyv::rancor::Error>(&model).unwrap();
+    let restored = rkyv::from_bytes::<ReadModel, rkyv::rancor::Error>(&bytes).unwrap();
+    assert_eq!(restored, model);
+}
+
+#[test]
+fn every_command_names_the_one_stream_it_appends_to() {
+    let model = busy_day().model;
+    let cases: [(Command, String); 6] = [
+        (
+            Command::CreateEndpoint {
+                endpoint_id: "ep_7".into(),
+                organization_id: ORG.into(),
+                name: "n".into(),
+                url: "u".into(),
+                event_types: vec![],
+                enabled: true,
+            },
+            stream::endpoint("ep_7"),
+        ),
+        (
+            patch("ep_1", ORG).name("x").into(),
+            stream::endpoint("ep_1"),
+        ),
+        (accept("evt_7", ORG, "t"), stream::event("evt_7")),
+        (
+            attempt("dlv_0001", ORG, AttemptStatus::Failed).into(),
+            stream::delivery("dlv_0001"),
+        ),
+        (
+            Command::IssueApiKey {
+                key_id: "key_2".into(),
+                organization_id: OTHER_ORG.into(),
+                secret_sha256: sha('b'),
+            },
+            stream::api_keys(OTHER_ORG),
+        ),
+        (
+            Command::RevokeApiKey {
+                key_id: "key_1".into(),
+            },
+            stream::api_keys(ORG),
+        ),
+    ];
+    for (command, expected) in cases {
+        assert_eq!(command.stream(&model), expected, "{command:?}");
+    }
+    assert_eq!(stream::delivery("dlv_1"), "delivery-dlv_1");
+    assert_eq!(stream::api_keys("org_a"), "apikeys-org_a");
+}

@@ -1,0 +1,14 @@
+//! The rules of PRODUCT §3 and the folds of §5, one file per concern, each test a
+//! given / when / then over [`crate::testing`]. Property tests compare the folds
+//! with a straightforward reference; `views` pins the JSON the contract publishes.
+
+mod api_keys;
+mod attempts;
+mod endpoints;
+mod event_status;
+mod fan_out;
+mod log;
+mod properties;
+mod source_keys;
+mod tenancy;
+mod views;
