@@ -1,0 +1,318 @@
+//! The command line end to end: the real `hookledger` binary serving, issuing
+//! keys beside a running server, stopping on SIGTERM with a final snapshot, and
+//! the operator and auditor commands on the data it left.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+
+const ORG: &str = "org_cli";
+
+/// Runs `hookledger` on `data` and returns its output.
+fn hookledger(data: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_hookledger"))
+        .args(args)
+        .env("HOOKLEDGER_DATA", data)
+        .env("HOOKLEDGER_LOG_FORMAT", "json")
+        .output()
+        .expect("the binary runs")
+}
+
+fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+#[track_caller]
+fn succeeds(output: Output) -> String {
+    assert!(
+        output.status.success(),
+        "exit {:?}\nstdout:\n{}\nstderr:\n{}",
+        output.status.code(),
+        stdout(&output),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    stdout(&output)
+}
+
+fn create_key(data: &Path, org: &str) -> String {
+    let out = succeeds(hookledger(data, &["keys", "create", "--org", org]));
+    out.lines().last().expect("a key line").trim().to_owned()
+}
+
+/// A `hookledger serve` child process on a free port.
+struct Server {
+    child: Child,
+    base: String,
+}
+
+impl Server {
+    async fn start(data: &Path) -> Server {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = Command::new(env!("CARGO_BIN_EXE_hookledger"))
+            .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+            .env("HOOKLEDGER_DATA", data)
+            .env("HOOKLEDGER_LOG_FORMAT", "json")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("serve starts");
+        let server = Server {
+            child,
+            base: format!("http://127.0.0.1:{port}"),
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(r) = reqwest::get(format!("{}/readyz", server.base)).await
+                && r.status().is_success()
+            {
+                return server;
+            }
+            assert!(Instant::now() < deadline, "the server did not become ready");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// SIGTERM, then wait for a clean exit.
+    fn stop(mut self) {
+        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+        let status = self.child.wait().unwrap();
+        assert!(status.success(), "serve exited with {status:?} after SIGTERM");
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+struct Client {
+    http: reqwest::Client,
+    base: String,
+    key: String,
+}
+
+impl Client {
+    async fn send(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> (u16, Value) {
+        let mut request = self
+            .http
+            .request(method, format!("{}{path}", self.base))
+            .bearer_auth(&self.key)
+            .header("x-organization-id", ORG);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.unwrap();
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    async fn post(&self, path: &str, body: Value) -> Value {
+        let (status, body) = self.send(reqwest::Method::POST, path, Some(body)).await;
+        assert!((200..300).contains(&status), "POST {path}: {status} {body}");
+        body
+    }
+
+    async fn get(&self, path: &str) -> Value {
+        let (status, body) = self.send(reqwest::Method::GET, path, None).await;
+        assert_eq!(status, 200, "GET {path}: {body}");
+        body
+    }
+}
+
+/// Endpoints, events with and without deliveries, and attempts of every status.
+/// Returns the ids of the deliveries that got attempts.
+async fn record_a_history(client: &Client) -> Vec<String> {
+    for (name, types) in [("all", json!([])), ("orders", json!(["order.created"]))] {
+        client
+            .post(
+                "/v1/outbound-webhook-endpoints",
+                json!({"name": name, "url": format!("https://example.com/{name}"), "eventTypes": types}),
+            )
+            .await;
+    }
+    let mut deliveries = Vec::new();
+    for (i, event_type) in ["order.created", "invoice.paid", "order.created"].iter().enumerate() {
+        let event = client
+            .post(
+                "/v1/outbound-webhook-events",
+                json!({"eventType": event_type, "sourceKey": format!("src-{i}"), "payload": {"n": i}}),
+            )
+            .await;
+        for delivery in event["deliveries"].as_array().unwrap() {
+            deliveries.push(delivery["id"].as_str().unwrap().to_owned());
+        }
+    }
+    for (i, id) in deliveries.iter().enumerate() {
+        let path = format!("/v1/outbound-webhook-deliveries/{id}/attempts");
+        client
+            .post(
+                &path,
+                json!({"status": "retry_scheduled", "responseStatusCode": 503,
+                       "lastError": format!("upstream unavailable {i}"), "nextRetryAt": "2030-01-01T00:00Z"}),
+            )
+            .await;
+        if i % 2 == 0 {
+            client
+                .post(&path, json!({"status": "delivered", "responseStatusCode": 200, "responseBody": {"ok": true}}))
+                .await;
+        }
+    }
+    deliveries
+}
+
+#[tokio::test]
+async fn keys_work_beside_a_running_server_and_a_revoked_key_is_refused_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let server = Server::start(&data).await;
+    // The server holds the log; the key goes through its admin socket.
+    let key = create_key(&data, ORG);
+    let client = Client {
+        http: reqwest::Client::new(),
+        base: server.base.clone(),
+        key: key.clone(),
+    };
+    client.get("/v1/outbound-webhook-endpoints").await;
+    let key_id = format!("key_{}", key.trim_start_matches("hlk_").split('_').next().unwrap());
+    succeeds(hookledger(&data, &["keys", "revoke", &key_id]));
+    let (status, _) = client
+        .send(reqwest::Method::GET, "/v1/outbound-webhook-endpoints", None)
+        .await;
+    assert_eq!(status, 401);
+    server.stop();
+    let data_files = walk(&data);
+    for file in data_files {
+        let bytes = std::fs::read(&file).unwrap_or_default();
+        let secret = key.rsplit('_').next().unwrap();
+        assert!(
+            !bytes.windows(secret.len()).any(|w| w == secret.as_bytes()),
+            "the key's secret is stored in plain text in {}",
+            file.display()
+        );
+    }
+}
+
+#[tokio::test]
+async fn rebuild_verify_and_audit_agree_with_the_live_ledger_and_catch_one_changed_character() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let key = create_key(&data, ORG);
+    let server = Server::start(&data).await;
+    let client = Client {
+        http: reqwest::Client::new(),
+        base: server.base.clone(),
+        key,
+    };
+    let deliveries = record_a_history(&client).await;
+    assert!(deliveries.len() >= 4, "the history has several deliveries");
+    let before_restart = client.get("/v1/outbound-webhook-deliveries?limit=250").await;
+    let events_before = client.get("/v1/outbound-webhook-events?limit=250").await;
+    server.stop();
+    assert!(data.join("snapshots/readmodel.snap").exists(), "SIGTERM wrote a final snapshot");
+
+    // A restart serves every snapshot exactly as before.
+    let server = Server::start(&data).await;
+    let client = Client {
+        base: server.base.clone(),
+        ..client
+    };
+    assert_eq!(client.get("/v1/outbound-webhook-deliveries?limit=250").await, before_restart);
+    assert_eq!(client.get("/v1/outbound-webhook-events?limit=250").await, events_before);
+    server.stop();
+
+    let out = succeeds(hookledger(&data, &["projections", "rebuild", "--verify"]));
+    assert!(out.contains("no difference"), "{out}");
+    assert!(out.contains("events/s"), "{out}");
+
+    let out = succeeds(hookledger(&data, &["audit", "verify"]));
+    assert!(out.starts_with("ok:"), "{out}");
+    let digest: Value = serde_json::from_str(&succeeds(hookledger(&data, &["audit", "digest"]))).unwrap();
+    let position = digest["position"].as_u64().unwrap();
+    let digest = digest["digest"].as_str().unwrap().to_owned();
+    succeeds(hookledger(
+        &data,
+        &["audit", "verify", "--digest", &digest, "--position", &position.to_string()],
+    ));
+    let wrong = format!("{}{}", &digest[..63], if digest.ends_with('0') { '1' } else { '0' });
+    let out = hookledger(&data, &["audit", "verify", "--digest", &wrong, "--position", &position.to_string()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stdout(&out).contains(&format!("FAILED at position {position}")), "{}", stdout(&out));
+
+    // Every exported event's hash can be recomputed by an outside tool.
+    let export = succeeds(hookledger(&data, &["audit", "export"]));
+    let lines: Vec<Value> = export.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(lines.len() as u64, position);
+    let mut tips = std::collections::HashMap::new();
+    for line in &lines {
+        let prev = tips
+            .get(line["stream"].as_str().unwrap())
+            .cloned()
+            .unwrap_or_else(|| "0".repeat(64));
+        assert_eq!(line["prevHash"], json!(prev));
+        let canonical = format!(
+            r#"{{"data":{},"metadata":{},"recordedAt":{},"schemaVersion":{},"stream":{},"type":{},"version":{}}}"#,
+            line["data"], line["metadata"], line["recordedAt"], line["schemaVersion"], line["stream"], line["type"], line["version"]
+        );
+        let mut hasher = Sha256::new();
+        hasher.update(hex::decode(&prev).unwrap());
+        hasher.update(canonical.as_bytes());
+        assert_eq!(line["hash"], json!(hex::encode(hasher.finalize())), "{line}");
+        tips.insert(line["stream"].as_str().unwrap().to_owned(), line["hash"].as_str().unwrap().to_owned());
+    }
+
+    // Replay shows the state after every event of a delivery.
+    let replay = succeeds(hookledger(&data, &["audit", "replay", "--delivery", &deliveries[0]]));
+    let states: Vec<Value> = replay.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(states.len(), 3, "accepted, retry_scheduled, delivered");
+    assert_eq!(states[0]["state"]["attemptCount"], 0);
+    assert_eq!(states[1]["state"]["status"], "retry_scheduled");
+    assert_eq!(states[2]["state"]["status"], "delivered");
+    assert_eq!(states[2]["state"]["attemptCount"], 2);
+
+    // Change one character of one recorded attempt on disk.
+    let target = lines
+        .iter()
+        .find(|l| l["data"]["lastError"] == "upstream unavailable 1")
+        .expect("the attempt is exported");
+    let tampered_position = target["position"].as_u64().unwrap();
+    let segment = walk(&data.join("log")).into_iter().next().expect("a segment file");
+    let mut bytes = std::fs::read(&segment).unwrap();
+    let at = bytes
+        .windows(b"upstream unavailable 1".len())
+        .position(|w| w == b"upstream unavailable 1")
+        .expect("the attempt's bytes are in the segment");
+    bytes[at] = b'U';
+    std::fs::write(&segment, &bytes).unwrap();
+    let out = hookledger(&data, &["audit", "verify"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
+    assert!(
+        stdout(&out).contains(&format!("FAILED at position {tampered_position}")),
+        "{}",
+        stdout(&out)
+    );
+}
+
+/// Every file below `dir`.
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            out.extend(walk(&path));
+        } else {
+            out.push(path);
+        }
+    }
+    out.sort();
+    out
+}
