@@ -5,6 +5,7 @@
 //! and chained into a tamper-evident history ([`chain`]) that auditors can replay
 //! and verify.
 
+pub mod api;
 pub mod chain;
 pub mod ledger;
 pub mod node;
