@@ -34,7 +34,10 @@ pub fn router() -> Router<AppState> {
             "/v1/outbound-webhook-deliveries/{outboundWebhookDeliveryId}/attempts",
             get(history).post(record),
         )
-        .route("/v1/outbound-webhook-deliveries/{outboundWebhookDeliveryId}/events", get(raw_events))
+        .route(
+            "/v1/outbound-webhook-deliveries/{outboundWebhookDeliveryId}/events",
+            get(raw_events),
+        )
 }
 
 /// The record-attempt body as sent; unknown fields are ignored, not recorded.
@@ -69,7 +72,12 @@ impl TryFrom<AttemptBody> for Attempt {
     fn try_from(body: AttemptBody) -> Result<Self, Self::Error> {
         let mut errors = Errors::default();
         let status = errors.take(body.status.required("status").and_then(attempt_status));
-        let code = errors.take(body.response_status_code.nullable().map(status_code).transpose());
+        let code = errors.take(
+            body.response_status_code
+                .nullable()
+                .map(status_code)
+                .transpose(),
+        );
         let response_body = errors.take(
             body.response_body
                 .optional()
@@ -100,22 +108,32 @@ impl Validated for Attempt {
 fn attempt_status(value: &Value) -> Result<AttemptStatus, FieldError> {
     let message = "must be one of pending, retry_scheduled, delivered, failed";
     match value {
-        Value::String(s) => AttemptStatus::parse(s).ok_or_else(|| FieldError::new("status", message)),
-        other => Err(FieldError::new("status", format!("{message}, not {}", type_name(other)))),
+        Value::String(s) => {
+            AttemptStatus::parse(s).ok_or_else(|| FieldError::new("status", message))
+        }
+        other => Err(FieldError::new(
+            "status",
+            format!("{message}, not {}", type_name(other)),
+        )),
     }
 }
 
 fn status_code(value: &Value) -> Result<HttpStatusCode, FieldError> {
     const NAME: &str = "responseStatusCode";
-    let code = integer(NAME, value).map_err(|e| FieldError::new(NAME, format!("{} or null", e.message)))?;
+    let code = integer(NAME, value)
+        .map_err(|e| FieldError::new(NAME, format!("{} or null", e.message)))?;
     HttpStatusCode::parse(code).ok_or_else(|| FieldError::new(NAME, "must be from 100 to 599"))
 }
 
 fn last_error(value: &Value) -> Result<NonEmptyString, FieldError> {
     const NAME: &str = "lastError";
     match value {
-        Value::String(s) => NonEmptyString::parse(s.as_str()).ok_or_else(|| FieldError::new(NAME, "must not be empty")),
-        other => Err(FieldError::new(NAME, format!("must be a string or null, not {}", type_name(other)))),
+        Value::String(s) => NonEmptyString::parse(s.as_str())
+            .ok_or_else(|| FieldError::new(NAME, "must not be empty")),
+        other => Err(FieldError::new(
+            NAME,
+            format!("must be a string or null, not {}", type_name(other)),
+        )),
     }
 }
 
@@ -124,7 +142,10 @@ fn retry_at(value: &Value) -> Result<RetryAt, FieldError> {
     let message = "must be a UTC date-time with a literal Z, like 2023-11-07T05:31:56Z, or null";
     match value {
         Value::String(s) => RetryAt::parse(s).ok_or_else(|| FieldError::new(NAME, message)),
-        other => Err(FieldError::new(NAME, format!("{message}, not {}", type_name(other)))),
+        other => Err(FieldError::new(
+            NAME,
+            format!("{message}, not {}", type_name(other)),
+        )),
     }
 }
 
@@ -164,11 +185,20 @@ async fn record(
     let mut live = None;
     if !replayed {
         let ours = state.node().store.read_all(written.position, 1).await?;
-        if let Some(version) = ours.first().filter(|e| e.stream == stream::delivery(&delivery_id)).map(|e| e.version + 1) {
+        if let Some(version) = ours
+            .first()
+            .filter(|e| e.stream == stream::delivery(&delivery_id))
+            .map(|e| e.version + 1)
+        {
             live = state
                 .tenant(org, |t| {
-                    let at_ours = t.deliveries.get(&delivery_id).is_some_and(|d| d.version == version);
-                    at_ours.then(|| t.event_snapshot(&written.resource_id)).flatten()
+                    let at_ours = t
+                        .deliveries
+                        .get(&delivery_id)
+                        .is_some_and(|d| d.version == version);
+                    at_ours
+                        .then(|| t.event_snapshot(&written.resource_id))
+                        .flatten()
                 })?
                 .map(|snapshot| (snapshot, version));
         }
@@ -180,7 +210,9 @@ async fn record(
                 .ledger()
                 .event_as_of(org, &written.resource_id, written.position)
                 .await?
-                .ok_or_else(|| ApiError::Internal(format!("event {} vanished", written.resource_id)))?;
+                .ok_or_else(|| {
+                    ApiError::Internal(format!("event {} vanished", written.resource_id))
+                })?;
             let version = attempt_count(&snapshot, &delivery_id);
             (snapshot, version)
         }
@@ -247,13 +279,18 @@ async fn stream_page(
         Some(v) => match v.parse::<u64>() {
             Ok(last) => last + 1,
             Err(_) => {
-                errors.push(FieldError::new("cursor", "is not a cursor this list gave out"));
+                errors.push(FieldError::new(
+                    "cursor",
+                    "is not a cursor this list gave out",
+                ));
                 0
             }
         },
     };
     errors.check()?;
-    let exists = state.tenant(&caller.organization_id, |t| t.deliveries.contains_key(delivery_id))?;
+    let exists = state.tenant(&caller.organization_id, |t| {
+        t.deliveries.contains_key(delivery_id)
+    })?;
     if !exists {
         return Err(not_found(delivery_id));
     }
@@ -281,7 +318,8 @@ async fn history(
     let (events, next_cursor) = stream_page(&state, &caller, &id.0, &params, "attempts").await?;
     let mut data = Vec::with_capacity(events.len());
     for stored in &events {
-        let recorded = crate::projector::decode(stored).map_err(|e| ApiError::Unavailable(e.to_string()))?;
+        let recorded =
+            crate::projector::decode(stored).map_err(|e| ApiError::Unavailable(e.to_string()))?;
         let Event::AttemptRecorded(attempt) = recorded.event else {
             return Err(ApiError::Internal(format!(
                 "a {} event in the stream of delivery {}",

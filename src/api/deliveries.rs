@@ -40,7 +40,10 @@ impl Filters {
             .take(params.get("status").and_then(|v| {
                 v.map(|s| {
                     AttemptStatus::parse(s).ok_or_else(|| {
-                        FieldError::new("status", "must be one of pending, retry_scheduled, delivered, failed")
+                        FieldError::new(
+                            "status",
+                            "must be one of pending, retry_scheduled, delivered, failed",
+                        )
                     })
                 })
                 .transpose()
@@ -57,7 +60,10 @@ impl Filters {
 
     fn keep(&self, d: &projections::Delivery) -> bool {
         self.status.is_none_or(|s| d.status == s)
-            && self.endpoint_id.as_ref().is_none_or(|id| d.endpoint_id == *id)
+            && self
+                .endpoint_id
+                .as_ref()
+                .is_none_or(|id| d.endpoint_id == *id)
             && self.event_id.as_ref().is_none_or(|id| d.event_id == *id)
     }
 }
@@ -80,13 +86,24 @@ async fn list(
     let page = Page::read(&params, "dlv", &mut errors);
     errors.check()?;
     let list = state.tenant(&caller.organization_id, |t| {
-        newest_first(&t.deliveries, &page, "dlv", |d| filters.keep(d), |d| DeliveryView::from(d))
+        newest_first(
+            &t.deliveries,
+            &page,
+            "dlv",
+            |d| filters.keep(d),
+            |d| DeliveryView::from(d),
+        )
     })?;
     Ok(Json(list))
 }
 
 #[instrument(skip_all, fields(org = %caller.organization_id, delivery = %id.0))]
-async fn show(State(state): State<AppState>, caller: Caller, id: Id, params: Params) -> Result<Response, ApiError> {
+async fn show(
+    State(state): State<AppState>,
+    caller: Caller,
+    id: Id,
+    params: Params,
+) -> Result<Response, ApiError> {
     let org = &caller.organization_id;
     let as_of = params
         .get("asOfVersion")
@@ -99,7 +116,11 @@ async fn show(State(state): State<AppState>, caller: Caller, id: Id, params: Par
         })
         .map_err(|e| ApiError::Invalid(vec![e]))?;
     let current = state
-        .tenant(org, |t| t.deliveries.get(&id.0).map(|d| (DeliveryView::from(d), d.version)))?
+        .tenant(org, |t| {
+            t.deliveries
+                .get(&id.0)
+                .map(|d| (DeliveryView::from(d), d.version))
+        })?
         .ok_or_else(|| not_found(&id.0))?;
     let (view, version) = match as_of {
         None => current,

@@ -25,7 +25,10 @@ pub const MAX_EVENT_TYPE: usize = 256;
 pub fn router() -> Router<AppState> {
     Router::new()
         .route("/v1/outbound-webhook-endpoints", post(create).get(list))
-        .route("/v1/outbound-webhook-endpoints/{id}", get(show).patch(update))
+        .route(
+            "/v1/outbound-webhook-endpoints/{id}",
+            get(show).patch(update),
+        )
 }
 
 /// The endpoint body as sent, for both create and patch.
@@ -56,16 +59,31 @@ impl TryFrom<EndpointBody> for NewEndpoint {
 
     fn try_from(body: EndpointBody) -> Result<Self, Self::Error> {
         let mut errors = Errors::default();
-        let name = errors.take(body.name.required("name").and_then(|v| text("name", v, MAX_NAME)));
-        let url = errors.take(body.url.required("url").and_then(|v| http_url("url", v, MAX_URL)));
+        let name = errors.take(
+            body.name
+                .required("name")
+                .and_then(|v| text("name", v, MAX_NAME)),
+        );
+        let url = errors.take(
+            body.url
+                .required("url")
+                .and_then(|v| http_url("url", v, MAX_URL)),
+        );
         let event_types = errors.take(
             body.event_types
                 .optional()
                 .map(|v| string_list("eventTypes", v, MAX_EVENT_TYPE))
                 .transpose(),
         );
-        let enabled = errors.take(body.enabled.optional().map(|v| boolean("enabled", v)).transpose());
-        let (Some(name), Some(url), Some(event_types), Some(enabled)) = (name, url, event_types, enabled) else {
+        let enabled = errors.take(
+            body.enabled
+                .optional()
+                .map(|v| boolean("enabled", v))
+                .transpose(),
+        );
+        let (Some(name), Some(url), Some(event_types), Some(enabled)) =
+            (name, url, event_types, enabled)
+        else {
             return Err(errors.into_vec());
         };
         Ok(NewEndpoint {
@@ -105,17 +123,18 @@ impl TryFrom<EndpointBody> for EndpointPatch {
                 .not_null("url")
                 .and_then(|v| v.map(|v| http_url("url", v, MAX_URL)).transpose()),
         );
-        let event_types = errors.take(
-            body.event_types
-                .not_null("eventTypes")
-                .and_then(|v| v.map(|v| string_list("eventTypes", v, MAX_EVENT_TYPE)).transpose()),
-        );
+        let event_types = errors.take(body.event_types.not_null("eventTypes").and_then(|v| {
+            v.map(|v| string_list("eventTypes", v, MAX_EVENT_TYPE))
+                .transpose()
+        }));
         let enabled = errors.take(
             body.enabled
                 .not_null("enabled")
                 .and_then(|v| v.map(|v| boolean("enabled", v)).transpose()),
         );
-        let (Some(name), Some(url), Some(event_types), Some(enabled)) = (name, url, event_types, enabled) else {
+        let (Some(name), Some(url), Some(event_types), Some(enabled)) =
+            (name, url, event_types, enabled)
+        else {
             return Err(errors.into_vec());
         };
         Ok(EndpointPatch {
@@ -159,7 +178,8 @@ async fn create(
     } else {
         current(&state, org, &written.resource_id)?
     };
-    let view = view.ok_or_else(|| ApiError::Internal(format!("endpoint {} vanished", written.resource_id)))?;
+    let view = view
+        .ok_or_else(|| ApiError::Internal(format!("endpoint {} vanished", written.resource_id)))?;
     Ok(reply(StatusCode::CREATED, &view, replayed))
 }
 
@@ -173,13 +193,23 @@ async fn list(
     let page = Page::read(&params, "ep", &mut errors);
     errors.check()?;
     let list = state.tenant(&caller.organization_id, |t| {
-        newest_first(&t.endpoints, &page, "ep", |_| true, |e| EndpointView::from(e))
+        newest_first(
+            &t.endpoints,
+            &page,
+            "ep",
+            |_| true,
+            |e| EndpointView::from(e),
+        )
     })?;
     Ok(Json(list))
 }
 
 #[instrument(skip_all, fields(org = %caller.organization_id, endpoint = %id.0))]
-async fn show(State(state): State<AppState>, caller: Caller, id: Id) -> Result<Json<EndpointView>, ApiError> {
+async fn show(
+    State(state): State<AppState>,
+    caller: Caller,
+    id: Id,
+) -> Result<Json<EndpointView>, ApiError> {
     current(&state, &caller.organization_id, &id.0)?
         .map(Json)
         .ok_or_else(|| not_found(&id.0))

@@ -113,10 +113,16 @@ impl ApiError {
             ApiError::Forbidden => ("/problems/forbidden", "Forbidden"),
             ApiError::NotFound(_) | ApiError::NoRoute(_) => ("/problems/not-found", "Not found"),
             ApiError::MethodNotAllowed(_) => ("/problems/method-not-allowed", "Method not allowed"),
-            ApiError::IdempotencyKeyReused => ("/problems/idempotency-key-reused", "Idempotency key reused"),
-            ApiError::PreconditionFailed { .. } => ("/problems/precondition-failed", "Precondition failed"),
+            ApiError::IdempotencyKeyReused => {
+                ("/problems/idempotency-key-reused", "Idempotency key reused")
+            }
+            ApiError::PreconditionFailed { .. } => {
+                ("/problems/precondition-failed", "Precondition failed")
+            }
             ApiError::PayloadTooLarge(_) => ("/problems/payload-too-large", "Payload too large"),
-            ApiError::UnsupportedMediaType(_) => ("/problems/unsupported-media-type", "Unsupported media type"),
+            ApiError::UnsupportedMediaType(_) => {
+                ("/problems/unsupported-media-type", "Unsupported media type")
+            }
             ApiError::Unavailable(_) => ("/problems/unavailable", "Service unavailable"),
             ApiError::Internal(_) => ("/problems/internal", "Internal error"),
         }
@@ -132,7 +138,9 @@ impl From<ledger::Error> for ApiError {
             ledger::Error::Rejected(Rejection::EndpointNotFound(id)) => {
                 ApiError::NotFound(format!("no outbound webhook endpoint {id}"))
             }
-            ledger::Error::Rejected(other) => ApiError::Internal(format!("unexpected rejection: {other}")),
+            ledger::Error::Rejected(other) => {
+                ApiError::Internal(format!("unexpected rejection: {other}"))
+            }
             ledger::Error::PreconditionFailed { expected, current } => {
                 ApiError::PreconditionFailed { expected, current }
             }
@@ -150,7 +158,9 @@ impl From<store::Error> for ApiError {
             // the body was within 1 MiB but its canonical form is not.
             store::Error::Invalid(reason) => {
                 tracing::warn!(%reason, "the store refused an append");
-                ApiError::PayloadTooLarge("the request would record an event over the size limit".into())
+                ApiError::PayloadTooLarge(
+                    "the request would record an event over the size limit".into(),
+                )
             }
             other => ApiError::Unavailable(other.to_string()),
         }
@@ -185,7 +195,10 @@ impl IntoResponse for ApiError {
         let headers = response.headers_mut();
         match self {
             ApiError::Unavailable(_) => {
-                headers.insert(header::RETRY_AFTER, HeaderValue::from_static(RETRY_AFTER_SECONDS));
+                headers.insert(
+                    header::RETRY_AFTER,
+                    HeaderValue::from_static(RETRY_AFTER_SECONDS),
+                );
             }
             ApiError::Unauthorized => {
                 headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
@@ -202,12 +215,20 @@ pub fn problem_for_status(status: StatusCode, path: &str) -> Response {
     let error = match status {
         StatusCode::NOT_FOUND => ApiError::NoRoute(path.to_owned()),
         StatusCode::METHOD_NOT_ALLOWED => ApiError::MethodNotAllowed("this method".into()),
-        StatusCode::PAYLOAD_TOO_LARGE => ApiError::PayloadTooLarge("the request body is over 1 MiB".into()),
-        StatusCode::UNSUPPORTED_MEDIA_TYPE => ApiError::UnsupportedMediaType("unsupported content type".into()),
+        StatusCode::PAYLOAD_TOO_LARGE => {
+            ApiError::PayloadTooLarge("the request body is over 1 MiB".into())
+        }
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => {
+            ApiError::UnsupportedMediaType("unsupported content type".into())
+        }
         StatusCode::UNAUTHORIZED => ApiError::Unauthorized,
         StatusCode::FORBIDDEN => ApiError::Forbidden,
-        StatusCode::SERVICE_UNAVAILABLE => ApiError::Unavailable(format!("a layer answered {status}")),
-        StatusCode::INTERNAL_SERVER_ERROR => ApiError::Internal(format!("a layer answered {status} on {path}")),
+        StatusCode::SERVICE_UNAVAILABLE => {
+            ApiError::Unavailable(format!("a layer answered {status}"))
+        }
+        StatusCode::INTERNAL_SERVER_ERROR => {
+            ApiError::Internal(format!("a layer answered {status} on {path}"))
+        }
         s => {
             let title = s.canonical_reason().unwrap_or("Error");
             return problem(s, "about:blank", title, title.to_owned(), &[]);
@@ -216,7 +237,13 @@ pub fn problem_for_status(status: StatusCode, path: &str) -> Response {
     error.into_response()
 }
 
-fn problem(status: StatusCode, kind: &str, title: &str, detail: String, errors: &[FieldError]) -> Response {
+fn problem(
+    status: StatusCode,
+    kind: &str,
+    title: &str,
+    detail: String,
+    errors: &[FieldError],
+) -> Response {
     let body = serde_json::to_vec(&Problem {
         kind,
         title,

@@ -65,8 +65,13 @@ impl TryFrom<EventBody> for NewEvent {
                 .map(|v| text("sourceKey", v, MAX_SOURCE_KEY))
                 .transpose(),
         );
-        let payload = errors.take(body.payload.required("payload").and_then(|v| object("payload", v)));
-        let (Some(event_type), Some(source_key), Some(payload)) = (event_type, source_key, payload) else {
+        let payload = errors.take(
+            body.payload
+                .required("payload")
+                .and_then(|v| object("payload", v)),
+        );
+        let (Some(event_type), Some(source_key), Some(payload)) = (event_type, source_key, payload)
+        else {
             return Err(errors.into_vec());
         };
         Ok(NewEvent {
@@ -108,10 +113,18 @@ async fn accept(
                 .await?,
         ),
         Outcome::Existing => (StatusCode::OK, current(&state, org, &written.resource_id)?),
-        Outcome::Appended | Outcome::Unchanged => (StatusCode::CREATED, current(&state, org, &written.resource_id)?),
+        Outcome::Appended | Outcome::Unchanged => (
+            StatusCode::CREATED,
+            current(&state, org, &written.resource_id)?,
+        ),
     };
-    let snapshot = snapshot.ok_or_else(|| ApiError::Internal(format!("event {} vanished", written.resource_id)))?;
-    Ok(reply(status, &snapshot, written.outcome == Outcome::Replayed))
+    let snapshot = snapshot
+        .ok_or_else(|| ApiError::Internal(format!("event {} vanished", written.resource_id)))?;
+    Ok(reply(
+        status,
+        &snapshot,
+        written.outcome == Outcome::Replayed,
+    ))
 }
 
 /// The list filters; each unknown value is a 400 naming its parameter.
@@ -129,7 +142,10 @@ impl Filters {
             .take(params.get("status").and_then(|v| {
                 v.map(|s| {
                     EventStatus::parse(s).ok_or_else(|| {
-                        FieldError::new("status", "must be one of pending, delivered, failed, skipped")
+                        FieldError::new(
+                            "status",
+                            "must be one of pending, delivered, failed, skipped",
+                        )
                     })
                 })
                 .transpose()
@@ -161,9 +177,12 @@ impl Filters {
 
 fn timestamp(params: &Params, name: &str) -> Result<Option<Timestamp>, FieldError> {
     params.get(name)?.map_or(Ok(None), |text| {
-        Timestamp::parse_rfc3339(text)
-            .map(Some)
-            .ok_or_else(|| FieldError::new(name, "must be an RFC 3339 date-time like 2023-11-07T05:31:56Z"))
+        Timestamp::parse_rfc3339(text).map(Some).ok_or_else(|| {
+            FieldError::new(
+                name,
+                "must be an RFC 3339 date-time like 2023-11-07T05:31:56Z",
+            )
+        })
     })
 }
 
@@ -178,13 +197,23 @@ async fn list(
     let page = Page::read(&params, "evt", &mut errors);
     errors.check()?;
     let list = state.tenant(&caller.organization_id, |t| {
-        newest_first(&t.events, &page, "evt", |e| filters.keep(e), |e| EventSnapshot::new(e, t))
+        newest_first(
+            &t.events,
+            &page,
+            "evt",
+            |e| filters.keep(e),
+            |e| EventSnapshot::new(e, t),
+        )
     })?;
     Ok(Json(list))
 }
 
 #[instrument(skip_all, fields(org = %caller.organization_id, event = %id.0))]
-async fn show(State(state): State<AppState>, caller: Caller, id: Id) -> Result<Json<EventSnapshot>, ApiError> {
+async fn show(
+    State(state): State<AppState>,
+    caller: Caller,
+    id: Id,
+) -> Result<Json<EventSnapshot>, ApiError> {
     current(&state, &caller.organization_id, &id.0)?
         .map(Json)
         .ok_or_else(|| ApiError::NotFound(format!("no outbound webhook event {}", id.0)))

@@ -57,7 +57,10 @@ impl FromRequestParts<AppState> for Caller {
             })
             .filter(|t| !t.is_empty())
             .ok_or(ApiError::Unauthorized)?;
-        let key = state.ledger().authenticate(token).ok_or(ApiError::Unauthorized)?;
+        let key = state
+            .ledger()
+            .authenticate(token)
+            .ok_or(ApiError::Unauthorized)?;
         let organization = parts
             .headers
             .get("x-organization-id")
@@ -96,22 +99,28 @@ impl<T: Validated> FromRequest<AppState> for ValidatedJson<T> {
 
     async fn from_request(request: Request, state: &AppState) -> Result<Self, ApiError> {
         check_content_type(request.method(), request.headers())?;
-        let bytes = Bytes::from_request(request, state).await.map_err(|rejection| {
-            if rejection.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
-                ApiError::PayloadTooLarge("the request body is over 1 MiB".into())
-            } else {
-                ApiError::field("body", "could not be read")
-            }
-        })?;
+        let bytes = Bytes::from_request(request, state)
+            .await
+            .map_err(|rejection| {
+                if rejection.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
+                    ApiError::PayloadTooLarge("the request body is over 1 MiB".into())
+                } else {
+                    ApiError::field("body", "could not be read")
+                }
+            })?;
         let sha256 = hex::encode(Sha256::digest(&bytes));
         let value: Value = serde_json::from_slice(&bytes)
             .map_err(|e| ApiError::field("body", format!("is not valid JSON: {e}")))?;
         if !value.is_object() {
             let kind = type_name(&value);
-            return Err(ApiError::field("body", format!("must be a JSON object, not {kind}")));
+            return Err(ApiError::field(
+                "body",
+                format!("must be a JSON object, not {kind}"),
+            ));
         }
-        let dto: T::Dto = serde_json::from_value(value)
-            .map_err(|e| ApiError::field("body", format!("does not have the expected shape: {e}")))?;
+        let dto: T::Dto = serde_json::from_value(value).map_err(|e| {
+            ApiError::field("body", format!("does not have the expected shape: {e}"))
+        })?;
         let value = T::try_from(dto).map_err(ApiError::Invalid)?;
         Ok(ValidatedJson { value, sha256 })
     }
@@ -123,7 +132,13 @@ fn check_content_type(method: &Method, headers: &HeaderMap) -> Result<(), ApiErr
     let essence = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .map(|v| v.split(';').next().unwrap_or("").trim().to_ascii_lowercase());
+        .map(|v| {
+            v.split(';')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_ascii_lowercase()
+        });
     let accepted = match essence.as_deref() {
         Some("application/json") => true,
         Some("application/merge-patch+json") => method == Method::PATCH,
@@ -168,19 +183,31 @@ impl<S: Send + Sync> FromRequestParts<S> for Params {
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
         let query = parts.uri.query().unwrap_or("");
         Ok(Params(
-            url::form_urlencoded::parse(query.as_bytes()).into_owned().collect(),
+            url::form_urlencoded::parse(query.as_bytes())
+                .into_owned()
+                .collect(),
         ))
     }
 }
 
 impl Params {
     pub fn from_pairs(pairs: &[(&str, &str)]) -> Params {
-        Params(pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect())
+        Params(
+            pairs
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
+        )
     }
 
     /// The parameter's value; given twice is ambiguous and refused.
     pub fn get(&self, name: &str) -> Result<Option<&str>, FieldError> {
-        let values: Vec<&str> = self.0.iter().filter(|(k, _)| k == name).map(|(_, v)| v.as_str()).collect();
+        let values: Vec<&str> = self
+            .0
+            .iter()
+            .filter(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+            .collect();
         match values.as_slice() {
             [] => Ok(None),
             [value] => Ok(Some(value)),

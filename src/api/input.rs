@@ -102,36 +102,50 @@ pub fn type_name(value: &Value) -> &'static str {
 /// A string of `1..=max` characters (Unicode scalar values, as JSON Schema counts).
 pub fn text(name: &str, value: &Value, max: usize) -> Result<String, FieldError> {
     let Value::String(s) = value else {
-        return Err(FieldError::new(name, format!("must be a string, not {}", type_name(value))));
+        return Err(FieldError::new(
+            name,
+            format!("must be a string, not {}", type_name(value)),
+        ));
     };
     let chars = s.chars().count();
     if chars == 0 {
         return Err(FieldError::new(name, "must not be empty"));
     }
     if chars > max {
-        return Err(FieldError::new(name, format!("must be at most {max} characters")));
+        return Err(FieldError::new(
+            name,
+            format!("must be at most {max} characters"),
+        ));
     }
     Ok(s.clone())
 }
 
 pub fn boolean(name: &str, value: &Value) -> Result<bool, FieldError> {
-    value
-        .as_bool()
-        .ok_or_else(|| FieldError::new(name, format!("must be a boolean, not {}", type_name(value))))
+    value.as_bool().ok_or_else(|| {
+        FieldError::new(name, format!("must be a boolean, not {}", type_name(value)))
+    })
 }
 
 /// A JSON object (not an array, string, number or null).
 pub fn object(name: &str, value: &Value) -> Result<Map<String, Value>, FieldError> {
     match value {
         Value::Object(map) => Ok(map.clone()),
-        other => Err(FieldError::new(name, format!("must be an object, not {}", type_name(other)))),
+        other => Err(FieldError::new(
+            name,
+            format!("must be an object, not {}", type_name(other)),
+        )),
     }
 }
 
 /// A number that is mathematically an integer (`200` and `200.0` alike, as JSON
 /// Schema's `integer` type has it), within `i64`.
 pub fn integer(name: &str, value: &Value) -> Result<i64, FieldError> {
-    let not_integer = || FieldError::new(name, format!("must be an integer, not {}", type_name(value)));
+    let not_integer = || {
+        FieldError::new(
+            name,
+            format!("must be an integer, not {}", type_name(value)),
+        )
+    };
     let Value::Number(n) = value else {
         return Err(not_integer());
     };
@@ -150,7 +164,10 @@ pub fn integer(name: &str, value: &Value) -> Result<i64, FieldError> {
 /// An array of strings, each `1..=max` characters.
 pub fn string_list(name: &str, value: &Value, max: usize) -> Result<Vec<String>, FieldError> {
     let Value::Array(items) = value else {
-        return Err(FieldError::new(name, format!("must be an array of strings, not {}", type_name(value))));
+        return Err(FieldError::new(
+            name,
+            format!("must be an array of strings, not {}", type_name(value)),
+        ));
     };
     items
         .iter()
@@ -162,10 +179,14 @@ pub fn string_list(name: &str, value: &Value, max: usize) -> Result<Vec<String>,
 /// An absolute `http` or `https` URL of at most `max` characters.
 pub fn http_url(name: &str, value: &Value, max: usize) -> Result<String, FieldError> {
     let text = text(name, value, max)?;
-    let parsed = url::Url::parse(&text)
-        .map_err(|e| FieldError::new(name, format!("must be an absolute http or https URL ({e})")))?;
+    let parsed = url::Url::parse(&text).map_err(|e| {
+        FieldError::new(name, format!("must be an absolute http or https URL ({e})"))
+    })?;
     if !matches!(parsed.scheme(), "http" | "https") || parsed.host_str().is_none_or(str::is_empty) {
-        return Err(FieldError::new(name, "must be an absolute http or https URL"));
+        return Err(FieldError::new(
+            name,
+            "must be an absolute http or https URL",
+        ));
     }
     Ok(text)
 }

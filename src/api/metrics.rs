@@ -92,11 +92,23 @@ impl Metrics {
             append.clone(),
         );
         let lag = Gauge::default();
-        registry.register("projection_lag_events", "Store head minus projector position", lag.clone());
+        registry.register(
+            "projection_lag_events",
+            "Store head minus projector position",
+            lag.clone(),
+        );
         let store_appends = Gauge::default();
-        registry.register("store_appends", "Appends the store acknowledged since it opened", store_appends.clone());
+        registry.register(
+            "store_appends",
+            "Appends the store acknowledged since it opened",
+            store_appends.clone(),
+        );
         let store_fsyncs = Gauge::default();
-        registry.register("store_fsyncs", "fsyncs the store made since it opened", store_fsyncs.clone());
+        registry.register(
+            "store_fsyncs",
+            "fsyncs the store made since it opened",
+            store_fsyncs.clone(),
+        );
         let batch_size = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
         registry.register(
             "store_fsync_batch_size",
@@ -123,7 +135,9 @@ impl Metrics {
             status,
         };
         self.requests.get_or_create(&labels).inc();
-        self.latency.get_or_create(&labels).observe(elapsed.as_secs_f64());
+        self.latency
+            .get_or_create(&labels)
+            .observe(elapsed.as_secs_f64());
     }
 
     pub fn record_append(&self, command: &'static str, elapsed: Duration) {
@@ -136,8 +150,10 @@ impl Metrics {
     pub fn render(&self, lag: u64, store: Option<StoreStats>) -> String {
         self.lag.set(i64::try_from(lag).unwrap_or(i64::MAX));
         if let Some(now) = store {
-            self.store_appends.set(i64::try_from(now.appends).unwrap_or(i64::MAX));
-            self.store_fsyncs.set(i64::try_from(now.fsyncs).unwrap_or(i64::MAX));
+            self.store_appends
+                .set(i64::try_from(now.appends).unwrap_or(i64::MAX));
+            self.store_fsyncs
+                .set(i64::try_from(now.fsyncs).unwrap_or(i64::MAX));
             let mut last = self.last_stats.lock().unwrap_or_else(|e| e.into_inner());
             let fsyncs = now.fsyncs.saturating_sub(last.fsyncs);
             if fsyncs > 0 {

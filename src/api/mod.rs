@@ -69,7 +69,10 @@ impl AppState {
 
     /// Feeds the store gauges of `/metrics` (appends, fsyncs, batch size) from
     /// `stats`, read at each scrape.
-    pub fn with_store_stats(mut self, stats: impl Fn() -> StoreStats + Send + Sync + 'static) -> Self {
+    pub fn with_store_stats(
+        mut self,
+        stats: impl Fn() -> StoreStats + Send + Sync + 'static,
+    ) -> Self {
         self.store_stats = Some(Arc::new(stats));
         self
     }
@@ -116,7 +119,9 @@ impl AppState {
     pub(crate) fn tenant<T>(&self, org: &str, f: impl FnOnce(&Tenant) -> T) -> Result<T, ApiError> {
         let projector = &self.node.projector;
         if let Some(reason) = projector.stopped() {
-            return Err(ApiError::Unavailable(format!("the projector stopped: {reason}")));
+            return Err(ApiError::Unavailable(format!(
+                "the projector stopped: {reason}"
+            )));
         }
         let snapshot = projector.read();
         Ok(match snapshot.model.tenant(org) {
@@ -139,7 +144,8 @@ pub(crate) fn reply<T: serde::Serialize>(status: StatusCode, body: &T, replayed:
 
 /// `ETag: "N"` for a delivery at stream version `N`.
 pub(crate) fn etag(version: u64) -> HeaderValue {
-    HeaderValue::from_str(&format!("\"{version}\"")).unwrap_or_else(|_| HeaderValue::from_static("\"0\""))
+    HeaderValue::from_str(&format!("\"{version}\""))
+        .unwrap_or_else(|_| HeaderValue::from_static("\"0\""))
 }
 
 fn command_name(command: &Command) -> &'static str {
@@ -164,11 +170,16 @@ pub fn app(state: AppState) -> Router {
         .merge(ops::router())
         .fallback(no_route)
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(CatchPanicLayer::custom(|_: Box<dyn std::any::Any + Send>| {
-            ApiError::Internal("a handler panicked".into()).into_response()
-        }))
+        .layer(CatchPanicLayer::custom(
+            |_: Box<dyn std::any::Any + Send>| {
+                ApiError::Internal("a handler panicked".into()).into_response()
+            },
+        ))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
-        .layer(axum::middleware::from_fn_with_state(state.clone(), observe::observe))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            observe::observe,
+        ))
         .with_state(state)
 }
 

@@ -28,7 +28,9 @@ pub async fn observe(State(state): State<AppState>, mut request: Request, next: 
         .headers()
         .get(REQUEST_ID)
         .and_then(|v| v.to_str().ok())
-        .filter(|v| (1..=MAX_REQUEST_ID).contains(&v.len()) && v.bytes().all(|b| b.is_ascii_graphic()))
+        .filter(|v| {
+            (1..=MAX_REQUEST_ID).contains(&v.len()) && v.bytes().all(|b| b.is_ascii_graphic())
+        })
         .map(str::to_owned)
         .unwrap_or_else(|| crate::ledger::new_id("req"));
     request.extensions_mut().insert(RequestId(id.clone()));
@@ -60,7 +62,11 @@ pub async fn observe(State(state): State<AppState>, mut request: Request, next: 
         .metrics()
         .record_request(&route, method.as_str(), status.as_u16(), elapsed);
     span.in_scope(|| {
-        tracing::info!(status = status.as_u16(), elapsed_ms = elapsed.as_secs_f64() * 1000.0, "answered");
+        tracing::info!(
+            status = status.as_u16(),
+            elapsed_ms = elapsed.as_secs_f64() * 1000.0,
+            "answered"
+        );
     });
     response
 }

@@ -57,7 +57,9 @@ struct Readiness {
 async fn readyz(State(state): State<AppState>) -> Result<Json<Readiness>, ApiError> {
     let node = state.node();
     if let Some(reason) = node.projector.stopped() {
-        return Err(ApiError::Unavailable(format!("the projector stopped: {reason}")));
+        return Err(ApiError::Unavailable(format!(
+            "the projector stopped: {reason}"
+        )));
     }
     let (position, head) = (node.projector.position(), node.store.head());
     if !node.projector.caught_up() {
@@ -93,7 +95,9 @@ struct Digest {
 async fn digest(State(state): State<AppState>, caller: Caller) -> Result<Json<Digest>, ApiError> {
     let projector = &state.node().projector;
     if let Some(reason) = projector.stopped() {
-        return Err(ApiError::Unavailable(format!("the projector stopped: {reason}")));
+        return Err(ApiError::Unavailable(format!(
+            "the projector stopped: {reason}"
+        )));
     }
     let snapshot = projector.read();
     Ok(Json(Digest {

@@ -36,11 +36,19 @@ impl Page {
     /// Reads `limit` and `cursor`; `kind` tags this list's cursors.
     pub fn read(params: &Params, kind: &str, errors: &mut Errors) -> Page {
         let limit = errors
-            .take(params.get("limit").and_then(|v| v.map(parse_limit).transpose()))
+            .take(
+                params
+                    .get("limit")
+                    .and_then(|v| v.map(parse_limit).transpose()),
+            )
             .flatten()
             .unwrap_or(DEFAULT_LIMIT);
         let after = errors
-            .take(params.get("cursor").and_then(|v| v.map(|c| decode(kind, c)).transpose()))
+            .take(
+                params
+                    .get("cursor")
+                    .and_then(|v| v.map(|c| decode(kind, c)).transpose()),
+            )
             .flatten();
         Page { limit, after }
     }
@@ -50,7 +58,9 @@ fn parse_limit(text: &str) -> Result<usize, FieldError> {
     text.parse::<usize>()
         .ok()
         .filter(|n| (1..=MAX_LIMIT).contains(n))
-        .ok_or_else(|| FieldError::new("limit", format!("must be an integer from 1 to {MAX_LIMIT}")))
+        .ok_or_else(|| {
+            FieldError::new("limit", format!("must be an integer from 1 to {MAX_LIMIT}"))
+        })
 }
 
 pub fn encode(kind: &str, value: &str) -> String {
@@ -107,7 +117,11 @@ mod tests {
         let params = Params::from_pairs(params);
         let mut errors = Errors::default();
         let page = Page::read(&params, "ep", &mut errors);
-        if errors.is_empty() { Ok(page) } else { Err(errors.into_vec()) }
+        if errors.is_empty() {
+            Ok(page)
+        } else {
+            Err(errors.into_vec())
+        }
     }
 
     #[test]
@@ -123,7 +137,10 @@ mod tests {
     #[test]
     fn cursors_round_trip_and_refuse_others() {
         let cursor = encode("ep", "ep_1");
-        assert_eq!(page(&[("cursor", &cursor)]).unwrap().after.as_deref(), Some("ep_1"));
+        assert_eq!(
+            page(&[("cursor", &cursor)]).unwrap().after.as_deref(),
+            Some("ep_1")
+        );
         assert!(page(&[("cursor", &encode("dlv", "dlv_1"))]).is_err());
         assert!(page(&[("cursor", "zz")]).is_err());
     }
@@ -131,7 +148,10 @@ mod tests {
     #[test]
     fn pages_walk_newest_first_to_the_end() {
         let map: BTreeMap<String, u32> = (1..=5).map(|i| (format!("ep_{i}"), i)).collect();
-        let mut page = Page { limit: 2, after: None };
+        let mut page = Page {
+            limit: 2,
+            after: None,
+        };
         let mut seen = Vec::new();
         loop {
             let list = newest_first(&map, &page, "ep", |_| true, |v| *v);
