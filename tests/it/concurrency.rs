@@ -24,11 +24,28 @@ async fn thirty_two_concurrent_attempts_are_all_recorded() {
                 )
                 .await;
             assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+            let etag: u64 = reply
+                .header("etag")
+                .unwrap()
+                .trim_matches('"')
+                .parse()
+                .unwrap();
+            let shown = reply.body["deliveries"][0]["attemptCount"]
+                .as_u64()
+                .unwrap();
+            (etag, shown)
         });
     }
+    let mut etags = BTreeSet::new();
     while let Some(done) = tasks.join_next().await {
-        done.expect("a task panicked");
+        let (etag, shown) = done.expect("a task panicked");
+        assert_eq!(
+            shown, etag,
+            "each answer shows the delivery right after its own attempt"
+        );
+        etags.insert(etag);
     }
+    assert_eq!(etags, (1..=32).collect::<BTreeSet<u64>>());
 
     assert_eq!(app.attempt_count(&d).await, 32);
     let history = app.history(&d).await;

@@ -75,13 +75,17 @@ impl Reply {
 }
 
 pub async fn spawn_app() -> TestApp {
-    let node = new_node().await;
+    spawn_app_with(new_node().await, |state| state).await
+}
+
+/// Serves `node`, with the state adjusted by `configure` (e.g. store stats).
+pub async fn spawn_app_with(node: Node, configure: impl FnOnce(AppState) -> AppState) -> TestApp {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind port 0");
     let address = listener.local_addr().expect("local address");
     let (shutdown, stop) = oneshot::channel::<()>();
-    let state = AppState::new(node.clone());
+    let state = configure(AppState::new(node.clone()));
     tokio::spawn(api::serve(listener, state, async {
         let _ = stop.await;
     }));

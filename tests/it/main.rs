@@ -5,6 +5,7 @@
 mod audit;
 mod auth;
 mod concurrency;
+mod faults;
 mod flow;
 mod helpers;
 mod http;

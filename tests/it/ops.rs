@@ -82,3 +82,60 @@ async fn the_api_document_is_served_and_covers_the_contract() {
     }
     let _: &Value = &doc.body["components"]["schemas"]["OutboundWebhookDeliverySnapshot"];
 }
+
+#[tokio::test]
+async fn store_stats_feed_the_fsync_gauges() {
+    let node = crate::helpers::new_node().await;
+    let app = crate::helpers::spawn_app_with(node, |state| {
+        state.with_store_stats(|| hookledger::api::metrics::StoreStats {
+            appends: 12,
+            fsyncs: 4,
+        })
+    })
+    .await;
+    let metrics = app.send(app.bare(Method::GET, "/metrics")).await;
+    let text = String::from_utf8(metrics.bytes).unwrap();
+    assert!(text.contains("hookledger_store_appends 12"), "{text}");
+    assert!(text.contains("hookledger_store_fsyncs 4"));
+    assert!(text.contains("hookledger_store_fsync_batch_size 3"));
+}
+
+#[tokio::test]
+async fn serve_stops_accepting_and_returns_on_shutdown() {
+    let node = crate::helpers::new_node().await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(hookledger::api::serve(
+        listener,
+        hookledger::api::AppState::new(node),
+        async {
+            let _ = stopped.await;
+        },
+    ));
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(0)
+        .build()
+        .unwrap();
+    let up = client
+        .get(format!("http://{address}/healthz"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(up.status(), StatusCode::OK);
+
+    stop.send(()).unwrap();
+
+    let result = tokio::time::timeout(std::time::Duration::from_secs(10), server)
+        .await
+        .expect("serve returns after shutdown")
+        .expect("the task did not panic");
+    assert!(result.is_ok());
+    assert!(
+        client
+            .get(format!("http://{address}/healthz"))
+            .send()
+            .await
+            .is_err()
+    );
+}
