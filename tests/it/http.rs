@@ -105,9 +105,17 @@ async fn unknown_routes_and_methods_are_problems() {
     app.send(app.bare(Method::GET, "/"))
         .await
         .assert_problem(404, None);
-    app.send(app.request(Method::DELETE, "/v1/outbound-webhook-endpoints"))
-        .await
-        .assert_problem(405, None);
+    let delete = app
+        .send(app.request(Method::DELETE, "/v1/outbound-webhook-endpoints"))
+        .await;
+    delete.assert_problem(405, None);
+    assert!(
+        delete
+            .header("allow")
+            .is_some_and(|allow| allow.contains("POST")),
+        "{:?}",
+        delete.headers
+    );
     app.send(app.request(
         Method::PUT,
         "/v1/outbound-webhook-deliveries/dlv_1/attempts",
