@@ -6,13 +6,14 @@
 //! and verify.
 
 pub mod admin;
+pub mod api;
 pub mod audit;
 pub mod chain;
 pub mod cli;
 pub mod diff;
-pub mod telemetry;
 pub mod ledger;
 pub mod node;
 pub mod projector;
 pub mod snapshot;
 pub mod store;
+pub mod telemetry;

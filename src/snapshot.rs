@@ -143,8 +143,7 @@ mod tests {
     fn sample() -> Snapshot {
         let mut digest = LedgerDigest::default();
         digest.fold(1, &[7; 32]);
-        let mut model = ReadModel::default();
-        model.position = 1;
+        let model = ReadModel { position: 1, ..Default::default() };
         Snapshot {
             model,
             digest,

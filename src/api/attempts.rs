@@ -1,0 +1,375 @@
+//! A delivery's attempts: `POST .../attempts` records one, exactly per the
+//! published contract (`contract/record-attempt.txt`), and answers the parent
+//! event with all its deliveries; `GET .../attempts` is the history oldest first;
+//! `GET .../events` is the raw hash-chained stream for auditors.
+//!
+//! The contract is the authority here: no rule beyond it refuses an attempt.
+
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::Response;
+use axum::routing::get;
+use axum::{Json, Router};
+use projections::event::stream;
+use projections::values::{AttemptStatus, HttpStatusCode, NonEmptyString, RetryAt, Timestamp};
+use projections::view::EventSnapshot;
+use projections::{Command, Event};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use serde_json::value::RawValue;
+use tracing::instrument;
+
+use super::deliveries::not_found;
+use super::error::{ApiError, FieldError};
+use super::extract::{Caller, Id, IdempotencyKey, IfMatch, Params, Validated, ValidatedJson};
+use super::input::{Errors, Field, integer, object, type_name};
+use super::page::{self, List, Page};
+use super::{AppState, etag, reply};
+use crate::ledger::Outcome;
+use crate::store::RecordedEvent;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route(
+            "/v1/outbound-webhook-deliveries/{outboundWebhookDeliveryId}/attempts",
+            get(history).post(record),
+        )
+        .route(
+            "/v1/outbound-webhook-deliveries/{outboundWebhookDeliveryId}/events",
+            get(raw_events),
+        )
+}
+
+/// The record-attempt body as sent; unknown fields are ignored, not recorded.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AttemptBody {
+    #[serde(default)]
+    status: Field,
+    #[serde(default)]
+    response_status_code: Field,
+    #[serde(default)]
+    response_body: Field,
+    #[serde(default)]
+    last_error: Field,
+    #[serde(default)]
+    next_retry_at: Field,
+}
+
+/// An attempt that satisfies the contract.
+#[derive(Debug)]
+pub struct Attempt {
+    status: AttemptStatus,
+    response_status_code: Option<HttpStatusCode>,
+    response_body: Option<Value>,
+    last_error: Option<NonEmptyString>,
+    next_retry_at: Option<RetryAt>,
+}
+
+impl TryFrom<AttemptBody> for Attempt {
+    type Error = Vec<FieldError>;
+
+    fn try_from(body: AttemptBody) -> Result<Self, Self::Error> {
+        let mut errors = Errors::default();
+        let status = errors.take(body.status.required("status").and_then(attempt_status));
+        let code = errors.take(
+            body.response_status_code
+                .nullable()
+                .map(status_code)
+                .transpose(),
+        );
+        let response_body = errors.take(
+            body.response_body
+                .optional()
+                .map(|v| object("responseBody", v).map(Value::Object))
+                .transpose(),
+        );
+        let last_error = errors.take(body.last_error.nullable().map(last_error).transpose());
+        let retry = errors.take(body.next_retry_at.nullable().map(retry_at).transpose());
+        let (Some(status), Some(code), Some(response_body), Some(last_error), Some(retry)) =
+            (status, code, response_body, last_error, retry)
+        else {
+            return Err(errors.into_vec());
+        };
+        Ok(Attempt {
+            status,
+            response_status_code: code,
+            response_body,
+            last_error,
+            next_retry_at: retry,
+        })
+    }
+}
+
+impl Validated for Attempt {
+    type Dto = AttemptBody;
+}
+
+fn attempt_status(value: &Value) -> Result<AttemptStatus, FieldError> {
+    let message = "must be one of pending, retry_scheduled, delivered, failed";
+    match value {
+        Value::String(s) => {
+            AttemptStatus::parse(s).ok_or_else(|| FieldError::new("status", message))
+        }
+        other => Err(FieldError::new(
+            "status",
+            format!("{message}, not {}", type_name(other)),
+        )),
+    }
+}
+
+fn status_code(value: &Value) -> Result<HttpStatusCode, FieldError> {
+    const NAME: &str = "responseStatusCode";
+    let code = integer(NAME, value)
+        .map_err(|e| FieldError::new(NAME, format!("{} or null", e.message)))?;
+    HttpStatusCode::parse(code).ok_or_else(|| FieldError::new(NAME, "must be from 100 to 599"))
+}
+
+fn last_error(value: &Value) -> Result<NonEmptyString, FieldError> {
+    const NAME: &str = "lastError";
+    match value {
+        Value::String(s) => NonEmptyString::parse(s.as_str())
+            .ok_or_else(|| FieldError::new(NAME, "must not be empty")),
+        other => Err(FieldError::new(
+            NAME,
+            format!("must be a string or null, not {}", type_name(other)),
+        )),
+    }
+}
+
+fn retry_at(value: &Value) -> Result<RetryAt, FieldError> {
+    const NAME: &str = "nextRetryAt";
+    let message = "must be a UTC date-time with a literal Z, like 2023-11-07T05:31:56Z, or null";
+    match value {
+        Value::String(s) => RetryAt::parse(s).ok_or_else(|| FieldError::new(NAME, message)),
+        other => Err(FieldError::new(
+            NAME,
+            format!("{message}, not {}", type_name(other)),
+        )),
+    }
+}
+
+#[instrument(skip_all, fields(org = %caller.organization_id, delivery = %id.0))]
+async fn record(
+    State(state): State<AppState>,
+    caller: Caller,
+    id: Id,
+    if_match: IfMatch,
+    idempotency: IdempotencyKey,
+    body: ValidatedJson<Attempt>,
+) -> Result<Response, ApiError> {
+    let org = &caller.organization_id;
+    let delivery_id = id.0;
+    let version_now = state.tenant(org, |t| t.deliveries.get(&delivery_id).map(|d| d.version))?;
+    let Some(version_now) = version_now else {
+        return Err(not_found(&delivery_id));
+    };
+    let ctx = caller.context(idempotency.bind(&body.sha256));
+    let attempt = body.value;
+    let command = Command::RecordAttempt {
+        delivery_id: delivery_id.clone(),
+        organization_id: org.clone(),
+        status: attempt.status,
+        response_status_code: attempt.response_status_code,
+        response_body: attempt.response_body,
+        last_error: attempt.last_error,
+        next_retry_at: attempt.next_retry_at,
+    };
+    let written = state
+        .execute(command, &ctx, if_match.expected(Some(version_now)))
+        .await?;
+    let replayed = written.outcome == Outcome::Replayed;
+    // The answer must show the delivery right after this attempt, even when
+    // other attempts landed since: the live model if it is still there, else
+    // the log folded up to this write.
+    let mut live = None;
+    if !replayed {
+        let ours = state.node().store.read_all(written.position, 1).await?;
+        if let Some(version) = ours
+            .first()
+            .filter(|e| e.stream == stream::delivery(&delivery_id))
+            .map(|e| e.version + 1)
+        {
+            live = state
+                .tenant(org, |t| {
+                    let at_ours = t
+                        .deliveries
+                        .get(&delivery_id)
+                        .is_some_and(|d| d.version == version);
+                    at_ours
+                        .then(|| t.event_snapshot(&written.resource_id))
+                        .flatten()
+                })?
+                .map(|snapshot| (snapshot, version));
+        }
+    }
+    let (snapshot, version) = match live {
+        Some(found) => found,
+        None => {
+            let snapshot = state
+                .ledger()
+                .event_as_of(org, &written.resource_id, written.position)
+                .await?
+                .ok_or_else(|| {
+                    ApiError::Internal(format!("event {} vanished", written.resource_id))
+                })?;
+            let version = attempt_count(&snapshot, &delivery_id);
+            (snapshot, version)
+        }
+    };
+    let mut response = reply(StatusCode::OK, &snapshot, replayed);
+    response.headers_mut().insert(header::ETAG, etag(version));
+    Ok(response)
+}
+
+fn attempt_count(snapshot: &EventSnapshot, delivery_id: &str) -> u64 {
+    snapshot
+        .deliveries
+        .iter()
+        .find(|d| d.id == delivery_id)
+        .map_or(0, |d| d.attempt_count)
+}
+
+/// One attempt as the sender reported it, with its place in the log.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct AttemptView {
+    attempt_number: u64,
+    status: AttemptStatus,
+    response_status_code: Option<HttpStatusCode>,
+    response_body: Option<Value>,
+    last_error: Option<NonEmptyString>,
+    next_retry_at: Option<RetryAt>,
+    recorded_at: Timestamp,
+    version: u64,
+    position: u64,
+    hash: String,
+}
+
+/// One stored event, bytes as hashed, for an auditor to verify.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct RawEvent {
+    stream: String,
+    #[serde(rename = "type")]
+    event_type: String,
+    schema_version: u32,
+    version: u64,
+    position: u64,
+    recorded_at: Timestamp,
+    data: Box<RawValue>,
+    metadata: Box<RawValue>,
+    prev_hash: String,
+    hash: String,
+}
+
+/// A page of the delivery's stream, oldest first, after checking the delivery
+/// is the caller's (the stream name alone would cross organizations).
+async fn stream_page(
+    state: &AppState,
+    caller: &Caller,
+    delivery_id: &str,
+    params: &Params,
+    kind: &str,
+) -> Result<(Vec<RecordedEvent>, Option<String>), ApiError> {
+    let mut errors = Errors::default();
+    let page = Page::read(params, kind, &mut errors);
+    let from = match &page.after {
+        None => 0,
+        Some(v) => match v.parse::<u64>() {
+            Ok(last) => last + 1,
+            Err(_) => {
+                errors.push(FieldError::new(
+                    "cursor",
+                    "is not a cursor this list gave out",
+                ));
+                0
+            }
+        },
+    };
+    errors.check()?;
+    let exists = state.tenant(&caller.organization_id, |t| {
+        t.deliveries.contains_key(delivery_id)
+    })?;
+    if !exists {
+        return Err(not_found(delivery_id));
+    }
+    let mut events = state
+        .node()
+        .store
+        .read_stream(&stream::delivery(delivery_id), from, page.limit + 1)
+        .await?;
+    let more = events.len() > page.limit;
+    events.truncate(page.limit);
+    let next = match events.last() {
+        Some(last) if more => Some(page::encode(kind, &last.version.to_string())),
+        _ => None,
+    };
+    Ok((events, next))
+}
+
+#[instrument(skip_all, fields(org = %caller.organization_id, delivery = %id.0))]
+async fn history(
+    State(state): State<AppState>,
+    caller: Caller,
+    id: Id,
+    params: Params,
+) -> Result<Json<List<AttemptView>>, ApiError> {
+    let (events, next_cursor) = stream_page(&state, &caller, &id.0, &params, "attempts").await?;
+    let mut data = Vec::with_capacity(events.len());
+    for stored in &events {
+        let recorded =
+            crate::projector::decode(stored).map_err(|e| ApiError::Unavailable(e.to_string()))?;
+        let Event::AttemptRecorded(attempt) = recorded.event else {
+            return Err(ApiError::Internal(format!(
+                "a {} event in the stream of delivery {}",
+                stored.event_type, id.0
+            )));
+        };
+        data.push(AttemptView {
+            attempt_number: stored.version + 1,
+            status: attempt.status,
+            response_status_code: attempt.response_status_code,
+            response_body: attempt.response_body,
+            last_error: attempt.last_error,
+            next_retry_at: attempt.next_retry_at,
+            recorded_at: recorded.recorded_at,
+            version: stored.version,
+            position: stored.position,
+            hash: hex::encode(stored.hash),
+        });
+    }
+    Ok(Json(List { data, next_cursor }))
+}
+
+#[instrument(skip_all, fields(org = %caller.organization_id, delivery = %id.0))]
+async fn raw_events(
+    State(state): State<AppState>,
+    caller: Caller,
+    id: Id,
+    params: Params,
+) -> Result<Json<List<RawEvent>>, ApiError> {
+    let (events, next_cursor) = stream_page(&state, &caller, &id.0, &params, "events").await?;
+    let raw = |bytes: Vec<u8>, position: u64| {
+        String::from_utf8(bytes)
+            .ok()
+            .and_then(|text| RawValue::from_string(text).ok())
+            .ok_or_else(|| ApiError::Unavailable(format!("stored event {position} is not JSON")))
+    };
+    let mut data = Vec::with_capacity(events.len());
+    for e in events {
+        data.push(RawEvent {
+            data: raw(e.data, e.position)?,
+            metadata: raw(e.metadata, e.position)?,
+            stream: e.stream,
+            event_type: e.event_type,
+            schema_version: e.schema_version,
+            version: e.version,
+            position: e.position,
+            recorded_at: Timestamp::from_micros(e.recorded_at),
+            prev_hash: hex::encode(e.prev_hash),
+            hash: hex::encode(e.hash),
+        });
+    }
+    Ok(Json(List { data, next_cursor }))
+}

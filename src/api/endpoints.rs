@@ -1,0 +1,245 @@
+//! `/v1/outbound-webhook-endpoints`: register (201), list, get and patch the
+//! endpoints events fan out to. A patch that changes nothing appends nothing.
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::Response;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use projections::Command;
+use projections::view::EndpointView;
+use serde::Deserialize;
+use tracing::instrument;
+
+use super::error::{ApiError, FieldError};
+use super::extract::{Caller, Id, IdempotencyKey, Params, Validated, ValidatedJson};
+use super::input::{Errors, Field, boolean, http_url, string_list, text};
+use super::page::{List, Page, newest_first};
+use super::{AppState, reply};
+use crate::ledger::{self, Outcome};
+
+pub const MAX_NAME: usize = 256;
+pub const MAX_URL: usize = 2048;
+pub const MAX_EVENT_TYPE: usize = 256;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/v1/outbound-webhook-endpoints", post(create).get(list))
+        .route(
+            "/v1/outbound-webhook-endpoints/{id}",
+            get(show).patch(update),
+        )
+}
+
+/// The endpoint body as sent, for both create and patch.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EndpointBody {
+    #[serde(default)]
+    name: Field,
+    #[serde(default)]
+    url: Field,
+    #[serde(default)]
+    event_types: Field,
+    #[serde(default)]
+    enabled: Field,
+}
+
+/// A valid registration.
+#[derive(Debug)]
+pub struct NewEndpoint {
+    name: String,
+    url: String,
+    event_types: Vec<String>,
+    enabled: bool,
+}
+
+impl TryFrom<EndpointBody> for NewEndpoint {
+    type Error = Vec<FieldError>;
+
+    fn try_from(body: EndpointBody) -> Result<Self, Self::Error> {
+        let mut errors = Errors::default();
+        let name = errors.take(
+            body.name
+                .required("name")
+                .and_then(|v| text("name", v, MAX_NAME)),
+        );
+        let url = errors.take(
+            body.url
+                .required("url")
+                .and_then(|v| http_url("url", v, MAX_URL)),
+        );
+        let event_types = errors.take(
+            body.event_types
+                .optional()
+                .map(|v| string_list("eventTypes", v, MAX_EVENT_TYPE))
+                .transpose(),
+        );
+        let enabled = errors.take(
+            body.enabled
+                .optional()
+                .map(|v| boolean("enabled", v))
+                .transpose(),
+        );
+        let (Some(name), Some(url), Some(event_types), Some(enabled)) =
+            (name, url, event_types, enabled)
+        else {
+            return Err(errors.into_vec());
+        };
+        Ok(NewEndpoint {
+            name,
+            url,
+            event_types: event_types.unwrap_or_default(),
+            enabled: enabled.unwrap_or(true),
+        })
+    }
+}
+
+impl Validated for NewEndpoint {
+    type Dto = EndpointBody;
+}
+
+/// A valid patch: absent fields stay as they are; `null` is refused.
+#[derive(Debug)]
+pub struct EndpointPatch {
+    name: Option<String>,
+    url: Option<String>,
+    event_types: Option<Vec<String>>,
+    enabled: Option<bool>,
+}
+
+impl TryFrom<EndpointBody> for EndpointPatch {
+    type Error = Vec<FieldError>;
+
+    fn try_from(body: EndpointBody) -> Result<Self, Self::Error> {
+        let mut errors = Errors::default();
+        let name = errors.take(
+            body.name
+                .not_null("name")
+                .and_then(|v| v.map(|v| text("name", v, MAX_NAME)).transpose()),
+        );
+        let url = errors.take(
+            body.url
+                .not_null("url")
+                .and_then(|v| v.map(|v| http_url("url", v, MAX_URL)).transpose()),
+        );
+        let event_types = errors.take(body.event_types.not_null("eventTypes").and_then(|v| {
+            v.map(|v| string_list("eventTypes", v, MAX_EVENT_TYPE))
+                .transpose()
+        }));
+        let enabled = errors.take(
+            body.enabled
+                .not_null("enabled")
+                .and_then(|v| v.map(|v| boolean("enabled", v)).transpose()),
+        );
+        let (Some(name), Some(url), Some(event_types), Some(enabled)) =
+            (name, url, event_types, enabled)
+        else {
+            return Err(errors.into_vec());
+        };
+        Ok(EndpointPatch {
+            name,
+            url,
+            event_types,
+            enabled,
+        })
+    }
+}
+
+impl Validated for EndpointPatch {
+    type Dto = EndpointBody;
+}
+
+#[instrument(skip_all, fields(org = %caller.organization_id))]
+async fn create(
+    State(state): State<AppState>,
+    caller: Caller,
+    idempotency: IdempotencyKey,
+    body: ValidatedJson<NewEndpoint>,
+) -> Result<Response, ApiError> {
+    let ctx = caller.context(idempotency.bind(&body.sha256));
+    let org = &caller.organization_id;
+    let endpoint = body.value;
+    let command = Command::CreateEndpoint {
+        endpoint_id: ledger::new_id("ep"),
+        organization_id: org.clone(),
+        name: endpoint.name,
+        url: endpoint.url,
+        event_types: endpoint.event_types,
+        enabled: endpoint.enabled,
+    };
+    let written = state.execute(command, &ctx, None).await?;
+    let replayed = written.outcome == Outcome::Replayed;
+    let view = if replayed {
+        state
+            .ledger()
+            .endpoint_as_of(org, &written.resource_id, written.position)
+            .await?
+    } else {
+        current(&state, org, &written.resource_id)?
+    };
+    let view = view
+        .ok_or_else(|| ApiError::Internal(format!("endpoint {} vanished", written.resource_id)))?;
+    Ok(reply(StatusCode::CREATED, &view, replayed))
+}
+
+#[instrument(skip_all, fields(org = %caller.organization_id))]
+async fn list(
+    State(state): State<AppState>,
+    caller: Caller,
+    params: Params,
+) -> Result<Json<List<EndpointView>>, ApiError> {
+    let mut errors = Errors::default();
+    let page = Page::read(&params, "ep", &mut errors);
+    errors.check()?;
+    let list = state.tenant(&caller.organization_id, |t| {
+        newest_first(
+            &t.endpoints,
+            &page,
+            "ep",
+            |_| true,
+            |e| EndpointView::from(e),
+        )
+    })?;
+    Ok(Json(list))
+}
+
+#[instrument(skip_all, fields(org = %caller.organization_id, endpoint = %id.0))]
+async fn show(
+    State(state): State<AppState>,
+    caller: Caller,
+    id: Id,
+) -> Result<Json<EndpointView>, ApiError> {
+    current(&state, &caller.organization_id, &id.0)?
+        .map(Json)
+        .ok_or_else(|| not_found(&id.0))
+}
+
+#[instrument(skip_all, fields(org = %caller.organization_id, endpoint = %id.0))]
+async fn update(
+    State(state): State<AppState>,
+    caller: Caller,
+    id: Id,
+    body: ValidatedJson<EndpointPatch>,
+) -> Result<Response, ApiError> {
+    let patch = body.value;
+    let command = Command::UpdateEndpoint {
+        endpoint_id: id.0.clone(),
+        organization_id: caller.organization_id.clone(),
+        name: patch.name,
+        url: patch.url,
+        event_types: patch.event_types,
+        enabled: patch.enabled,
+    };
+    state.execute(command, &caller.context(None), None).await?;
+    let view = current(&state, &caller.organization_id, &id.0)?.ok_or_else(|| not_found(&id.0))?;
+    Ok(reply(StatusCode::OK, &view, false))
+}
+
+fn current(state: &AppState, org: &str, id: &str) -> Result<Option<EndpointView>, ApiError> {
+    state.tenant(org, |t| t.endpoints.get(id).map(EndpointView::from))
+}
+
+fn not_found(id: &str) -> ApiError {
+    ApiError::NotFound(format!("no outbound webhook endpoint {id}"))
+}

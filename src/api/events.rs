@@ -1,0 +1,224 @@
+//! `/v1/outbound-webhook-events`: accept an event (201, fanned out to every
+//! enabled subscribed endpoint; `skipped` when none), list with filters, get.
+//!
+//! Acceptance is idempotent on `(organization, sourceKey)`: a repeat appends
+//! nothing and answers the first event with 200.
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::Response;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use projections::view::EventSnapshot;
+use projections::{Command, EventStatus, Timestamp};
+use serde::Deserialize;
+use serde_json::Value;
+use tracing::instrument;
+
+use super::error::{ApiError, FieldError};
+use super::extract::{Caller, Id, IdempotencyKey, Params, Validated, ValidatedJson};
+use super::input::{Errors, Field, object, text};
+use super::page::{List, Page, newest_first};
+use super::{AppState, reply};
+use crate::ledger::{self, Outcome};
+
+pub const MAX_EVENT_TYPE: usize = 256;
+pub const MAX_SOURCE_KEY: usize = 256;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/v1/outbound-webhook-events", post(accept).get(list))
+        .route("/v1/outbound-webhook-events/{id}", get(show))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EventBody {
+    #[serde(default)]
+    event_type: Field,
+    #[serde(default)]
+    source_key: Field,
+    #[serde(default)]
+    payload: Field,
+}
+
+#[derive(Debug)]
+pub struct NewEvent {
+    event_type: String,
+    source_key: Option<String>,
+    payload: Value,
+}
+
+impl TryFrom<EventBody> for NewEvent {
+    type Error = Vec<FieldError>;
+
+    fn try_from(body: EventBody) -> Result<Self, Self::Error> {
+        let mut errors = Errors::default();
+        let event_type = errors.take(
+            body.event_type
+                .required("eventType")
+                .and_then(|v| text("eventType", v, MAX_EVENT_TYPE)),
+        );
+        let source_key = errors.take(
+            body.source_key
+                .nullable()
+                .map(|v| text("sourceKey", v, MAX_SOURCE_KEY))
+                .transpose(),
+        );
+        let payload = errors.take(
+            body.payload
+                .required("payload")
+                .and_then(|v| object("payload", v)),
+        );
+        let (Some(event_type), Some(source_key), Some(payload)) = (event_type, source_key, payload)
+        else {
+            return Err(errors.into_vec());
+        };
+        Ok(NewEvent {
+            event_type,
+            source_key,
+            payload: Value::Object(payload),
+        })
+    }
+}
+
+impl Validated for NewEvent {
+    type Dto = EventBody;
+}
+
+#[instrument(skip_all, fields(org = %caller.organization_id))]
+async fn accept(
+    State(state): State<AppState>,
+    caller: Caller,
+    idempotency: IdempotencyKey,
+    body: ValidatedJson<NewEvent>,
+) -> Result<Response, ApiError> {
+    let ctx = caller.context(idempotency.bind(&body.sha256));
+    let org = &caller.organization_id;
+    let event = body.value;
+    let command = Command::AcceptEvent {
+        event_id: ledger::new_id("evt"),
+        organization_id: org.clone(),
+        event_type: event.event_type,
+        source_key: event.source_key,
+        payload: event.payload,
+    };
+    let written = state.execute(command, &ctx, None).await?;
+    let (status, snapshot) = match written.outcome {
+        Outcome::Replayed => (
+            StatusCode::CREATED,
+            state
+                .ledger()
+                .event_as_of(org, &written.resource_id, written.position)
+                .await?,
+        ),
+        Outcome::Existing => (StatusCode::OK, current(&state, org, &written.resource_id)?),
+        Outcome::Appended | Outcome::Unchanged => (
+            StatusCode::CREATED,
+            current(&state, org, &written.resource_id)?,
+        ),
+    };
+    let snapshot = snapshot
+        .ok_or_else(|| ApiError::Internal(format!("event {} vanished", written.resource_id)))?;
+    Ok(reply(
+        status,
+        &snapshot,
+        written.outcome == Outcome::Replayed,
+    ))
+}
+
+/// The list filters; each unknown value is a 400 naming its parameter.
+#[derive(Debug, Default)]
+struct Filters {
+    status: Option<EventStatus>,
+    event_type: Option<String>,
+    created_after: Option<Timestamp>,
+    created_before: Option<Timestamp>,
+}
+
+impl Filters {
+    fn read(params: &Params, errors: &mut Errors) -> Filters {
+        let status = errors
+            .take(params.get("status").and_then(|v| {
+                v.map(|s| {
+                    EventStatus::parse(s).ok_or_else(|| {
+                        FieldError::new(
+                            "status",
+                            "must be one of pending, delivered, failed, skipped",
+                        )
+                    })
+                })
+                .transpose()
+            }))
+            .flatten();
+        let event_type = errors
+            .take(params.get("eventType").and_then(|v| {
+                v.map(|s| text("eventType", &Value::String(s.to_owned()), MAX_EVENT_TYPE))
+                    .transpose()
+            }))
+            .flatten();
+        let created_after = errors.take(timestamp(params, "createdAfter")).flatten();
+        let created_before = errors.take(timestamp(params, "createdBefore")).flatten();
+        Filters {
+            status,
+            event_type,
+            created_after,
+            created_before,
+        }
+    }
+
+    fn keep(&self, e: &projections::WebhookEvent) -> bool {
+        self.status.is_none_or(|s| e.status == s)
+            && self.event_type.as_ref().is_none_or(|t| e.event_type == *t)
+            && self.created_after.is_none_or(|at| e.created_at > at)
+            && self.created_before.is_none_or(|at| e.created_at < at)
+    }
+}
+
+fn timestamp(params: &Params, name: &str) -> Result<Option<Timestamp>, FieldError> {
+    params.get(name)?.map_or(Ok(None), |text| {
+        Timestamp::parse_rfc3339(text).map(Some).ok_or_else(|| {
+            FieldError::new(
+                name,
+                "must be an RFC 3339 date-time like 2023-11-07T05:31:56Z",
+            )
+        })
+    })
+}
+
+#[instrument(skip_all, fields(org = %caller.organization_id))]
+async fn list(
+    State(state): State<AppState>,
+    caller: Caller,
+    params: Params,
+) -> Result<Json<List<EventSnapshot>>, ApiError> {
+    let mut errors = Errors::default();
+    let filters = Filters::read(&params, &mut errors);
+    let page = Page::read(&params, "evt", &mut errors);
+    errors.check()?;
+    let list = state.tenant(&caller.organization_id, |t| {
+        newest_first(
+            &t.events,
+            &page,
+            "evt",
+            |e| filters.keep(e),
+            |e| EventSnapshot::new(e, t),
+        )
+    })?;
+    Ok(Json(list))
+}
+
+#[instrument(skip_all, fields(org = %caller.organization_id, event = %id.0))]
+async fn show(
+    State(state): State<AppState>,
+    caller: Caller,
+    id: Id,
+) -> Result<Json<EventSnapshot>, ApiError> {
+    current(&state, &caller.organization_id, &id.0)?
+        .map(Json)
+        .ok_or_else(|| ApiError::NotFound(format!("no outbound webhook event {}", id.0)))
+}
+
+fn current(state: &AppState, org: &str, id: &str) -> Result<Option<EventSnapshot>, ApiError> {
+    state.tenant(org, |t| t.event_snapshot(id))
+}

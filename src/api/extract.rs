@@ -1,0 +1,306 @@
+//! Extractors whose rejection is always [`ApiError`]: the caller's identity
+//! (bearer key + `x-organization-id`), a validated JSON body, path ids, query
+//! parameters, `If-Match` and `Idempotency-Key`.
+//!
+//! Handlers never see axum's own rejections, so no input reaches a client as a
+//! plain-text error or a 500.
+
+use axum::body::Bytes;
+use axum::extract::{FromRequest, FromRequestParts, Path, Request};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, Method, header};
+use projections::event::Idempotency;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+use super::AppState;
+use super::error::{ApiError, FieldError};
+use super::input::type_name;
+use super::observe::RequestId;
+use crate::ledger::Context;
+
+/// The longest `Idempotency-Key` accepted.
+pub const MAX_IDEMPOTENCY_KEY: usize = 256;
+
+/// An authenticated caller acting in its own organization.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    pub organization_id: String,
+    pub key_id: String,
+    pub request_id: Option<String>,
+}
+
+impl Caller {
+    /// The ledger context for a write by this caller.
+    pub fn context(&self, idempotency: Option<Idempotency>) -> Context {
+        Context {
+            organization_id: self.organization_id.clone(),
+            key_id: Some(self.key_id.clone()),
+            request_id: self.request_id.clone(),
+            idempotency,
+        }
+    }
+}
+
+impl FromRequestParts<AppState> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let token = parts
+            .headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| {
+                let (scheme, token) = v.trim().split_once(' ')?;
+                scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+            })
+            .filter(|t| !t.is_empty())
+            .ok_or(ApiError::Unauthorized)?;
+        let key = state
+            .ledger()
+            .authenticate(token)
+            .ok_or(ApiError::Unauthorized)?;
+        let organization = parts
+            .headers
+            .get("x-organization-id")
+            .map(|v| v.to_str().map(str::to_owned))
+            .transpose()
+            .map_err(|_| ApiError::field("x-organization-id", "must be visible ASCII"))?
+            .filter(|v| !v.is_empty())
+            .ok_or_else(|| ApiError::field("x-organization-id", "is required"))?;
+        if organization != key.organization_id {
+            return Err(ApiError::Forbidden);
+        }
+        Ok(Caller {
+            organization_id: organization,
+            key_id: key.id,
+            request_id: parts.extensions.get::<RequestId>().map(|r| r.0.clone()),
+        })
+    }
+}
+
+/// A request DTO and the domain value it converts into ("parse, don't validate").
+pub trait Validated: TryFrom<Self::Dto, Error = Vec<FieldError>> {
+    /// The body as sent: every field a [`super::input::Field`]; unknown fields are ignored.
+    type Dto: DeserializeOwned;
+}
+
+/// A JSON body, parsed and converted to `T`, with the SHA-256 of its raw bytes
+/// (what an `Idempotency-Key` is bound to).
+#[derive(Debug)]
+pub struct ValidatedJson<T> {
+    pub value: T,
+    pub sha256: String,
+}
+
+impl<T: Validated> FromRequest<AppState> for ValidatedJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &AppState) -> Result<Self, ApiError> {
+        check_content_type(request.method(), request.headers())?;
+        let bytes = Bytes::from_request(request, state)
+            .await
+            .map_err(|rejection| {
+                if rejection.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
+                    ApiError::PayloadTooLarge("the request body is over 1 MiB".into())
+                } else {
+                    ApiError::field("body", "could not be read")
+                }
+            })?;
+        let sha256 = hex::encode(Sha256::digest(&bytes));
+        let value: Value = serde_json::from_slice(&bytes)
+            .map_err(|e| ApiError::field("body", format!("is not valid JSON: {e}")))?;
+        if !value.is_object() {
+            let kind = type_name(&value);
+            return Err(ApiError::field(
+                "body",
+                format!("must be a JSON object, not {kind}"),
+            ));
+        }
+        let dto: T::Dto = serde_json::from_value(value).map_err(|e| {
+            ApiError::field("body", format!("does not have the expected shape: {e}"))
+        })?;
+        let value = T::try_from(dto).map_err(ApiError::Invalid)?;
+        Ok(ValidatedJson { value, sha256 })
+    }
+}
+
+/// 415 unless the body is JSON: `application/json` (any parameters), and for PATCH
+/// also `application/merge-patch+json`.
+fn check_content_type(method: &Method, headers: &HeaderMap) -> Result<(), ApiError> {
+    let essence = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| {
+            v.split(';')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_ascii_lowercase()
+        });
+    let accepted = match essence.as_deref() {
+        Some("application/json") => true,
+        Some("application/merge-patch+json") => method == Method::PATCH,
+        _ => false,
+    };
+    if accepted {
+        return Ok(());
+    }
+    let expected = if method == Method::PATCH {
+        "application/json or application/merge-patch+json"
+    } else {
+        "application/json"
+    };
+    Err(ApiError::UnsupportedMediaType(match essence {
+        Some(got) => format!("content type {got} is not supported; send {expected}"),
+        None => format!("a content-type header is required; send {expected}"),
+    }))
+}
+
+/// The resource id in the path (`{id}`, `{outboundWebhookDeliveryId}`).
+#[derive(Debug, Clone)]
+pub struct Id(pub String);
+
+impl<S: Send + Sync> FromRequestParts<S> for Id {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        let Path(id) = Path::<String>::from_request_parts(parts, state)
+            .await
+            .map_err(|e| ApiError::field("path", e.body_text()))?;
+        Ok(Id(id))
+    }
+}
+
+/// The query string as name/value pairs, decoded.
+#[derive(Debug, Clone, Default)]
+pub struct Params(Vec<(String, String)>);
+
+impl<S: Send + Sync> FromRequestParts<S> for Params {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
+        let query = parts.uri.query().unwrap_or("");
+        Ok(Params(
+            url::form_urlencoded::parse(query.as_bytes())
+                .into_owned()
+                .collect(),
+        ))
+    }
+}
+
+impl Params {
+    pub fn from_pairs(pairs: &[(&str, &str)]) -> Params {
+        Params(
+            pairs
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
+        )
+    }
+
+    /// The parameter's value; given twice is ambiguous and refused.
+    pub fn get(&self, name: &str) -> Result<Option<&str>, FieldError> {
+        let values: Vec<&str> = self
+            .0
+            .iter()
+            .filter(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+            .collect();
+        match values.as_slice() {
+            [] => Ok(None),
+            [value] => Ok(Some(value)),
+            _ => Err(FieldError::new(name, "must be given at most once")),
+        }
+    }
+}
+
+/// `Idempotency-Key`, with the route it was sent to (method and actual path).
+#[derive(Debug, Clone)]
+pub struct IdempotencyKey {
+    key: Option<String>,
+    route: String,
+}
+
+impl IdempotencyKey {
+    /// The record to store beside the write, bound to the request body's digest.
+    pub fn bind(self, request_sha256: &str) -> Option<Idempotency> {
+        self.key.map(|key| Idempotency {
+            key,
+            route: self.route,
+            request_sha256: request_sha256.to_owned(),
+        })
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for IdempotencyKey {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
+        const NAME: &str = "Idempotency-Key";
+        let key = match parts.headers.get(NAME) {
+            None => None,
+            Some(v) => {
+                let key = v
+                    .to_str()
+                    .map_err(|_| ApiError::field(NAME, "must be visible ASCII"))?;
+                if key.is_empty() || key.chars().count() > MAX_IDEMPOTENCY_KEY {
+                    return Err(ApiError::field(
+                        NAME,
+                        format!("must be 1 to {MAX_IDEMPOTENCY_KEY} characters"),
+                    ));
+                }
+                Some(key.to_owned())
+            }
+        };
+        Ok(IdempotencyKey {
+            key,
+            route: format!("{} {}", parts.method, parts.uri.path()),
+        })
+    }
+}
+
+/// `If-Match`: the delivery versions the client accepts; `None` for absent or `*`.
+#[derive(Debug, Clone, Default)]
+pub struct IfMatch(pub Option<Vec<u64>>);
+
+impl<S: Send + Sync> FromRequestParts<S> for IfMatch {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
+        const NAME: &str = "If-Match";
+        let Some(value) = parts.headers.get(header::IF_MATCH) else {
+            return Ok(IfMatch(None));
+        };
+        let invalid = || ApiError::field(NAME, "must be \"*\" or a version like \"3\"");
+        let value = value.to_str().map_err(|_| invalid())?.trim();
+        if value == "*" {
+            return Ok(IfMatch(None));
+        }
+        let versions = value
+            .split(',')
+            .map(|tag| {
+                let tag = tag.trim();
+                let bare = tag
+                    .strip_prefix('"')
+                    .and_then(|t| t.strip_suffix('"'))
+                    .unwrap_or(tag);
+                bare.parse::<u64>().map_err(|_| invalid())
+            })
+            .collect::<Result<Vec<u64>, ApiError>>()?;
+        Ok(IfMatch(Some(versions)))
+    }
+}
+
+impl IfMatch {
+    /// The one version to hand the ledger: with several tags, the one the
+    /// delivery is at now if listed (the ledger checks again atomically).
+    pub fn expected(&self, current: Option<u64>) -> Option<u64> {
+        let versions = self.0.as_ref()?;
+        match current {
+            Some(c) if versions.contains(&c) => Some(c),
+            _ => versions.first().copied(),
+        }
+    }
+}

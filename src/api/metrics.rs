@@ -1,0 +1,172 @@
+//! Prometheus metrics: requests and latency by route template and status, time
+//! spent appending (in `Ledger::execute`), projection lag, and the store's
+//! append/fsync counters when the backend reports them.
+//!
+//! Gauges that describe other components (lag, store counters) are read at scrape
+//! time, so nothing here polls or runs in the background.
+
+use std::fmt::Write as _;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+pub use prometheus_client::encoding::prometheus_text::CONTENT_TYPE;
+
+/// What a store reports about its durability work, read at each scrape.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StoreStats {
+    /// Appends acknowledged since the store opened.
+    pub appends: u64,
+    /// fsyncs (group commits) since the store opened.
+    pub fsyncs: u64,
+}
+
+/// Reads the store's counters; the embedded backend supplies one.
+pub type StoreStatsFn = Arc<dyn Fn() -> StoreStats + Send + Sync>;
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RequestLabels {
+    route: String,
+    method: String,
+    status: u16,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CommandLabels {
+    command: &'static str,
+}
+
+type Histograms<L> = Family<L, Histogram, fn() -> Histogram>;
+
+/// 0.5 ms to about 16 s.
+fn request_buckets() -> Histogram {
+    Histogram::new(exponential_buckets(0.0005, 2.0, 16))
+}
+
+/// 0.1 ms to about 13 s: an append includes its fsync.
+fn append_buckets() -> Histogram {
+    Histogram::new(exponential_buckets(0.0001, 2.0, 18))
+}
+
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    requests: Family<RequestLabels, Counter>,
+    latency: Histograms<RequestLabels>,
+    append: Histograms<CommandLabels>,
+    lag: Gauge,
+    store_appends: Gauge,
+    store_fsyncs: Gauge,
+    batch_size: Gauge<f64, std::sync::atomic::AtomicU64>,
+    /// The store counters at the previous scrape, for the batch size in between.
+    last_stats: Mutex<StoreStats>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("hookledger");
+        let requests = Family::<RequestLabels, Counter>::default();
+        registry.register("http_requests", "HTTP requests answered", requests.clone());
+        let latency: Histograms<RequestLabels> = Family::new_with_constructor(request_buckets);
+        registry.register(
+            "http_request_duration_seconds",
+            "Time from request to response",
+            latency.clone(),
+        );
+        let append: Histograms<CommandLabels> = Family::new_with_constructor(append_buckets);
+        registry.register(
+            "append_duration_seconds",
+            "Time in the write path: decide, append, fsync, wait for the read model",
+            append.clone(),
+        );
+        let lag = Gauge::default();
+        registry.register(
+            "projection_lag_events",
+            "Store head minus projector position",
+            lag.clone(),
+        );
+        let store_appends = Gauge::default();
+        registry.register(
+            "store_appends",
+            "Appends the store acknowledged since it opened",
+            store_appends.clone(),
+        );
+        let store_fsyncs = Gauge::default();
+        registry.register(
+            "store_fsyncs",
+            "fsyncs the store made since it opened",
+            store_fsyncs.clone(),
+        );
+        let batch_size = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
+        registry.register(
+            "store_fsync_batch_size",
+            "Mean appends per fsync since the previous scrape",
+            batch_size.clone(),
+        );
+        Metrics {
+            registry,
+            requests,
+            latency,
+            append,
+            lag,
+            store_appends,
+            store_fsyncs,
+            batch_size,
+            last_stats: Mutex::new(StoreStats::default()),
+        }
+    }
+
+    pub fn record_request(&self, route: &str, method: &str, status: u16, elapsed: Duration) {
+        let labels = RequestLabels {
+            route: route.to_owned(),
+            method: method.to_owned(),
+            status,
+        };
+        self.requests.get_or_create(&labels).inc();
+        self.latency
+            .get_or_create(&labels)
+            .observe(elapsed.as_secs_f64());
+    }
+
+    pub fn record_append(&self, command: &'static str, elapsed: Duration) {
+        self.append
+            .get_or_create(&CommandLabels { command })
+            .observe(elapsed.as_secs_f64());
+    }
+
+    /// The text exposition, after reading the scrape-time gauges.
+    pub fn render(&self, lag: u64, store: Option<StoreStats>) -> String {
+        self.lag.set(i64::try_from(lag).unwrap_or(i64::MAX));
+        if let Some(now) = store {
+            self.store_appends
+                .set(i64::try_from(now.appends).unwrap_or(i64::MAX));
+            self.store_fsyncs
+                .set(i64::try_from(now.fsyncs).unwrap_or(i64::MAX));
+            let mut last = self.last_stats.lock().unwrap_or_else(|e| e.into_inner());
+            let fsyncs = now.fsyncs.saturating_sub(last.fsyncs);
+            if fsyncs > 0 {
+                let appends = now.appends.saturating_sub(last.appends);
+                self.batch_size.set(appends as f64 / fsyncs as f64);
+            }
+            *last = now;
+        }
+        let mut out = String::new();
+        if prometheus_client::encoding::prometheus_text::encode(&mut out, &self.registry).is_err() {
+            // Writing to a String cannot fail; keep the scrape readable regardless.
+            let _ = writeln!(out, "# encoding failed");
+        }
+        out
+    }
+}

@@ -1,0 +1,211 @@
+//! The HTTP API (axum): the shared [`AppState`], the [`app`] router that joins one
+//! router per resource, and [`serve`], which runs it on a listener until shutdown.
+//!
+//! Handlers translate between HTTP and the ledger and hold no business rule: the
+//! rules live in `projections` and the write path in [`crate::ledger`]. Every
+//! route answers JSON; every failure is `application/problem+json` (see [`error`]).
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::http::{HeaderValue, Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use projections::{Command, Tenant, Timestamp};
+use tower_http::catch_panic::CatchPanicLayer;
+
+use crate::ledger::{Context, Ledger, Written};
+use crate::node::Node;
+
+pub mod attempts;
+pub mod deliveries;
+pub mod endpoints;
+pub mod error;
+pub mod events;
+pub mod extract;
+pub mod input;
+pub mod metrics;
+pub mod observe;
+pub mod ops;
+pub mod page;
+
+use error::ApiError;
+use metrics::{Metrics, StoreStats, StoreStatsFn};
+
+/// The largest request body accepted: 1 MiB.
+pub const MAX_BODY_BYTES: usize = 1024 * 1024;
+
+/// What every handler shares: the node, the metrics, and how this process began.
+#[derive(Clone)]
+pub struct AppState {
+    node: Arc<Node>,
+    metrics: Arc<Metrics>,
+    started_at: Timestamp,
+    store_stats: Option<StoreStatsFn>,
+}
+
+impl std::fmt::Debug for AppState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AppState")
+            .field("node", &self.node)
+            .field("started_at", &self.started_at)
+            .field("store_stats", &self.store_stats.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl AppState {
+    /// State for serving `node`, with fresh metrics and the start time taken now.
+    pub fn new(node: Node) -> Self {
+        AppState {
+            node: Arc::new(node),
+            metrics: Arc::new(Metrics::new()),
+            started_at: Timestamp::from_datetime(chrono::Utc::now()),
+            store_stats: None,
+        }
+    }
+
+    /// Feeds the store gauges of `/metrics` (appends, fsyncs, batch size) from
+    /// `stats`, read at each scrape.
+    pub fn with_store_stats(
+        mut self,
+        stats: impl Fn() -> StoreStats + Send + Sync + 'static,
+    ) -> Self {
+        self.store_stats = Some(Arc::new(stats));
+        self
+    }
+
+    pub fn node(&self) -> &Node {
+        &self.node
+    }
+
+    pub fn ledger(&self) -> &Arc<Ledger> {
+        &self.node.ledger
+    }
+
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    pub fn started_at(&self) -> Timestamp {
+        self.started_at
+    }
+
+    pub(crate) fn store_stats(&self) -> Option<StoreStats> {
+        self.store_stats.as_ref().map(|f| f())
+    }
+
+    /// Runs a command through the ledger, timing it for `/metrics`.
+    pub(crate) async fn execute(
+        &self,
+        command: Command,
+        ctx: &Context,
+        if_match: Option<u64>,
+    ) -> Result<Written, ApiError> {
+        // A stopped projector's model may lack acknowledged writes: deciding
+        // against it could repeat an idempotent write, so refuse before appending.
+        if let Some(reason) = self.node.projector.stopped() {
+            return Err(ApiError::Unavailable(format!(
+                "the projector stopped: {reason}"
+            )));
+        }
+        let name = command_name(&command);
+        let started = Instant::now();
+        let result = self.ledger().execute(command, ctx, if_match).await;
+        self.metrics.record_append(name, started.elapsed());
+        Ok(result?)
+    }
+}
+
+impl AppState {
+    /// Runs `f` on the caller's organization in the read model (an empty one if
+    /// it has nothing yet). 503 if the projector stopped: its model may lack
+    /// acknowledged writes. The read guard is held only for `f`, never across an await.
+    pub(crate) fn tenant<T>(&self, org: &str, f: impl FnOnce(&Tenant) -> T) -> Result<T, ApiError> {
+        let projector = &self.node.projector;
+        if let Some(reason) = projector.stopped() {
+            return Err(ApiError::Unavailable(format!(
+                "the projector stopped: {reason}"
+            )));
+        }
+        let snapshot = projector.read();
+        Ok(match snapshot.model.tenant(org) {
+            Some(tenant) => f(tenant),
+            None => f(&Tenant::default()),
+        })
+    }
+}
+
+/// A JSON response; a replayed idempotent answer says so in `Idempotent-Replayed`.
+pub(crate) fn reply<T: serde::Serialize>(status: StatusCode, body: &T, replayed: bool) -> Response {
+    let mut response = (status, axum::Json(body)).into_response();
+    if replayed {
+        response
+            .headers_mut()
+            .insert("idempotent-replayed", HeaderValue::from_static("true"));
+    }
+    response
+}
+
+/// `ETag: "N"` for a delivery at stream version `N`.
+pub(crate) fn etag(version: u64) -> HeaderValue {
+    HeaderValue::from_str(&format!("\"{version}\""))
+        .unwrap_or_else(|_| HeaderValue::from_static("\"0\""))
+}
+
+fn command_name(command: &Command) -> &'static str {
+    match command {
+        Command::CreateEndpoint { .. } => "create_endpoint",
+        Command::UpdateEndpoint { .. } => "update_endpoint",
+        Command::AcceptEvent { .. } => "accept_event",
+        Command::RecordAttempt { .. } => "record_attempt",
+        Command::IssueApiKey { .. } => "issue_api_key",
+        Command::RevokeApiKey { .. } => "revoke_api_key",
+    }
+}
+
+/// The whole API: every resource's router, the fallbacks that keep unknown routes
+/// and methods in problem+json, the 1 MiB body limit and the observing middleware.
+pub fn app(state: AppState) -> Router {
+    Router::new()
+        .merge(endpoints::router())
+        .merge(events::router())
+        .merge(deliveries::router())
+        .merge(attempts::router())
+        .merge(ops::router())
+        .fallback(no_route)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(CatchPanicLayer::custom(
+            |_: Box<dyn std::any::Any + Send>| {
+                ApiError::Internal("a handler panicked".into()).into_response()
+            },
+        ))
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            observe::observe,
+        ))
+        .with_state(state)
+}
+
+async fn no_route(uri: Uri) -> Response {
+    ApiError::NoRoute(uri.path().to_owned()).into_response()
+}
+
+async fn method_not_allowed(method: Method) -> Response {
+    ApiError::MethodNotAllowed(method.to_string()).into_response()
+}
+
+/// Serves `app(state)` on `listener` until `shutdown` resolves; then stops
+/// accepting connections and returns once the requests in flight are answered.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, app(state))
+        .with_graceful_shutdown(shutdown)
+        .await
+}

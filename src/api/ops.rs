@@ -1,0 +1,107 @@
+//! Operational routes: liveness (`/healthz`), readiness (`/readyz`: the read
+//! model caught up with the store and its projector running), Prometheus
+//! `/metrics`, the API document `/openapi.json`, and the ledger digest
+//! `/v1/ledger/digest` an auditor keeps to verify the history later.
+
+use axum::extract::State;
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use projections::Timestamp;
+use serde::Serialize;
+use tracing::instrument;
+
+use super::AppState;
+use super::error::ApiError;
+use super::extract::Caller;
+use super::metrics::CONTENT_TYPE as METRICS_CONTENT_TYPE;
+
+/// The OpenAPI 3.1 document, served as written and checked against every
+/// response in the integration tests.
+pub const OPENAPI: &str = include_str!("../../schemas/openapi.json");
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .route("/openapi.json", get(openapi))
+        .route("/v1/ledger/digest", get(digest))
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Health {
+    status: &'static str,
+    version: &'static str,
+    started_at: Timestamp,
+}
+
+async fn healthz(State(state): State<AppState>) -> Json<Health> {
+    Json(Health {
+        status: "ok",
+        version: env!("CARGO_PKG_VERSION"),
+        started_at: state.started_at(),
+    })
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Readiness {
+    status: &'static str,
+    position: u64,
+    head: u64,
+}
+
+async fn readyz(State(state): State<AppState>) -> Result<Json<Readiness>, ApiError> {
+    let node = state.node();
+    if let Some(reason) = node.projector.stopped() {
+        return Err(ApiError::Unavailable(format!(
+            "the projector stopped: {reason}"
+        )));
+    }
+    let (position, head) = (node.projector.position(), node.store.head());
+    if !node.projector.caught_up() {
+        return Err(ApiError::Unavailable(format!(
+            "the read model is at position {position} of {head}"
+        )));
+    }
+    Ok(Json(Readiness {
+        status: "ready",
+        position,
+        head,
+    }))
+}
+
+async fn metrics(State(state): State<AppState>) -> Response {
+    let node = state.node();
+    let lag = node.store.head().saturating_sub(node.projector.position());
+    let text = state.metrics().render(lag, state.store_stats());
+    ([(header::CONTENT_TYPE, METRICS_CONTENT_TYPE)], text).into_response()
+}
+
+async fn openapi() -> Response {
+    ([(header::CONTENT_TYPE, "application/json")], OPENAPI).into_response()
+}
+
+#[derive(Debug, Serialize)]
+struct Digest {
+    position: u64,
+    digest: String,
+}
+
+#[instrument(skip_all, fields(org = %caller.organization_id))]
+async fn digest(State(state): State<AppState>, caller: Caller) -> Result<Json<Digest>, ApiError> {
+    let projector = &state.node().projector;
+    if let Some(reason) = projector.stopped() {
+        return Err(ApiError::Unavailable(format!(
+            "the projector stopped: {reason}"
+        )));
+    }
+    let snapshot = projector.read();
+    Ok(Json(Digest {
+        position: snapshot.digest.position,
+        digest: snapshot.digest.hex(),
+    }))
+}

@@ -1,0 +1,16 @@
+//! hookledger's one integration binary: the real router served over TCP on port
+//! 0, driven like a client would, every response checked against
+//! `schemas/openapi.json`. Modules are areas of the API.
+
+mod audit;
+mod auth;
+mod concurrency;
+mod faults;
+mod flow;
+mod helpers;
+mod http;
+mod idempotency;
+mod lists;
+mod ops;
+mod record_attempt;
+mod schema;

@@ -1,0 +1,141 @@
+//! The operational routes: liveness, readiness, metrics and the API document.
+
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+
+use crate::helpers::spawn_app;
+
+#[tokio::test]
+async fn health_and_readiness_answer_without_a_key() {
+    let app = spawn_app().await;
+    let health = app.send(app.bare(Method::GET, "/healthz")).await;
+    assert_eq!(health.status, StatusCode::OK);
+    assert_eq!(health.body["status"], "ok");
+    let ready = app.send(app.bare(Method::GET, "/readyz")).await;
+    assert_eq!(ready.status, StatusCode::OK);
+    assert_eq!(ready.body["position"], app.head());
+}
+
+#[tokio::test]
+async fn metrics_count_requests_by_route_template_and_appends() {
+    let app = spawn_app().await;
+    let d = app.delivery().await;
+    app.record_attempt(&d, &json!({"status": "delivered"}))
+        .await;
+    app.get("/v1/nothing").await;
+
+    let metrics = app.send(app.bare(Method::GET, "/metrics")).await;
+
+    assert_eq!(metrics.status, StatusCode::OK);
+    assert!(
+        metrics
+            .header("content-type")
+            .unwrap()
+            .starts_with("text/plain")
+    );
+    let text = String::from_utf8(metrics.bytes).unwrap();
+    assert!(
+        text.contains(r#"hookledger_http_requests_total{route="/v1/outbound-webhook-deliveries/{outboundWebhookDeliveryId}/attempts",method="POST",status="200"} 1"#),
+        "{text}"
+    );
+    assert!(text.contains(r#"route="unmatched",method="GET",status="404""#));
+    assert!(
+        text.contains(r#"hookledger_append_duration_seconds_count{command="record_attempt"} 1"#)
+    );
+    assert!(text.contains("hookledger_projection_lag_events 0"));
+    assert!(text.contains("hookledger_http_request_duration_seconds_bucket"));
+}
+
+#[tokio::test]
+async fn the_api_document_is_served_and_covers_the_contract() {
+    let app = spawn_app().await;
+    let doc = app.send(app.bare(Method::GET, "/openapi.json")).await;
+    assert_eq!(doc.status, StatusCode::OK);
+    assert_eq!(doc.body["openapi"], "3.1.0");
+    let op = &doc.body["paths"]["/v1/outbound-webhook-deliveries/{outboundWebhookDeliveryId}/attempts"]
+        ["post"];
+    let schema = &doc.body["components"]["schemas"]["RecordOutboundWebhookDeliveryAttempt"];
+    assert_eq!(
+        op["requestBody"]["content"]["application/json"]["schema"]["$ref"],
+        "#/components/schemas/RecordOutboundWebhookDeliveryAttempt"
+    );
+    assert_eq!(schema["required"], json!(["status"]));
+    assert_eq!(
+        schema["properties"]["status"]["enum"],
+        json!(["pending", "retry_scheduled", "delivered", "failed"])
+    );
+    assert_eq!(schema["properties"]["responseStatusCode"]["minimum"], 100);
+    assert_eq!(schema["properties"]["responseStatusCode"]["maximum"], 599);
+    assert_eq!(schema["properties"]["lastError"]["minLength"], 1);
+    let pattern = schema["properties"]["nextRetryAt"]["pattern"]
+        .as_str()
+        .unwrap();
+    assert!(pattern.starts_with(r"^(?:(?:\d\d[2468][048]|"));
+    let responses: Vec<&String> = op["responses"].as_object().unwrap().keys().collect();
+    for status in [
+        "200", "400", "401", "403", "404", "409", "412", "413", "415", "503",
+    ] {
+        assert!(
+            responses.iter().any(|s| *s == status),
+            "{status} is documented"
+        );
+    }
+    let _: &Value = &doc.body["components"]["schemas"]["OutboundWebhookDeliverySnapshot"];
+}
+
+#[tokio::test]
+async fn store_stats_feed_the_fsync_gauges() {
+    let node = crate::helpers::new_node().await;
+    let app = crate::helpers::spawn_app_with(node, |state| {
+        state.with_store_stats(|| hookledger::api::metrics::StoreStats {
+            appends: 12,
+            fsyncs: 4,
+        })
+    })
+    .await;
+    let metrics = app.send(app.bare(Method::GET, "/metrics")).await;
+    let text = String::from_utf8(metrics.bytes).unwrap();
+    assert!(text.contains("hookledger_store_appends 12"), "{text}");
+    assert!(text.contains("hookledger_store_fsyncs 4"));
+    assert!(text.contains("hookledger_store_fsync_batch_size 3"));
+}
+
+#[tokio::test]
+async fn serve_stops_accepting_and_returns_on_shutdown() {
+    let node = crate::helpers::new_node().await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(hookledger::api::serve(
+        listener,
+        hookledger::api::AppState::new(node),
+        async {
+            let _ = stopped.await;
+        },
+    ));
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(0)
+        .build()
+        .unwrap();
+    let up = client
+        .get(format!("http://{address}/healthz"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(up.status(), StatusCode::OK);
+
+    stop.send(()).unwrap();
+
+    let result = tokio::time::timeout(std::time::Duration::from_secs(10), server)
+        .await
+        .expect("serve returns after shutdown")
+        .expect("the task did not panic");
+    assert!(result.is_ok());
+    assert!(
+        client
+            .get(format!("http://{address}/healthz"))
+            .send()
+            .await
+            .is_err()
+    );
+}
