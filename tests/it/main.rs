@@ -3,6 +3,7 @@
 //! `schemas/openapi.json`. Modules are areas of the API.
 
 mod audit;
+mod cli;
 mod auth;
 mod concurrency;
 mod faults;
