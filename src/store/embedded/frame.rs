@@ -1,0 +1,197 @@
+//! One record on disk: `len: u32 LE | crc32c: u32 LE | payload`, where the payload
+//! is the rkyv encoding of a [`RecordedEvent`] and the CRC covers the four length
+//! bytes and the payload, so a damaged length is caught like damaged data.
+//!
+//! This module only turns records into bytes and back; it knows nothing of files
+//! or positions. Decoding is rkyv's validated path: bytes from disk are never
+//! trusted, and nothing here may use `unsafe`.
+
+use rkyv::rancor;
+use rkyv::util::AlignedVec;
+
+use crate::store::{MAX_EVENT_BYTES, NewEvent, RecordedEvent};
+
+/// Bytes before the payload: the length and the checksum.
+pub const HEADER_LEN: usize = 8;
+
+/// The largest payload a frame may hold. Far above the largest valid event, so
+/// that a length beyond it marks a damaged frame rather than a big one.
+pub const MAX_PAYLOAD: usize = 4 * MAX_EVENT_BYTES;
+
+/// What the rkyv encoding adds to an event's variable fields, with room to spare.
+const ENVELOPE: usize = 1024;
+
+/// Whether `event` appended to `stream` encodes within [`MAX_PAYLOAD`].
+pub fn fits(stream: &str, event: &NewEvent) -> bool {
+    stream.len() + event.event_type.len() + event.data.len() + event.metadata.len() + ENVELOPE
+        <= MAX_PAYLOAD
+}
+
+/// Appends the frame of `event` to `out`; returns the frame's length.
+pub fn encode(event: &RecordedEvent, out: &mut Vec<u8>) -> Result<usize, String> {
+    let payload = rkyv::to_bytes::<rancor::Error>(event).map_err(|e| e.to_string())?;
+    if payload.len() > MAX_PAYLOAD {
+        return Err(format!(
+            "event at position {} encodes to {} bytes, over the {MAX_PAYLOAD}-byte frame limit",
+            event.position,
+            payload.len()
+        ));
+    }
+    let len = (payload.len() as u32).to_le_bytes();
+    let crc = crc32c::crc32c_append(crc32c::crc32c(&len), &payload);
+    out.extend_from_slice(&len);
+    out.extend_from_slice(&crc.to_le_bytes());
+    out.extend_from_slice(&payload);
+    Ok(HEADER_LEN + payload.len())
+}
+
+/// A frame whose length and checksum hold; its payload is not decoded yet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Frame<'a> {
+    pub payload: &'a [u8],
+    /// The whole frame's length, header included.
+    pub len: usize,
+}
+
+/// Checks the frame at the start of `bytes`, which may run on past its end.
+pub fn parse(bytes: &[u8]) -> Result<Frame<'_>, String> {
+    let Some((header, rest)) = bytes.split_first_chunk::<HEADER_LEN>() else {
+        return Err(format!(
+            "frame header cut short: {} of {HEADER_LEN} bytes",
+            bytes.len()
+        ));
+    };
+    let (len_bytes, crc_bytes) = header.split_at(4);
+    let len = u32::from_le_bytes(len_bytes.try_into().unwrap_or_default()) as usize;
+    let stored_crc = u32::from_le_bytes(crc_bytes.try_into().unwrap_or_default());
+    if len > MAX_PAYLOAD {
+        return Err(format!(
+            "frame length {len} exceeds the {MAX_PAYLOAD}-byte limit"
+        ));
+    }
+    let Some(payload) = rest.get(..len) else {
+        return Err(format!(
+            "frame of {len} bytes cut short at {} bytes",
+            rest.len()
+        ));
+    };
+    let crc = crc32c::crc32c_append(crc32c::crc32c(len_bytes), payload);
+    if crc != stored_crc {
+        return Err(format!(
+            "frame checksum mismatch: stored {stored_crc:08x}, computed {crc:08x}"
+        ));
+    }
+    Ok(Frame {
+        payload,
+        len: HEADER_LEN + len,
+    })
+}
+
+/// Decodes a checked payload into the record it holds.
+pub fn decode(payload: &[u8]) -> Result<RecordedEvent, String> {
+    // rkyv needs its archive aligned; a payload sits at any offset in a file.
+    let mut aligned = AlignedVec::<16>::with_capacity(payload.len());
+    aligned.extend_from_slice(payload);
+    rkyv::from_bytes::<RecordedEvent, rancor::Error>(&aligned)
+        .map_err(|e| format!("frame payload does not decode: {e}"))
+}
+
+/// Checks and decodes the frame at the start of `bytes`.
+pub fn read(bytes: &[u8]) -> Result<(RecordedEvent, usize), String> {
+    let frame = parse(bytes)?;
+    Ok((decode(frame.payload)?, frame.len))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(position: u64, data: &[u8]) -> RecordedEvent {
+        RecordedEvent {
+            position,
+            stream: "delivery-dlv_1".into(),
+            version: position - 1,
+            event_type: "AttemptRecorded".into(),
+            schema_version: 1,
+            recorded_at: 1_700_000_000_000_000 + position as i64,
+            data: data.to_vec(),
+            metadata: br#"{"requestId":"r"}"#.to_vec(),
+            prev_hash: [position as u8; 32],
+            hash: [position as u8 + 1; 32],
+        }
+    }
+
+    #[test]
+    fn a_frame_round_trips_at_any_alignment() {
+        let original = event(7, br#"{"status":"delivered"}"#);
+        for shift in 0..8 {
+            let mut bytes = vec![0xAA; shift];
+            let len = encode(&original, &mut bytes).unwrap();
+            bytes.extend_from_slice(b"trailing bytes belong to the next frame");
+            let (decoded, read_len) = read(&bytes[shift..]).unwrap();
+            assert_eq!(decoded, original);
+            assert_eq!(read_len, len);
+        }
+    }
+
+    #[test]
+    fn every_flipped_bit_is_caught() {
+        let mut bytes = Vec::new();
+        encode(&event(1, b"{}"), &mut bytes).unwrap();
+        for i in 0..bytes.len() {
+            for bit in 0..8 {
+                let mut damaged = bytes.clone();
+                damaged[i] ^= 1 << bit;
+                assert!(
+                    read(&damaged).is_err(),
+                    "flip of bit {bit} in byte {i} passed"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn a_cut_frame_is_reported_short() {
+        let mut bytes = Vec::new();
+        let len = encode(&event(1, b"{}"), &mut bytes).unwrap();
+        for cut in 0..len {
+            let err = parse(&bytes[..cut]).unwrap_err();
+            assert!(err.contains("cut short"), "{cut}: {err}");
+        }
+    }
+
+    #[test]
+    fn an_absurd_length_is_refused_before_reading() {
+        let mut bytes = (MAX_PAYLOAD as u32 + 1).to_le_bytes().to_vec();
+        bytes.extend_from_slice(&[0; 4]);
+        assert!(parse(&bytes).unwrap_err().contains("exceeds"));
+    }
+
+    #[test]
+    fn a_checksummed_payload_that_is_not_an_event_does_not_decode() {
+        let payload = b"not an rkyv archive at all".to_vec();
+        let len = (payload.len() as u32).to_le_bytes();
+        let crc = crc32c::crc32c_append(crc32c::crc32c(&len), &payload);
+        let mut bytes = len.to_vec();
+        bytes.extend_from_slice(&crc.to_le_bytes());
+        bytes.extend_from_slice(&payload);
+        assert!(parse(&bytes).is_ok());
+        assert!(read(&bytes).unwrap_err().contains("does not decode"));
+    }
+
+    #[test]
+    fn the_largest_valid_event_fits_a_frame() {
+        let big = NewEvent {
+            event_type: "AttemptRecorded".into(),
+            schema_version: 1,
+            data: vec![b'x'; MAX_EVENT_BYTES - 100],
+            metadata: vec![b'y'; 100 - "AttemptRecorded".len()],
+        };
+        assert!(fits("delivery-dlv_1", &big));
+        let mut bytes = Vec::new();
+        let mut record = event(1, &big.data);
+        record.metadata = big.metadata;
+        encode(&record, &mut bytes).unwrap();
+        assert_eq!(read(&bytes).unwrap().0, record);
+    }
+}

@@ -1,0 +1,80 @@
+//! The file layer under the log's write path: every byte the embedded store
+//! writes, every sync and every truncation goes through [`Fs`] and [`LogFile`],
+//! so a test can make a write fail with ENOSPC or a sync with EIO and watch the
+//! store recover. Reads do not go through it: they cannot harm the log.
+//!
+//! [`RealFs`] is the only production implementation; it adds no buffering, so a
+//! successful [`LogFile::sync`] means the bytes written before it are on disk.
+
+use std::fmt;
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+
+/// Opens, creates and removes log files, and makes directory entries durable.
+pub trait Fs: Send + Sync + fmt::Debug {
+    /// Opens an existing file for writing at explicit offsets.
+    fn open(&self, path: &Path) -> io::Result<Box<dyn LogFile>>;
+    /// Creates a file for writing, emptying any file already at `path`.
+    fn create(&self, path: &Path) -> io::Result<Box<dyn LogFile>>;
+    fn remove(&self, path: &Path) -> io::Result<()>;
+    /// Makes the entries of directory `dir` (created or removed files) durable.
+    fn sync_dir(&self, dir: &Path) -> io::Result<()>;
+}
+
+/// One file of the log, open for writing.
+pub trait LogFile: Send + fmt::Debug {
+    /// Writes all of `buf` at `offset`; on error an unknown prefix may be written.
+    fn write_at(&mut self, offset: u64, buf: &[u8]) -> io::Result<()>;
+    /// Makes everything written so far durable (`fdatasync`).
+    fn sync(&mut self) -> io::Result<()>;
+    /// Cuts the file to `len` bytes; not durable until [`LogFile::sync`].
+    fn truncate(&mut self, len: u64) -> io::Result<()>;
+}
+
+/// The operating system's file system.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RealFs;
+
+#[derive(Debug)]
+struct RealFile(File);
+
+impl Fs for RealFs {
+    fn open(&self, path: &Path) -> io::Result<Box<dyn LogFile>> {
+        // Not `append(true)`: positioned writes must land where they are aimed.
+        let file = OpenOptions::new().write(true).open(path)?;
+        Ok(Box::new(RealFile(file)))
+    }
+
+    fn create(&self, path: &Path) -> io::Result<Box<dyn LogFile>> {
+        let file = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(path)?;
+        Ok(Box::new(RealFile(file)))
+    }
+
+    fn remove(&self, path: &Path) -> io::Result<()> {
+        std::fs::remove_file(path)
+    }
+
+    fn sync_dir(&self, dir: &Path) -> io::Result<()> {
+        File::open(dir)?.sync_all()
+    }
+}
+
+impl LogFile for RealFile {
+    fn write_at(&mut self, offset: u64, buf: &[u8]) -> io::Result<()> {
+        self.0.write_all_at(buf, offset)
+    }
+
+    fn sync(&mut self) -> io::Result<()> {
+        self.0.sync_data()
+    }
+
+    fn truncate(&mut self, len: u64) -> io::Result<()> {
+        self.0.set_len(len)
+    }
+}

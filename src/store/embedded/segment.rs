@@ -1,0 +1,297 @@
+//! Segment files and the scan that opens the log.
+//!
+//! The log is `DIR/log/{first_position:020}.seg`; each file starts with a
+//! versioned header (`HKLGSEG\0`, format version, first position, header CRC)
+//! followed by frames. The scan checks every frame and link (position, stream
+//! version, previous hash) in order and tells a torn tail from corruption: damage
+//! in the last segment with no valid frame after it is a write that a crash cut
+//! short, never acknowledged, and may be cut off; anything else is refused with
+//! the position it holds. This module decides; it never writes.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use crate::chain::ZERO;
+use crate::store::embedded::frame;
+use crate::store::sequencer::Sequencer;
+use crate::store::{Error, RecordedEvent, Result};
+
+const MAGIC: &[u8; 8] = b"HKLGSEG\0";
+/// Bump on any change to the header, the frame or `RecordedEvent`'s archived form.
+pub const FORMAT_VERSION: u32 = 1;
+/// Magic, format version, first position, CRC of the bytes before it.
+pub const HEADER_LEN: usize = 24;
+
+pub fn file_name(first_position: u64) -> String {
+    format!("{first_position:020}.seg")
+}
+
+pub fn header(first_position: u64) -> [u8; HEADER_LEN] {
+    let mut bytes = [0; HEADER_LEN];
+    bytes[..8].copy_from_slice(MAGIC);
+    bytes[8..12].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
+    bytes[12..20].copy_from_slice(&first_position.to_le_bytes());
+    let crc = crc32c::crc32c(&bytes[..20]);
+    bytes[20..].copy_from_slice(&crc.to_le_bytes());
+    bytes
+}
+
+/// The first position a segment header names.
+pub fn parse_header(bytes: &[u8]) -> Result<u64, String> {
+    let Some(bytes) = bytes.first_chunk::<HEADER_LEN>() else {
+        return Err(format!(
+            "segment header cut short: {} of {HEADER_LEN} bytes",
+            bytes.len()
+        ));
+    };
+    let (head, crc) = bytes.split_at(20);
+    let stored = u32::from_le_bytes(crc.try_into().unwrap_or_default());
+    if crc32c::crc32c(head) != stored {
+        return Err("segment header checksum mismatch".into());
+    }
+    if &head[..8] != MAGIC {
+        return Err("not a hookledger segment (bad magic)".into());
+    }
+    let version = u32::from_le_bytes(head[8..12].try_into().unwrap_or_default());
+    if version != FORMAT_VERSION {
+        return Err(format!(
+            "segment format version {version}; this build reads {FORMAT_VERSION}"
+        ));
+    }
+    Ok(u64::from_le_bytes(
+        head[12..20].try_into().unwrap_or_default(),
+    ))
+}
+
+/// The segment files in `log_dir`, by first position; other files are ignored.
+pub fn list(log_dir: &Path) -> Result<Vec<(u64, PathBuf)>> {
+    let entries = std::fs::read_dir(log_dir)
+        .map_err(|e| Error::io(format!("listing {}", log_dir.display()), e))?;
+    let mut segments = Vec::new();
+    for entry in entries {
+        let path = entry
+            .map_err(|e| Error::io(format!("listing {}", log_dir.display()), e))?
+            .path();
+        if path.extension().is_some_and(|e| e == "seg") {
+            let first = path
+                .file_stem()
+                .and_then(|s| s.to_str())
+                .filter(|s| s.len() == 20)
+                .and_then(|s| s.parse::<u64>().ok())
+                .ok_or_else(|| Error::Corrupt {
+                    file: path.clone(),
+                    offset: 0,
+                    position: 0,
+                    reason: "segment file name is not a 20-digit position".into(),
+                })?;
+            segments.push((first, path));
+        }
+    }
+    segments.sort();
+    Ok(segments)
+}
+
+/// The frames of one segment that checked out, and the first one that did not.
+#[derive(Debug, Default)]
+pub struct Walk {
+    /// Offset of each good frame, in position order.
+    pub offsets: Vec<u64>,
+    /// Where the good frames end.
+    pub end: u64,
+    pub bad: Option<Bad>,
+}
+
+#[derive(Debug)]
+pub struct Bad {
+    pub offset: u64,
+    pub reason: String,
+    /// The frame's checksum held: a crash cannot have produced it.
+    pub checksummed: bool,
+}
+
+/// Walks the frames after a segment's header, taking each good one into `seq`
+/// and handing it to `accept`.
+pub fn walk(bytes: &[u8], seq: &mut Sequencer, accept: &mut dyn FnMut(RecordedEvent)) -> Walk {
+    let mut walk = Walk {
+        end: HEADER_LEN as u64,
+        ..Walk::default()
+    };
+    let mut at = HEADER_LEN.min(bytes.len());
+    while at < bytes.len() {
+        let bad = |reason, checksummed| {
+            Some(Bad {
+                offset: at as u64,
+                reason,
+                checksummed,
+            })
+        };
+        let frame = match frame::parse(&bytes[at..]) {
+            Ok(frame) => frame,
+            Err(reason) => {
+                walk.bad = bad(reason, false);
+                break;
+            }
+        };
+        let event = match frame::decode(frame.payload).and_then(|e| check_link(seq, &e).map(|()| e))
+        {
+            Ok(event) => event,
+            Err(reason) => {
+                walk.bad = bad(reason, true);
+                break;
+            }
+        };
+        seq.observe(&event);
+        accept(event);
+        walk.offsets.push(at as u64);
+        at += frame.len;
+        walk.end = at as u64;
+    }
+    walk
+}
+
+/// Checks that `event` is the next one in the log and in its stream.
+fn check_link(seq: &Sequencer, event: &RecordedEvent) -> Result<(), String> {
+    let position = seq.head() + 1;
+    if event.position != position {
+        return Err(format!(
+            "frame holds position {}, expected {position}",
+            event.position
+        ));
+    }
+    let tip = seq.tip(&event.stream);
+    let version = tip.map_or(0, |t| t.version + 1);
+    if event.version != version {
+        return Err(format!(
+            "frame holds version {} of stream {:?}, expected {version}",
+            event.version, event.stream
+        ));
+    }
+    if event.prev_hash != tip.map_or(ZERO, |t| t.hash) {
+        return Err(format!(
+            "frame's previous hash does not match version {} of stream {:?}",
+            version.wrapping_sub(1),
+            event.stream
+        ));
+    }
+    Ok(())
+}
+
+/// The first frame at or after `from` whose checksum holds and which decodes to a
+/// position beyond `after`: proof that damage before it is not a torn tail.
+pub fn later_frame(bytes: &[u8], from: usize, after: u64) -> Option<(u64, u64)> {
+    (from..bytes.len()).find_map(|at| {
+        let frame = frame::parse(&bytes[at..]).ok()?;
+        let event = frame::decode(frame.payload).ok()?;
+        (event.position > after).then_some((at as u64, event.position))
+    })
+}
+
+/// One segment as the scan found it.
+#[derive(Debug)]
+pub struct Scanned {
+    pub path: PathBuf,
+    pub first_position: u64,
+    pub offsets: Vec<u64>,
+    pub end: u64,
+}
+
+/// Everything an open learns from the segment files.
+#[derive(Debug, Default)]
+pub struct Scan {
+    pub sequencer: Sequencer,
+    pub segments: Vec<Scanned>,
+    /// Stream name -> positions of its events, in version order.
+    pub streams: HashMap<String, Vec<u64>>,
+    /// Bytes at the end of the last segment that a crash cut short.
+    pub torn_tail: Option<TornTail>,
+    /// A last segment whose header a crash cut short: it holds no events.
+    pub torn_header: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TornTail {
+    pub file: PathBuf,
+    /// Where the good frames end and the file should be cut.
+    pub offset: u64,
+    pub reason: String,
+}
+
+/// Reads and checks every segment in `log_dir`; changes nothing on disk.
+pub fn scan(log_dir: &Path) -> Result<Scan> {
+    let files = list(log_dir)?;
+    let mut scan = Scan::default();
+    for (i, (named_first, path)) in files.iter().enumerate() {
+        let last = i + 1 == files.len();
+        let bytes =
+            std::fs::read(path).map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
+        let position = scan.sequencer.head() + 1;
+        let corrupt = |offset: u64, position: u64, reason: String| Error::Corrupt {
+            file: path.clone(),
+            offset,
+            position,
+            reason,
+        };
+        let first = match parse_header(&bytes) {
+            Ok(first) => first,
+            // A crash while a segment was being created: nothing was written after.
+            Err(_) if last && bytes.len() <= HEADER_LEN => {
+                scan.torn_header = Some(path.clone());
+                break;
+            }
+            Err(reason) => return Err(corrupt(0, position, reason)),
+        };
+        if first != *named_first || first != position {
+            return Err(corrupt(
+                0,
+                position,
+                format!(
+                    "segment {} starts at position {first}, expected {position}",
+                    file_name(*named_first)
+                ),
+            ));
+        }
+        let streams = &mut scan.streams;
+        let walk = walk(&bytes, &mut scan.sequencer, &mut |event| {
+            streams
+                .entry(event.stream)
+                .or_default()
+                .push(event.position);
+        });
+        if let Some(bad) = walk.bad {
+            let after = scan.sequencer.head();
+            let position = after + 1;
+            if !last {
+                return Err(corrupt(bad.offset, position, bad.reason));
+            }
+            if bad.checksummed {
+                return Err(corrupt(
+                    bad.offset,
+                    position,
+                    format!("{} (its checksum holds, so no crash wrote it)", bad.reason),
+                ));
+            }
+            if let Some((at, found)) = later_frame(&bytes, bad.offset as usize + 1, after) {
+                return Err(corrupt(
+                    bad.offset,
+                    position,
+                    format!(
+                        "{}; a valid frame for position {found} follows at offset {at}",
+                        bad.reason
+                    ),
+                ));
+            }
+            scan.torn_tail = Some(TornTail {
+                file: path.clone(),
+                offset: bad.offset,
+                reason: bad.reason,
+            });
+        }
+        scan.segments.push(Scanned {
+            path: path.clone(),
+            first_position: first,
+            offsets: walk.offsets,
+            end: walk.end,
+        });
+    }
+    Ok(scan)
+}

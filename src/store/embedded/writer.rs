@@ -1,0 +1,250 @@
+//! The group-commit writer: one thread that owns the active segment.
+//!
+//! Appends queue up on a channel while the previous fsync runs; the writer then
+//! takes all of them, stages them in one [`Batch`](crate::store::sequencer::Batch),
+//! writes their frames in one write, syncs once, and only after the sync succeeds
+//! commits the sequencer, extends the index, publishes the head and replies. A
+//! failed write or sync fails every append of the batch and cuts the file back to
+//! its last durable length before anything else is written; nothing is ever
+//! acknowledged that a sync did not cover.
+
+use std::collections::VecDeque;
+use std::io;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::mpsc::Receiver;
+
+use tokio::sync::oneshot;
+
+use crate::store::embedded::fs::{Fs, LogFile};
+use crate::store::embedded::index::SegmentFile;
+use crate::store::embedded::{Shared, frame, segment};
+use crate::store::sequencer::{Sequencer, now_micros};
+use crate::store::{Appended, Error, ExpectedVersion, NewEvent, Result};
+
+/// Event bytes one batch takes at most; later appends wait for the next batch.
+const BATCH_BYTES: usize = 16 * 1024 * 1024;
+
+/// One append waiting for the writer.
+#[derive(Debug)]
+pub struct Request {
+    pub stream: String,
+    pub expected: ExpectedVersion,
+    pub events: Vec<NewEvent>,
+    pub reply: oneshot::Sender<Result<Appended>>,
+}
+
+impl Request {
+    fn size(&self) -> usize {
+        self.events
+            .iter()
+            .map(|e| self.stream.len() + e.event_type.len() + e.data.len() + e.metadata.len())
+            .sum()
+    }
+}
+
+/// The segment that takes new frames.
+#[derive(Debug)]
+pub struct Active {
+    pub file: Box<dyn LogFile>,
+    pub path: PathBuf,
+    /// Where the last durable frame ends; the next write goes here.
+    pub len: u64,
+}
+
+#[derive(Debug)]
+pub struct Writer {
+    pub fs: Arc<dyn Fs>,
+    pub log_dir: PathBuf,
+    pub segment_size: u64,
+    pub sequencer: Sequencer,
+    pub active: Option<Active>,
+    pub shared: Arc<Shared>,
+    /// The active file may hold bytes past `active.len` from a failed write.
+    damaged: bool,
+    pending: VecDeque<Request>,
+}
+
+impl Writer {
+    pub fn new(
+        fs: Arc<dyn Fs>,
+        log_dir: PathBuf,
+        segment_size: u64,
+        sequencer: Sequencer,
+        active: Option<Active>,
+        shared: Arc<Shared>,
+    ) -> Writer {
+        Writer {
+            fs,
+            log_dir,
+            segment_size,
+            sequencer,
+            active,
+            shared,
+            damaged: false,
+            pending: VecDeque::new(),
+        }
+    }
+
+    /// Serves appends until every sender is gone.
+    pub fn run(mut self, requests: Receiver<Request>) {
+        loop {
+            if self.pending.is_empty() {
+                match requests.recv() {
+                    Ok(request) => self.pending.push_back(request),
+                    Err(_) => return,
+                }
+            }
+            self.pending.extend(requests.try_iter());
+            let mut size = 0;
+            let mut batch = Vec::new();
+            while let Some(request) = self.pending.pop_front() {
+                size += request.size();
+                batch.push(request);
+                if size >= BATCH_BYTES {
+                    break;
+                }
+            }
+            self.commit(batch);
+        }
+    }
+
+    fn commit(&mut self, mut requests: Vec<Request>) {
+        if let Err(e) = self.recover().and_then(|()| self.roll_if_full()) {
+            return fail(requests, "log not writable", &e);
+        }
+        let mut batch = self.sequencer.batch();
+        let now = now_micros();
+        let mut results: Vec<Result<Appended>> = requests
+            .iter_mut()
+            .map(|r| batch.stage(&r.stream, r.expected, std::mem::take(&mut r.events), now))
+            .collect();
+        let (records, staged) = batch.finish();
+        if records.is_empty() {
+            return reply(requests, results);
+        }
+        let Some(active) = self.active.as_mut() else {
+            return fail(
+                requests,
+                "log not writable",
+                &io::Error::other("no active segment"),
+            );
+        };
+        let mut buf = Vec::new();
+        let mut offsets = Vec::with_capacity(records.len());
+        for record in &records {
+            let at = active.len + buf.len() as u64;
+            if let Err(reason) = frame::encode(record, &mut buf) {
+                let e = io::Error::new(io::ErrorKind::InvalidData, reason);
+                return fail(requests, "encoding a frame", &e);
+            }
+            offsets.push(at);
+        }
+        let written = active
+            .file
+            .write_at(active.len, &buf)
+            .map_err(|e| ("writing", e))
+            .and_then(|()| active.file.sync().map_err(|e| ("syncing", e)));
+        self.shared.count_fsync();
+        if let Err((what, e)) = written {
+            self.damaged = true;
+            // Cut the failed bytes off now; if that fails too, the next batch retries.
+            let _ = self.recover();
+            let context = format!("{what} {}", active_path(&self.active));
+            for result in results.iter_mut().filter(|r| r.is_ok()) {
+                *result = Err(io_error(&context, &e));
+            }
+            return reply(requests, results);
+        }
+        let end = active.len + buf.len() as u64;
+        active.len = end;
+        self.sequencer.commit(staged);
+        self.shared.publish(records, &offsets, end);
+        let acknowledged = results.iter().filter(|r| r.is_ok()).count() as u64;
+        self.shared.count_batch(acknowledged);
+        reply(requests, results);
+    }
+
+    /// Cuts the active file back to its durable length after a failed write.
+    fn recover(&mut self) -> io::Result<()> {
+        if !self.damaged {
+            return Ok(());
+        }
+        let Some(active) = self.active.as_mut() else {
+            self.damaged = false;
+            return Ok(());
+        };
+        tracing::warn!(file = %active.path.display(), len = active.len, "cutting back a failed write");
+        active.file.truncate(active.len)?;
+        self.shared.count_fsync();
+        active.file.sync()?;
+        self.damaged = false;
+        Ok(())
+    }
+
+    /// Starts a new segment when the active one is full or there is none.
+    fn roll_if_full(&mut self) -> io::Result<()> {
+        let full = self
+            .active
+            .as_ref()
+            .is_none_or(|a| a.len >= self.segment_size && a.len > segment::HEADER_LEN as u64);
+        if !full {
+            return Ok(());
+        }
+        let first = self.sequencer.head() + 1;
+        let path = self.log_dir.join(segment::file_name(first));
+        match self.create_segment(&path, first) {
+            Ok(active) => {
+                let reader = SegmentFile::open(path).map_err(io::Error::other)?;
+                self.shared.add_segment(reader, active.len);
+                self.active = Some(active);
+                Ok(())
+            }
+            Err(e) => {
+                // Leave no half-made segment behind: writes keep failing until one
+                // is made whole, so the old segment never grows past this point.
+                let _ = self.fs.remove(&path);
+                let _ = self.fs.sync_dir(&self.log_dir);
+                Err(e)
+            }
+        }
+    }
+
+    fn create_segment(&self, path: &std::path::Path, first: u64) -> io::Result<Active> {
+        let mut file = self.fs.create(path)?;
+        let header = segment::header(first);
+        file.write_at(0, &header)?;
+        self.shared.count_fsync();
+        file.sync()?;
+        self.shared.count_fsync();
+        self.fs.sync_dir(&self.log_dir)?;
+        Ok(Active {
+            file,
+            path: path.to_owned(),
+            len: header.len() as u64,
+        })
+    }
+}
+
+fn active_path(active: &Option<Active>) -> String {
+    active
+        .as_ref()
+        .map_or_else(String::new, |a| a.path.display().to_string())
+}
+
+fn io_error(context: &str, e: &io::Error) -> Error {
+    // io::Error is not Clone; every failed append gets its own copy.
+    Error::io(context, io::Error::new(e.kind(), e.to_string()))
+}
+
+fn fail(requests: Vec<Request>, context: &str, e: &io::Error) {
+    let results = requests.iter().map(|_| Err(io_error(context, e))).collect();
+    reply(requests, results);
+}
+
+fn reply(requests: Vec<Request>, results: Vec<Result<Appended>>) {
+    for (request, result) in requests.into_iter().zip(results) {
+        // The caller may have gone away; its append stands all the same.
+        let _ = request.reply.send(result);
+    }
+}

@@ -1,0 +1,343 @@
+//! Checks of the embedded log's files that no other backend has: a crash leaves
+//! every acknowledged event readable, a torn tail at any byte is cut back to the
+//! last whole frame, damage in the middle is refused with its file, offset and
+//! position, and only one store at a time may write a data directory.
+//!
+//! These checks read the on-disk format directly (segment header, then frames of
+//! `len u32 LE | crc u32 LE | payload`), so they also pin that format down.
+
+use std::path::{Path, PathBuf};
+
+use hookledger::store::embedded::{self, EmbeddedStore, FRAME_HEADER_LEN, SEGMENT_HEADER_LEN};
+use hookledger::store::{Error, EventStore, ExpectedVersion, RecordedEvent};
+
+use crate::Embedded;
+use crate::suite::{event, everything};
+
+fn segments(dir: &Path) -> Vec<PathBuf> {
+    let mut files: Vec<_> = std::fs::read_dir(dir.join("log"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "seg"))
+        .collect();
+    files.sort();
+    files
+}
+
+fn first_position(segment: &Path) -> u64 {
+    segment
+        .file_stem()
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+/// `(offset, length)` of each frame in a segment, read from the length fields.
+fn frames(segment: &Path) -> Vec<(u64, u64)> {
+    let bytes = std::fs::read(segment).unwrap();
+    let mut frames = Vec::new();
+    let mut at = SEGMENT_HEADER_LEN as usize;
+    while at < bytes.len() {
+        let len = u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap()) as u64;
+        frames.push((at as u64, FRAME_HEADER_LEN + len));
+        at += (FRAME_HEADER_LEN + len) as usize;
+    }
+    assert_eq!(at, bytes.len(), "frames do not end where the file does");
+    frames
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to.join("log")).unwrap();
+    for segment in segments(from) {
+        std::fs::copy(&segment, to.join("log").join(segment.file_name().unwrap())).unwrap();
+    }
+}
+
+/// A closed store over several segments whose last one holds at least 3 frames.
+async fn filled(dir: &Path) -> Vec<RecordedEvent> {
+    let store = Embedded::open_dir(dir);
+    let mut i = 0;
+    while segments(dir).len() < 3 || frames(segments(dir).last().unwrap()).len() < 3 {
+        let stream = format!("delivery-{}", i % 3);
+        store
+            .append(&stream, ExpectedVersion::Any, vec![event(&format!("e{i}"))])
+            .await
+            .unwrap();
+        i += 1;
+    }
+    let all = everything(&store).await;
+    store.close().await;
+    all
+}
+
+#[track_caller]
+fn assert_corrupt(result: Result<EmbeddedStore, Error>, file: &Path, offset: u64, position: u64) {
+    match result {
+        Err(Error::Corrupt {
+            file: f,
+            offset: o,
+            position: p,
+            reason,
+        }) => assert_eq!(
+            (f.as_path(), o, p),
+            (file, offset, position),
+            "reported: {reason}"
+        ),
+        other => panic!("expected corruption at {offset} (position {position}), got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_copy_taken_while_the_store_runs_opens_with_every_acknowledged_event() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Embedded::open_dir(dir.path());
+    for i in 0..60 {
+        store
+            .append("s", ExpectedVersion::Any, vec![event(&i.to_string())])
+            .await
+            .unwrap();
+    }
+    let crash = tempfile::tempdir().unwrap();
+    copy_dir(dir.path(), crash.path());
+    let before = everything(&store).await;
+
+    let copy = Embedded::open_dir(crash.path());
+    assert_eq!(everything(&copy).await, before);
+    let appended = copy
+        .append("s", ExpectedVersion::Exact(59), vec![event("60")])
+        .await
+        .unwrap();
+    assert_eq!(appended.positions, 61..=61);
+    // The original never noticed.
+    assert_eq!(
+        store
+            .append("s", ExpectedVersion::Exact(59), vec![event("60")])
+            .await
+            .unwrap()
+            .positions,
+        61..=61
+    );
+}
+
+#[tokio::test]
+async fn a_store_dropped_without_close_reopens() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Embedded::open_dir(dir.path());
+    store
+        .append("s", ExpectedVersion::NoStream, vec![event("0")])
+        .await
+        .unwrap();
+    drop(store);
+    let store = Embedded::open_dir(dir.path());
+    let appended = store
+        .append("s", ExpectedVersion::Exact(0), vec![event("1")])
+        .await
+        .unwrap();
+    assert_eq!(appended.positions, 2..=2);
+}
+
+#[tokio::test]
+async fn a_torn_tail_at_any_byte_is_cut_back_to_the_last_whole_frame() {
+    let source = tempfile::tempdir().unwrap();
+    let all = filled(source.path()).await;
+    let last = segments(source.path()).pop().unwrap();
+    let first = first_position(&last);
+    let frames = frames(&last);
+    let bytes = std::fs::read(&last).unwrap();
+    let (cut_from, _) = frames[frames.len() - 3];
+
+    for cut in cut_from..bytes.len() as u64 {
+        let dir = tempfile::tempdir().unwrap();
+        copy_dir(source.path(), dir.path());
+        let torn = dir.path().join("log").join(last.file_name().unwrap());
+        std::fs::write(&torn, &bytes[..cut as usize]).unwrap();
+        let whole = frames.iter().take_while(|(o, l)| o + l <= cut).count() as u64;
+        let head = first - 1 + whole;
+        let good_end = frames[..whole as usize]
+            .last()
+            .map_or(SEGMENT_HEADER_LEN, |(o, l)| o + l);
+
+        // A reader leaves the torn bytes alone and does not read them.
+        let reader = EmbeddedStore::open_read_only(dir.path()).unwrap();
+        assert_eq!(
+            everything(&reader).await,
+            all[..head as usize],
+            "cut at {cut}"
+        );
+        assert_eq!(std::fs::metadata(&torn).unwrap().len(), cut);
+
+        let store = Embedded::open_dir(dir.path());
+        assert_eq!(store.head(), head, "cut at {cut}");
+        assert_eq!(everything(&store).await, all[..head as usize]);
+        assert_eq!(std::fs::metadata(&torn).unwrap().len(), good_end);
+
+        let kept = &all[..head as usize];
+        let tip = kept
+            .iter()
+            .rev()
+            .find(|e| e.stream == "delivery-0")
+            .unwrap();
+        let appended = store
+            .append(
+                "delivery-0",
+                ExpectedVersion::Exact(tip.version),
+                vec![event("new")],
+            )
+            .await
+            .unwrap();
+        assert_eq!(appended.positions, head + 1..=head + 1);
+        let new = &store.read_all(head + 1, 1).await.unwrap()[0];
+        assert_eq!((new.version, new.prev_hash), (tip.version + 1, tip.hash));
+        store.close().await;
+    }
+}
+
+#[tokio::test]
+async fn a_damaged_frame_in_the_middle_is_refused_with_its_place() {
+    let dir = tempfile::tempdir().unwrap();
+    filled(dir.path()).await;
+    let files = segments(dir.path());
+    for segment in [&files[0], files.last().unwrap()] {
+        let frames = frames(segment);
+        let k = frames.len() / 2;
+        let (offset, len) = frames[k];
+        let position = first_position(segment) + k as u64;
+        // The low and high bytes of the length, the CRC, and the payload.
+        for at in [
+            offset,
+            offset + 3,
+            offset + 5,
+            offset + len / 2,
+            offset + len - 1,
+        ] {
+            let original = std::fs::read(segment).unwrap();
+            let mut damaged = original.clone();
+            damaged[at as usize] ^= 0x10;
+            std::fs::write(segment, &damaged).unwrap();
+
+            assert_corrupt(EmbeddedStore::open(dir.path()), segment, offset, position);
+            assert_corrupt(
+                EmbeddedStore::open_read_only(dir.path()),
+                segment,
+                offset,
+                position,
+            );
+            match embedded::scan(dir.path()) {
+                Err(Error::Corrupt {
+                    offset: o,
+                    position: p,
+                    ..
+                }) => assert_eq!((o, p), (offset, position)),
+                other => panic!("scan missed the damage: {other:?}"),
+            }
+            assert_eq!(
+                std::fs::read(segment).unwrap(),
+                damaged,
+                "a refused open changed the file"
+            );
+            std::fs::write(segment, &original).unwrap();
+        }
+    }
+    EmbeddedStore::open(dir.path()).expect("the repaired log opens");
+}
+
+#[tokio::test]
+async fn a_damaged_segment_header_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    filled(dir.path()).await;
+    let second = &segments(dir.path())[1];
+    let mut bytes = std::fs::read(second).unwrap();
+    bytes[12] ^= 1;
+    std::fs::write(second, &bytes).unwrap();
+    assert_corrupt(
+        EmbeddedStore::open(dir.path()),
+        second,
+        0,
+        first_position(second),
+    );
+}
+
+#[tokio::test]
+async fn only_one_store_writes_a_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Embedded::open_dir(dir.path());
+    store
+        .append("s", ExpectedVersion::NoStream, vec![event("0")])
+        .await
+        .unwrap();
+
+    match EmbeddedStore::open(dir.path()) {
+        Err(Error::Unavailable(message)) => {
+            assert!(
+                message.contains(&dir.path().display().to_string()),
+                "{message}"
+            );
+        }
+        other => panic!("a second writer was let in: {other:?}"),
+    }
+    let reader = EmbeddedStore::open_read_only(dir.path()).unwrap();
+    assert_eq!(reader.head(), 1);
+    assert!(matches!(
+        reader
+            .append("s", ExpectedVersion::Any, vec![event("x")])
+            .await,
+        Err(Error::Unavailable(_))
+    ));
+    assert!(matches!(
+        reader.wait_beyond(1).await,
+        Err(Error::Unavailable(_))
+    ));
+
+    store.close().await;
+    let next = EmbeddedStore::open(dir.path()).expect("the lock is released on close");
+    assert_eq!(next.head(), 1);
+    assert!(matches!(
+        store
+            .append("s", ExpectedVersion::Any, vec![event("x")])
+            .await,
+        Err(Error::Unavailable(_))
+    ));
+}
+
+#[tokio::test]
+async fn damage_after_open_is_refused_on_read_never_served() {
+    let dir = tempfile::tempdir().unwrap();
+    let all = filled(dir.path()).await;
+    let store = Embedded::open_dir(dir.path());
+    let segment = &segments(dir.path())[1];
+    let (offset, len) = frames(segment)[1];
+    let position = first_position(segment) + 1;
+    let damaged = &all[position as usize - 1];
+    let mut bytes = std::fs::read(segment).unwrap();
+    bytes[(offset + len - 2) as usize] ^= 0x01;
+    std::fs::write(segment, &bytes).unwrap();
+
+    let refused = |r: Result<Vec<RecordedEvent>, Error>| match r {
+        Err(Error::Corrupt {
+            file,
+            offset: o,
+            position: p,
+            ..
+        }) => {
+            assert_eq!(
+                (file.as_path(), o, p),
+                (segment.as_path(), offset, position)
+            );
+        }
+        other => panic!("served damaged bytes: {other:?}"),
+    };
+    refused(store.read_all(1, usize::MAX).await);
+    refused(store.read_all(position, 1).await);
+    refused(store.read_stream(&damaged.stream, damaged.version, 1).await);
+    // Its neighbours are intact and still served.
+    assert_eq!(
+        store.read_all(position - 1, 1).await.unwrap(),
+        all[position as usize - 2..][..1]
+    );
+    assert_eq!(
+        store.read_all(position + 1, 1).await.unwrap(),
+        all[position as usize..][..1]
+    );
+}

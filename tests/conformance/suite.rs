@@ -1,0 +1,515 @@
+//! The checks every backend must pass, written against the `EventStore` trait
+//! alone: records read back exactly, positions are gapless in commit order,
+//! expected versions hold under concurrent writers, and hash chains link.
+//! Each check takes a [`Backend`] and opens its own fresh store.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use hookledger::chain::{Hashed, ZERO};
+use hookledger::store::{
+    Appended, Error, EventStore, ExpectedVersion, MAX_EVENT_BYTES, NewEvent, RecordedEvent,
+};
+
+use crate::{Backend, Durable};
+
+/// Generous: a deadline only catches a hang, it never paces a check.
+const DEADLINE: Duration = Duration::from_secs(30);
+
+pub async fn within<T>(what: &str, future: impl Future<Output = T>) -> T {
+    tokio::time::timeout(DEADLINE, future)
+        .await
+        .unwrap_or_else(|_| panic!("{what} did not finish within {DEADLINE:?}"))
+}
+
+/// An event whose data names it, so every stored event can be traced to its append.
+pub fn event(id: &str) -> NewEvent {
+    NewEvent {
+        event_type: "AttemptRecorded".into(),
+        schema_version: 1,
+        data: format!(r#"{{"id":"{id}"}}"#).into_bytes(),
+        metadata: br#"{"requestId":"req_1"}"#.to_vec(),
+    }
+}
+
+pub fn id_of(event: &RecordedEvent) -> String {
+    let data = std::str::from_utf8(&event.data).expect("utf-8 data");
+    data.trim_start_matches(r#"{"id":""#)
+        .trim_end_matches(r#""}"#)
+        .to_owned()
+}
+
+pub async fn everything(store: &impl EventStore) -> Vec<RecordedEvent> {
+    store.read_all(1, usize::MAX).await.expect("read_all")
+}
+
+fn now_micros() -> i64 {
+    let since = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("a clock after 1970");
+    since.as_micros() as i64
+}
+
+#[track_caller]
+fn assert_conflict<T: std::fmt::Debug>(
+    result: Result<T, Error>,
+    expected: ExpectedVersion,
+    actual: Option<u64>,
+) {
+    match result {
+        Err(Error::Conflict {
+            expected: e,
+            actual: a,
+        }) => assert_eq!((e, a), (expected, actual)),
+        other => panic!("expected a conflict at {actual:?}, got {other:?}"),
+    }
+}
+
+pub async fn appends_read_back_byte_for_byte(mut backend: impl Backend) {
+    let store = backend.open().await;
+    let unusual = NewEvent {
+        event_type: "WebhookEventAccepted".into(),
+        schema_version: 2,
+        data: format!(
+            r#"{{"text":"h\u00e9 \"quoted\" ✓","pad":"{}"}}"#,
+            "x".repeat(70_000)
+        )
+        .into_bytes(),
+        metadata: br#"{"idempotencyKey":"k-\u0000","keyId":"key_1"}"#.to_vec(),
+    };
+    let inputs = [
+        ("delivery-dlv_1", vec![event("a"), event("b")]),
+        ("event-evt_1", vec![unusual]),
+        ("delivery-dlv_1", vec![event("c")]),
+    ];
+    let before = now_micros();
+    let mut appended = Vec::new();
+    for (stream, events) in &inputs {
+        let result = store
+            .append(stream, ExpectedVersion::Any, events.clone())
+            .await
+            .expect("append");
+        appended.push(result);
+    }
+    let after = now_micros();
+
+    let all = everything(&store).await;
+    assert_eq!(all.len(), 4);
+    assert_eq!(store.head(), 4);
+    let mut next = 0;
+    let mut versions = HashMap::new();
+    for ((stream, events), appended) in inputs.iter().zip(&appended) {
+        assert!((before..=after).contains(&appended.recorded_at));
+        let first = all[next].position;
+        assert_eq!(appended.positions, first..=first + events.len() as u64 - 1);
+        for new in events {
+            let got = &all[next];
+            let version = versions.entry(*stream).or_insert(0);
+            assert_eq!(got.position, next as u64 + 1);
+            assert_eq!(got.stream, *stream);
+            assert_eq!(got.version, *version);
+            assert_eq!(got.event_type, new.event_type);
+            assert_eq!(got.schema_version, new.schema_version);
+            assert_eq!(got.recorded_at, appended.recorded_at);
+            assert_eq!(got.data, new.data);
+            assert_eq!(got.metadata, new.metadata);
+            *version += 1;
+            next += 1;
+        }
+        assert_eq!(appended.last_version, versions[stream] - 1);
+    }
+
+    let stream = store.read_stream("delivery-dlv_1", 0, 100).await.unwrap();
+    let expected: Vec<_> = all
+        .iter()
+        .filter(|e| e.stream == "delivery-dlv_1")
+        .cloned()
+        .collect();
+    assert_eq!(stream, expected);
+    assert_eq!(
+        store.read_stream("delivery-dlv_1", 1, 1).await.unwrap(),
+        expected[1..2]
+    );
+    assert_eq!(
+        store.read_stream("event-evt_1", 0, 1).await.unwrap(),
+        all[2..3]
+    );
+    assert!(
+        store
+            .read_stream("delivery-dlv_1", 3, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        store
+            .read_stream("no-such-stream", 0, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+pub async fn positions_are_gapless_in_commit_order(mut backend: impl Backend) {
+    let store = Arc::new(backend.open().await);
+    // One writer: each append starts right after the one before it.
+    let mut end = 0;
+    for n in 1..=4u64 {
+        let events = (0..n).map(|i| event(&format!("seq-{n}-{i}"))).collect();
+        let appended = store
+            .append(&format!("seq-{n}"), ExpectedVersion::NoStream, events)
+            .await
+            .unwrap();
+        assert_eq!(appended.positions, end + 1..=end + n);
+        end += n;
+    }
+    // Many writers: their appends tile the positions after that, with no gap.
+    let tasks: Vec<_> = (0..16)
+        .map(|w| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                let mut mine: Vec<(Appended, Vec<String>)> = Vec::new();
+                for k in 0..5 {
+                    let ids: Vec<_> = (0..(w + k) % 3 + 1)
+                        .map(|j| format!("w{w}-{k}-{j}"))
+                        .collect();
+                    let events = ids.iter().map(|id| event(id)).collect();
+                    let appended = store
+                        .append(&format!("writer-{w}"), ExpectedVersion::Any, events)
+                        .await
+                        .unwrap();
+                    if let Some((last, _)) = mine.last() {
+                        assert!(appended.positions.start() > last.positions.end());
+                    }
+                    mine.push((appended, ids));
+                }
+                mine
+            })
+        })
+        .collect();
+    let mut appends = Vec::new();
+    for task in tasks {
+        appends.extend(within("a writer", task).await.unwrap());
+    }
+    appends.sort_by_key(|(a, _)| *a.positions.start());
+    let all = everything(store.as_ref()).await;
+    for (appended, ids) in &appends {
+        assert_eq!(*appended.positions.start(), end + 1, "a gap or an overlap");
+        end = *appended.positions.end();
+        let stored: Vec<_> = all[*appended.positions.start() as usize - 1..end as usize]
+            .iter()
+            .map(id_of)
+            .collect();
+        assert_eq!(&stored, ids, "an append's events are not where it was told");
+    }
+    assert_eq!(store.head(), end);
+    let positions: Vec<_> = all.iter().map(|e| e.position).collect();
+    assert_eq!(positions, (1..=end).collect::<Vec<_>>());
+}
+
+pub async fn read_all_pages_in_bounded_batches(mut backend: impl Backend) {
+    let store = backend.open().await;
+    for i in 0..23 {
+        let stream = format!("s-{}", i % 4);
+        store
+            .append(&stream, ExpectedVersion::Any, vec![event(&i.to_string())])
+            .await
+            .unwrap();
+    }
+    let all = everything(&store).await;
+    assert_eq!(all.len(), 23);
+    let mut paged = Vec::new();
+    let mut from = 1;
+    loop {
+        let page = store.read_all(from, 5).await.unwrap();
+        assert!(page.len() <= 5);
+        let Some(last) = page.last() else { break };
+        from = last.position + 1;
+        paged.extend(page);
+    }
+    assert_eq!(paged, all);
+    assert_eq!(store.read_all(23, 5).await.unwrap(), all[22..]);
+    assert!(store.read_all(24, 5).await.unwrap().is_empty());
+    assert!(store.read_all(3, 0).await.unwrap().is_empty());
+}
+
+pub async fn wait_beyond_wakes_on_a_later_append(mut backend: impl Backend) {
+    let store = Arc::new(backend.open().await);
+    let waiter = tokio::spawn({
+        let store = store.clone();
+        async move { store.wait_beyond(0).await }
+    });
+    tokio::task::yield_now().await;
+    assert!(!waiter.is_finished(), "woke with nothing appended");
+    store
+        .append("s", ExpectedVersion::NoStream, vec![event("1")])
+        .await
+        .unwrap();
+    assert_eq!(within("wait_beyond(0)", waiter).await.unwrap().unwrap(), 1);
+    // Already beyond: no wait at all.
+    assert_eq!(
+        within("wait_beyond(0)", store.wait_beyond(0))
+            .await
+            .unwrap(),
+        1
+    );
+
+    let waiter = tokio::spawn({
+        let store = store.clone();
+        async move { store.wait_beyond(1).await }
+    });
+    store
+        .append("s", ExpectedVersion::Exact(0), vec![event("2"), event("3")])
+        .await
+        .unwrap();
+    assert_eq!(within("wait_beyond(1)", waiter).await.unwrap().unwrap(), 3);
+}
+
+pub async fn expected_version_is_enforced(mut backend: impl Backend) {
+    use ExpectedVersion::{Any, Exact, NoStream};
+    let store = backend.open().await;
+    let appended = store.append("s", NoStream, vec![event("0")]).await.unwrap();
+    assert_eq!(appended.last_version, 0);
+
+    assert_conflict(
+        store.append("s", NoStream, vec![event("x")]).await,
+        NoStream,
+        Some(0),
+    );
+    assert_conflict(
+        store.append("s", Exact(5), vec![event("x")]).await,
+        Exact(5),
+        Some(0),
+    );
+    assert_conflict(
+        store.append("t", Exact(0), vec![event("x")]).await,
+        Exact(0),
+        None,
+    );
+    assert_eq!(store.head(), 1, "a conflicting append wrote something");
+
+    let appended = store
+        .append("s", Exact(0), vec![event("1"), event("2")])
+        .await
+        .unwrap();
+    assert_eq!((appended.positions, appended.last_version), (2..=3, 2));
+    assert_conflict(
+        store.append("s", Exact(0), vec![event("x")]).await,
+        Exact(0),
+        Some(2),
+    );
+    let appended = store.append("s", Any, vec![event("3")]).await.unwrap();
+    assert_eq!((appended.positions, appended.last_version), (4..=4, 3));
+    let appended = store.append("t", Any, vec![event("t0")]).await.unwrap();
+    assert_eq!((appended.positions, appended.last_version), (5..=5, 0));
+
+    let ids: Vec<_> = store
+        .read_stream("s", 0, 10)
+        .await
+        .unwrap()
+        .iter()
+        .map(id_of)
+        .collect();
+    assert_eq!(ids, ["0", "1", "2", "3"]);
+}
+
+pub async fn malformed_appends_are_refused(mut backend: impl Backend) {
+    let store = backend.open().await;
+    let invalid = |r: Result<Appended, Error>| matches!(r, Err(Error::Invalid(_)));
+    assert!(invalid(
+        store
+            .append("", ExpectedVersion::Any, vec![event("x")])
+            .await
+    ));
+    assert!(invalid(
+        store.append("s", ExpectedVersion::Any, vec![]).await
+    ));
+    let mut oversized = event("x");
+    oversized.data = vec![b'x'; MAX_EVENT_BYTES + 1];
+    assert!(invalid(
+        store
+            .append("s", ExpectedVersion::Any, vec![oversized])
+            .await
+    ));
+    assert_eq!(store.head(), 0);
+
+    let mut largest = event("x");
+    largest.data = vec![b'7'; MAX_EVENT_BYTES - largest.metadata.len() - largest.event_type.len()];
+    store
+        .append("s", ExpectedVersion::NoStream, vec![largest.clone()])
+        .await
+        .expect("the largest valid event is accepted");
+    let stored = store.read_stream("s", 0, 1).await.unwrap();
+    assert_eq!(stored[0].data, largest.data);
+}
+
+pub async fn concurrent_writers_on_one_stream_lose_nothing(mut backend: impl Backend) {
+    const WRITERS: usize = 32;
+    const APPENDS: usize = 4;
+    let store = Arc::new(backend.open().await);
+    let tasks: Vec<_> = (0..WRITERS)
+        .map(|w| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                let mut done = Vec::new();
+                let mut conflicts = Vec::new();
+                let mut known = 0u64;
+                for k in 0..APPENDS {
+                    let ids: Vec<_> = (0..(w + k) % 3 + 1)
+                        .map(|j| format!("w{w}-a{k}-e{j}"))
+                        .collect();
+                    loop {
+                        known += store
+                            .read_stream("shared", known, usize::MAX)
+                            .await
+                            .unwrap()
+                            .len() as u64;
+                        let expected = ExpectedVersion::count(known);
+                        let events = ids.iter().map(|id| event(id)).collect();
+                        match store.append("shared", expected, events).await {
+                            Ok(appended) => {
+                                done.push((appended, ids));
+                                break;
+                            }
+                            Err(Error::Conflict {
+                                expected: e,
+                                actual,
+                            }) => {
+                                assert_eq!(e, expected);
+                                conflicts.push((known, actual));
+                            }
+                            Err(other) => panic!("append failed: {other}"),
+                        }
+                    }
+                }
+                (done, conflicts)
+            })
+        })
+        .collect();
+    let mut done = Vec::new();
+    let mut conflicts = Vec::new();
+    for task in tasks {
+        let (d, c) = within("a writer", task).await.unwrap();
+        done.extend(d);
+        conflicts.extend(c);
+    }
+
+    let stream = store.read_stream("shared", 0, usize::MAX).await.unwrap();
+    let total: usize = done.iter().map(|(_, ids)| ids.len()).sum();
+    assert_eq!(stream.len(), total);
+    let versions: Vec<_> = stream.iter().map(|e| e.version).collect();
+    assert_eq!(versions, (0..total as u64).collect::<Vec<_>>());
+    let ids: Vec<_> = stream.iter().map(id_of).collect();
+    assert_eq!(
+        ids.iter().collect::<HashSet<_>>().len(),
+        total,
+        "a duplicated event"
+    );
+    // Each append's events sit together, in its order, at the versions it was told.
+    let mut tips = HashSet::new();
+    for (appended, mine) in &done {
+        let last = appended.last_version as usize;
+        assert_eq!(&ids[last + 1 - mine.len()..=last], mine.as_slice());
+        tips.insert(appended.last_version);
+    }
+    // A conflict reports the stream as it truly was: at the end of some append,
+    // past what the writer had read.
+    for (known, actual) in conflicts {
+        let actual = actual.expect("a conflict on a stream that exists reports its version");
+        assert!(
+            actual >= known,
+            "actual {actual} is behind the {known} events already read"
+        );
+        assert!(
+            tips.contains(&actual),
+            "actual {actual} is not where any append ended"
+        );
+    }
+}
+
+pub async fn hash_chains_link_and_recompute(mut backend: impl Backend) {
+    let store = backend.open().await;
+    for i in 0..12u64 {
+        let stream = ["a", "b", "c"][(i % 3) as usize];
+        let events = (0..i % 2 + 1).map(|j| event(&format!("{i}-{j}"))).collect();
+        store
+            .append(stream, ExpectedVersion::Any, events)
+            .await
+            .unwrap();
+    }
+    let mut tips: BTreeMap<String, [u8; 32]> = BTreeMap::new();
+    let mut hashes = HashSet::new();
+    for e in everything(&store).await {
+        let prev = tips.get(&e.stream).copied().unwrap_or(ZERO);
+        assert_eq!(e.prev_hash, prev, "position {} does not link", e.position);
+        assert_eq!(
+            e.hash,
+            Hashed::from(&e).hash(&e.prev_hash),
+            "position {}",
+            e.position
+        );
+        assert!(hashes.insert(e.hash));
+        tips.insert(e.stream.clone(), e.hash);
+    }
+    assert_eq!(tips.len(), 3);
+    for (stream, tip) in tips {
+        let events = store.read_stream(&stream, 0, usize::MAX).await.unwrap();
+        assert_eq!(events[0].prev_hash, ZERO);
+        assert_eq!(events.last().unwrap().hash, tip);
+    }
+}
+
+pub async fn reopen_keeps_everything_and_continues(mut backend: impl Durable) {
+    let store = backend.open().await;
+    for i in 0..40u64 {
+        let stream = format!("s-{}", i % 5);
+        store
+            .append(&stream, ExpectedVersion::Any, vec![event(&i.to_string())])
+            .await
+            .unwrap();
+    }
+    let before = everything(&store).await;
+    let s1 = store.read_stream("s-1", 0, usize::MAX).await.unwrap();
+
+    let store = backend.reopen(store).await;
+    assert_eq!(store.head(), 40);
+    assert_eq!(everything(&store).await, before);
+    assert_eq!(store.read_stream("s-1", 0, usize::MAX).await.unwrap(), s1);
+
+    let last = s1.last().unwrap();
+    assert_conflict(
+        store
+            .append("s-1", ExpectedVersion::NoStream, vec![event("x")])
+            .await,
+        ExpectedVersion::NoStream,
+        Some(last.version),
+    );
+    let appended = store
+        .append(
+            "s-1",
+            ExpectedVersion::Exact(last.version),
+            vec![event("after")],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (appended.positions, appended.last_version),
+        (41..=41, last.version + 1)
+    );
+    assert!(appended.recorded_at >= before.last().unwrap().recorded_at);
+    let new = &store.read_all(41, 10).await.unwrap()[0];
+    assert_eq!(new.prev_hash, last.hash);
+    assert_eq!(
+        within("wait_beyond(40)", store.wait_beyond(40))
+            .await
+            .unwrap(),
+        41
+    );
+
+    let store = backend.reopen(store).await;
+    let after = everything(&store).await;
+    assert_eq!(after[..40], before[..]);
+    assert_eq!(after[40], *new);
+}
