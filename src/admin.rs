@@ -51,7 +51,10 @@ pub enum Response {
 
 /// Listens on the data directory's socket until the task is dropped. The caller
 /// must hold the store's write lock, which makes any socket file there stale.
-pub fn listen(data_dir: &Path, ledger: Arc<Ledger>) -> std::io::Result<tokio::task::JoinHandle<()>> {
+pub fn listen(
+    data_dir: &Path,
+    ledger: Arc<Ledger>,
+) -> std::io::Result<tokio::task::JoinHandle<()>> {
     let path = socket_path(data_dir);
     match std::fs::remove_file(&path) {
         Ok(()) => {}
@@ -106,14 +109,18 @@ pub async fn handle(ledger: &Ledger, request: Request) -> Response {
                     token: key.token,
                 }
             }
-            Err(e) => Response::Failed { error: e.to_string() },
+            Err(e) => Response::Failed {
+                error: e.to_string(),
+            },
         },
         Request::RevokeKey { key_id } => match ledger.revoke_key(&key_id).await {
             Ok(()) => {
                 tracing::info!(%key_id, "revoked an API key");
                 Response::KeyRevoked { key_id }
             }
-            Err(e) => Response::Failed { error: e.to_string() },
+            Err(e) => Response::Failed {
+                error: e.to_string(),
+            },
         },
     }
 }

@@ -114,9 +114,16 @@ pub fn corrupt_position(error: &store::Error) -> Option<u64> {
 }
 
 /// Checks one event against its place in the log and in its stream.
-fn check(event: &RecordedEvent, position: u64, tips: &HashMap<String, (u64, Hash)>) -> Result<(), String> {
+fn check(
+    event: &RecordedEvent,
+    position: u64,
+    tips: &HashMap<String, (u64, Hash)>,
+) -> Result<(), String> {
     if event.position != position {
-        return Err(format!("expected position {position}, found {}", event.position));
+        return Err(format!(
+            "expected position {position}, found {}",
+            event.position
+        ));
     }
     let (version, prev_hash) = match tips.get(&event.stream) {
         Some(&(version, hash)) => (version + 1, hash),
@@ -165,8 +172,12 @@ pub struct Exported<'a> {
 impl<'a> Exported<'a> {
     pub fn new(event: &'a RecordedEvent) -> Result<Self, String> {
         let raw = |bytes: &'a [u8], what: &str| -> Result<&'a RawValue, String> {
-            serde_json::from_slice(bytes)
-                .map_err(|e| format!("position {}: stored {what} is not JSON: {e}", event.position))
+            serde_json::from_slice(bytes).map_err(|e| {
+                format!(
+                    "position {}: stored {what} is not JSON: {e}",
+                    event.position
+                )
+            })
         };
         Ok(Exported {
             position: event.position,

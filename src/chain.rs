@@ -39,7 +39,11 @@ impl Hashed<'_> {
         out.extend_from_slice(b",\"metadata\":");
         out.extend_from_slice(self.metadata);
         out.extend_from_slice(b",\"recordedAt\":\"");
-        out.extend_from_slice(Timestamp::from_micros(self.recorded_at).to_rfc3339().as_bytes());
+        out.extend_from_slice(
+            Timestamp::from_micros(self.recorded_at)
+                .to_rfc3339()
+                .as_bytes(),
+        );
         out.extend_from_slice(b"\",\"schemaVersion\":");
         out.extend_from_slice(self.schema_version.to_string().as_bytes());
         out.extend_from_slice(b",\"stream\":");

@@ -112,7 +112,11 @@ impl Ledger {
         // Requests that must not run twice are serialised on their key, so a race
         // of repeats produces one event and the others find it in the model.
         let _idempotency = match &ctx.idempotency {
-            Some(i) => Some(self.locks.lock(format!("{org}\nidem\n{}\n{}", i.route, i.key)).await),
+            Some(i) => Some(
+                self.locks
+                    .lock(format!("{org}\nidem\n{}\n{}", i.route, i.key))
+                    .await,
+            ),
             None => None,
         };
         let _source = match &command {
@@ -178,8 +182,12 @@ impl Ledger {
             let org = &ctx.organization_id;
             let stream = command.stream(model);
             let (expected, resource_id) = match &command {
-                Command::CreateEndpoint { endpoint_id, .. } => (ExpectedVersion::NoStream, endpoint_id.clone()),
-                Command::AcceptEvent { event_id, .. } => (ExpectedVersion::NoStream, event_id.clone()),
+                Command::CreateEndpoint { endpoint_id, .. } => {
+                    (ExpectedVersion::NoStream, endpoint_id.clone())
+                }
+                Command::AcceptEvent { event_id, .. } => {
+                    (ExpectedVersion::NoStream, event_id.clone())
+                }
                 Command::UpdateEndpoint { endpoint_id, .. } => {
                     let version = model
                         .tenant(org)
@@ -188,7 +196,9 @@ impl Ledger {
                     (ExpectedVersion::count(version), endpoint_id.clone())
                 }
                 Command::RecordAttempt { delivery_id, .. } => {
-                    let delivery = model.tenant(org).and_then(|t| t.deliveries.get(delivery_id));
+                    let delivery = model
+                        .tenant(org)
+                        .and_then(|t| t.deliveries.get(delivery_id));
                     let Some(delivery) = delivery else {
                         return Err(Rejection::DeliveryNotFound(delivery_id.clone()).into());
                     };
@@ -328,7 +338,9 @@ impl Ledger {
         };
         let mut streams = vec![stream::event(event_id)];
         streams.extend(delivery_ids.iter().map(|id| stream::delivery(id)));
-        let model = self.fold_streams(&streams, |e| e.position <= position).await?;
+        let model = self
+            .fold_streams(&streams, |e| e.position <= position)
+            .await?;
         Ok(model.tenant(org).and_then(|t| t.event_snapshot(event_id)))
     }
 
@@ -357,7 +369,11 @@ impl Ledger {
     ) -> Result<Option<DeliveryView>, Error> {
         let event_id = {
             let state = self.projector.read();
-            match state.model.tenant(org).and_then(|t| t.deliveries.get(delivery_id)) {
+            match state
+                .model
+                .tenant(org)
+                .and_then(|t| t.deliveries.get(delivery_id))
+            {
                 Some(d) if version <= d.version => d.event_id.clone(),
                 _ => return Ok(None),
             }
@@ -365,7 +381,9 @@ impl Ledger {
         let delivery_stream = stream::delivery(delivery_id);
         let streams = [stream::event(&event_id), delivery_stream.clone()];
         let model = self
-            .fold_streams(&streams, |e| e.stream != delivery_stream || e.version < version)
+            .fold_streams(&streams, |e| {
+                e.stream != delivery_stream || e.version < version
+            })
             .await?;
         Ok(model
             .tenant(org)
@@ -447,7 +465,10 @@ impl Drop for KeyGuard<'_> {
         let mut map = self.locks.map.lock().unwrap_or_else(|e| e.into_inner());
         self.guard.take();
         // Only the map's own reference left: nobody holds or waits for this key.
-        if map.get(&self.key).is_some_and(|m| Arc::strong_count(m) == 1) {
+        if map
+            .get(&self.key)
+            .is_some_and(|m| Arc::strong_count(m) == 1)
+        {
             map.remove(&self.key);
         }
     }

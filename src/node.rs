@@ -6,8 +6,8 @@ use std::sync::Arc;
 
 use crate::ledger::Ledger;
 use crate::projector::{Projector, Start};
-use crate::store::memory::MemoryStore;
 use crate::store::EventStore;
+use crate::store::memory::MemoryStore;
 
 #[derive(Debug, Clone)]
 pub struct Node {
@@ -26,7 +26,11 @@ impl Node {
         let (projector, start) = Projector::open(store.clone(), snapshot_file.as_deref()).await;
         match &start {
             Start::Snapshot { position } => {
-                tracing::info!(position, head = store.head(), "loaded the read-model snapshot")
+                tracing::info!(
+                    position,
+                    head = store.head(),
+                    "loaded the read-model snapshot"
+                )
             }
             Start::Empty { reason } if store.head() > 0 => {
                 tracing::warn!(%reason, head = store.head(), "rebuilding the read model from the log")

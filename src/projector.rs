@@ -36,7 +36,8 @@ pub fn decode(event: &RecordedEvent) -> Result<projections::Recorded, Error> {
     };
     let data = projections::Event::decode(&event.event_type, event.schema_version, &event.data)
         .map_err(|e| fold_error(e.to_string()))?;
-    let metadata = projections::Metadata::decode(&event.metadata).map_err(|e| fold_error(e.to_string()))?;
+    let metadata =
+        projections::Metadata::decode(&event.metadata).map_err(|e| fold_error(e.to_string()))?;
     Ok(projections::Recorded {
         position: event.position,
         version: event.version,
@@ -90,9 +91,12 @@ impl Projector {
     /// Catching up happens in [`Projector::run`].
     pub async fn open(store: Arc<dyn EventStore>, file: Option<&Path>) -> (Arc<Projector>, Start) {
         let (snapshot, start) = match file {
-            None => (Snapshot::default(), Start::Empty {
-                reason: "no snapshot file configured".into(),
-            }),
+            None => (
+                Snapshot::default(),
+                Start::Empty {
+                    reason: "no snapshot file configured".into(),
+                },
+            ),
             Some(file) => match trusted_snapshot(store.as_ref(), file).await {
                 Ok(snapshot) => {
                     let position = snapshot.position();
@@ -252,7 +256,9 @@ async fn trusted_snapshot(store: &dyn EventStore, file: &Path) -> Result<Snapsho
         .await
         .map_err(|e| format!("cannot read position {position} to check the snapshot: {e}"))?;
     match event.first() {
-        Some(event) if event.position == position && event.hash == snapshot.last_hash => Ok(snapshot),
+        Some(event) if event.position == position && event.hash == snapshot.last_hash => {
+            Ok(snapshot)
+        }
         _ => Err(format!(
             "snapshot does not match the log at position {position}"
         )),

@@ -56,7 +56,8 @@ impl Snapshot {
 
     /// Encodes the snapshot: a fixed header, then the rkyv body.
     pub fn encode(&self) -> Vec<u8> {
-        let body = rkyv::to_bytes::<rkyv::rancor::Error>(self).expect("a read model always serialises");
+        let body =
+            rkyv::to_bytes::<rkyv::rancor::Error>(self).expect("a read model always serialises");
         let mut out = Vec::with_capacity(HEADER_LEN + body.len());
         out.extend_from_slice(MAGIC);
         out.extend_from_slice(&FORMAT.to_le_bytes());
@@ -72,18 +73,25 @@ impl Snapshot {
             reason,
         };
         if bytes.len() < HEADER_LEN || &bytes[..8] != MAGIC {
-            return Err(corrupt("not a hookledger snapshot (bad magic or too short)".into()));
+            return Err(corrupt(
+                "not a hookledger snapshot (bad magic or too short)".into(),
+            ));
         }
         let word = |at: usize| u32::from_le_bytes(bytes[at..at + 4].try_into().expect("4 bytes"));
         let format = word(8);
         if format != FORMAT {
-            return Err(corrupt(format!("format {format}; this build reads format {FORMAT}")));
+            return Err(corrupt(format!(
+                "format {format}; this build reads format {FORMAT}"
+            )));
         }
         let crc = word(12);
         let len = u64::from_le_bytes(bytes[16..24].try_into().expect("8 bytes"));
         let body = &bytes[HEADER_LEN..];
         if body.len() as u64 != len {
-            return Err(corrupt(format!("body is {} bytes, header says {len}", body.len())));
+            return Err(corrupt(format!(
+                "body is {} bytes, header says {len}",
+                body.len()
+            )));
         }
         if crc32c::crc32c(body) != crc {
             return Err(corrupt("checksum mismatch".into()));
@@ -123,7 +131,9 @@ pub fn write_atomically(file: &Path, bytes: &[u8]) -> Result<(), Error> {
         file: file.to_owned(),
         source,
     };
-    let dir = file.parent().expect("a snapshot path has a parent directory");
+    let dir = file
+        .parent()
+        .expect("a snapshot path has a parent directory");
     fs::create_dir_all(dir).map_err(io)?;
     // One temp name per process: `projections rebuild` may save beside a server.
     let tmp = file.with_extension(format!("snap.tmp.{}", std::process::id()));
@@ -143,7 +153,10 @@ mod tests {
     fn sample() -> Snapshot {
         let mut digest = LedgerDigest::default();
         digest.fold(1, &[7; 32]);
-        let model = ReadModel { position: 1, ..Default::default() };
+        let model = ReadModel {
+            position: 1,
+            ..Default::default()
+        };
         Snapshot {
             model,
             digest,

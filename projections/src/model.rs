@@ -14,7 +14,14 @@ use crate::values::{AttemptStatus, EventStatus, Timestamp};
 
 /// Everything the API serves, folded from the whole log in position order.
 #[derive(
-    Debug, Clone, Default, PartialEq, serde::Serialize, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize,
+    Debug,
+    Clone,
+    Default,
+    PartialEq,
+    serde::Serialize,
+    rkyv::Archive,
+    rkyv::Serialize,
+    rkyv::Deserialize,
 )]
 #[serde(rename_all = "camelCase")]
 pub struct ReadModel {
@@ -28,7 +35,14 @@ pub struct ReadModel {
 
 /// One organization's resources. Maps are ordered by ULID id, so by creation.
 #[derive(
-    Debug, Clone, Default, PartialEq, serde::Serialize, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize,
+    Debug,
+    Clone,
+    Default,
+    PartialEq,
+    serde::Serialize,
+    rkyv::Archive,
+    rkyv::Serialize,
+    rkyv::Deserialize,
 )]
 #[serde(rename_all = "camelCase")]
 pub struct Tenant {
@@ -41,7 +55,9 @@ pub struct Tenant {
     pub idempotency: BTreeMap<String, IdempotencyRecord>,
 }
 
-#[derive(Debug, Clone, PartialEq, serde::Serialize, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+#[derive(
+    Debug, Clone, PartialEq, serde::Serialize, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize,
+)]
 #[serde(rename_all = "camelCase")]
 pub struct Endpoint {
     pub id: String,
@@ -56,7 +72,9 @@ pub struct Endpoint {
     pub version: u64,
 }
 
-#[derive(Debug, Clone, PartialEq, serde::Serialize, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+#[derive(
+    Debug, Clone, PartialEq, serde::Serialize, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize,
+)]
 #[serde(rename_all = "camelCase")]
 pub struct WebhookEvent {
     pub id: String,
@@ -71,7 +89,9 @@ pub struct WebhookEvent {
     pub updated_at: Timestamp,
 }
 
-#[derive(Debug, Clone, PartialEq, serde::Serialize, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+#[derive(
+    Debug, Clone, PartialEq, serde::Serialize, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize,
+)]
 #[serde(rename_all = "camelCase")]
 pub struct Delivery {
     pub id: String,
@@ -93,7 +113,9 @@ pub struct Delivery {
     pub version: u64,
 }
 
-#[derive(Debug, Clone, PartialEq, serde::Serialize, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+#[derive(
+    Debug, Clone, PartialEq, serde::Serialize, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize,
+)]
 #[serde(rename_all = "camelCase")]
 pub struct ApiKey {
     pub id: String,
@@ -106,7 +128,9 @@ pub struct ApiKey {
 
 /// What an `Idempotency-Key` produced, so a repeat can answer with the same
 /// response: the resource it was about, as it stood at `position`.
-#[derive(Debug, Clone, PartialEq, serde::Serialize, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+#[derive(
+    Debug, Clone, PartialEq, serde::Serialize, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize,
+)]
 #[serde(rename_all = "camelCase")]
 pub struct IdempotencyRecord {
     pub request_sha256: String,

@@ -84,11 +84,18 @@ async fn verify(args: &StoreArgs, verify_args: VerifyArgs) -> Result<(), Error> 
             if let Some(expected) = expected {
                 println!("ok: the digest at position {} matches", expected.position);
             }
-            println!("digest {} at position {}", report.digest.hex(), report.digest.position);
+            println!(
+                "digest {} at position {}",
+                report.digest.hex(),
+                report.digest.position
+            );
             Ok(())
         }
         Some(failure) => {
-            println!("FAILED at position {}: {}", failure.position, failure.reason);
+            println!(
+                "FAILED at position {}: {}",
+                failure.position, failure.reason
+            );
             println!(
                 "the history is intact up to position {} (digest {})",
                 report.digest.position,
@@ -155,7 +162,8 @@ async fn export(args: &StoreArgs, org: Option<&str>) -> Result<(), Error> {
             .map_err(|e| Error::setup("writing the export failed", e))
     })
     .await?;
-    out.flush().map_err(|e| Error::setup("writing the export failed", e))
+    out.flush()
+        .map_err(|e| Error::setup("writing the export failed", e))
 }
 
 async fn replay(args: &StoreArgs, delivery_id: &str) -> Result<(), Error> {

@@ -35,7 +35,10 @@ pub async fn run(args: &StoreArgs, command: ProjectionsCommand) -> Result<(), Er
     let store = open::store_for_reading(args)?;
     let file = snapshot_file(&args.data);
     let live = if rebuild.verify {
-        Some(Snapshot::load(&file).map_err(|e| Error::CheckFailed(format!("nothing to verify against: {e}")))?)
+        Some(
+            Snapshot::load(&file)
+                .map_err(|e| Error::CheckFailed(format!("nothing to verify against: {e}")))?,
+        )
     } else {
         None
     };
@@ -82,7 +85,11 @@ pub async fn run(args: &StoreArgs, command: ProjectionsCommand) -> Result<(), Er
 }
 
 /// Folds the log from `state`'s position to the head, showing progress.
-pub async fn replay(store: &dyn EventStore, mut state: Snapshot, label: &str) -> Result<Snapshot, Error> {
+pub async fn replay(
+    store: &dyn EventStore,
+    mut state: Snapshot,
+    label: &str,
+) -> Result<Snapshot, Error> {
     let head = store.head();
     let progress = Progress::new(label, state.position(), head);
     loop {
@@ -117,9 +124,11 @@ impl Progress {
         let bar = std::io::stderr().is_terminal().then(|| {
             let bar = ProgressBar::new(to);
             bar.set_style(
-                ProgressStyle::with_template("{msg} [{bar:40}] {pos}/{len} events ({per_sec}, eta {eta})")
-                    .expect("the template is valid")
-                    .progress_chars("=> "),
+                ProgressStyle::with_template(
+                    "{msg} [{bar:40}] {pos}/{len} events ({per_sec}, eta {eta})",
+                )
+                .expect("the template is valid")
+                .progress_chars("=> "),
             );
             bar.set_message(label.to_owned());
             bar.set_position(from);

@@ -34,7 +34,10 @@ pub async fn run(store_args: &StoreArgs, args: ServeArgs) -> Result<(), Error> {
     tracing::info!(listen = %local, data = %store_args.data.display(), head = node.store.head(), "hookledger is serving");
     let admin = crate::admin::listen(&store_args.data, node.ledger.clone())
         .map_err(|e| Error::setup("cannot open the admin socket", e))?;
-    tokio::spawn(hint_when_keyless(node.clone(), store_args.data.display().to_string()));
+    tokio::spawn(hint_when_keyless(
+        node.clone(),
+        store_args.data.display().to_string(),
+    ));
     let snapshots = tokio::spawn(node.projector.clone().save_periodically(
         snapshot_file(&store_args.data),
         Duration::from_secs(args.snapshot_interval),
@@ -47,7 +50,9 @@ pub async fn run(store_args: &StoreArgs, args: ServeArgs) -> Result<(), Error> {
     match tokio::task::spawn_blocking(move || saver.save_snapshot()).await {
         Ok(Ok(Some(position))) => tracing::info!(position, "wrote the final snapshot"),
         Ok(Ok(None)) => {}
-        Ok(Err(e)) => tracing::warn!(error = %e, "could not write the final snapshot; the next start replays more"),
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "could not write the final snapshot; the next start replays more")
+        }
         Err(e) => tracing::warn!(error = %e, "the final snapshot task failed"),
     }
     served.map_err(|e| Error::setup("the server failed", e))

@@ -65,9 +65,7 @@ pub struct NewEvent {
 }
 
 /// An event as stored. Everything but `position` is covered by `hash`.
-#[derive(
-    Debug, Clone, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize,
-)]
+#[derive(Debug, Clone, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub struct RecordedEvent {
     /// Global position: 1-based, gapless, in commit order.
     pub position: u64,

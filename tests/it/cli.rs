@@ -84,7 +84,10 @@ impl Server {
         let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
         nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
         let status = self.child.wait().unwrap();
-        assert!(status.success(), "serve exited with {status:?} after SIGTERM");
+        assert!(
+            status.success(),
+            "serve exited with {status:?} after SIGTERM"
+        );
     }
 }
 
@@ -141,7 +144,10 @@ async fn record_a_history(client: &Client) -> Vec<String> {
             .await;
     }
     let mut deliveries = Vec::new();
-    for (i, event_type) in ["order.created", "invoice.paid", "order.created"].iter().enumerate() {
+    for (i, event_type) in ["order.created", "invoice.paid", "order.created"]
+        .iter()
+        .enumerate()
+    {
         let event = client
             .post(
                 "/v1/outbound-webhook-events",
@@ -183,7 +189,10 @@ async fn keys_work_beside_a_running_server_and_a_revoked_key_is_refused_at_once(
         key: key.clone(),
     };
     client.get("/v1/outbound-webhook-endpoints").await;
-    let key_id = format!("key_{}", key.trim_start_matches("hlk_").split('_').next().unwrap());
+    let key_id = format!(
+        "key_{}",
+        key.trim_start_matches("hlk_").split('_').next().unwrap()
+    );
     succeeds(hookledger(&data, &["keys", "revoke", &key_id]));
     let (status, _) = client
         .send(reqwest::Method::GET, "/v1/outbound-webhook-endpoints", None)
@@ -215,10 +224,15 @@ async fn rebuild_verify_and_audit_agree_with_the_live_ledger_and_catch_one_chang
     };
     let deliveries = record_a_history(&client).await;
     assert!(deliveries.len() >= 4, "the history has several deliveries");
-    let before_restart = client.get("/v1/outbound-webhook-deliveries?limit=250").await;
+    let before_restart = client
+        .get("/v1/outbound-webhook-deliveries?limit=250")
+        .await;
     let events_before = client.get("/v1/outbound-webhook-events?limit=250").await;
     server.stop();
-    assert!(data.join("snapshots/readmodel.snap").exists(), "SIGTERM wrote a final snapshot");
+    assert!(
+        data.join("snapshots/readmodel.snap").exists(),
+        "SIGTERM wrote a final snapshot"
+    );
 
     // A restart serves every snapshot exactly as before.
     let server = Server::start(&data).await;
@@ -226,8 +240,16 @@ async fn rebuild_verify_and_audit_agree_with_the_live_ledger_and_catch_one_chang
         base: server.base.clone(),
         ..client
     };
-    assert_eq!(client.get("/v1/outbound-webhook-deliveries?limit=250").await, before_restart);
-    assert_eq!(client.get("/v1/outbound-webhook-events?limit=250").await, events_before);
+    assert_eq!(
+        client
+            .get("/v1/outbound-webhook-deliveries?limit=250")
+            .await,
+        before_restart
+    );
+    assert_eq!(
+        client.get("/v1/outbound-webhook-events?limit=250").await,
+        events_before
+    );
     server.stop();
 
     let out = succeeds(hookledger(&data, &["projections", "rebuild", "--verify"]));
@@ -236,21 +258,50 @@ async fn rebuild_verify_and_audit_agree_with_the_live_ledger_and_catch_one_chang
 
     let out = succeeds(hookledger(&data, &["audit", "verify"]));
     assert!(out.starts_with("ok:"), "{out}");
-    let digest: Value = serde_json::from_str(&succeeds(hookledger(&data, &["audit", "digest"]))).unwrap();
+    let digest: Value =
+        serde_json::from_str(&succeeds(hookledger(&data, &["audit", "digest"]))).unwrap();
     let position = digest["position"].as_u64().unwrap();
     let digest = digest["digest"].as_str().unwrap().to_owned();
     succeeds(hookledger(
         &data,
-        &["audit", "verify", "--digest", &digest, "--position", &position.to_string()],
+        &[
+            "audit",
+            "verify",
+            "--digest",
+            &digest,
+            "--position",
+            &position.to_string(),
+        ],
     ));
-    let wrong = format!("{}{}", &digest[..63], if digest.ends_with('0') { '1' } else { '0' });
-    let out = hookledger(&data, &["audit", "verify", "--digest", &wrong, "--position", &position.to_string()]);
+    let wrong = format!(
+        "{}{}",
+        &digest[..63],
+        if digest.ends_with('0') { '1' } else { '0' }
+    );
+    let out = hookledger(
+        &data,
+        &[
+            "audit",
+            "verify",
+            "--digest",
+            &wrong,
+            "--position",
+            &position.to_string(),
+        ],
+    );
     assert_eq!(out.status.code(), Some(1));
-    assert!(stdout(&out).contains(&format!("FAILED at position {position}")), "{}", stdout(&out));
+    assert!(
+        stdout(&out).contains(&format!("FAILED at position {position}")),
+        "{}",
+        stdout(&out)
+    );
 
     // Every exported event's hash can be recomputed by an outside tool.
     let export = succeeds(hookledger(&data, &["audit", "export"]));
-    let lines: Vec<Value> = export.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let lines: Vec<Value> = export
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
     assert_eq!(lines.len() as u64, position);
     let mut tips = std::collections::HashMap::new();
     for line in &lines {
@@ -261,18 +312,37 @@ async fn rebuild_verify_and_audit_agree_with_the_live_ledger_and_catch_one_chang
         assert_eq!(line["prevHash"], json!(prev));
         let canonical = format!(
             r#"{{"data":{},"metadata":{},"recordedAt":{},"schemaVersion":{},"stream":{},"type":{},"version":{}}}"#,
-            line["data"], line["metadata"], line["recordedAt"], line["schemaVersion"], line["stream"], line["type"], line["version"]
+            line["data"],
+            line["metadata"],
+            line["recordedAt"],
+            line["schemaVersion"],
+            line["stream"],
+            line["type"],
+            line["version"]
         );
         let mut hasher = Sha256::new();
         hasher.update(hex::decode(&prev).unwrap());
         hasher.update(canonical.as_bytes());
-        assert_eq!(line["hash"], json!(hex::encode(hasher.finalize())), "{line}");
-        tips.insert(line["stream"].as_str().unwrap().to_owned(), line["hash"].as_str().unwrap().to_owned());
+        assert_eq!(
+            line["hash"],
+            json!(hex::encode(hasher.finalize())),
+            "{line}"
+        );
+        tips.insert(
+            line["stream"].as_str().unwrap().to_owned(),
+            line["hash"].as_str().unwrap().to_owned(),
+        );
     }
 
     // Replay shows the state after every event of a delivery.
-    let replay = succeeds(hookledger(&data, &["audit", "replay", "--delivery", &deliveries[0]]));
-    let states: Vec<Value> = replay.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let replay = succeeds(hookledger(
+        &data,
+        &["audit", "replay", "--delivery", &deliveries[0]],
+    ));
+    let states: Vec<Value> = replay
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
     assert_eq!(states.len(), 3, "accepted, retry_scheduled, delivered");
     assert_eq!(states[0]["state"]["attemptCount"], 0);
     assert_eq!(states[1]["state"]["status"], "retry_scheduled");
@@ -285,7 +355,10 @@ async fn rebuild_verify_and_audit_agree_with_the_live_ledger_and_catch_one_chang
         .find(|l| l["data"]["lastError"] == "upstream unavailable 1")
         .expect("the attempt is exported");
     let tampered_position = target["position"].as_u64().unwrap();
-    let segment = walk(&data.join("log")).into_iter().next().expect("a segment file");
+    let segment = walk(&data.join("log"))
+        .into_iter()
+        .next()
+        .expect("a segment file");
     let mut bytes = std::fs::read(&segment).unwrap();
     let at = bytes
         .windows(b"upstream unavailable 1".len())

@@ -13,9 +13,33 @@ use tokio::sync::oneshot;
 
 use crate::schema::check_response;
 
-/// The node under test. The one place that chooses the store.
-pub async fn new_node() -> Node {
-    Node::in_memory().await
+/// A node under test with the data directory it lives in.
+pub struct TestNode {
+    pub node: Node,
+    pub dir: Option<tempfile::TempDir>,
+}
+
+impl From<Node> for TestNode {
+    fn from(node: Node) -> Self {
+        TestNode { node, dir: None }
+    }
+}
+
+/// The node under test: the durable embedded store in a fresh temp directory,
+/// with snapshots. The one place that chooses the store.
+pub async fn new_node() -> TestNode {
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let store =
+        hookledger::store::embedded::EmbeddedStore::open(dir.path()).expect("open the store");
+    let node = Node::start(
+        std::sync::Arc::new(store),
+        Some(hookledger::node::snapshot_file(dir.path())),
+    )
+    .await;
+    TestNode {
+        node,
+        dir: Some(dir),
+    }
 }
 
 pub struct TestApp {
@@ -25,6 +49,7 @@ pub struct TestApp {
     pub org: String,
     pub key: IssuedKey,
     _shutdown: oneshot::Sender<()>,
+    _dir: Option<tempfile::TempDir>,
 }
 
 /// A response, read whole.
@@ -79,7 +104,11 @@ pub async fn spawn_app() -> TestApp {
 }
 
 /// Serves `node`, with the state adjusted by `configure` (e.g. store stats).
-pub async fn spawn_app_with(node: Node, configure: impl FnOnce(AppState) -> AppState) -> TestApp {
+pub async fn spawn_app_with(
+    node: impl Into<TestNode>,
+    configure: impl FnOnce(AppState) -> AppState,
+) -> TestApp {
+    let TestNode { node, dir } = node.into();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind port 0");
@@ -98,6 +127,7 @@ pub async fn spawn_app_with(node: Node, configure: impl FnOnce(AppState) -> AppS
         org,
         key,
         _shutdown: shutdown,
+        _dir: dir,
     }
 }
 

@@ -3,8 +3,8 @@
 //! `schemas/openapi.json`. Modules are areas of the API.
 
 mod audit;
-mod cli;
 mod auth;
+mod cli;
 mod concurrency;
 mod faults;
 mod flow;

@@ -108,7 +108,7 @@ async fn serve_stops_accepting_and_returns_on_shutdown() {
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(hookledger::api::serve(
         listener,
-        hookledger::api::AppState::new(node),
+        hookledger::api::AppState::new(node.node.clone()),
         async {
             let _ = stopped.await;
         },
