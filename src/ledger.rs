@@ -54,6 +54,8 @@ pub struct Written {
     pub position: u64,
     /// The endpoint or webhook event the response is about.
     pub resource_id: String,
+    /// For an append: how many events the written stream holds after it.
+    pub stream_version: Option<u64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -108,6 +110,11 @@ impl Ledger {
         ctx: &Context,
         if_match: Option<u64>,
     ) -> Result<Written, Error> {
+        // A stopped projector's model may lack acknowledged writes: deciding
+        // against it could repeat an idempotent write, so refuse before appending.
+        if let Some(reason) = self.projector.stopped() {
+            return Err(projector::Error::Stopped(reason).into());
+        }
         let org = &ctx.organization_id;
         // Requests that must not run twice are serialised on their key, so a race
         // of repeats produces one event and the others find it in the model.
@@ -167,6 +174,7 @@ impl Ledger {
             outcome: Outcome::Replayed,
             position: record.position,
             resource_id: record.resource_id.clone(),
+            stream_version: None,
         }))
     }
 
@@ -227,6 +235,7 @@ impl Ledger {
                         outcome: Outcome::Existing,
                         position: model.position,
                         resource_id: existing,
+                        stream_version: None,
                     });
                 }
                 Err(rejection) => return Err(rejection.into()),
@@ -238,6 +247,7 @@ impl Ledger {
                 outcome: Outcome::Unchanged,
                 position: self.projector.position(),
                 resource_id,
+                stream_version: None,
             });
         }
         let metadata = Metadata {
@@ -262,6 +272,7 @@ impl Ledger {
             outcome: Outcome::Appended,
             position,
             resource_id,
+            stream_version: Some(appended.last_version + 1),
         })
     }
 

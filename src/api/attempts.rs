@@ -182,27 +182,20 @@ async fn record(
     // The answer must show the delivery right after this attempt, even when
     // other attempts landed since: the live model if it is still there, else
     // the log folded up to this write.
-    let mut live = None;
-    if !replayed {
-        let ours = state.node().store.read_all(written.position, 1).await?;
-        if let Some(version) = ours
-            .first()
-            .filter(|e| e.stream == stream::delivery(&delivery_id))
-            .map(|e| e.version + 1)
-        {
-            live = state
-                .tenant(org, |t| {
-                    let at_ours = t
-                        .deliveries
-                        .get(&delivery_id)
-                        .is_some_and(|d| d.version == version);
-                    at_ours
-                        .then(|| t.event_snapshot(&written.resource_id))
-                        .flatten()
-                })?
-                .map(|snapshot| (snapshot, version));
-        }
-    }
+    let live = match written.stream_version {
+        Some(version) if !replayed => state
+            .tenant(org, |t| {
+                let at_ours = t
+                    .deliveries
+                    .get(&delivery_id)
+                    .is_some_and(|d| d.version == version);
+                at_ours
+                    .then(|| t.event_snapshot(&written.resource_id))
+                    .flatten()
+            })?
+            .map(|snapshot| (snapshot, version)),
+        _ => None,
+    };
     let (snapshot, version) = match live {
         Some(found) => found,
         None => {

@@ -104,13 +104,6 @@ impl AppState {
         ctx: &Context,
         if_match: Option<u64>,
     ) -> Result<Written, ApiError> {
-        // A stopped projector's model may lack acknowledged writes: deciding
-        // against it could repeat an idempotent write, so refuse before appending.
-        if let Some(reason) = self.node.projector.stopped() {
-            return Err(ApiError::Unavailable(format!(
-                "the projector stopped: {reason}"
-            )));
-        }
         let name = command_name(&command);
         let started = Instant::now();
         let result = self.ledger().execute(command, ctx, if_match).await;
