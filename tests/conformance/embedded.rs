@@ -4,7 +4,8 @@
 //! position, and only one store at a time may write a data directory.
 //!
 //! These checks read the on-disk format directly (segment header, then frames of
-//! `len u32 LE | crc u32 LE | payload`), so they also pin that format down.
+//! `len u32 LE | crc u32 LE | payload`, the length's top bit marking a frame whose
+//! group commit continues), so they also pin that format down.
 
 use std::path::{Path, PathBuf};
 
@@ -40,7 +41,8 @@ fn frames(segment: &Path) -> Vec<(u64, u64)> {
     let mut frames = Vec::new();
     let mut at = SEGMENT_HEADER_LEN as usize;
     while at < bytes.len() {
-        let len = u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap()) as u64;
+        // The top bit marks a frame whose batch goes on in the next one.
+        let len = (u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap()) & !(1 << 31)) as u64;
         frames.push((at as u64, FRAME_HEADER_LEN + len));
         at += (FRAME_HEADER_LEN + len) as usize;
     }
@@ -138,6 +140,16 @@ async fn a_store_dropped_without_close_reopens() {
     assert_eq!(appended.positions, 2..=2);
 }
 
+/// A copy of the log in `source` with segment `last` cut to `cut` bytes.
+fn torn_copy(source: &Path, last: &Path, cut: u64) -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    copy_dir(source, dir.path());
+    let torn = dir.path().join("log").join(last.file_name().unwrap());
+    let bytes = std::fs::read(last).unwrap();
+    std::fs::write(&torn, &bytes[..cut as usize]).unwrap();
+    (dir, torn)
+}
+
 #[tokio::test]
 async fn a_torn_tail_at_any_byte_is_cut_back_to_the_last_whole_frame() {
     let source = tempfile::tempdir().unwrap();
@@ -149,10 +161,7 @@ async fn a_torn_tail_at_any_byte_is_cut_back_to_the_last_whole_frame() {
     let (cut_from, _) = frames[frames.len() - 3];
 
     for cut in cut_from..bytes.len() as u64 {
-        let dir = tempfile::tempdir().unwrap();
-        copy_dir(source.path(), dir.path());
-        let torn = dir.path().join("log").join(last.file_name().unwrap());
-        std::fs::write(&torn, &bytes[..cut as usize]).unwrap();
+        let (dir, torn) = torn_copy(source.path(), &last, cut);
         let whole = frames.iter().take_while(|(o, l)| o + l <= cut).count() as u64;
         let head = first - 1 + whole;
         let good_end = frames[..whole as usize]
@@ -192,6 +201,34 @@ async fn a_torn_tail_at_any_byte_is_cut_back_to_the_last_whole_frame() {
         assert_eq!((new.version, new.prev_hash), (tip.version + 1, tip.hash));
         store.close().await;
     }
+}
+
+#[tokio::test]
+async fn a_multi_event_append_cut_anywhere_comes_back_whole_or_not_at_all() {
+    let source = tempfile::tempdir().unwrap();
+    let before = filled(source.path()).await;
+    let store = Embedded::open_dir(source.path());
+    let three = vec![event("x1"), event("x2"), event("x3")];
+    store
+        .append("multi", ExpectedVersion::NoStream, three)
+        .await
+        .unwrap();
+    store.close().await;
+    let last = segments(source.path()).pop().unwrap();
+    let frames = frames(&last);
+    let (start, _) = frames[frames.len() - 3];
+    let len = std::fs::metadata(&last).unwrap().len();
+
+    for cut in start..len {
+        let (dir, torn) = torn_copy(source.path(), &last, cut);
+        let store = Embedded::open_dir(dir.path());
+        assert_eq!(everything(&store).await, before, "cut at {cut}");
+        assert_eq!(std::fs::metadata(&torn).unwrap().len(), start);
+        assert!(store.read_stream("multi", 0, 10).await.unwrap().is_empty());
+        store.close().await;
+    }
+    let whole = Embedded::open_dir(source.path());
+    assert_eq!(whole.read_stream("multi", 0, 10).await.unwrap().len(), 3);
 }
 
 #[tokio::test]

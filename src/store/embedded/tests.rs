@@ -39,14 +39,21 @@ fn records(n: u64) -> Vec<RecordedEvent> {
     batch.finish().0
 }
 
-/// Writes `records` as one segment file; returns each frame's offset.
+/// Writes `records` as one segment file, each its own batch; returns each
+/// frame's offset.
 fn write_segment(log: &Path, records: &[RecordedEvent]) -> Vec<usize> {
+    write_batches(log, records, &vec![false; records.len()])
+}
+
+/// Writes `records` as one segment file, frame `i` marked as continuing its
+/// batch when `continues[i]`; returns each frame's offset.
+fn write_batches(log: &Path, records: &[RecordedEvent], continues: &[bool]) -> Vec<usize> {
     let first = records[0].position;
     let mut bytes = segment::header(first).to_vec();
     let mut offsets = Vec::new();
-    for record in records {
+    for (record, &continues) in records.iter().zip(continues) {
         offsets.push(bytes.len());
-        frame::encode(record, &mut bytes).unwrap();
+        frame::encode(record, continues, &mut bytes).unwrap();
     }
     std::fs::write(log.join(segment::file_name(first)), bytes).unwrap();
     offsets
@@ -86,6 +93,52 @@ fn a_cut_last_frame_is_a_torn_tail() {
     let torn = scan.torn_tail.unwrap();
     assert_eq!(torn.offset, offsets[4] as u64);
     assert_eq!(scan.streams["a"], vec![1, 3]);
+}
+
+#[test]
+fn a_batch_cut_short_is_dropped_whole_even_its_complete_frames() {
+    let dir = tempfile::tempdir().unwrap();
+    // Positions 1 and 2 are batches of their own; 3, 4 and 5 are one batch.
+    let continues = [false, false, true, true, false];
+    let offsets = write_batches(dir.path(), &records(5), &continues);
+    let original = std::fs::read(seg(dir.path(), 1)).unwrap();
+    // Cut inside frame 5, and exactly after frame 4: either way 3 and 4 are whole
+    // but their batch is not.
+    for cut in [offsets[4] + 3, offsets[4]] {
+        std::fs::write(seg(dir.path(), 1), &original[..cut]).unwrap();
+        let scan = segment::scan(dir.path()).unwrap();
+        assert_eq!(scan.sequencer.head(), 2, "cut at {cut}");
+        assert_eq!(scan.torn_tail.unwrap().offset, offsets[2] as u64);
+        assert_eq!(scan.segments[0].offsets.len(), 2);
+    }
+}
+
+#[test]
+fn damage_inside_a_batch_with_a_valid_frame_after_it_names_the_damaged_frame() {
+    let dir = tempfile::tempdir().unwrap();
+    let continues = [false, true, true, false];
+    let offsets = write_batches(dir.path(), &records(4), &continues);
+    edit(&seg(dir.path(), 1), |b| b[offsets[2] + 9] ^= 0x01);
+    assert_corrupt(
+        segment::scan(dir.path()),
+        &seg(dir.path(), 1),
+        offsets[2],
+        3,
+    );
+}
+
+#[test]
+fn a_segment_that_is_not_the_last_may_not_end_inside_a_batch() {
+    let dir = tempfile::tempdir().unwrap();
+    let all = records(4);
+    let offsets = write_batches(dir.path(), &all[..2], &[false, true]);
+    write_segment(dir.path(), &all[2..]);
+    assert_corrupt(
+        segment::scan(dir.path()),
+        &seg(dir.path(), 1),
+        offsets[1],
+        2,
+    );
 }
 
 #[test]
