@@ -263,7 +263,7 @@ pub struct TornTail {
 }
 
 /// Reads and checks every segment in `log_dir`; changes nothing on disk.
-pub fn scan(log_dir: &Path) -> Result<Scan> {
+pub fn scan_log(log_dir: &Path) -> Result<Scan> {
     let files = list(log_dir)?;
     let mut scan = Scan::default();
     for (i, (named_first, path)) in files.iter().enumerate() {
@@ -339,4 +339,28 @@ pub fn scan(log_dir: &Path) -> Result<Scan> {
         });
     }
     Ok(scan)
+}
+
+/// What a read-only scan of a data directory found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScanReport {
+    /// The last position whose frame and all before it check out.
+    pub head: u64,
+    pub segments: usize,
+    pub streams: usize,
+    /// Bytes after the last good frame that a crash cut short; left in place.
+    pub torn_tail: Option<TornTail>,
+}
+
+/// Walks and checks every frame in `dir` without changing anything: the report
+/// on success, `Error::Corrupt` naming the file, offset and position of the first
+/// bad frame otherwise.
+pub fn scan(dir: &Path) -> Result<ScanReport> {
+    let scan = scan_log(&dir.join("log"))?;
+    Ok(ScanReport {
+        head: scan.sequencer.head(),
+        segments: scan.segments.len(),
+        streams: scan.streams.len(),
+        torn_tail: scan.torn_tail,
+    })
 }
