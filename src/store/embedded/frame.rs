@@ -207,4 +207,22 @@ mod tests {
         encode(&record, false, &mut bytes).unwrap();
         assert_eq!(read(&bytes).unwrap().0, record);
     }
+
+    /// The archived form of `RecordedEvent` is the disk format: a changed field,
+    /// or an rkyv feature (endianness, pointer width) switched on anywhere in the
+    /// build, changes it. When this fails, bump `segment::FORMAT_VERSION`.
+    #[test]
+    fn the_frame_format_is_pinned() {
+        let mut bytes = Vec::new();
+        encode(&event(7, br#"{"a":1}"#), false, &mut bytes).unwrap();
+        let pinned = concat!(
+            "b8000000be5fe9d964656c69766572792d646c765f31417474656d7074526563",
+            "6f726465647b2261223a317d7b22726571756573744964223a2272227d000000",
+            "07000000000000008e000000c0ffffff06000000000000008f000000beffffff",
+            "010000000000000007401e18240a0600b5ffffff07000000b4ffffff11000000",
+            "0707070707070707070707070707070707070707070707070707070707070707",
+            "0808080808080808080808080808080808080808080808080808080808080808",
+        );
+        assert_eq!(hex::encode(&bytes), pinned);
+    }
 }
