@@ -4,9 +4,15 @@
 //! position, and only one store at a time may write a data directory.
 //!
 //! These checks read the on-disk format directly (segment header, then frames of
-//! `len u32 LE | crc u32 LE | payload`), so they also pin that format down.
+//! `len u32 LE | crc u32 LE | payload`, the length's top bit marking a frame whose
+//! group commit continues), so they also pin that format down.
 
+use std::future::Future;
+use std::ops::Range;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use tokio::task::JoinSet;
 
 use hookledger::store::embedded::{self, EmbeddedStore, FRAME_HEADER_LEN, SEGMENT_HEADER_LEN};
 use hookledger::store::{Error, EventStore, ExpectedVersion, RecordedEvent};
@@ -40,7 +46,8 @@ fn frames(segment: &Path) -> Vec<(u64, u64)> {
     let mut frames = Vec::new();
     let mut at = SEGMENT_HEADER_LEN as usize;
     while at < bytes.len() {
-        let len = u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap()) as u64;
+        // The top bit marks a frame whose batch goes on in the next one.
+        let len = (u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap()) & !(1 << 31)) as u64;
         frames.push((at as u64, FRAME_HEADER_LEN + len));
         at += (FRAME_HEADER_LEN + len) as usize;
     }
@@ -55,17 +62,27 @@ fn copy_dir(from: &Path, to: &Path) {
     }
 }
 
-/// A closed store over several segments whose last one holds at least 3 frames.
+/// A closed store over several segments whose last three frames are single-event
+/// appends, each its own batch.
 async fn filled(dir: &Path) -> Vec<RecordedEvent> {
     let store = Embedded::open_dir(dir);
     let mut i = 0;
-    while segments(dir).len() < 3 || frames(segments(dir).last().unwrap()).len() < 3 {
-        let stream = format!("delivery-{}", i % 3);
+    // Ten events an append keeps the fsyncs, and so the time, down.
+    while segments(dir).len() < 3 {
+        let events = (i..i + 10).map(|i| event(&format!("e{i}"))).collect();
+        let stream = format!("s-{}", i % 3);
+        store
+            .append(&stream, ExpectedVersion::Any, events)
+            .await
+            .unwrap();
+        i += 10;
+    }
+    for i in i..i + 3 {
+        let stream = format!("s-{}", i % 3);
         store
             .append(&stream, ExpectedVersion::Any, vec![event(&format!("e{i}"))])
             .await
             .unwrap();
-        i += 1;
     }
     let all = everything(&store).await;
     store.close().await;
@@ -138,60 +155,112 @@ async fn a_store_dropped_without_close_reopens() {
     assert_eq!(appended.positions, 2..=2);
 }
 
-#[tokio::test]
+/// A copy of the log in `source` with segment `last` cut to `cut` bytes.
+fn torn_copy(source: &Path, last: &Path, cut: u64) -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    copy_dir(source, dir.path());
+    let torn = dir.path().join("log").join(last.file_name().unwrap());
+    let bytes = std::fs::read(last).unwrap();
+    std::fs::write(&torn, &bytes[..cut as usize]).unwrap();
+    (dir, torn)
+}
+
+/// Runs `check` on every cut, eight at a time: each mostly waits on an fsync.
+async fn every_cut<F, Fut>(cuts: Range<u64>, check: F)
+where
+    F: Fn(u64) -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let mut running = JoinSet::new();
+    let mut cuts = cuts.peekable();
+    while cuts.peek().is_some() || !running.is_empty() {
+        while running.len() < 8
+            && let Some(cut) = cuts.next()
+        {
+            running.spawn(check(cut));
+        }
+        if let Some(done) = running.join_next().await {
+            done.unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()));
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 8)]
 async fn a_torn_tail_at_any_byte_is_cut_back_to_the_last_whole_frame() {
     let source = tempfile::tempdir().unwrap();
-    let all = filled(source.path()).await;
+    let all = Arc::new(filled(source.path()).await);
     let last = segments(source.path()).pop().unwrap();
-    let first = first_position(&last);
-    let frames = frames(&last);
-    let bytes = std::fs::read(&last).unwrap();
+    let frames = Arc::new(frames(&last));
     let (cut_from, _) = frames[frames.len() - 3];
+    let len = std::fs::metadata(&last).unwrap().len();
+    let first = first_position(&last);
 
-    for cut in cut_from..bytes.len() as u64 {
-        let dir = tempfile::tempdir().unwrap();
-        copy_dir(source.path(), dir.path());
-        let torn = dir.path().join("log").join(last.file_name().unwrap());
-        std::fs::write(&torn, &bytes[..cut as usize]).unwrap();
-        let whole = frames.iter().take_while(|(o, l)| o + l <= cut).count() as u64;
-        let head = first - 1 + whole;
-        let good_end = frames[..whole as usize]
-            .last()
-            .map_or(SEGMENT_HEADER_LEN, |(o, l)| o + l);
+    every_cut(cut_from..len, |cut| {
+        let (dir, torn) = torn_copy(source.path(), &last, cut);
+        let (all, frames) = (all.clone(), frames.clone());
+        async move {
+            let whole = frames.iter().take_while(|(o, l)| o + l <= cut).count();
+            let kept = &all[..first as usize - 1 + whole];
+            let head = kept.len() as u64;
+            let good_end = frames[..whole]
+                .last()
+                .map_or(SEGMENT_HEADER_LEN, |(o, l)| o + l);
 
-        // A reader leaves the torn bytes alone and does not read them.
-        let reader = EmbeddedStore::open_read_only(dir.path()).unwrap();
-        assert_eq!(
-            everything(&reader).await,
-            all[..head as usize],
-            "cut at {cut}"
-        );
-        assert_eq!(std::fs::metadata(&torn).unwrap().len(), cut);
+            // A reader leaves the torn bytes alone and does not read them.
+            let reader = EmbeddedStore::open_read_only(dir.path()).unwrap();
+            assert_eq!(everything(&reader).await, kept, "cut at {cut}");
+            assert_eq!(std::fs::metadata(&torn).unwrap().len(), cut);
 
-        let store = Embedded::open_dir(dir.path());
-        assert_eq!(store.head(), head, "cut at {cut}");
-        assert_eq!(everything(&store).await, all[..head as usize]);
-        assert_eq!(std::fs::metadata(&torn).unwrap().len(), good_end);
+            let store = Embedded::open_dir(dir.path());
+            assert_eq!(store.head(), head, "cut at {cut}");
+            assert_eq!(everything(&store).await, kept);
+            assert_eq!(std::fs::metadata(&torn).unwrap().len(), good_end);
 
-        let kept = &all[..head as usize];
-        let tip = kept
-            .iter()
-            .rev()
-            .find(|e| e.stream == "delivery-0")
-            .unwrap();
-        let appended = store
-            .append(
-                "delivery-0",
-                ExpectedVersion::Exact(tip.version),
-                vec![event("new")],
-            )
-            .await
-            .unwrap();
-        assert_eq!(appended.positions, head + 1..=head + 1);
-        let new = &store.read_all(head + 1, 1).await.unwrap()[0];
-        assert_eq!((new.version, new.prev_hash), (tip.version + 1, tip.hash));
-        store.close().await;
-    }
+            let tip = kept.iter().rev().find(|e| e.stream == "s-0").unwrap();
+            let expected = ExpectedVersion::Exact(tip.version);
+            let appended = store
+                .append("s-0", expected, vec![event("new")])
+                .await
+                .unwrap();
+            assert_eq!(appended.positions, head + 1..=head + 1);
+            let new = &store.read_all(head + 1, 1).await.unwrap()[0];
+            assert_eq!((new.version, new.prev_hash), (tip.version + 1, tip.hash));
+            store.close().await;
+        }
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 8)]
+async fn a_multi_event_append_cut_anywhere_comes_back_whole_or_not_at_all() {
+    let source = tempfile::tempdir().unwrap();
+    let before = Arc::new(filled(source.path()).await);
+    let store = Embedded::open_dir(source.path());
+    let three = vec![event("x1"), event("x2"), event("x3")];
+    store
+        .append("multi", ExpectedVersion::NoStream, three)
+        .await
+        .unwrap();
+    store.close().await;
+    let last = segments(source.path()).pop().unwrap();
+    let frames = frames(&last);
+    let (start, _) = frames[frames.len() - 3];
+    let len = std::fs::metadata(&last).unwrap().len();
+
+    every_cut(start..len, |cut| {
+        let (dir, torn) = torn_copy(source.path(), &last, cut);
+        let before = before.clone();
+        async move {
+            let store = Embedded::open_dir(dir.path());
+            assert_eq!(everything(&store).await, *before, "cut at {cut}");
+            assert_eq!(std::fs::metadata(&torn).unwrap().len(), start);
+            assert!(store.read_stream("multi", 0, 10).await.unwrap().is_empty());
+            store.close().await;
+        }
+    })
+    .await;
+    let whole = Embedded::open_dir(source.path());
+    assert_eq!(whole.read_stream("multi", 0, 10).await.unwrap().len(), 3);
 }
 
 #[tokio::test]

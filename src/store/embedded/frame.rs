@@ -1,6 +1,9 @@
 //! One record on disk: `len: u32 LE | crc32c: u32 LE | payload`, where the payload
 //! is the rkyv encoding of a [`RecordedEvent`] and the CRC covers the four length
-//! bytes and the payload, so a damaged length is caught like damaged data.
+//! bytes and the payload, so a damaged length is caught like damaged data. The
+//! length's top bit says that the frame's group commit continues in the next
+//! frame: a crash that leaves a batch unfinished must drop all of it, or a
+//! multi-event append could come back with only some of its events.
 //!
 //! This module only turns records into bytes and back; it knows nothing of files
 //! or positions. Decoding is rkyv's validated path: bytes from disk are never
@@ -18,6 +21,9 @@ pub const HEADER_LEN: usize = 8;
 /// that a length beyond it marks a damaged frame rather than a big one.
 pub const MAX_PAYLOAD: usize = 4 * MAX_EVENT_BYTES;
 
+/// Set in the length field of every frame of a batch but its last.
+const CONTINUES: u32 = 1 << 31;
+
 /// What the rkyv encoding adds to an event's variable fields, with room to spare.
 const ENVELOPE: usize = 1024;
 
@@ -27,8 +33,9 @@ pub fn fits(stream: &str, event: &NewEvent) -> bool {
         <= MAX_PAYLOAD
 }
 
-/// Appends the frame of `event` to `out`; returns the frame's length.
-pub fn encode(event: &RecordedEvent, out: &mut Vec<u8>) -> Result<usize, String> {
+/// Appends the frame of `event` to `out`; returns the frame's length. `continues`
+/// marks every frame of a batch but the last.
+pub fn encode(event: &RecordedEvent, continues: bool, out: &mut Vec<u8>) -> Result<usize, String> {
     let payload = rkyv::to_bytes::<rancor::Error>(event).map_err(|e| e.to_string())?;
     if payload.len() > MAX_PAYLOAD {
         return Err(format!(
@@ -37,7 +44,8 @@ pub fn encode(event: &RecordedEvent, out: &mut Vec<u8>) -> Result<usize, String>
             payload.len()
         ));
     }
-    let len = (payload.len() as u32).to_le_bytes();
+    let flag = if continues { CONTINUES } else { 0 };
+    let len = (payload.len() as u32 | flag).to_le_bytes();
     let crc = crc32c::crc32c_append(crc32c::crc32c(&len), &payload);
     out.extend_from_slice(&len);
     out.extend_from_slice(&crc.to_le_bytes());
@@ -51,6 +59,8 @@ pub struct Frame<'a> {
     pub payload: &'a [u8],
     /// The whole frame's length, header included.
     pub len: usize,
+    /// The batch this frame belongs to goes on in the next frame.
+    pub continues: bool,
 }
 
 /// Checks the frame at the start of `bytes`, which may run on past its end.
@@ -62,7 +72,8 @@ pub fn parse(bytes: &[u8]) -> Result<Frame<'_>, String> {
         ));
     };
     let (len_bytes, crc_bytes) = header.split_at(4);
-    let len = u32::from_le_bytes(len_bytes.try_into().unwrap_or_default()) as usize;
+    let raw = u32::from_le_bytes(len_bytes.try_into().unwrap_or_default());
+    let len = (raw & !CONTINUES) as usize;
     let stored_crc = u32::from_le_bytes(crc_bytes.try_into().unwrap_or_default());
     if len > MAX_PAYLOAD {
         return Err(format!(
@@ -84,6 +95,7 @@ pub fn parse(bytes: &[u8]) -> Result<Frame<'_>, String> {
     Ok(Frame {
         payload,
         len: HEADER_LEN + len,
+        continues: raw & CONTINUES != 0,
     })
 }
 
@@ -126,18 +138,19 @@ mod tests {
         let original = event(7, br#"{"status":"delivered"}"#);
         for shift in 0..8 {
             let mut bytes = vec![0xAA; shift];
-            let len = encode(&original, &mut bytes).unwrap();
+            let continues = shift % 2 == 0;
+            let len = encode(&original, continues, &mut bytes).unwrap();
             bytes.extend_from_slice(b"trailing bytes belong to the next frame");
-            let (decoded, read_len) = read(&bytes[shift..]).unwrap();
-            assert_eq!(decoded, original);
-            assert_eq!(read_len, len);
+            let frame = parse(&bytes[shift..]).unwrap();
+            assert_eq!((frame.len, frame.continues), (len, continues));
+            assert_eq!(decode(frame.payload).unwrap(), original);
         }
     }
 
     #[test]
     fn every_flipped_bit_is_caught() {
         let mut bytes = Vec::new();
-        encode(&event(1, b"{}"), &mut bytes).unwrap();
+        encode(&event(1, b"{}"), true, &mut bytes).unwrap();
         for i in 0..bytes.len() {
             for bit in 0..8 {
                 let mut damaged = bytes.clone();
@@ -153,7 +166,7 @@ mod tests {
     #[test]
     fn a_cut_frame_is_reported_short() {
         let mut bytes = Vec::new();
-        let len = encode(&event(1, b"{}"), &mut bytes).unwrap();
+        let len = encode(&event(1, b"{}"), false, &mut bytes).unwrap();
         for cut in 0..len {
             let err = parse(&bytes[..cut]).unwrap_err();
             assert!(err.contains("cut short"), "{cut}: {err}");
@@ -191,7 +204,25 @@ mod tests {
         let mut bytes = Vec::new();
         let mut record = event(1, &big.data);
         record.metadata = big.metadata;
-        encode(&record, &mut bytes).unwrap();
+        encode(&record, false, &mut bytes).unwrap();
         assert_eq!(read(&bytes).unwrap().0, record);
+    }
+
+    /// The archived form of `RecordedEvent` is the disk format: a changed field,
+    /// or an rkyv feature (endianness, pointer width) switched on anywhere in the
+    /// build, changes it. When this fails, bump `segment::FORMAT_VERSION`.
+    #[test]
+    fn the_frame_format_is_pinned() {
+        let mut bytes = Vec::new();
+        encode(&event(7, br#"{"a":1}"#), false, &mut bytes).unwrap();
+        let pinned = concat!(
+            "b8000000be5fe9d964656c69766572792d646c765f31417474656d7074526563",
+            "6f726465647b2261223a317d7b22726571756573744964223a2272227d000000",
+            "07000000000000008e000000c0ffffff06000000000000008f000000beffffff",
+            "010000000000000007401e18240a0600b5ffffff07000000b4ffffff11000000",
+            "0707070707070707070707070707070707070707070707070707070707070707",
+            "0808080808080808080808080808080808080808080808080808080808080808",
+        );
+        assert_eq!(hex::encode(&bytes), pinned);
     }
 }

@@ -19,16 +19,18 @@ use crate::store::{
     Appended, Error, EventStore, ExpectedVersion, NewEvent, RecordedEvent, Result, check_append,
 };
 
+#[cfg(test)]
+mod fault_tests;
 mod frame;
 pub mod fs;
 mod index;
-mod segment;
 #[cfg(test)]
-mod tests;
+mod scan_tests;
+mod segment;
 mod writer;
 
 pub use fs::{Fs, LogFile, RealFs};
-pub use segment::TornTail;
+pub use segment::{ScanReport, TornTail, scan};
 
 use index::{Index, SegmentFile};
 use writer::{Active, Request, Writer};
@@ -65,30 +67,6 @@ pub struct Stats {
     pub batches: u64,
     /// File and directory syncs issued, including failed ones.
     pub fsyncs: u64,
-}
-
-/// What a read-only scan of a data directory found.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ScanReport {
-    /// The last position whose frame and all before it check out.
-    pub head: u64,
-    pub segments: usize,
-    pub streams: usize,
-    /// Bytes after the last good frame that a crash cut short; left in place.
-    pub torn_tail: Option<TornTail>,
-}
-
-/// Walks and checks every frame in `dir` without changing anything: the report
-/// on success, `Error::Corrupt` naming the file, offset and position of the first
-/// bad frame otherwise.
-pub fn scan(dir: &Path) -> Result<ScanReport> {
-    let scan = segment::scan(&dir.join("log"))?;
-    Ok(ScanReport {
-        head: scan.sequencer.head(),
-        segments: scan.segments.len(),
-        streams: scan.streams.len(),
-        torn_tail: scan.torn_tail,
-    })
 }
 
 /// The log as readers see it: what the writer has made durable.
@@ -178,12 +156,20 @@ impl EmbeddedStore {
 
     /// [`EmbeddedStore::open`] with a chosen file layer and segment size.
     pub fn open_with(dir: &Path, options: Options) -> Result<EmbeddedStore> {
-        let log_dir = dir.join("log");
-        std::fs::create_dir_all(&log_dir)
-            .map_err(|e| Error::io(format!("creating {}", log_dir.display()), e))?;
-        let lock = lock(dir)?;
         let fs = options.fs;
-        let scan = segment::scan(&log_dir)?;
+        let log_dir = dir.join("log");
+        if !log_dir.exists() {
+            std::fs::create_dir_all(&log_dir)
+                .map_err(|e| Error::io(format!("creating {}", log_dir.display()), e))?;
+            // The new directories must survive a crash along with what goes in them.
+            let parent = dir.parent().filter(|p| !p.as_os_str().is_empty());
+            for made in [Some(dir), parent].into_iter().flatten() {
+                fs.sync_dir(made)
+                    .map_err(|e| Error::io(format!("syncing {}", made.display()), e))?;
+            }
+        }
+        let lock = lock(dir)?;
+        let scan = segment::scan_log(&log_dir)?;
         let sync = |what: &str, path: &Path, r: std::io::Result<()>| {
             r.map_err(|e| Error::io(format!("{what} {}", path.display()), e))
         };
@@ -238,7 +224,7 @@ impl EmbeddedStore {
     pub fn open_read_only(dir: &Path) -> Result<EmbeddedStore> {
         let log_dir = dir.join("log");
         let scan = if log_dir.exists() {
-            segment::scan(&log_dir)?
+            segment::scan_log(&log_dir)?
         } else {
             std::fs::metadata(dir)
                 .map_err(|e| Error::io(format!("opening {}", dir.display()), e))?;

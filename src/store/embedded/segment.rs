@@ -5,15 +5,16 @@
 //! followed by frames. The scan checks every frame and link (position, stream
 //! version, previous hash) in order and tells a torn tail from corruption: damage
 //! in the last segment with no valid frame after it is a write that a crash cut
-//! short, never acknowledged, and may be cut off; anything else is refused with
-//! the position it holds. This module decides; it never writes.
+//! short, never acknowledged, and is cut off back to the end of the last whole
+//! batch; anything else is refused with the position it holds. This module
+//! decides; it never writes.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use crate::chain::ZERO;
 use crate::store::embedded::frame;
-use crate::store::sequencer::Sequencer;
+use crate::store::sequencer::{Sequencer, Tip};
 use crate::store::{Error, RecordedEvent, Result};
 
 const MAGIC: &[u8; 8] = b"HKLGSEG\0";
@@ -96,84 +97,129 @@ pub fn list(log_dir: &Path) -> Result<Vec<(u64, PathBuf)>> {
 pub struct Walk {
     /// Offset of each good frame, in position order.
     pub offsets: Vec<u64>,
-    /// Where the good frames end.
+    /// Where the last whole batch ends: the cut for a torn tail.
     pub end: u64,
     pub bad: Option<Bad>,
 }
 
 #[derive(Debug)]
 pub struct Bad {
+    /// The bad frame, or the first frame of a batch the file ends inside.
     pub offset: u64,
+    /// The position that frame holds or would hold.
+    pub position: u64,
     pub reason: String,
     /// The frame's checksum held: a crash cannot have produced it.
     pub checksummed: bool,
+    /// Where a valid frame would prove the damage is not a torn tail.
+    pub search_from: usize,
 }
 
-/// Walks the frames after a segment's header, taking each good one into `seq`
-/// and handing it to `accept`.
+/// Walks the frames after a segment's header, taking each whole batch into
+/// `seq` and handing its events to `accept`.
 pub fn walk(bytes: &[u8], seq: &mut Sequencer, accept: &mut dyn FnMut(RecordedEvent)) -> Walk {
     let mut walk = Walk {
         end: HEADER_LEN as u64,
         ..Walk::default()
     };
+    // The frames of a batch whose last frame has not been seen yet.
+    let mut batch = Pending::default();
     let mut at = HEADER_LEN.min(bytes.len());
-    while at < bytes.len() {
-        let bad = |reason, checksummed| {
-            Some(Bad {
-                offset: at as u64,
-                reason,
-                checksummed,
-            })
+    walk.bad = loop {
+        let position = seq.head() + 1 + batch.events.len() as u64;
+        if at >= bytes.len() {
+            let Some(&(offset, _)) = batch.events.first() else {
+                break None;
+            };
+            break Some(Bad {
+                offset,
+                position: seq.head() + 1,
+                reason: format!(
+                    "the file ends inside a batch, after {} of its frames",
+                    batch.events.len()
+                ),
+                checksummed: false,
+                search_from: bytes.len(),
+            });
+        }
+        let bad = |reason, checksummed| Bad {
+            offset: at as u64,
+            position,
+            reason,
+            checksummed,
+            search_from: at + 1,
         };
         let frame = match frame::parse(&bytes[at..]) {
             Ok(frame) => frame,
-            Err(reason) => {
-                walk.bad = bad(reason, false);
-                break;
-            }
+            Err(reason) => break Some(bad(reason, false)),
         };
-        let event = match frame::decode(frame.payload).and_then(|e| check_link(seq, &e).map(|()| e))
-        {
+        let event = frame::decode(frame.payload);
+        let event = match event.and_then(|e| batch.check(seq, position, e)) {
             Ok(event) => event,
-            Err(reason) => {
-                walk.bad = bad(reason, true);
-                break;
-            }
+            Err(reason) => break Some(bad(reason, true)),
         };
-        seq.observe(&event);
-        accept(event);
-        walk.offsets.push(at as u64);
+        batch.events.push((at as u64, event));
         at += frame.len;
-        walk.end = at as u64;
-    }
+        if !frame.continues {
+            batch.tips.clear();
+            for (offset, event) in batch.events.drain(..) {
+                seq.observe(&event);
+                walk.offsets.push(offset);
+                accept(event);
+            }
+            walk.end = at as u64;
+        }
+    };
     walk
 }
 
-/// Checks that `event` is the next one in the log and in its stream.
-fn check_link(seq: &Sequencer, event: &RecordedEvent) -> Result<(), String> {
-    let position = seq.head() + 1;
-    if event.position != position {
-        return Err(format!(
-            "frame holds position {}, expected {position}",
-            event.position
-        ));
+/// The checked frames of an unfinished batch, and the stream tips they set.
+#[derive(Debug, Default)]
+struct Pending {
+    events: Vec<(u64, RecordedEvent)>,
+    tips: HashMap<String, Tip>,
+}
+
+impl Pending {
+    /// Checks that `event` is the next one in the log and in its stream.
+    fn check(
+        &mut self,
+        seq: &Sequencer,
+        position: u64,
+        event: RecordedEvent,
+    ) -> Result<RecordedEvent, String> {
+        if event.position != position {
+            return Err(format!(
+                "frame holds position {}, expected {position}",
+                event.position
+            ));
+        }
+        let tip = self
+            .tips
+            .get(&event.stream)
+            .copied()
+            .or_else(|| seq.tip(&event.stream));
+        let version = tip.map_or(0, |t| t.version + 1);
+        if event.version != version {
+            return Err(format!(
+                "frame holds version {} of stream {:?}, expected {version}",
+                event.version, event.stream
+            ));
+        }
+        if event.prev_hash != tip.map_or(ZERO, |t| t.hash) {
+            return Err(format!(
+                "frame's previous hash does not match version {} of stream {:?}",
+                version.wrapping_sub(1),
+                event.stream
+            ));
+        }
+        let tip = Tip {
+            version,
+            hash: event.hash,
+        };
+        self.tips.insert(event.stream.clone(), tip);
+        Ok(event)
     }
-    let tip = seq.tip(&event.stream);
-    let version = tip.map_or(0, |t| t.version + 1);
-    if event.version != version {
-        return Err(format!(
-            "frame holds version {} of stream {:?}, expected {version}",
-            event.version, event.stream
-        ));
-    }
-    if event.prev_hash != tip.map_or(ZERO, |t| t.hash) {
-        return Err(format!(
-            "frame's previous hash does not match version {} of stream {:?}",
-            version.wrapping_sub(1),
-            event.stream
-        ));
-    }
-    Ok(())
 }
 
 /// The first frame at or after `from` whose checksum holds and which decodes to a
@@ -217,7 +263,7 @@ pub struct TornTail {
 }
 
 /// Reads and checks every segment in `log_dir`; changes nothing on disk.
-pub fn scan(log_dir: &Path) -> Result<Scan> {
+pub fn scan_log(log_dir: &Path) -> Result<Scan> {
     let files = list(log_dir)?;
     let mut scan = Scan::default();
     for (i, (named_first, path)) in files.iter().enumerate() {
@@ -259,21 +305,20 @@ pub fn scan(log_dir: &Path) -> Result<Scan> {
         });
         if let Some(bad) = walk.bad {
             let after = scan.sequencer.head();
-            let position = after + 1;
             if !last {
-                return Err(corrupt(bad.offset, position, bad.reason));
+                return Err(corrupt(bad.offset, bad.position, bad.reason));
             }
             if bad.checksummed {
                 return Err(corrupt(
                     bad.offset,
-                    position,
+                    bad.position,
                     format!("{} (its checksum holds, so no crash wrote it)", bad.reason),
                 ));
             }
-            if let Some((at, found)) = later_frame(&bytes, bad.offset as usize + 1, after) {
+            if let Some((at, found)) = later_frame(&bytes, bad.search_from, after) {
                 return Err(corrupt(
                     bad.offset,
-                    position,
+                    bad.position,
                     format!(
                         "{}; a valid frame for position {found} follows at offset {at}",
                         bad.reason
@@ -282,7 +327,7 @@ pub fn scan(log_dir: &Path) -> Result<Scan> {
             }
             scan.torn_tail = Some(TornTail {
                 file: path.clone(),
-                offset: bad.offset,
+                offset: walk.end,
                 reason: bad.reason,
             });
         }
@@ -294,4 +339,28 @@ pub fn scan(log_dir: &Path) -> Result<Scan> {
         });
     }
     Ok(scan)
+}
+
+/// What a read-only scan of a data directory found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScanReport {
+    /// The last position whose frame and all before it check out.
+    pub head: u64,
+    pub segments: usize,
+    pub streams: usize,
+    /// Bytes after the last good frame that a crash cut short; left in place.
+    pub torn_tail: Option<TornTail>,
+}
+
+/// Walks and checks every frame in `dir` without changing anything: the report
+/// on success, `Error::Corrupt` naming the file, offset and position of the first
+/// bad frame otherwise.
+pub fn scan(dir: &Path) -> Result<ScanReport> {
+    let scan = scan_log(&dir.join("log"))?;
+    Ok(ScanReport {
+        head: scan.sequencer.head(),
+        segments: scan.segments.len(),
+        streams: scan.streams.len(),
+        torn_tail: scan.torn_tail,
+    })
 }

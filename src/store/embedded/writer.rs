@@ -2,7 +2,8 @@
 //!
 //! Appends queue up on a channel while the previous fsync runs; the writer then
 //! takes all of them, stages them in one [`Batch`](crate::store::sequencer::Batch),
-//! writes their frames in one write, syncs once, and only after the sync succeeds
+//! writes their frames in one write (all but the last marked as continuing, so a
+//! crash mid-write drops the whole batch), syncs once, and only after the sync succeeds
 //! commits the sequencer, extends the index, publishes the head and replies. A
 //! failed write or sync fails every append of the batch and cuts the file back to
 //! its last durable length before anything else is written; nothing is ever
@@ -132,9 +133,10 @@ impl Writer {
         };
         let mut buf = Vec::new();
         let mut offsets = Vec::with_capacity(records.len());
-        for record in &records {
+        for (i, record) in records.iter().enumerate() {
             let at = active.len + buf.len() as u64;
-            if let Err(reason) = frame::encode(record, &mut buf) {
+            let continues = i + 1 < records.len();
+            if let Err(reason) = frame::encode(record, continues, &mut buf) {
                 let e = io::Error::new(io::ErrorKind::InvalidData, reason);
                 return fail(requests, "encoding a frame", &e);
             }

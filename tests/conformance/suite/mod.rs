@@ -1,0 +1,68 @@
+//! The checks every backend must pass, written against the `EventStore` trait
+//! alone: records read back exactly, positions are gapless in commit order,
+//! expected versions hold under concurrent writers, and hash chains link.
+//! Each check takes a [`Backend`](crate::Backend) and opens its own fresh store;
+//! this file holds what the checks share.
+
+use std::future::Future;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use hookledger::store::{Error, EventStore, ExpectedVersion, NewEvent, RecordedEvent};
+
+mod reads;
+mod writes;
+
+pub use reads::*;
+pub use writes::*;
+
+/// Generous: a deadline only catches a hang, it never paces a check.
+const DEADLINE: Duration = Duration::from_secs(30);
+
+pub async fn within<T>(what: &str, future: impl Future<Output = T>) -> T {
+    tokio::time::timeout(DEADLINE, future)
+        .await
+        .unwrap_or_else(|_| panic!("{what} did not finish within {DEADLINE:?}"))
+}
+
+/// An event whose data names it, so every stored event can be traced to its append.
+pub fn event(id: &str) -> NewEvent {
+    NewEvent {
+        event_type: "AttemptRecorded".into(),
+        schema_version: 1,
+        data: format!(r#"{{"id":"{id}"}}"#).into_bytes(),
+        metadata: br#"{"requestId":"req_1"}"#.to_vec(),
+    }
+}
+
+pub fn id_of(event: &RecordedEvent) -> String {
+    let data = std::str::from_utf8(&event.data).expect("utf-8 data");
+    data.trim_start_matches(r#"{"id":""#)
+        .trim_end_matches(r#""}"#)
+        .to_owned()
+}
+
+pub async fn everything(store: &impl EventStore) -> Vec<RecordedEvent> {
+    store.read_all(1, usize::MAX).await.expect("read_all")
+}
+
+pub fn now_micros() -> i64 {
+    let since = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("a clock after 1970");
+    since.as_micros() as i64
+}
+
+#[track_caller]
+pub fn assert_conflict<T: std::fmt::Debug>(
+    result: Result<T, Error>,
+    expected: ExpectedVersion,
+    actual: Option<u64>,
+) {
+    match result {
+        Err(Error::Conflict {
+            expected: e,
+            actual: a,
+        }) => assert_eq!((e, a), (expected, actual)),
+        other => panic!("expected a conflict at {actual:?}, got {other:?}"),
+    }
+}
