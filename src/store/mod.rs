@@ -117,8 +117,10 @@ pub enum Error {
     /// The append was malformed (empty, oversized): a caller's bug, nothing written.
     #[error("invalid append: {0}")]
     Invalid(String),
-    /// A read or write failed; for an append, nothing was acknowledged and the log
-    /// holds no part of it.
+    /// A read or write failed. For an append nothing was acknowledged; whether its
+    /// events survive depends on what reached the disk before the failure (a
+    /// durable backend cuts a failed batch back when it can), so the caller must
+    /// treat the outcome as unknown, never as success.
     #[error("storage I/O failed: {context}: {source}")]
     Io {
         context: String,

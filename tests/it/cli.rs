@@ -364,6 +364,7 @@ async fn rebuild_verify_and_audit_agree_with_the_live_ledger_and_catch_one_chang
         .windows(b"upstream unavailable 1".len())
         .position(|w| w == b"upstream unavailable 1")
         .expect("the attempt's bytes are in the segment");
+    let original = bytes.clone();
     bytes[at] = b'U';
     std::fs::write(&segment, &bytes).unwrap();
     let out = hookledger(&data, &["audit", "verify"]);
@@ -373,6 +374,39 @@ async fn rebuild_verify_and_audit_agree_with_the_live_ledger_and_catch_one_chang
         "{}",
         stdout(&out)
     );
+
+    // A forger who also fixes the frame's checksum is caught by the hash chain.
+    let mut forged = original;
+    forged[at] = b'U';
+    reseal_frame_containing(&mut forged, at);
+    std::fs::write(&segment, &forged).unwrap();
+    let out = hookledger(&data, &["audit", "verify"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
+    let report = stdout(&out);
+    assert!(
+        report.contains(&format!("FAILED at position {tampered_position}"))
+            && report.contains("hash"),
+        "{report}"
+    );
+}
+
+/// Recomputes the CRC of the frame that holds byte `at`, as a forger would.
+fn reseal_frame_containing(segment: &mut [u8], at: usize) {
+    use hookledger::store::embedded::{FRAME_HEADER_LEN, SEGMENT_HEADER_LEN};
+    let mut offset = SEGMENT_HEADER_LEN as usize;
+    let header = FRAME_HEADER_LEN as usize;
+    loop {
+        let len_bytes: [u8; 4] = segment[offset..offset + 4].try_into().unwrap();
+        let len = (u32::from_le_bytes(len_bytes) & 0x7fff_ffff) as usize;
+        let end = offset + header + len;
+        if (offset..end).contains(&at) {
+            let payload = &segment[offset + header..end];
+            let crc = crc32c::crc32c_append(crc32c::crc32c(&len_bytes), payload);
+            segment[offset + 4..offset + 8].copy_from_slice(&crc.to_le_bytes());
+            return;
+        }
+        offset = end;
+    }
 }
 
 /// Every file below `dir`.
