@@ -47,8 +47,11 @@ pub struct ReadModel {
 #[serde(rename_all = "camelCase")]
 pub struct Tenant {
     pub endpoints: BTreeMap<String, Endpoint>,
-    pub events: BTreeMap<String, WebhookEvent>,
-    pub deliveries: BTreeMap<String, Delivery>,
+    /// Boxed, like `deliveries`: keys are ULIDs inserted in ascending order,
+    /// which leaves B-tree nodes about half full, so the slots hold a pointer
+    /// rather than the whole record.
+    pub events: BTreeMap<String, Box<WebhookEvent>>,
+    pub deliveries: BTreeMap<String, Box<Delivery>>,
     /// `sourceKey` -> event id, for idempotent event acceptance.
     pub source_keys: BTreeMap<String, String>,
     /// `route` + "\n" + `Idempotency-Key` -> the write it produced.
@@ -239,7 +242,7 @@ impl Tenant {
         for planned in &e.deliveries {
             self.deliveries.insert(
                 planned.delivery_id.clone(),
-                Delivery {
+                Box::new(Delivery {
                     id: planned.delivery_id.clone(),
                     organization_id: e.organization_id.clone(),
                     event_id: e.event_id.clone(),
@@ -256,7 +259,7 @@ impl Tenant {
                     created_at: at,
                     updated_at: at,
                     version: 0,
-                },
+                }),
             );
         }
         if let Some(source_key) = &e.source_key {
@@ -267,7 +270,7 @@ impl Tenant {
         let status = EventStatus::derive(e.deliveries.iter().map(|_| AttemptStatus::Pending));
         self.events.insert(
             e.event_id.clone(),
-            WebhookEvent {
+            Box::new(WebhookEvent {
                 id: e.event_id.clone(),
                 organization_id: e.organization_id.clone(),
                 event_type: e.event_type.clone(),
@@ -278,7 +281,7 @@ impl Tenant {
                 status,
                 created_at: at,
                 updated_at: at,
-            },
+            }),
         );
     }
 

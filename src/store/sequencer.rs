@@ -39,8 +39,19 @@ impl Sequencer {
         self.clock = self.clock.max(event.recorded_at);
     }
 
+    /// The state a persisted index recorded: each stream's tip, the head and
+    /// the clock (the latest time stamped).
+    pub fn restore(tips: HashMap<String, Tip>, head: u64, clock: i64) -> Self {
+        Sequencer { tips, head, clock }
+    }
+
     pub fn head(&self) -> u64 {
         self.head
+    }
+
+    /// The latest time stamped on an event, microseconds since the Unix epoch.
+    pub fn clock(&self) -> i64 {
+        self.clock
     }
 
     pub fn tip(&self, stream: &str) -> Option<Tip> {

@@ -11,7 +11,8 @@ use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use crate::store::embedded::frame;
+use crate::store::embedded::{checkpoint, frame};
+use crate::store::sequencer::Sequencer;
 use crate::store::embedded::segment::Scanned;
 use crate::store::{Error, RecordedEvent, Result};
 
@@ -81,6 +82,16 @@ impl Index {
         self.head
     }
 
+    /// The persisted form of the index, with the stream tips of `sequencer`,
+    /// which must be at the same head.
+    pub fn checkpoint(&self, sequencer: &Sequencer) -> Vec<u8> {
+        let segments = self
+            .segments
+            .iter()
+            .map(|s| (s.first_position, s.end, s.offsets.as_slice()));
+        checkpoint::encode(sequencer, segments, &self.streams)
+    }
+
     /// Starts a new, empty segment whose first frame will hold the next position.
     pub fn add_segment(&mut self, file: Arc<SegmentFile>, end: u64) {
         self.segments.push(Segment {
@@ -100,10 +111,12 @@ impl Index {
         segment.end = end;
         for record in records {
             self.head = record.position;
-            self.streams
-                .entry(record.stream)
-                .or_default()
-                .push(record.position);
+            match self.streams.get_mut(record.stream.as_str()) {
+                Some(positions) => positions.push(record.position),
+                None => {
+                    self.streams.insert(record.stream, vec![record.position]);
+                }
+            }
         }
     }
 

@@ -19,6 +19,9 @@ use crate::store::{
     Appended, Error, EventStore, ExpectedVersion, NewEvent, RecordedEvent, Result, check_append,
 };
 
+mod checkpoint;
+#[cfg(test)]
+mod checkpoint_tests;
 #[cfg(test)]
 mod fault_tests;
 mod frame;
@@ -169,7 +172,7 @@ impl EmbeddedStore {
             }
         }
         let lock = lock(dir)?;
-        let scan = segment::scan_log(&log_dir)?;
+        let (scan, checkpointed) = scan_for_writing(&log_dir)?;
         let sync = |what: &str, path: &Path, r: std::io::Result<()>| {
             r.map_err(|e| Error::io(format!("{what} {}", path.display()), e))
         };
@@ -205,6 +208,7 @@ impl EmbeddedStore {
             scan.sequencer,
             active,
             shared.clone(),
+            checkpointed,
         );
         let (requests, receiver) = mpsc::channel();
         let thread = std::thread::Builder::new()
@@ -290,6 +294,33 @@ impl Drop for EmbeddedStore {
         }
         self.release();
     }
+}
+
+/// The log as a writer opens it: from the persisted index when it checks out,
+/// with only what came after it walked and decoded; otherwise (no index, or any
+/// doubt about it) the whole log, exactly as a read-only open scans it. Also
+/// returns the head the index covered, 0 without one.
+fn scan_for_writing(log_dir: &Path) -> Result<(segment::Scan, u64)> {
+    let files = segment::list(log_dir)?;
+    match checkpoint::load(log_dir, &files) {
+        Ok(loaded) => {
+            let head = loaded.sequencer.head();
+            let resumed = segment::Scan {
+                sequencer: loaded.sequencer,
+                segments: loaded.segments,
+                streams: loaded.streams,
+                ..segment::Scan::default()
+            };
+            match segment::scan_files(&files, resumed) {
+                Ok(scan) => return Ok((scan, head)),
+                // The whole scan names the damage the same way, or finds none.
+                Err(e) => tracing::warn!(error = %e, "the log after the persisted index does not scan; scanning it whole"),
+            }
+        }
+        Err(reason) if files.is_empty() => tracing::debug!(%reason, "no persisted index"),
+        Err(reason) => tracing::warn!(%reason, "not using the persisted index; scanning the whole log"),
+    }
+    Ok((segment::scan_files(&files, segment::Scan::default())?, 0))
 }
 
 /// Takes the directory's lock file, or names the directory that is taken.

@@ -19,12 +19,17 @@ use tokio::sync::oneshot;
 
 use crate::store::embedded::fs::{Fs, LogFile};
 use crate::store::embedded::index::SegmentFile;
-use crate::store::embedded::{Shared, frame, segment};
+use crate::store::embedded::{Shared, checkpoint, frame, segment};
 use crate::store::sequencer::{Sequencer, now_micros};
 use crate::store::{Appended, Error, ExpectedVersion, NewEvent, Result};
 
 /// Event bytes one batch takes at most; later appends wait for the next batch.
 const BATCH_BYTES: usize = 16 * 1024 * 1024;
+
+/// Events between two persisted indexes while appends keep coming; one is also
+/// written when the writer stops. Writing one pauses appends for the time it
+/// takes to encode the index (about 20 ms per million events).
+const CHECKPOINT_EVERY: u64 = 1_000_000;
 
 /// One append waiting for the writer.
 #[derive(Debug)]
@@ -64,6 +69,8 @@ pub struct Writer {
     /// The active file may hold bytes past `active.len` from a failed write.
     damaged: bool,
     pending: VecDeque<Request>,
+    /// The head the last persisted index covers.
+    checkpointed: u64,
 }
 
 impl Writer {
@@ -74,6 +81,7 @@ impl Writer {
         sequencer: Sequencer,
         active: Option<Active>,
         shared: Arc<Shared>,
+        checkpointed: u64,
     ) -> Writer {
         Writer {
             fs,
@@ -84,6 +92,7 @@ impl Writer {
             shared,
             damaged: false,
             pending: VecDeque::new(),
+            checkpointed,
         }
     }
 
@@ -93,7 +102,12 @@ impl Writer {
             if self.pending.is_empty() {
                 match requests.recv() {
                     Ok(request) => self.pending.push_back(request),
-                    Err(_) => return,
+                    Err(_) => {
+                        if self.sequencer.head() != self.checkpointed {
+                            self.checkpoint();
+                        }
+                        return;
+                    }
                 }
             }
             self.pending.extend(requests.try_iter());
@@ -107,6 +121,20 @@ impl Writer {
                 }
             }
             self.commit(batch);
+            if self.sequencer.head().saturating_sub(self.checkpointed) >= CHECKPOINT_EVERY {
+                self.checkpoint();
+            }
+        }
+    }
+
+    /// Persists the index of everything durable so far, so the next open need
+    /// not decode the whole log. A failure costs only that: the log is intact.
+    fn checkpoint(&mut self) {
+        let head = self.sequencer.head();
+        let bytes = self.shared.index().checkpoint(&self.sequencer);
+        match checkpoint::write(&self.log_dir, &bytes) {
+            Ok(()) => self.checkpointed = head,
+            Err(e) => tracing::warn!(error = %e, head, "writing the persisted index failed"),
         }
     }
 

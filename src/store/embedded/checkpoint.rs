@@ -1,0 +1,362 @@
+//! The persisted index: where every durable frame is and which positions each
+//! stream holds, with each stream's tip, as of one position. A writer's open
+//! loads it, checks it against the segment files and scans only what came after
+//! it, instead of decoding every frame of the log.
+//!
+//! The file is `DIR/log/index.ckpt`: magic, format version, body length and the
+//! body's CRC32C, then the body in LEB128 varints (offsets and positions as
+//! deltas). It is derived data and never trusted: a missing, damaged, stale or
+//! inconsistent file is ignored and the log scanned whole, and even a good one
+//! only skips the decoding: every frame it covers is still read and its checksum
+//! checked on open, so damage in the middle of the log is refused as before.
+//! Written atomically (temp file, fsync, rename, directory fsync).
+
+use std::collections::HashMap;
+use std::fs::{self, File};
+use std::io::{Read, Write};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+use crate::chain::Hash;
+use crate::store::embedded::frame;
+use crate::store::embedded::segment::{self, Scanned};
+use crate::store::sequencer::{Sequencer, Tip};
+
+pub const FILE: &str = "index.ckpt";
+const MAGIC: &[u8; 8] = b"HKLGIDX\0";
+/// Bump on any change to the body's layout.
+const FORMAT: u32 = 1;
+/// Magic, format, body length, body CRC32C.
+const HEADER_LEN: usize = 8 + 4 + 8 + 4;
+
+/// What a checkpoint restores: the index and the sequencer at `head`.
+#[derive(Debug)]
+pub struct Loaded {
+    pub sequencer: Sequencer,
+    pub segments: Vec<Scanned>,
+    pub streams: HashMap<String, Vec<u64>>,
+}
+
+/// Encodes the index of `segments` and `streams` with the tips in `sequencer`.
+pub fn encode<'a>(
+    sequencer: &Sequencer,
+    segments: impl ExactSizeIterator<Item = (u64, u64, &'a [u64])>,
+    streams: &HashMap<String, Vec<u64>>,
+) -> Vec<u8> {
+    let mut body = Vec::with_capacity(64 + streams.len() * 48);
+    put(&mut body, sequencer.head());
+    body.extend_from_slice(&sequencer.clock().to_le_bytes());
+    put(&mut body, segments.len() as u64);
+    for (first, end, offsets) in segments {
+        put(&mut body, first);
+        put(&mut body, end);
+        put(&mut body, offsets.len() as u64);
+        let mut last = 0;
+        for &offset in offsets {
+            put(&mut body, offset - last);
+            last = offset;
+        }
+    }
+    put(&mut body, streams.len() as u64);
+    for (name, positions) in streams {
+        let tip = sequencer.tip(name).unwrap_or(Tip {
+            version: 0,
+            hash: [0; 32],
+        });
+        put(&mut body, name.len() as u64);
+        body.extend_from_slice(name.as_bytes());
+        put(&mut body, tip.version);
+        body.extend_from_slice(&tip.hash);
+        put(&mut body, positions.len() as u64);
+        let mut last = 0;
+        for &position in positions {
+            put(&mut body, position - last);
+            last = position;
+        }
+    }
+    let mut out = Vec::with_capacity(HEADER_LEN + body.len());
+    out.extend_from_slice(MAGIC);
+    out.extend_from_slice(&FORMAT.to_le_bytes());
+    out.extend_from_slice(&(body.len() as u64).to_le_bytes());
+    out.extend_from_slice(&crc32c::crc32c(&body).to_le_bytes());
+    out.extend_from_slice(&body);
+    out
+}
+
+/// Writes `bytes` as the checkpoint of `log_dir`, atomically.
+pub fn write(log_dir: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let path = log_dir.join(FILE);
+    let tmp = log_dir.join(format!("{FILE}.tmp"));
+    let mut out = File::create(&tmp)?;
+    out.write_all(bytes)?;
+    out.sync_data()?;
+    drop(out);
+    fs::rename(&tmp, &path)?;
+    File::open(log_dir)?.sync_all()
+}
+
+/// Loads the checkpoint of `log_dir` and checks it against `files` (the segment
+/// files, by first position). `Err` says why it cannot be used.
+pub fn load(log_dir: &Path, files: &[(u64, PathBuf)]) -> Result<Loaded, String> {
+    let path = log_dir.join(FILE);
+    let bytes = match fs::read(&path) {
+        Ok(bytes) => bytes,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err("no checkpoint".into()),
+        Err(e) => return Err(format!("cannot read {}: {e}", path.display())),
+    };
+    let loaded = decode(&bytes, files)?;
+    verify(&loaded)?;
+    Ok(loaded)
+}
+
+fn decode(bytes: &[u8], files: &[(u64, PathBuf)]) -> Result<Loaded, String> {
+    if bytes.len() < HEADER_LEN || &bytes[..8] != MAGIC {
+        return Err("not a checkpoint (bad magic or too short)".into());
+    }
+    let format = u32::from_le_bytes(bytes[8..12].try_into().unwrap_or_default());
+    if format != FORMAT {
+        return Err(format!("checkpoint format {format}; this build reads {FORMAT}"));
+    }
+    let len = u64::from_le_bytes(bytes[12..20].try_into().unwrap_or_default());
+    let crc = u32::from_le_bytes(bytes[20..24].try_into().unwrap_or_default());
+    let body = &bytes[HEADER_LEN..];
+    if body.len() as u64 != len {
+        return Err(format!("body is {} bytes, header says {len}", body.len()));
+    }
+    if crc32c::crc32c(body) != crc {
+        return Err("checksum mismatch".into());
+    }
+    let mut r = Reader { bytes: body, at: 0 };
+    let head = r.varint()?;
+    let clock = i64::from_le_bytes(r.take(8)?.try_into().unwrap_or_default());
+    let segment_count = r.count(3)?;
+    if segment_count > files.len() {
+        return Err(format!(
+            "checkpoint names {segment_count} segments, the log has {}",
+            files.len()
+        ));
+    }
+    let mut segments = Vec::with_capacity(segment_count);
+    let mut position = 1;
+    for (first_named, path) in files.iter().take(segment_count) {
+        let first = r.varint()?;
+        let end = r.varint()?;
+        let n = r.count(1)?;
+        if first != *first_named || first != position {
+            return Err(format!(
+                "checkpoint segment starts at {first}, the log's at {first_named}"
+            ));
+        }
+        let mut offsets = Vec::with_capacity(n);
+        let mut last = 0u64;
+        for _ in 0..n {
+            last = last
+                .checked_add(r.varint()?)
+                .ok_or("offset overflows")?;
+            offsets.push(last);
+        }
+        position += n as u64;
+        segments.push(Scanned {
+            path: path.clone(),
+            first_position: first,
+            offsets,
+            end,
+        });
+    }
+    if position != head + 1 {
+        return Err(format!(
+            "checkpoint holds {} frames but names head {head}",
+            position - 1
+        ));
+    }
+    let stream_count = r.count(35)?;
+    let mut streams = HashMap::with_capacity(stream_count);
+    let mut tips = HashMap::with_capacity(stream_count);
+    let mut total = 0u64;
+    for _ in 0..stream_count {
+        let name_len = r.count(1)?;
+        let name = std::str::from_utf8(r.take(name_len)?)
+            .map_err(|_| "stream name is not UTF-8")?
+            .to_owned();
+        let version = r.varint()?;
+        let hash: Hash = r.take(32)?.try_into().unwrap_or_default();
+        let n = r.count(1)?;
+        if n as u64 != version + 1 || n == 0 {
+            return Err(format!("stream {name:?} holds {n} positions but tip version {version}"));
+        }
+        let mut positions = Vec::with_capacity(n);
+        let mut last = 0u64;
+        for _ in 0..n {
+            let delta = r.varint()?;
+            if delta == 0 {
+                return Err(format!("stream {name:?} positions do not increase"));
+            }
+            last = last.checked_add(delta).ok_or("position overflows")?;
+            positions.push(last);
+        }
+        if last > head {
+            return Err(format!("stream {name:?} holds position {last} beyond head {head}"));
+        }
+        total += n as u64;
+        tips.insert(name.clone(), Tip { version, hash });
+        if streams.insert(name, positions).is_some() {
+            return Err("a stream is named twice".into());
+        }
+    }
+    if total != head {
+        return Err(format!("streams hold {total} positions, head is {head}"));
+    }
+    if r.at != body.len() {
+        return Err("trailing bytes after the body".into());
+    }
+    Ok(Loaded {
+        sequencer: Sequencer::restore(tips, head, clock),
+        segments,
+        streams,
+    })
+}
+
+/// Reads every frame the checkpoint covers and checks its header, checksum and
+/// place (two threads, one per core), then decodes the frame at the head and
+/// checks it against the stream tip. Any doubt rejects the checkpoint.
+fn verify(loaded: &Loaded) -> Result<(), String> {
+    let count = loaded.segments.len();
+    // The last covered segment may have grown since; earlier ones were sealed.
+    let check = |range: std::ops::Range<usize>| -> Result<(), String> {
+        let mut buf = Vec::new();
+        for i in range {
+            check_segment(&loaded.segments[i], i + 1 < count, &mut buf)?;
+        }
+        Ok(())
+    };
+    let split = split_by_size(&loaded.segments);
+    std::thread::scope(|s| {
+        let other = s.spawn(|| check(split..count));
+        let mine = check(0..split);
+        let theirs = other.join().unwrap_or_else(|_| Err("checker panicked".into()));
+        mine.and(theirs)
+    })?;
+    let head = loaded.sequencer.head();
+    if head == 0 {
+        return Ok(());
+    }
+    let Some(segment) = loaded.segments.iter().rev().find(|s| !s.offsets.is_empty()) else {
+        return Err("no frame holds the head".into());
+    };
+    let offset = *segment.offsets.last().unwrap_or(&0);
+    let file = File::open(&segment.path).map_err(|e| e.to_string())?;
+    let mut bytes = vec![0; (segment.end - offset) as usize];
+    file.read_exact_at(&mut bytes, offset)
+        .map_err(|e| e.to_string())?;
+    let (event, _) = frame::read(&bytes)?;
+    let tip = loaded.sequencer.tip(&event.stream);
+    if event.position != head
+        || tip != Some(Tip {
+            version: event.version,
+            hash: event.hash,
+        })
+    {
+        return Err("the frame at the head does not match the checkpoint".into());
+    }
+    Ok(())
+}
+
+/// The segment index that splits the covered bytes about in half.
+fn split_by_size(segments: &[Scanned]) -> usize {
+    let total: u64 = segments.iter().map(|s| s.end).sum();
+    let mut acc = 0;
+    for (i, s) in segments.iter().enumerate() {
+        acc += s.end;
+        if acc * 2 >= total {
+            return i + 1;
+        }
+    }
+    segments.len()
+}
+
+/// Checks one covered segment: its header, then each frame at its offset with
+/// a good checksum, ending exactly where the next begins; the last covered frame
+/// closes a batch. A sealed segment must end where the checkpoint says.
+fn check_segment(s: &Scanned, sealed: bool, buf: &mut Vec<u8>) -> Result<(), String> {
+    let mut file = File::open(&s.path).map_err(|e| format!("{}: {e}", s.path.display()))?;
+    let len = file.metadata().map_err(|e| e.to_string())?.len();
+    if len < s.end || (sealed && len != s.end) {
+        return Err(format!(
+            "{} is {len} bytes, the checkpoint says {}",
+            s.path.display(),
+            s.end
+        ));
+    }
+    buf.clear();
+    (&mut file)
+        .take(s.end)
+        .read_to_end(buf)
+        .map_err(|e| e.to_string())?;
+    if buf.len() as u64 != s.end {
+        return Err(format!("{} is shorter than the checkpoint says", s.path.display()));
+    }
+    if segment::parse_header(buf)? != s.first_position {
+        return Err("segment header does not match".into());
+    }
+    let mut at = segment::HEADER_LEN as u64;
+    let mut continues = false;
+    for &offset in &s.offsets {
+        if offset != at {
+            return Err(format!("frame at {at}, the checkpoint says {offset}"));
+        }
+        let parsed = frame::parse(&buf[at as usize..])?;
+        continues = parsed.continues;
+        at += parsed.len as u64;
+    }
+    if at != s.end || continues {
+        return Err(format!("frames end at {at}, the checkpoint says {}", s.end));
+    }
+    Ok(())
+}
+
+struct Reader<'a> {
+    bytes: &'a [u8],
+    at: usize,
+}
+
+impl Reader<'_> {
+    fn take(&mut self, n: usize) -> Result<&[u8], String> {
+        let end = self.at.checked_add(n).filter(|&e| e <= self.bytes.len());
+        let end = end.ok_or("checkpoint body cut short")?;
+        let out = &self.bytes[self.at..end];
+        self.at = end;
+        Ok(out)
+    }
+
+    fn varint(&mut self) -> Result<u64, String> {
+        let mut value = 0u64;
+        for shift in (0..64).step_by(7) {
+            let byte = *self.bytes.get(self.at).ok_or("checkpoint body cut short")?;
+            self.at += 1;
+            value |= u64::from(byte & 0x7f) << shift;
+            if byte & 0x80 == 0 {
+                return Ok(value);
+            }
+        }
+        Err("varint too long".into())
+    }
+
+    /// A count of items each at least `min_bytes` long: never more than the
+    /// bytes left could hold, so a damaged count cannot make us allocate wildly.
+    fn count(&mut self, min_bytes: usize) -> Result<usize, String> {
+        let n = self.varint()?;
+        let left = (self.bytes.len() - self.at) / min_bytes.max(1);
+        usize::try_from(n)
+            .ok()
+            .filter(|&n| n <= left)
+            .ok_or_else(|| format!("count {n} exceeds what the body holds"))
+    }
+}
+
+fn put(out: &mut Vec<u8>, mut value: u64) {
+    while value >= 0x80 {
+        out.push((value as u8) | 0x80);
+        value >>= 7;
+    }
+    out.push(value as u8);
+}
