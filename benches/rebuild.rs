@@ -3,7 +3,9 @@
 //! against a plain sequential read of the same segment files.
 //!
 //! `cargo bench --bench rebuild`; `HOOKLEDGER_BENCH_REBUILD_EVENTS` sets the log's
-//! size (default 2 million events, the restart bench's mix).
+//! size (default 2 million events, the restart bench's mix);
+//! `HOOKLEDGER_BENCH_DIR` keeps the generated log in that directory and reuses it
+//! on the next run (for profiling the replay alone).
 
 mod common;
 
@@ -20,7 +22,10 @@ fn main() {
     common::machine("rebuild");
     let total = env_u64("HOOKLEDGER_BENCH_REBUILD_EVENTS", 2_000_000);
     let shape = Shape::for_log_events(total);
-    let dir = tempfile::tempdir().expect("temp dir");
+    let temp = tempfile::tempdir().expect("temp dir");
+    let dir = std::env::var_os("HOOKLEDGER_BENCH_DIR")
+        .map_or_else(|| temp.path().to_owned(), std::path::PathBuf::from);
+    let reuse = dir.join("log").exists();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -28,8 +33,8 @@ fn main() {
         .expect("runtime");
     let started = Instant::now();
     let head = runtime.block_on(async {
-        let store = Arc::new(EmbeddedStore::open(dir.path()).expect("open"));
-        let head = fill(&store, shape).await;
+        let store = Arc::new(EmbeddedStore::open(&dir).expect("open"));
+        let head = if reuse { store.head() } else { fill(&store, shape).await };
         store.close().await;
         head
     });
@@ -38,7 +43,7 @@ fn main() {
         shape.deliveries(),
         started.elapsed().as_secs_f64()
     );
-    let log = dir.path().join("log");
+    let log = dir.join("log");
     // Warm the page cache so both sides read from memory.
     let bytes = common::read_all_files(&log);
     let rounds = env_u64("HOOKLEDGER_BENCH_ROUNDS", 2);
@@ -50,7 +55,7 @@ fn main() {
         assert_eq!(read, bytes);
         let (rebuilt, secs) = runtime.block_on(async {
             let store: Arc<dyn EventStore> =
-                Arc::new(EmbeddedStore::open_read_only(dir.path()).expect("open read-only"));
+                Arc::new(EmbeddedStore::open_read_only(&dir).expect("open read-only"));
             let t = Instant::now();
             let rebuilt = hookledger::cli::projections::replay(
                 store.as_ref(),

@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
+use crate::chain::Hash;
 use crate::snapshot::Snapshot;
 use crate::store::{EventStore, RecordedEvent};
 
@@ -47,22 +48,136 @@ pub fn decode(event: &RecordedEvent) -> Result<projections::Recorded, Error> {
     })
 }
 
+/// An event decoded for the folds, with what the digest needs: decoding is the
+/// part of a replay that can run ahead of the folding, on the other core.
+#[derive(Debug)]
+pub struct Decoded {
+    pub recorded: projections::Recorded,
+    pub hash: Hash,
+}
+
+impl Decoded {
+    /// Decodes `event` as the folds need it: what they do not read (an attempt's
+    /// response body, the request and key ids) is checked and dropped.
+    pub fn new(event: &RecordedEvent) -> Result<Decoded, Error> {
+        let fold_error = |reason: String| Error::Fold {
+            position: event.position,
+            reason,
+        };
+        let data = projections::Event::decode_for_fold(
+            &event.event_type,
+            event.schema_version,
+            &event.data,
+        )
+        .map_err(|e| fold_error(e.to_string()))?;
+        let metadata = projections::Metadata::decode_for_fold(&event.metadata)
+            .map_err(|e| fold_error(e.to_string()))?;
+        Ok(Decoded {
+            recorded: projections::Recorded {
+                position: event.position,
+                version: event.version,
+                recorded_at: projections::Timestamp::from_micros(event.recorded_at),
+                metadata,
+                event: data,
+            },
+            hash: event.hash,
+        })
+    }
+}
+
 impl Snapshot {
     /// Folds the next event into the model and the digest. Events must come in
     /// position order with no gap.
     pub fn apply(&mut self, event: &RecordedEvent) -> Result<(), Error> {
+        self.check_next(event.position)?;
+        self.apply_decoded(&Decoded::new(event)?)
+    }
+
+    /// [`Snapshot::apply`] for an event decoded already.
+    pub fn apply_decoded(&mut self, event: &Decoded) -> Result<(), Error> {
+        let position = event.recorded.position;
+        self.check_next(position)?;
+        self.model.apply(&event.recorded);
+        self.digest.fold(position, &event.hash);
+        self.last_hash = event.hash;
+        Ok(())
+    }
+
+    fn check_next(&self, position: u64) -> Result<(), Error> {
         let expected = self.digest.position + 1;
-        if event.position != expected {
+        if position != expected {
             return Err(Error::Fold {
-                position: event.position,
+                position,
                 reason: format!("expected position {expected}: the log has a gap or a repeat"),
             });
         }
-        let recorded = decode(event)?;
-        self.model.apply(&recorded);
-        self.digest.fold(event.position, &event.hash);
-        self.last_hash = event.hash;
         Ok(())
+    }
+}
+
+/// Folds the log into `state` from its position to the store's head, reading
+/// and decoding on this task while a blocking thread folds: the two halves of a
+/// replay each take about one core. `progress` hears each folded position.
+pub async fn replay(
+    store: &dyn EventStore,
+    mut state: Snapshot,
+    batch: usize,
+    mut progress: impl FnMut(u64) + Send + 'static,
+) -> Result<Snapshot, Error> {
+    let from = state.position() + 1;
+    // A few batches in flight keep both sides busy without holding the log in memory.
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<Decoded>>(4);
+    let folder = tokio::task::spawn_blocking(move || {
+        while let Some(events) = rx.blocking_recv() {
+            for event in &events {
+                state.apply_decoded(event)?;
+            }
+            progress(state.position());
+        }
+        Ok::<_, Error>(state)
+    });
+    let read = read_ahead(store, &tx, from, batch).await;
+    drop(tx);
+    let folded = folder
+        .await
+        .map_err(|e| Error::Stopped(format!("the fold task failed: {e}").into()))?;
+    // A fold error comes first: it is at an earlier position than a read error.
+    let state = folded?;
+    read.map(|()| state)
+}
+
+/// Reads and decodes batches from `from` to the head into `tx`; stops early,
+/// without error, if the folder has gone (it failed and will say why).
+async fn read_ahead(
+    store: &dyn EventStore,
+    tx: &tokio::sync::mpsc::Sender<Vec<Decoded>>,
+    mut from: u64,
+    batch: usize,
+) -> Result<(), Error> {
+    loop {
+        let events = store.read_all(from, batch).await?;
+        let Some(last) = events.last() else {
+            return Ok(());
+        };
+        from = last.position + 1;
+        let mut decoded = Vec::with_capacity(events.len());
+        let mut failed = None;
+        for event in &events {
+            match Decoded::new(event) {
+                Ok(d) => decoded.push(d),
+                Err(e) => {
+                    failed = Some(e);
+                    break;
+                }
+            }
+        }
+        // Fold what decoded before the failure, so the error names the first bad event.
+        if tx.send(decoded).await.is_err() {
+            return Ok(());
+        }
+        if let Some(e) = failed {
+            return Err(e);
+        }
     }
 }
 

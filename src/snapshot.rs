@@ -16,7 +16,9 @@ use projections::ReadModel;
 use crate::chain::{Hash, LedgerDigest};
 
 const MAGIC: &[u8; 8] = b"HKLGSNAP";
-const FORMAT: u32 = 1;
+/// Bump on any change to the archived form of the read model. 2: records boxed
+/// in their maps, event status counts.
+const FORMAT: u32 = 2;
 /// Magic, format, CRC32C of the body, body length.
 const HEADER_LEN: usize = 8 + 4 + 4 + 8;
 

@@ -88,6 +88,13 @@ pub struct WebhookEvent {
     pub payload: String,
     pub delivery_ids: Vec<String>,
     pub status: EventStatus,
+    /// Deliveries whose latest status is `pending` or `retry_scheduled`, and
+    /// those `failed`: what `status` is derived from, kept so an attempt need
+    /// not look up every sibling delivery. Derived, so not served.
+    #[serde(skip)]
+    pub open_deliveries: u32,
+    #[serde(skip)]
+    pub failed_deliveries: u32,
     pub created_at: Timestamp,
     pub updated_at: Timestamp,
 }
@@ -156,11 +163,14 @@ impl ReadModel {
             Event::ApiKeyIssued(e) => self.apply_key_issued(e, at),
             Event::ApiKeyRevoked(e) => self.apply_key_revoked(e, at),
             event => {
-                let tenant = self
-                    .tenants
-                    .entry(event.organization_id().to_owned())
-                    .or_default();
-                tenant.apply(recorded);
+                // Look up before inserting: `entry` would allocate the key every time.
+                let org = event.organization_id();
+                if !self.tenants.contains_key(org) {
+                    self.tenants.insert(org.to_owned(), Tenant::default());
+                }
+                if let Some(tenant) = self.tenants.get_mut(org) {
+                    tenant.apply(recorded);
+                }
             }
         }
     }
@@ -199,25 +209,25 @@ impl ReadModel {
 impl Tenant {
     fn apply(&mut self, recorded: &Recorded) {
         let at = recorded.recorded_at;
-        let resource_id = match &recorded.event {
+        let resource_id: &str = match &recorded.event {
             Event::EndpointCreated(e) => {
                 self.endpoints
                     .insert(e.endpoint_id.clone(), Endpoint::created(e, at));
-                e.endpoint_id.clone()
+                &e.endpoint_id
             }
             Event::EndpointUpdated(e) => {
                 if let Some(endpoint) = self.endpoints.get_mut(&e.endpoint_id) {
                     endpoint.apply(e, at);
                 }
-                e.endpoint_id.clone()
+                &e.endpoint_id
             }
             Event::WebhookEventAccepted(e) => {
                 self.apply_accepted(e, at);
-                e.event_id.clone()
+                &e.event_id
             }
             Event::AttemptRecorded(e) => {
                 self.apply_attempt(e, at);
-                e.event_id.clone()
+                &e.event_id
             }
             Event::ApiKeyIssued(_) | Event::ApiKeyRevoked(_) => return,
         };
@@ -232,7 +242,7 @@ impl Tenant {
                 .or_insert_with(|| IdempotencyRecord {
                     request_sha256: request_sha256.clone(),
                     position: recorded.position,
-                    resource_id,
+                    resource_id: resource_id.to_owned(),
                     recorded_at: at,
                 });
         }
@@ -279,6 +289,8 @@ impl Tenant {
                     .expect("canonical JSON is UTF-8"),
                 delivery_ids: e.deliveries.iter().map(|d| d.delivery_id.clone()).collect(),
                 status,
+                open_deliveries: u32::try_from(e.deliveries.len()).unwrap_or(u32::MAX),
+                failed_deliveries: 0,
                 created_at: at,
                 updated_at: at,
             }),
@@ -289,24 +301,46 @@ impl Tenant {
         let Some(delivery) = self.deliveries.get_mut(&e.delivery_id) else {
             return;
         };
+        let before = delivery.status;
         delivery.apply(e, at);
+        let after = delivery.status;
         let Some(event) = self.events.get_mut(&e.event_id) else {
             return;
         };
-        let deliveries = &self.deliveries;
-        event.status = EventStatus::derive(
-            event
-                .delivery_ids
-                .iter()
-                .filter_map(|id| deliveries.get(id))
-                .map(|d| d.status),
-        );
+        event.count(before, false);
+        event.count(after, true);
+        // `EventStatus::derive` over the deliveries, from the counts.
+        event.status = if event.delivery_ids.is_empty() {
+            EventStatus::Skipped
+        } else if event.open_deliveries > 0 {
+            EventStatus::Pending
+        } else if event.failed_deliveries > 0 {
+            EventStatus::Failed
+        } else {
+            EventStatus::Delivered
+        };
         event.updated_at = event.updated_at.max(at);
     }
 
     /// The idempotency record for a key sent to a route, if any.
     pub fn idempotency(&self, route: &str, key: &str) -> Option<&IdempotencyRecord> {
         self.idempotency.get(&idempotency_slot(route, key))
+    }
+}
+
+impl WebhookEvent {
+    /// Counts a delivery into (`add`) or out of the status counts.
+    fn count(&mut self, status: AttemptStatus, add: bool) {
+        let counter = match status {
+            AttemptStatus::Pending | AttemptStatus::RetryScheduled => &mut self.open_deliveries,
+            AttemptStatus::Failed => &mut self.failed_deliveries,
+            AttemptStatus::Delivered => return,
+        };
+        *counter = if add {
+            counter.saturating_add(1)
+        } else {
+            counter.saturating_sub(1)
+        };
     }
 }
 
@@ -355,7 +389,11 @@ impl Delivery {
     pub fn apply(&mut self, e: &AttemptRecorded, at: Timestamp) {
         self.status = e.status;
         self.response_status_code = e.response_status_code.map(|c| c.get());
-        self.last_error = e.last_error.as_ref().map(|s| s.as_str().to_owned());
+        match (&mut self.last_error, &e.last_error) {
+            // Reuse the allocation: retries usually report errors of similar length.
+            (Some(mine), Some(theirs)) => theirs.as_str().clone_into(mine),
+            (mine, theirs) => *mine = theirs.as_ref().map(|s| s.as_str().to_owned()),
+        }
         self.next_retry_at = e.next_retry_at.as_ref().map(|r| r.at());
         self.attempt_count += 1;
         self.attempted_at = Some(at);

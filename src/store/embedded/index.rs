@@ -5,7 +5,7 @@
 //! through it can never see an unacknowledged append. Every read re-checks the
 //! frame's checksum and position: bad bytes are refused, never served.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
@@ -41,6 +41,12 @@ struct Segment {
     end: u64,
 }
 
+/// The most recent durable records kept in memory, so the projector that
+/// follows the head reads what was just committed without a trip to the disk.
+const RECENT_EVENTS: usize = 4096;
+/// ... and at most this many bytes of event data and metadata.
+const RECENT_BYTES: usize = 16 * 1024 * 1024;
+
 /// Where the durable events are.
 #[derive(Debug, Default)]
 pub struct Index {
@@ -48,6 +54,9 @@ pub struct Index {
     /// Stream name -> positions of its events, in version order.
     streams: HashMap<String, Vec<u64>>,
     head: u64,
+    /// The last durable records, in position order, ending at `head`.
+    recent: VecDeque<RecordedEvent>,
+    recent_bytes: usize,
 }
 
 /// One frame to read.
@@ -114,10 +123,29 @@ impl Index {
             match self.streams.get_mut(record.stream.as_str()) {
                 Some(positions) => positions.push(record.position),
                 None => {
-                    self.streams.insert(record.stream, vec![record.position]);
+                    self.streams.insert(record.stream.clone(), vec![record.position]);
                 }
             }
+            self.recent_bytes += record.data.len() + record.metadata.len();
+            self.recent.push_back(record);
         }
+        while self.recent.len() > RECENT_EVENTS || self.recent_bytes > RECENT_BYTES {
+            let Some(old) = self.recent.pop_front() else {
+                break;
+            };
+            self.recent_bytes -= old.data.len() + old.metadata.len();
+        }
+    }
+
+    /// Up to `max` events from position `from` if they are all among the recent
+    /// records in memory: they were checked when they were written, moments ago.
+    pub fn recent_from(&self, from: u64, max: usize) -> Option<Vec<RecordedEvent>> {
+        let first = self.recent.front()?.position;
+        if from < first || from > self.head {
+            return None;
+        }
+        let skip = usize::try_from(from - first).ok()?;
+        Some(self.recent.iter().skip(skip).take(max).cloned().collect())
     }
 
     fn locate(&self, position: u64) -> Option<Loc> {
@@ -165,6 +193,7 @@ impl Index {
 /// adjacent frames.
 pub fn read(locs: &[Loc]) -> Result<Vec<RecordedEvent>> {
     let mut events = Vec::with_capacity(locs.len());
+    let mut aligned = rkyv::util::AlignedVec::new();
     let mut rest = locs;
     while let Some(first) = rest.first() {
         let run = 1 + rest
@@ -186,20 +215,21 @@ pub fn read(locs: &[Loc]) -> Result<Vec<RecordedEvent>> {
         for loc in now {
             let bytes = &buf[at..at + loc.len as usize];
             at += loc.len as usize;
-            events.push(check(loc, bytes)?);
+            events.push(check(loc, bytes, &mut aligned)?);
         }
     }
     Ok(events)
 }
 
-fn check(loc: &Loc, bytes: &[u8]) -> Result<RecordedEvent> {
+fn check(loc: &Loc, bytes: &[u8], aligned: &mut rkyv::util::AlignedVec<16>) -> Result<RecordedEvent> {
     let corrupt = |reason: String| Error::Corrupt {
         file: loc.file.path.clone(),
         offset: loc.offset,
         position: loc.position,
         reason,
     };
-    let (event, len) = frame::read(bytes).map_err(corrupt)?;
+    let frame = frame::parse(bytes).map_err(corrupt)?;
+    let (event, len) = (frame::decode_in(frame.payload, aligned).map_err(corrupt)?, frame.len);
     if len as u64 != loc.len {
         return Err(corrupt(format!(
             "frame is {len} bytes, the index says {}",

@@ -389,7 +389,14 @@ impl EventStore for EmbeddedStore {
 
     #[tracing::instrument(level = "debug", skip(self))]
     async fn read_all(&self, from: u64, max: usize) -> Result<Vec<RecordedEvent>> {
-        let locs = self.shared.index().locate_all(from, max);
+        let locs = {
+            let index = self.shared.index();
+            // The projector asks for what was just committed: serve it from memory.
+            if let Some(events) = index.recent_from(from.max(1), max) {
+                return Ok(events);
+            }
+            index.locate_all(from, max)
+        };
         self.read(locs).await
     }
 
