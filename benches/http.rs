@@ -80,11 +80,14 @@ fn load(target: &Target_, length: Duration) -> Run {
 }
 
 async fn connection(c: usize, target: &Target_, warm_until: Instant, stop_at: Instant) -> Vec<u32> {
-    let stream = tokio::net::TcpStream::connect(target.address).await.expect("connect");
-    stream.set_nodelay(true).expect("nodelay");
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+    let stream = tokio::net::TcpStream::connect(target.address)
         .await
-        .expect("handshake");
+        .expect("connect");
+    stream.set_nodelay(true).expect("nodelay");
+    let (mut sender, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .expect("handshake");
     tokio::spawn(conn);
     let body = Bytes::from_static(BODY.as_bytes());
     let authorization = HeaderValue::from_str(&format!("Bearer {}", target.token)).expect("header");
@@ -97,18 +100,30 @@ async fn connection(c: usize, target: &Target_, warm_until: Instant, stop_at: In
         }
         let delivery = &target.deliveries[(c + CONNECTIONS * i) % target.deliveries.len()];
         i += 1;
-        let request = hyper::Request::post(format!("/v1/outbound-webhook-deliveries/{delivery}/attempts"))
-            .header(header::HOST, "127.0.0.1")
-            .header(header::AUTHORIZATION, authorization.clone())
-            .header("x-organization-id", ORG)
-            .header(header::CONTENT_TYPE, "application/json")
-            .body(Full::new(body.clone()))
-            .expect("request");
+        let request = hyper::Request::post(format!(
+            "/v1/outbound-webhook-deliveries/{delivery}/attempts"
+        ))
+        .header(header::HOST, "127.0.0.1")
+        .header(header::AUTHORIZATION, authorization.clone())
+        .header("x-organization-id", ORG)
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Full::new(body.clone()))
+        .expect("request");
         sender.ready().await.expect("connection ready");
         let response = sender.send_request(request).await.expect("response");
         let status = response.status();
-        let bytes = response.into_body().collect().await.expect("body").to_bytes();
-        assert_eq!(status, StatusCode::OK, "{}", String::from_utf8_lossy(&bytes));
+        let bytes = response
+            .into_body()
+            .collect()
+            .await
+            .expect("body")
+            .to_bytes();
+        assert_eq!(
+            status,
+            StatusCode::OK,
+            "{}",
+            String::from_utf8_lossy(&bytes)
+        );
         if started >= warm_until {
             latencies.push(u32::try_from(started.elapsed().as_micros()).unwrap_or(u32::MAX));
         }
@@ -117,7 +132,7 @@ async fn connection(c: usize, target: &Target_, warm_until: Instant, stop_at: In
 
 /// The real server: a fresh data directory, one organization with a key, four
 /// endpoints and 64 webhook events fanned out to 256 deliveries.
-async fn real_server(dir: &std::path::Path) -> (Target_, Node) {
+async fn real_server(dir: &std::path::Path) -> (Target_, Node, Arc<EmbeddedStore>) {
     let store = Arc::new(EmbeddedStore::open(dir).expect("open store"));
     let node = Node::start(store.clone(), Some(snapshot_file(dir))).await;
     node.ready().await.expect("ready");
@@ -136,7 +151,10 @@ async fn real_server(dir: &std::path::Path) -> (Target_, Node) {
             event_types: vec![],
             enabled: true,
         };
-        node.ledger.execute(command, &ctx, None).await.expect("endpoint");
+        node.ledger
+            .execute(command, &ctx, None)
+            .await
+            .expect("endpoint");
     }
     for n in 0..DELIVERIES / 4 {
         let command = Command::AcceptEvent {
@@ -146,19 +164,37 @@ async fn real_server(dir: &std::path::Path) -> (Target_, Node) {
             source_key: None,
             payload: json!({"invoiceId": format!("inv_{n:08}"), "amount": 1200, "currency": "EUR"}),
         };
-        node.ledger.execute(command, &ctx, None).await.expect("event");
+        node.ledger
+            .execute(command, &ctx, None)
+            .await
+            .expect("event");
     }
-    let deliveries: Vec<String> = node.projector.read().model.tenant(ORG).expect("tenant").deliveries.keys().cloned().collect();
+    let deliveries: Vec<String> = node
+        .projector
+        .read()
+        .model
+        .tenant(ORG)
+        .expect("tenant")
+        .deliveries
+        .keys()
+        .cloned()
+        .collect();
     assert_eq!(deliveries.len(), DELIVERIES);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
     let address = listener.local_addr().expect("address");
-    tokio::spawn(api::serve(listener, AppState::new(node.clone()), std::future::pending()));
+    tokio::spawn(api::serve(
+        listener,
+        AppState::new(node.clone()),
+        std::future::pending(),
+    ));
     let target = Target_ {
         address,
         token: key.token,
         deliveries: Arc::new(deliveries),
     };
-    (target, node)
+    (target, node, store)
 }
 
 /// The no-op server: the same route and extractors' work on the body (read it,
@@ -176,23 +212,52 @@ async fn noop_server(answer: Bytes) -> SocketAddr {
             }
             let mut response: Response = (StatusCode::OK, answer).into_response();
             let headers = response.headers_mut();
-            headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+            headers.insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            );
             headers.insert(header::ETAG, HeaderValue::from_static("\"1\""));
             response
         }
     };
-    let app = axum::Router::new().route("/v1/outbound-webhook-deliveries/{id}/attempts", post(handler));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let app = axum::Router::new().route(
+        "/v1/outbound-webhook-deliveries/{id}/attempts",
+        post(handler),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
     let address = listener.local_addr().expect("address");
     tokio::spawn(async move { axum::serve(listener, app).await });
     address
+}
+
+/// fdatasyncs/s of a raw loop of 256-byte writes in `dir`, for two seconds.
+fn fsync_rate(dir: &std::path::Path) -> f64 {
+    use std::os::unix::fs::FileExt;
+    let path = dir.join(format!("raw-{}.bin", std::process::id()));
+    let file = std::fs::File::create(&path).expect("raw file");
+    let started = Instant::now();
+    let mut n = 0u64;
+    while started.elapsed() < Duration::from_secs(2) {
+        file.write_all_at(&[0x5a; 256], n * 256).expect("write");
+        file.sync_data().expect("fdatasync");
+        n += 1;
+    }
+    let rate = n as f64 / started.elapsed().as_secs_f64();
+    let _ = std::fs::remove_file(&path);
+    println!("raw 256-byte write + fdatasync loop: {rate:.0}/s");
+    rate
 }
 
 /// One real answer's body, to size the no-op's.
 async fn sample_answer(target: &Target_) -> Bytes {
     let client = reqwest::Client::new();
     let response = client
-        .post(format!("http://{}/v1/outbound-webhook-deliveries/{}/attempts", target.address, target.deliveries[0]))
+        .post(format!(
+            "http://{}/v1/outbound-webhook-deliveries/{}/attempts",
+            target.address, target.deliveries[0]
+        ))
         .bearer_auth(&target.token)
         .header("x-organization-id", ORG)
         .header("content-type", "application/json")
@@ -214,18 +279,28 @@ fn main() {
         .enable_all()
         .build()
         .expect("server runtime");
-    let (real, node) = server.block_on(real_server(dir.path()));
+    let (real, _node, store) = server.block_on(real_server(dir.path()));
     let answer = server.block_on(sample_answer(&real));
     let noop = Target_ {
         address: server.block_on(noop_server(answer.clone())),
         ..real.clone()
     };
-    println!("answer body: {} bytes; {CONNECTIONS} connections over {DELIVERIES} deliveries, {}s per phase", answer.len(), length.as_secs());
+    println!(
+        "answer body: {} bytes; {CONNECTIONS} connections over {DELIVERIES} deliveries, {}s per phase",
+        answer.len(),
+        length.as_secs()
+    );
     let (mut noop_rate, mut real_rate) = (0.0, 0.0);
     let (mut noop_lat, mut real_lat) = (Vec::new(), Vec::new());
+    let mut fsync_rate = fsync_rate(dir.path());
+    let (mut appends, mut fsyncs) = (0, 0);
     for round in 1..=rounds {
         let n = load(&noop, length);
+        let before = store.stats();
         let r = load(&real, length);
+        let after = store.stats();
+        appends += after.appends - before.appends;
+        fsyncs += after.fsyncs - before.fsyncs;
         println!(
             "round {round}: no-op {:.0} req/s (p99 {:.2} ms), real {:.0} attempts/s (p99 {:.2} ms)",
             n.requests_per_sec,
@@ -250,7 +325,11 @@ fn main() {
         Target::RatioAtLeast(0.5),
     );
     for p in [50.0, 99.0, 99.9] {
-        let target = if p == 99.0 { Target::AtMost(5.0) } else { Target::None };
+        let target = if p == 99.0 {
+            Target::AtMost(5.0)
+        } else {
+            Target::None
+        };
         figure(
             &format!("HTTP record-attempt p{p}"),
             percentile_ms(&real_lat, p),
@@ -260,8 +339,24 @@ fn main() {
             target,
         );
     }
-    if let Some(stats) = node.store.as_ref().head().checked_sub(0) {
-        println!("log head after the run: {stats}");
-    }
+    fsync_rate = (fsync_rate + self::fsync_rate(dir.path())) / 2.0;
+    // Each connection waits for its attempt's fsync before it sends the next,
+    // so the disk's sync latency bounds the rate: at most 32 attempts per sync.
+    figure(
+        "HTTP appends per fsync",
+        appends as f64 / fsyncs.max(1) as f64,
+        "appends",
+        "connections",
+        CONNECTIONS as f64,
+        Target::None,
+    );
+    figure(
+        "HTTP durable record-attempt vs the disk",
+        real_rate / rounds,
+        "attempts/s",
+        "32 connections x raw fdatasyncs/s (each connection waits one sync)",
+        fsync_rate * CONNECTIONS as f64,
+        Target::None,
+    );
     common::done("http");
 }

@@ -30,7 +30,11 @@ fn main() {
         .tenants
         .values()
         .flat_map(|t| t.deliveries.values())
-        .map(|d| serde_json::to_vec(&DeliverySnapshot::from(d)).expect("json").len())
+        .map(|d| {
+            serde_json::to_vec(&DeliverySnapshot::from(d))
+                .expect("json")
+                .len()
+        })
         .sum();
     let per_delivery = (after - before) as f64 / count as f64;
     println!(

@@ -34,7 +34,11 @@ fn main() {
     let started = Instant::now();
     let head = runtime.block_on(async {
         let store = Arc::new(EmbeddedStore::open(&dir).expect("open"));
-        let head = if reuse { store.head() } else { fill(&store, shape).await };
+        let head = if reuse {
+            store.head()
+        } else {
+            fill(&store, shape).await
+        };
         store.close().await;
         head
     });
@@ -67,7 +71,12 @@ fn main() {
             (rebuilt, t.elapsed().as_secs_f64())
         });
         assert_eq!(rebuilt.position(), head);
-        let deliveries: usize = rebuilt.model.tenants.values().map(|t| t.deliveries.len()).sum();
+        let deliveries: usize = rebuilt
+            .model
+            .tenants
+            .values()
+            .map(|t| t.deliveries.len())
+            .sum();
         assert_eq!(deliveries as u64, shape.deliveries());
         println!(
             "round {round}: plain read {:.3} s ({:.0} MB/s), rebuild {secs:.3} s",
@@ -82,14 +91,21 @@ fn main() {
         &format!("rebuild of {head} events"),
         rebuild / rounds,
         "events/s",
-        &format!("plain sequential read of the {} MB of segments", bytes / 1_000_000),
+        &format!(
+            "plain sequential read of the {} MB of segments",
+            bytes / 1_000_000
+        ),
         plain / rounds,
         Target::None,
     );
     println!(
         "figure: rebuild rate = {:.0} events/s | target >= 2000000 events/s: {}",
         rebuild / rounds,
-        if rebuild / rounds >= 2e6 { "MET" } else { "NOT MET" }
+        if rebuild / rounds >= 2e6 {
+            "MET"
+        } else {
+            "NOT MET"
+        }
     );
     common::done("rebuild");
 }

@@ -49,7 +49,11 @@ fn main() {
         let mut state = Snapshot::default();
         while state.position() < until {
             let want = (until - state.position()).min(8192) as usize;
-            for event in store.read_all(state.position() + 1, want).await.expect("read") {
+            for event in store
+                .read_all(state.position() + 1, want)
+                .await
+                .expect("read")
+            {
                 state.apply(&event).expect("apply");
             }
         }

@@ -23,7 +23,10 @@ pub fn machine(bench: &str) {
         })
         .unwrap_or_else(|| "unknown".into());
     let nproc = std::thread::available_parallelism().map_or(0, |n| n.get());
-    println!("== bench {bench}: nproc {nproc}, cpu {cpu}, load average {}", loadavg());
+    println!(
+        "== bench {bench}: nproc {nproc}, cpu {cpu}, load average {}",
+        loadavg()
+    );
 }
 
 /// The 1, 5 and 15 minute load averages.
@@ -50,7 +53,14 @@ pub enum Target {
 }
 
 /// Prints one figure with its same-run baseline and the ratio value/baseline.
-pub fn figure(name: &str, value: f64, unit: &str, baseline_name: &str, baseline: f64, target: Target) {
+pub fn figure(
+    name: &str,
+    value: f64,
+    unit: &str,
+    baseline_name: &str,
+    baseline: f64,
+    target: Target,
+) {
     let ratio = value / baseline;
     let verdict = match target {
         Target::RatioAtLeast(t) => format!("target ratio >= {t}: {}", met(ratio >= t)),
@@ -115,7 +125,9 @@ pub fn read_all_files(dir: &std::path::Path) -> u64 {
     let mut buf = vec![0u8; 1 << 20];
     let mut stack = vec![dir.to_owned()];
     while let Some(path) = stack.pop() {
-        let Ok(meta) = std::fs::metadata(&path) else { continue };
+        let Ok(meta) = std::fs::metadata(&path) else {
+            continue;
+        };
         if meta.is_dir() {
             let mut entries: Vec<_> = std::fs::read_dir(&path)
                 .map(|d| d.filter_map(|e| e.ok().map(|e| e.path())).collect())

@@ -153,7 +153,12 @@ fn accepted(w: u64) -> (String, Event) {
     let event = WebhookEventAccepted {
         event_id: event_id(w),
         organization_id: org(o),
-        event_type: if w % 3 == 0 { "invoice.paid" } else { "order.shipped" }.into(),
+        event_type: if w.is_multiple_of(3) {
+            "invoice.paid"
+        } else {
+            "order.shipped"
+        }
+        .into(),
         source_key: None,
         payload: json!({
             "invoiceId": format!("inv_{w:010}"),
@@ -163,7 +168,10 @@ fn accepted(w: u64) -> (String, Event) {
         }),
         deliveries,
     };
-    (stream::event(&event.event_id), Event::WebhookEventAccepted(event))
+    (
+        stream::event(&event.event_id),
+        Event::WebhookEventAccepted(event),
+    )
 }
 
 /// Attempt `k` overall: round `k / deliveries` over delivery `k % deliveries`.
@@ -176,10 +184,20 @@ fn attempt(shape: Shape, k: u64) -> (String, AttemptRecorded) {
         delivery_id: delivery_id(d),
         event_id: event_id(w),
         organization_id: org(w % ORGS),
-        status: if delivered { AttemptStatus::Delivered } else { AttemptStatus::RetryScheduled },
+        status: if delivered {
+            AttemptStatus::Delivered
+        } else {
+            AttemptStatus::RetryScheduled
+        },
         response_status_code: HttpStatusCode::parse(if delivered { 200 } else { 503 }),
-        response_body: Some(if delivered { json!({"ok": true}) } else { json!({"error": "unavailable"}) }),
-        last_error: (!delivered).then(|| NonEmptyString::parse("upstream answered 503 Service Unavailable").expect("non-empty")),
+        response_body: Some(if delivered {
+            json!({"ok": true})
+        } else {
+            json!({"error": "unavailable"})
+        }),
+        last_error: (!delivered).then(|| {
+            NonEmptyString::parse("upstream answered 503 Service Unavailable").expect("non-empty")
+        }),
         next_retry_at: (!delivered).then(|| RetryAt::parse("2030-01-01T00:00:00Z").expect("valid")),
     };
     (stream::delivery(&attempt.delivery_id), attempt)
@@ -189,7 +207,11 @@ fn attempts(shape: Shape) -> impl Iterator<Item = (String, Event, Metadata)> {
     (0..shape.attempts).map(move |k| {
         let (stream, a) = attempt(shape, k);
         let o = (k % shape.deliveries()) / ENDPOINTS % ORGS;
-        (stream, Event::AttemptRecorded(a), metadata(o, shape.events + k))
+        (
+            stream,
+            Event::AttemptRecorded(a),
+            metadata(o, shape.events + k),
+        )
     })
 }
 
@@ -233,11 +255,22 @@ fn new_event(event: &Event, meta: &Metadata) -> NewEvent {
 
 /// Panics unless the directly formatted bytes are the canonical ones.
 pub fn check_formatting() {
-    let shape = Shape { events: 4, attempts: 64 };
+    let shape = Shape {
+        events: 4,
+        attempts: 64,
+    };
     for (_, event, meta) in attempts(shape) {
         let fast = new_event(&event, &meta);
-        assert_eq!(fast.data, event.to_canonical_bytes(), "attempt bytes drifted");
-        assert_eq!(fast.metadata, meta.to_canonical_bytes(), "metadata bytes drifted");
+        assert_eq!(
+            fast.data,
+            event.to_canonical_bytes(),
+            "attempt bytes drifted"
+        );
+        assert_eq!(
+            fast.metadata,
+            meta.to_canonical_bytes(),
+            "metadata bytes drifted"
+        );
     }
 }
 

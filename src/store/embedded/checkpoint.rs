@@ -115,7 +115,9 @@ fn decode(bytes: &[u8], files: &[(u64, PathBuf)]) -> Result<Loaded, String> {
     }
     let format = u32::from_le_bytes(bytes[8..12].try_into().unwrap_or_default());
     if format != FORMAT {
-        return Err(format!("checkpoint format {format}; this build reads {FORMAT}"));
+        return Err(format!(
+            "checkpoint format {format}; this build reads {FORMAT}"
+        ));
     }
     let len = u64::from_le_bytes(bytes[12..20].try_into().unwrap_or_default());
     let crc = u32::from_le_bytes(bytes[20..24].try_into().unwrap_or_default());
@@ -150,9 +152,7 @@ fn decode(bytes: &[u8], files: &[(u64, PathBuf)]) -> Result<Loaded, String> {
         let mut offsets = Vec::with_capacity(n);
         let mut last = 0u64;
         for _ in 0..n {
-            last = last
-                .checked_add(r.varint()?)
-                .ok_or("offset overflows")?;
+            last = last.checked_add(r.varint()?).ok_or("offset overflows")?;
             offsets.push(last);
         }
         position += n as u64;
@@ -182,7 +182,9 @@ fn decode(bytes: &[u8], files: &[(u64, PathBuf)]) -> Result<Loaded, String> {
         let hash: Hash = r.take(32)?.try_into().unwrap_or_default();
         let n = r.count(1)?;
         if n as u64 != version + 1 || n == 0 {
-            return Err(format!("stream {name:?} holds {n} positions but tip version {version}"));
+            return Err(format!(
+                "stream {name:?} holds {n} positions but tip version {version}"
+            ));
         }
         let mut positions = Vec::with_capacity(n);
         let mut last = 0u64;
@@ -195,7 +197,9 @@ fn decode(bytes: &[u8], files: &[(u64, PathBuf)]) -> Result<Loaded, String> {
             positions.push(last);
         }
         if last > head {
-            return Err(format!("stream {name:?} holds position {last} beyond head {head}"));
+            return Err(format!(
+                "stream {name:?} holds position {last} beyond head {head}"
+            ));
         }
         total += n as u64;
         tips.insert(name.clone(), Tip { version, hash });
@@ -233,7 +237,9 @@ fn verify(loaded: &Loaded) -> Result<(), String> {
     std::thread::scope(|s| {
         let other = s.spawn(|| check(split..count));
         let mine = check(0..split);
-        let theirs = other.join().unwrap_or_else(|_| Err("checker panicked".into()));
+        let theirs = other
+            .join()
+            .unwrap_or_else(|_| Err("checker panicked".into()));
         mine.and(theirs)
     })?;
     let head = loaded.sequencer.head();
@@ -251,10 +257,11 @@ fn verify(loaded: &Loaded) -> Result<(), String> {
     let (event, _) = frame::read(&bytes)?;
     let tip = loaded.sequencer.tip(&event.stream);
     if event.position != head
-        || tip != Some(Tip {
-            version: event.version,
-            hash: event.hash,
-        })
+        || tip
+            != Some(Tip {
+                version: event.version,
+                hash: event.hash,
+            })
     {
         return Err("the frame at the head does not match the checkpoint".into());
     }
@@ -293,7 +300,10 @@ fn check_segment(s: &Scanned, sealed: bool, buf: &mut Vec<u8>) -> Result<(), Str
         .read_to_end(buf)
         .map_err(|e| e.to_string())?;
     if buf.len() as u64 != s.end {
-        return Err(format!("{} is shorter than the checkpoint says", s.path.display()));
+        return Err(format!(
+            "{} is shorter than the checkpoint says",
+            s.path.display()
+        ));
     }
     if segment::parse_header(buf)? != s.first_position {
         return Err("segment header does not match".into());

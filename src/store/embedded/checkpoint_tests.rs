@@ -34,7 +34,12 @@ async fn filled(dir: &Path, n: u64) -> Vec<RecordedEvent> {
 async fn everything(store: &EmbeddedStore) -> (Vec<RecordedEvent>, Vec<Vec<RecordedEvent>>) {
     let mut streams = Vec::new();
     for s in 0..3 {
-        streams.push(store.read_stream(&format!("s-{s}"), 0, 10_000).await.unwrap());
+        streams.push(
+            store
+                .read_stream(&format!("s-{s}"), 0, 10_000)
+                .await
+                .unwrap(),
+        );
     }
     (store.read_all(1, 10_000).await.unwrap(), streams)
 }
@@ -57,12 +62,22 @@ async fn reopens_as(dir: &Path, expected: &[RecordedEvent]) {
     assert_eq!(streams.iter().map(Vec::len).sum::<usize>(), expected.len());
     let tail = streams[0].last().unwrap();
     let appended = store
-        .append("s-0", ExpectedVersion::Exact(tail.version), vec![new_event(9999)])
+        .append(
+            "s-0",
+            ExpectedVersion::Exact(tail.version),
+            vec![new_event(9999)],
+        )
         .await
         .unwrap();
     assert_eq!(*appended.positions.start(), expected.len() as u64 + 1);
-    let event = store.read_all(*appended.positions.start(), 1).await.unwrap();
-    assert_eq!(event[0].prev_hash, tail.hash, "the chain goes on from the tip");
+    let event = store
+        .read_all(*appended.positions.start(), 1)
+        .await
+        .unwrap();
+    assert_eq!(
+        event[0].prev_hash, tail.hash,
+        "the chain goes on from the tip"
+    );
     assert!(event[0].recorded_at >= expected.last().unwrap().recorded_at);
     store.close().await;
 }
@@ -91,7 +106,11 @@ async fn a_stale_index_is_caught_up_by_scanning_what_came_after_it() {
     let store = EmbeddedStore::open_with(dir.path(), options(2048)).unwrap();
     for i in 30..70 {
         store
-            .append(&format!("s-{}", i % 3), ExpectedVersion::Any, vec![new_event(i)])
+            .append(
+                &format!("s-{}", i % 3),
+                ExpectedVersion::Any,
+                vec![new_event(i)],
+            )
             .await
             .unwrap();
     }
@@ -113,12 +132,18 @@ async fn a_damaged_index_is_never_trusted() {
             let mut bad = good.clone();
             bad[at] ^= bit;
             std::fs::write(index_file(dir.path()), &bad).unwrap();
-            assert!(load(dir.path()).is_err(), "a flip of {bit:#x} at byte {at} was trusted");
+            assert!(
+                load(dir.path()).is_err(),
+                "a flip of {bit:#x} at byte {at} was trusted"
+            );
         }
     }
     for len in [0, 7, 23, 24, good.len() / 2, good.len() - 1] {
         std::fs::write(index_file(dir.path()), &good[..len]).unwrap();
-        assert!(load(dir.path()).is_err(), "a cut to {len} bytes was trusted");
+        assert!(
+            load(dir.path()).is_err(),
+            "a cut to {len} bytes was trusted"
+        );
     }
     let mut longer = good.clone();
     longer.push(0);
@@ -127,7 +152,10 @@ async fn a_damaged_index_is_never_trusted() {
     // Whatever is there, the open scans the log and serves it whole.
     std::fs::write(index_file(dir.path()), &good[..good.len() / 2]).unwrap();
     reopens_as(dir.path(), &events).await;
-    assert!(load(dir.path()).is_ok(), "the close wrote a good index again");
+    assert!(
+        load(dir.path()).is_ok(),
+        "the close wrote a good index again"
+    );
 }
 
 #[tokio::test]

@@ -11,9 +11,9 @@ use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use crate::store::embedded::segment::Scanned;
 use crate::store::embedded::{checkpoint, frame};
 use crate::store::sequencer::Sequencer;
-use crate::store::embedded::segment::Scanned;
 use crate::store::{Error, RecordedEvent, Result};
 
 /// A segment file open for positioned reads.
@@ -123,7 +123,8 @@ impl Index {
             match self.streams.get_mut(record.stream.as_str()) {
                 Some(positions) => positions.push(record.position),
                 None => {
-                    self.streams.insert(record.stream.clone(), vec![record.position]);
+                    self.streams
+                        .insert(record.stream.clone(), vec![record.position]);
                 }
             }
             self.recent_bytes += record.data.len() + record.metadata.len();
@@ -221,7 +222,11 @@ pub fn read(locs: &[Loc]) -> Result<Vec<RecordedEvent>> {
     Ok(events)
 }
 
-fn check(loc: &Loc, bytes: &[u8], aligned: &mut rkyv::util::AlignedVec<16>) -> Result<RecordedEvent> {
+fn check(
+    loc: &Loc,
+    bytes: &[u8],
+    aligned: &mut rkyv::util::AlignedVec<16>,
+) -> Result<RecordedEvent> {
     let corrupt = |reason: String| Error::Corrupt {
         file: loc.file.path.clone(),
         offset: loc.offset,
@@ -229,7 +234,10 @@ fn check(loc: &Loc, bytes: &[u8], aligned: &mut rkyv::util::AlignedVec<16>) -> R
         reason,
     };
     let frame = frame::parse(bytes).map_err(corrupt)?;
-    let (event, len) = (frame::decode_in(frame.payload, aligned).map_err(corrupt)?, frame.len);
+    let (event, len) = (
+        frame::decode_in(frame.payload, aligned).map_err(corrupt)?,
+        frame.len,
+    );
     if len as u64 != loc.len {
         return Err(corrupt(format!(
             "frame is {len} bytes, the index says {}",

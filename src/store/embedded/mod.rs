@@ -314,11 +314,15 @@ fn scan_for_writing(log_dir: &Path) -> Result<(segment::Scan, u64)> {
             match segment::scan_files(&files, resumed) {
                 Ok(scan) => return Ok((scan, head)),
                 // The whole scan names the damage the same way, or finds none.
-                Err(e) => tracing::warn!(error = %e, "the log after the persisted index does not scan; scanning it whole"),
+                Err(e) => {
+                    tracing::warn!(error = %e, "the log after the persisted index does not scan; scanning it whole")
+                }
             }
         }
         Err(reason) if files.is_empty() => tracing::debug!(%reason, "no persisted index"),
-        Err(reason) => tracing::warn!(%reason, "not using the persisted index; scanning the whole log"),
+        Err(reason) => {
+            tracing::warn!(%reason, "not using the persisted index; scanning the whole log")
+        }
     }
     Ok((segment::scan_files(&files, segment::Scan::default())?, 0))
 }

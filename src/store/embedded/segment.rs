@@ -315,14 +315,17 @@ pub fn scan_files(files: &[(u64, PathBuf)], mut scan: Scan) -> Result<Scan> {
         let streams = &mut scan.streams;
         let from = resumed.map_or(HEADER_LEN as u64, |r| r.end);
         let from = usize::try_from(from).unwrap_or(usize::MAX);
-        let mut walk = walk_from(&bytes, from, &mut scan.sequencer, &mut |event| {
-            match streams.get_mut(event.stream.as_str()) {
+        let mut walk = walk_from(
+            &bytes,
+            from,
+            &mut scan.sequencer,
+            &mut |event| match streams.get_mut(event.stream.as_str()) {
                 Some(positions) => positions.push(event.position),
                 None => {
                     streams.insert(event.stream, vec![event.position]);
                 }
-            }
-        });
+            },
+        );
         if let Some(resumed) = resumed {
             let mut offsets = resumed.offsets.clone();
             offsets.append(&mut walk.offsets);
