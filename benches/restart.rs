@@ -25,8 +25,12 @@ fn main() {
     let total = env_u64("HOOKLEDGER_BENCH_EVENTS", 10_000_000);
     let tail = env_u64("HOOKLEDGER_BENCH_TAIL", 10_000).min(total);
     let shape = Shape::for_log_events(total);
-    let dir = tempfile::tempdir().expect("temp dir");
-    let snapshot = snapshot_file(dir.path());
+    let temp = tempfile::tempdir().expect("temp dir");
+    // `HOOKLEDGER_BENCH_DIR` keeps the generated ledger there and reuses it.
+    let dir = std::env::var_os("HOOKLEDGER_BENCH_DIR")
+        .map_or_else(|| temp.path().to_owned(), std::path::PathBuf::from);
+    let reuse = dir.join("log").exists() && snapshot_file(&dir).exists();
+    let snapshot = snapshot_file(&dir);
     let runtime = || {
         tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
@@ -36,7 +40,12 @@ fn main() {
     };
     let started = Instant::now();
     let head = runtime().block_on(async {
-        let store = Arc::new(EmbeddedStore::open(dir.path()).expect("open"));
+        let store = Arc::new(EmbeddedStore::open(&dir).expect("open"));
+        if reuse {
+            let head = store.head();
+            store.close().await;
+            return head;
+        }
         let head = fill(&store, shape).await;
         println!(
             "generated {head} events ({} deliveries) in {:.1} s",
@@ -66,19 +75,45 @@ fn main() {
         store.close().await;
         head
     });
-    let bytes = common::read_all_files(dir.path());
+    let bytes = common::read_all_files(&dir);
+    let t = Instant::now();
+    let loaded = Snapshot::load(&snapshot).expect("snapshot loads");
+    println!(
+        "snapshot load alone: {:.3} s ({} MB)",
+        t.elapsed().as_secs_f64(),
+        std::fs::metadata(&snapshot).map_or(0, |m| m.len()) / 1_000_000
+    );
+    let t = Instant::now();
+    drop(loaded);
+    println!("dropping it: {:.3} s", t.elapsed().as_secs_f64());
     let rounds = env_u64("HOOKLEDGER_BENCH_ROUNDS", 2);
     let (mut plain, mut restart) = (0.0, 0.0);
     for round in 1..=rounds {
         let t = Instant::now();
-        assert_eq!(common::read_all_files(dir.path()), bytes);
+        assert_eq!(common::read_all_files(&dir), bytes);
         let plain_secs = t.elapsed().as_secs_f64();
         let secs = runtime().block_on(async {
+            // As `hookledger serve` starts: the store opens while the snapshot loads.
             let t = Instant::now();
-            let store = Arc::new(EmbeddedStore::open(dir.path()).expect("open"));
-            let node = Node::start(store.clone(), Some(snapshot.clone())).await;
+            let mut store = None;
+            let node = Node::open(
+                || {
+                    let opened = Arc::new(EmbeddedStore::open(&dir)?);
+                    println!("  store open {:.3} s", t.elapsed().as_secs_f64());
+                    store = Some(opened.clone());
+                    Ok::<_, hookledger::store::Error>(opened as Arc<dyn EventStore>)
+                },
+                snapshot.clone(),
+            )
+            .await
+            .expect("open");
+            let store = store.expect("the store opened");
+            let started = t.elapsed().as_secs_f64();
             node.ready().await.expect("ready");
             let secs = t.elapsed().as_secs_f64();
+            println!(
+                "  snapshot loaded and checked at {started:.3} s, tail replayed by {secs:.3} s"
+            );
             assert_eq!(node.projector.position(), head);
             assert!(node.projector.caught_up());
             store.close().await;

@@ -205,14 +205,23 @@ impl Projector {
     /// Starts from the snapshot in `file` if it matches the log, else from nothing.
     /// Catching up happens in [`Projector::run`].
     pub async fn open(store: Arc<dyn EventStore>, file: Option<&Path>) -> (Arc<Projector>, Start) {
-        let (snapshot, start) = match file {
+        Self::open_loaded(store, file.map(Snapshot::load)).await
+    }
+
+    /// [`Projector::open`] with the snapshot file already read (or the reason it
+    /// could not be), so a restart can load it while the store opens.
+    pub async fn open_loaded(
+        store: Arc<dyn EventStore>,
+        loaded: Option<Result<Snapshot, crate::snapshot::Error>>,
+    ) -> (Arc<Projector>, Start) {
+        let (snapshot, start) = match loaded {
             None => (
                 Snapshot::default(),
                 Start::Empty {
                     reason: "no snapshot file configured".into(),
                 },
             ),
-            Some(file) => match trusted_snapshot(store.as_ref(), file).await {
+            Some(loaded) => match trusted_snapshot(store.as_ref(), loaded).await {
                 Ok(snapshot) => {
                     let position = snapshot.position();
                     (snapshot, Start::Snapshot { position })
@@ -354,8 +363,11 @@ impl Projector {
 }
 
 /// Loads the snapshot and checks it against the log; any doubt means rebuild.
-async fn trusted_snapshot(store: &dyn EventStore, file: &Path) -> Result<Snapshot, String> {
-    let snapshot = Snapshot::load(file).map_err(|e| e.to_string())?;
+async fn trusted_snapshot(
+    store: &dyn EventStore,
+    loaded: Result<Snapshot, crate::snapshot::Error>,
+) -> Result<Snapshot, String> {
+    let snapshot = loaded.map_err(|e| e.to_string())?;
     let position = snapshot.position();
     if position == 0 {
         return Ok(snapshot);

@@ -6,6 +6,7 @@
 
 use std::collections::BTreeMap;
 
+use crate::bulk::BulkMap;
 use crate::event::{
     ApiKeyIssued, ApiKeyRevoked, AttemptRecorded, EndpointCreated, EndpointUpdated, Event,
     Idempotency, Recorded, WebhookEventAccepted,
@@ -28,8 +29,10 @@ pub struct ReadModel {
     /// The position of the last event applied; 0 before any.
     pub position: u64,
     /// Per organization, so no lookup can cross into another one's data.
+    #[rkyv(with = BulkMap)]
     pub tenants: BTreeMap<String, Tenant>,
     /// By key id. Keys are looked up before the organization is known.
+    #[rkyv(with = BulkMap)]
     pub api_keys: BTreeMap<String, ApiKey>,
 }
 
@@ -46,15 +49,20 @@ pub struct ReadModel {
 )]
 #[serde(rename_all = "camelCase")]
 pub struct Tenant {
+    #[rkyv(with = BulkMap)]
     pub endpoints: BTreeMap<String, Endpoint>,
     /// Boxed, like `deliveries`: keys are ULIDs inserted in ascending order,
     /// which leaves B-tree nodes about half full, so the slots hold a pointer
     /// rather than the whole record.
+    #[rkyv(with = BulkMap)]
     pub events: BTreeMap<String, Box<WebhookEvent>>,
+    #[rkyv(with = BulkMap)]
     pub deliveries: BTreeMap<String, Box<Delivery>>,
     /// `sourceKey` -> event id, for idempotent event acceptance.
+    #[rkyv(with = BulkMap)]
     pub source_keys: BTreeMap<String, String>,
     /// `route` + "\n" + `Idempotency-Key` -> the write it produced.
+    #[rkyv(with = BulkMap)]
     pub idempotency: BTreeMap<String, IdempotencyRecord>,
 }
 

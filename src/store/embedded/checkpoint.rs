@@ -6,14 +6,17 @@
 //! The file is `DIR/log/index.ckpt`: magic, format version, body length and the
 //! body's CRC32C, then the body in LEB128 varints (offsets and positions as
 //! deltas). It is derived data and never trusted: a missing, damaged, stale or
-//! inconsistent file is ignored and the log scanned whole, and even a good one
-//! only skips the decoding: every frame it covers is still read and its checksum
-//! checked on open, so damage in the middle of the log is refused as before.
-//! Written atomically (temp file, fsync, rename, directory fsync).
+//! inconsistent file is ignored and the log scanned whole. Even a good one only
+//! skips the decoding: it keeps each segment's CRC32C up to where it covers it,
+//! and an open reads every covered byte and checks those checksums (in large
+//! chunks, two threads, while the streams decode on a third), so damage
+//! anywhere in the log still sends the open to the whole scan, which refuses it
+//! with its place as before. Written atomically (temp file, fsync, rename,
+//! directory fsync).
 
 use std::collections::HashMap;
 use std::fs::{self, File};
-use std::io::{Read, Write};
+use std::io::Write;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
@@ -24,8 +27,8 @@ use crate::store::sequencer::{Sequencer, Tip};
 
 pub const FILE: &str = "index.ckpt";
 const MAGIC: &[u8; 8] = b"HKLGIDX\0";
-/// Bump on any change to the body's layout.
-const FORMAT: u32 = 1;
+/// Bump on any change to the body's layout. 2: a CRC per segment.
+const FORMAT: u32 = 2;
 /// Magic, format, body length, body CRC32C.
 const HEADER_LEN: usize = 8 + 4 + 8 + 4;
 
@@ -40,16 +43,17 @@ pub struct Loaded {
 /// Encodes the index of `segments` and `streams` with the tips in `sequencer`.
 pub fn encode<'a>(
     sequencer: &Sequencer,
-    segments: impl ExactSizeIterator<Item = (u64, u64, &'a [u64])>,
+    segments: impl ExactSizeIterator<Item = (u64, u64, u32, &'a [u64])>,
     streams: &HashMap<String, Vec<u64>>,
 ) -> Vec<u8> {
     let mut body = Vec::with_capacity(64 + streams.len() * 48);
     put(&mut body, sequencer.head());
     body.extend_from_slice(&sequencer.clock().to_le_bytes());
     put(&mut body, segments.len() as u64);
-    for (first, end, offsets) in segments {
+    for (first, end, crc, offsets) in segments {
         put(&mut body, first);
         put(&mut body, end);
+        body.extend_from_slice(&crc.to_le_bytes());
         put(&mut body, offsets.len() as u64);
         let mut last = 0;
         for &offset in offsets {
@@ -104,12 +108,33 @@ pub fn load(log_dir: &Path, files: &[(u64, PathBuf)]) -> Result<Loaded, String> 
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err("no checkpoint".into()),
         Err(e) => return Err(format!("cannot read {}: {e}", path.display())),
     };
-    let loaded = decode(&bytes, files)?;
-    verify(&loaded)?;
+    let mut r = body(&bytes)?;
+    let head = r.varint()?;
+    let clock = i64::from_le_bytes(r.take(8)?.try_into().unwrap_or_default());
+    let segments = decode_segments(&mut r, head, files)?;
+    // Checking the log's bytes and decoding the streams are independent, and
+    // each about as long as the other: do them at once.
+    let (checked, streams) = std::thread::scope(|s| {
+        let checking = s.spawn(|| verify_segments(&segments));
+        let streams = decode_streams(&mut r, head);
+        let checked = checking
+            .join()
+            .unwrap_or_else(|_| Err("checker panicked".into()));
+        (checked, streams)
+    });
+    checked?;
+    let (streams, tips) = streams?;
+    let loaded = Loaded {
+        sequencer: Sequencer::restore(tips, head, clock),
+        segments,
+        streams,
+    };
+    check_head(&loaded)?;
     Ok(loaded)
 }
 
-fn decode(bytes: &[u8], files: &[(u64, PathBuf)]) -> Result<Loaded, String> {
+/// The checked body of a checkpoint file.
+fn body(bytes: &[u8]) -> Result<Reader<'_>, String> {
     if bytes.len() < HEADER_LEN || &bytes[..8] != MAGIC {
         return Err("not a checkpoint (bad magic or too short)".into());
     }
@@ -128,10 +153,15 @@ fn decode(bytes: &[u8], files: &[(u64, PathBuf)]) -> Result<Loaded, String> {
     if crc32c::crc32c(body) != crc {
         return Err("checksum mismatch".into());
     }
-    let mut r = Reader { bytes: body, at: 0 };
-    let head = r.varint()?;
-    let clock = i64::from_le_bytes(r.take(8)?.try_into().unwrap_or_default());
-    let segment_count = r.count(3)?;
+    Ok(Reader { bytes: body, at: 0 })
+}
+
+fn decode_segments(
+    r: &mut Reader<'_>,
+    head: u64,
+    files: &[(u64, PathBuf)],
+) -> Result<Vec<Scanned>, String> {
+    let segment_count = r.count(7)?;
     if segment_count > files.len() {
         return Err(format!(
             "checkpoint names {segment_count} segments, the log has {}",
@@ -143,6 +173,7 @@ fn decode(bytes: &[u8], files: &[(u64, PathBuf)]) -> Result<Loaded, String> {
     for (first_named, path) in files.iter().take(segment_count) {
         let first = r.varint()?;
         let end = r.varint()?;
+        let crc = u32::from_le_bytes(r.take(4)?.try_into().unwrap_or_default());
         let n = r.count(1)?;
         if first != *first_named || first != position {
             return Err(format!(
@@ -152,8 +183,20 @@ fn decode(bytes: &[u8], files: &[(u64, PathBuf)]) -> Result<Loaded, String> {
         let mut offsets = Vec::with_capacity(n);
         let mut last = 0u64;
         for _ in 0..n {
-            last = last.checked_add(r.varint()?).ok_or("offset overflows")?;
+            let delta = r.varint()?;
+            if delta == 0 {
+                return Err("frame offsets do not increase".into());
+            }
+            last = last.checked_add(delta).ok_or("offset overflows")?;
             offsets.push(last);
+        }
+        if offsets
+            .first()
+            .is_some_and(|&o| o != segment::HEADER_LEN as u64)
+            || offsets.last().is_some_and(|&o| o >= end)
+            || end < segment::HEADER_LEN as u64
+        {
+            return Err("frame offsets fall outside their segment".into());
         }
         position += n as u64;
         segments.push(Scanned {
@@ -161,6 +204,7 @@ fn decode(bytes: &[u8], files: &[(u64, PathBuf)]) -> Result<Loaded, String> {
             first_position: first,
             offsets,
             end,
+            crc,
         });
     }
     if position != head + 1 {
@@ -169,6 +213,12 @@ fn decode(bytes: &[u8], files: &[(u64, PathBuf)]) -> Result<Loaded, String> {
             position - 1
         ));
     }
+    Ok(segments)
+}
+
+type Streams = (HashMap<String, Vec<u64>>, HashMap<String, Tip>);
+
+fn decode_streams(r: &mut Reader<'_>, head: u64) -> Result<Streams, String> {
     let stream_count = r.count(35)?;
     let mut streams = HashMap::with_capacity(stream_count);
     let mut tips = HashMap::with_capacity(stream_count);
@@ -181,7 +231,7 @@ fn decode(bytes: &[u8], files: &[(u64, PathBuf)]) -> Result<Loaded, String> {
         let version = r.varint()?;
         let hash: Hash = r.take(32)?.try_into().unwrap_or_default();
         let n = r.count(1)?;
-        if n as u64 != version + 1 || n == 0 {
+        if n as u64 != version.wrapping_add(1) || n == 0 {
             return Err(format!(
                 "stream {name:?} holds {n} positions but tip version {version}"
             ));
@@ -210,30 +260,25 @@ fn decode(bytes: &[u8], files: &[(u64, PathBuf)]) -> Result<Loaded, String> {
     if total != head {
         return Err(format!("streams hold {total} positions, head is {head}"));
     }
-    if r.at != body.len() {
+    if r.at != r.bytes.len() {
         return Err("trailing bytes after the body".into());
     }
-    Ok(Loaded {
-        sequencer: Sequencer::restore(tips, head, clock),
-        segments,
-        streams,
-    })
+    Ok((streams, tips))
 }
 
-/// Reads every frame the checkpoint covers and checks its header, checksum and
-/// place (two threads, one per core), then decodes the frame at the head and
-/// checks it against the stream tip. Any doubt rejects the checkpoint.
-fn verify(loaded: &Loaded) -> Result<(), String> {
-    let count = loaded.segments.len();
-    // The last covered segment may have grown since; earlier ones were sealed.
+/// Reads every byte the checkpoint covers, in 1 MiB chunks on two threads, and
+/// checks each segment's header and CRC32C. A sealed segment (all but the last
+/// covered) must end where the checkpoint says; the last may have grown since.
+fn verify_segments(segments: &[Scanned]) -> Result<(), String> {
+    let count = segments.len();
     let check = |range: std::ops::Range<usize>| -> Result<(), String> {
-        let mut buf = Vec::new();
+        let mut buf = vec![0u8; CHUNK];
         for i in range {
-            check_segment(&loaded.segments[i], i + 1 < count, &mut buf)?;
+            check_segment(&segments[i], i + 1 < count, &mut buf)?;
         }
         Ok(())
     };
-    let split = split_by_size(&loaded.segments);
+    let split = split_by_size(segments);
     std::thread::scope(|s| {
         let other = s.spawn(|| check(split..count));
         let mine = check(0..split);
@@ -241,7 +286,15 @@ fn verify(loaded: &Loaded) -> Result<(), String> {
             .join()
             .unwrap_or_else(|_| Err("checker panicked".into()));
         mine.and(theirs)
-    })?;
+    })
+}
+
+/// Small enough to stay in cache between the read and the checksum.
+const CHUNK: usize = 1 << 20;
+
+/// Decodes the frame at the head and checks it against its stream's tip: the
+/// checkpoint belongs to this log, not to another with the same shape.
+fn check_head(loaded: &Loaded) -> Result<(), String> {
     let head = loaded.sequencer.head();
     if head == 0 {
         return Ok(());
@@ -251,12 +304,13 @@ fn verify(loaded: &Loaded) -> Result<(), String> {
     };
     let offset = *segment.offsets.last().unwrap_or(&0);
     let file = File::open(&segment.path).map_err(|e| e.to_string())?;
-    let mut bytes = vec![0; (segment.end - offset) as usize];
+    let mut bytes = vec![0; usize::try_from(segment.end - offset).map_err(|e| e.to_string())?];
     file.read_exact_at(&mut bytes, offset)
         .map_err(|e| e.to_string())?;
-    let (event, _) = frame::read(&bytes)?;
+    let (event, len) = frame::read(&bytes)?;
     let tip = loaded.sequencer.tip(&event.stream);
     if event.position != head
+        || len as u64 != segment.end - offset
         || tip
             != Some(Tip {
                 version: event.version,
@@ -281,11 +335,8 @@ fn split_by_size(segments: &[Scanned]) -> usize {
     segments.len()
 }
 
-/// Checks one covered segment: its header, then each frame at its offset with
-/// a good checksum, ending exactly where the next begins; the last covered frame
-/// closes a batch. A sealed segment must end where the checkpoint says.
-fn check_segment(s: &Scanned, sealed: bool, buf: &mut Vec<u8>) -> Result<(), String> {
-    let mut file = File::open(&s.path).map_err(|e| format!("{}: {e}", s.path.display()))?;
+fn check_segment(s: &Scanned, sealed: bool, buf: &mut [u8]) -> Result<(), String> {
+    let file = File::open(&s.path).map_err(|e| format!("{}: {e}", s.path.display()))?;
     let len = file.metadata().map_err(|e| e.to_string())?.len();
     if len < s.end || (sealed && len != s.end) {
         return Err(format!(
@@ -294,32 +345,20 @@ fn check_segment(s: &Scanned, sealed: bool, buf: &mut Vec<u8>) -> Result<(), Str
             s.end
         ));
     }
-    buf.clear();
-    (&mut file)
-        .take(s.end)
-        .read_to_end(buf)
-        .map_err(|e| e.to_string())?;
-    if buf.len() as u64 != s.end {
-        return Err(format!(
-            "{} is shorter than the checkpoint says",
-            s.path.display()
-        ));
-    }
-    if segment::parse_header(buf)? != s.first_position {
-        return Err("segment header does not match".into());
-    }
-    let mut at = segment::HEADER_LEN as u64;
-    let mut continues = false;
-    for &offset in &s.offsets {
-        if offset != at {
-            return Err(format!("frame at {at}, the checkpoint says {offset}"));
+    let mut crc = 0;
+    let mut at = 0u64;
+    while at < s.end {
+        let n = usize::try_from(s.end - at).map_or(buf.len(), |left| left.min(buf.len()));
+        let chunk = &mut buf[..n];
+        file.read_exact_at(chunk, at).map_err(|e| e.to_string())?;
+        if at == 0 && segment::parse_header(chunk)? != s.first_position {
+            return Err("segment header does not match".into());
         }
-        let parsed = frame::parse(&buf[at as usize..])?;
-        continues = parsed.continues;
-        at += parsed.len as u64;
+        crc = crc32c::crc32c_append(crc, chunk);
+        at += n as u64;
     }
-    if at != s.end || continues {
-        return Err(format!("frames end at {at}, the checkpoint says {}", s.end));
+    if crc != s.crc {
+        return Err(format!("{} does not match its checksum", s.path.display()));
     }
     Ok(())
 }

@@ -39,6 +39,8 @@ struct Segment {
     offsets: Vec<u64>,
     /// Where the last durable frame ends.
     end: u64,
+    /// CRC32C of the file up to `end`.
+    crc: u32,
 }
 
 /// The most recent durable records kept in memory, so the projector that
@@ -82,6 +84,7 @@ impl Index {
                 first_position: scanned.first_position,
                 offsets: scanned.offsets,
                 end: scanned.end,
+                crc: scanned.crc,
             });
         }
         Ok(index)
@@ -97,27 +100,30 @@ impl Index {
         let segments = self
             .segments
             .iter()
-            .map(|s| (s.first_position, s.end, s.offsets.as_slice()));
+            .map(|s| (s.first_position, s.end, s.crc, s.offsets.as_slice()));
         checkpoint::encode(sequencer, segments, &self.streams)
     }
 
     /// Starts a new, empty segment whose first frame will hold the next position.
-    pub fn add_segment(&mut self, file: Arc<SegmentFile>, end: u64) {
+    pub fn add_segment(&mut self, file: Arc<SegmentFile>, end: u64, crc: u32) {
         self.segments.push(Segment {
             file,
             first_position: self.head + 1,
             offsets: Vec::new(),
             end,
+            crc,
         });
     }
 
-    /// Takes in `records`, now durable in the last segment at `offsets`, ending at `end`.
-    pub fn extend(&mut self, records: Vec<RecordedEvent>, offsets: &[u64], end: u64) {
+    /// Takes in `records`, now durable in the last segment at `offsets`, which
+    /// ends at `end` with `crc` over its bytes.
+    pub fn extend(&mut self, records: Vec<RecordedEvent>, offsets: &[u64], end: u64, crc: u32) {
         let Some(segment) = self.segments.last_mut() else {
             return;
         };
         segment.offsets.extend_from_slice(offsets);
         segment.end = end;
+        segment.crc = crc;
         for record in records {
             self.head = record.position;
             match self.streams.get_mut(record.stream.as_str()) {

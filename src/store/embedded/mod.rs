@@ -111,14 +111,14 @@ impl Shared {
         self.index.write().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn add_segment(&self, file: Arc<SegmentFile>, end: u64) {
-        self.index_mut().add_segment(file, end);
+    fn add_segment(&self, file: Arc<SegmentFile>, end: u64, crc: u32) {
+        self.index_mut().add_segment(file, end, crc);
     }
 
     /// Makes durable records visible, then wakes whoever waits for them.
-    fn publish(&self, records: Vec<RecordedEvent>, offsets: &[u64], end: u64) {
+    fn publish(&self, records: Vec<RecordedEvent>, offsets: &[u64], end: u64, crc: u32) {
         let position = records.last().map(|r| r.position);
-        self.index_mut().extend(records, offsets, end);
+        self.index_mut().extend(records, offsets, end, crc);
         if let Some(position) = position {
             self.head.send_modify(|h| h.position = position);
         }
@@ -197,6 +197,7 @@ impl EmbeddedStore {
                     .map_err(|e| Error::io(format!("opening {}", last.path.display()), e))?,
                 path: last.path.clone(),
                 len: last.end,
+                crc: last.crc,
             }),
             None => None,
         };

@@ -245,6 +245,9 @@ pub struct Scanned {
     pub first_position: u64,
     pub offsets: Vec<u64>,
     pub end: u64,
+    /// CRC32C of the file's bytes up to `end`: what the persisted index keeps
+    /// so that an open can check a whole segment in one pass.
+    pub crc: u32,
 }
 
 /// Everything an open learns from the segment files.
@@ -359,11 +362,13 @@ pub fn scan_files(files: &[(u64, PathBuf)], mut scan: Scan) -> Result<Scan> {
                 reason: bad.reason,
             });
         }
+        let covered = usize::try_from(walk.end).map_or(&bytes[..], |end| &bytes[..end]);
         scan.segments.push(Scanned {
             path: path.clone(),
             first_position: first,
             offsets: walk.offsets,
             end: walk.end,
+            crc: crc32c::crc32c(covered),
         });
     }
     Ok(scan)

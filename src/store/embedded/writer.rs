@@ -56,6 +56,8 @@ pub struct Active {
     pub path: PathBuf,
     /// Where the last durable frame ends; the next write goes here.
     pub len: u64,
+    /// CRC32C of the file's bytes up to `len`.
+    pub crc: u32,
 }
 
 #[derive(Debug)]
@@ -188,8 +190,9 @@ impl Writer {
         }
         let end = active.len + buf.len() as u64;
         active.len = end;
+        active.crc = crc32c::crc32c_append(active.crc, &buf);
         self.sequencer.commit(staged);
-        self.shared.publish(records, &offsets, end);
+        self.shared.publish(records, &offsets, end, active.crc);
         let acknowledged = results.iter().filter(|r| r.is_ok()).count() as u64;
         self.shared.count_batch(acknowledged);
         reply(requests, results);
@@ -226,7 +229,7 @@ impl Writer {
         match self.create_segment(&path, first) {
             Ok(active) => {
                 let reader = SegmentFile::open(path).map_err(io::Error::other)?;
-                self.shared.add_segment(reader, active.len);
+                self.shared.add_segment(reader, active.len, active.crc);
                 self.active = Some(active);
                 Ok(())
             }
@@ -252,6 +255,7 @@ impl Writer {
             file,
             path: path.to_owned(),
             len: header.len() as u64,
+            crc: crc32c::crc32c(&header),
         })
     }
 }
