@@ -9,6 +9,10 @@
 
 pub mod workload;
 
+/// The allocator the `hookledger` binary uses, so the benches measure what ships.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::time::Duration;
 
 /// The machine and its load, printed at the start and the end of every bench.
