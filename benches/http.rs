@@ -294,8 +294,17 @@ fn main() {
     let (mut noop_lat, mut real_lat) = (Vec::new(), Vec::new());
     let mut fsync_rate = fsync_rate(dir.path());
     let (mut appends, mut fsyncs) = (0, 0);
+    // `HOOKLEDGER_BENCH_ONLY=real` loads only the real server (for profiling).
+    let only_real = std::env::var("HOOKLEDGER_BENCH_ONLY").is_ok_and(|v| v == "real");
     for round in 1..=rounds {
-        let n = load(&noop, length);
+        let n = if only_real {
+            Run {
+                requests_per_sec: f64::NAN,
+                latencies_micros: vec![0],
+            }
+        } else {
+            load(&noop, length)
+        };
         let before = store.stats();
         let r = load(&real, length);
         let after = store.stats();
