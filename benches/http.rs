@@ -44,6 +44,10 @@ struct Target_ {
 struct Run {
     requests_per_sec: f64,
     latencies_micros: Vec<u32>,
+    /// CPU the whole process (server and client) used per request.
+    cpu_micros_per_request: f64,
+    /// Cores busy on average during the load.
+    cores: f64,
 }
 
 /// One client thread, 32 connections, `length` of load after a warm-up second.
@@ -56,6 +60,12 @@ fn load(target: &Target_, length: Duration) -> Run {
             .expect("client runtime");
         runtime.block_on(async move {
             let warm_until = Instant::now() + Duration::from_secs(1);
+            let cpu_at = Arc::new(std::sync::Mutex::new(0.0));
+            let cpu_mark = cpu_at.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep_until(warm_until.into()).await;
+                *cpu_mark.lock().expect("cpu mark") = common::cpu_seconds();
+            });
             let stop_at = warm_until + length;
             let mut tasks = Vec::new();
             for c in 0..CONNECTIONS {
@@ -68,9 +78,12 @@ fn load(target: &Target_, length: Duration) -> Run {
             for task in tasks {
                 latencies.extend(task.await.expect("connection task"));
             }
+            let cpu = common::cpu_seconds() - *cpu_at.lock().expect("cpu mark");
             latencies.sort_unstable();
             Run {
                 requests_per_sec: latencies.len() as f64 / length.as_secs_f64(),
+                cpu_micros_per_request: cpu * 1e6 / latencies.len().max(1) as f64,
+                cores: cpu / length.as_secs_f64(),
                 latencies_micros: latencies,
             }
         })
@@ -294,28 +307,39 @@ fn main() {
     let (mut noop_lat, mut real_lat) = (Vec::new(), Vec::new());
     let mut fsync_rate = fsync_rate(dir.path());
     let (mut appends, mut fsyncs) = (0, 0);
-    // `HOOKLEDGER_BENCH_ONLY=real` loads only the real server (for profiling).
-    let only_real = std::env::var("HOOKLEDGER_BENCH_ONLY").is_ok_and(|v| v == "real");
+    // `HOOKLEDGER_BENCH_ONLY=real` (or `noop`) loads one side only, for profiling.
+    let only = std::env::var("HOOKLEDGER_BENCH_ONLY").unwrap_or_default();
+    let only_real = only == "real";
     for round in 1..=rounds {
         let n = if only_real {
             Run {
                 requests_per_sec: f64::NAN,
                 latencies_micros: vec![0],
+                cpu_micros_per_request: f64::NAN,
+                cores: f64::NAN,
             }
         } else {
             load(&noop, length)
         };
         let before = store.stats();
+        if only == "noop" {
+            println!("round {round}: no-op {:.0} req/s", n.requests_per_sec);
+            continue;
+        }
         let r = load(&real, length);
         let after = store.stats();
         appends += after.appends - before.appends;
         fsyncs += after.fsyncs - before.fsyncs;
         println!(
-            "round {round}: no-op {:.0} req/s (p99 {:.2} ms), real {:.0} attempts/s (p99 {:.2} ms)",
+            "round {round}: no-op {:.0} req/s (p99 {:.2} ms, {:.1} us CPU/req, {:.2} cores), real {:.0} attempts/s (p99 {:.2} ms, {:.1} us CPU/req, {:.2} cores)",
             n.requests_per_sec,
             percentile_ms(&n.latencies_micros, 99.0),
+            n.cpu_micros_per_request,
+            n.cores,
             r.requests_per_sec,
-            percentile_ms(&r.latencies_micros, 99.0)
+            percentile_ms(&r.latencies_micros, 99.0),
+            r.cpu_micros_per_request,
+            r.cores,
         );
         noop_rate += n.requests_per_sec;
         real_rate += r.requests_per_sec;

@@ -238,6 +238,16 @@ impl Projector {
             state: RwLock::new(snapshot),
             progress,
         });
+        // Fold each batch as the store commits it, before its writers hear back:
+        // a writer then finds its event in the model at once, instead of waking
+        // the projector task to read it back and waking again when it is folded.
+        // Weak: the store must not keep the projector alive.
+        let hooked = Arc::downgrade(&projector);
+        projector.store.on_commit(Box::new(move |events| {
+            if let Some(projector) = hooked.upgrade() {
+                projector.take_committed(events);
+            }
+        }));
         (projector, start)
     }
 
@@ -282,8 +292,36 @@ impl Projector {
         }
         let applied = state.position();
         drop(state);
-        self.progress.send_modify(|p| p.applied = applied);
+        self.progress.send_modify(|p| p.applied = p.applied.max(applied));
         Ok(events.len())
+    }
+
+    /// Folds events the store has just committed if they follow the model
+    /// directly. Anything else (a gap while catching up, an event that does not
+    /// decode) is left to [`Projector::run`], which reads it from the log and
+    /// stops with the reason if it cannot be folded.
+    fn take_committed(&self, events: &[RecordedEvent]) {
+        if self.stopped().is_some() {
+            return;
+        }
+        let mut state = self.state.write().unwrap_or_else(|e| e.into_inner());
+        let before = state.position();
+        for event in events {
+            if event.position <= state.position() {
+                continue;
+            }
+            let Ok(decoded) = Decoded::new(event) else {
+                break;
+            };
+            if state.apply_decoded(&decoded).is_err() {
+                break;
+            }
+        }
+        let applied = state.position();
+        drop(state);
+        if applied > before {
+            self.progress.send_modify(|p| p.applied = p.applied.max(applied));
+        }
     }
 
     /// Applies events until the model reaches the store's head as it is now.

@@ -108,6 +108,21 @@ pub fn phase() -> Duration {
     Duration::from_secs(env_u64("HOOKLEDGER_BENCH_SECS", 5))
 }
 
+/// CPU seconds (user + system) this process has used so far.
+pub fn cpu_seconds() -> f64 {
+    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
+        return 0.0;
+    };
+    // Fields after the command name, which is in parentheses and may hold spaces.
+    let Some((_, rest)) = stat.rsplit_once(')') else {
+        return 0.0;
+    };
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    // utime and stime are fields 14 and 15 of the whole line: 12 and 13 here.
+    (ticks(11) + ticks(12)) / 100.0
+}
+
 /// The process's resident set, in bytes.
 pub fn rss_bytes() -> u64 {
     std::fs::read_to_string("/proc/self/status")

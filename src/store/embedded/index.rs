@@ -144,6 +144,18 @@ impl Index {
         }
     }
 
+    /// The last `n` records taken in (fewer if the recent window is smaller),
+    /// in order, as the two slices they lie in.
+    pub fn recent_tail(&self, n: usize) -> [&[RecordedEvent]; 2] {
+        let (front, back) = self.recent.as_slices();
+        if back.len() >= n {
+            [&[], &back[back.len() - n..]]
+        } else {
+            let rest = n - back.len();
+            [&front[front.len().saturating_sub(rest)..], back]
+        }
+    }
+
     /// Up to `max` events from position `from` if they are all among the recent
     /// records in memory: they were checked when they were written, moments ago.
     pub fn recent_from(&self, from: u64, max: usize) -> Option<Vec<RecordedEvent>> {

@@ -73,9 +73,10 @@ pub struct Stats {
 }
 
 /// The log as readers see it: what the writer has made durable.
-#[derive(Debug)]
 struct Shared {
     index: RwLock<Index>,
+    /// Told of each batch after it is readable, before it is acknowledged.
+    hook: RwLock<Option<crate::store::CommitHook>>,
     head: watch::Sender<Head>,
     appends: AtomicU64,
     batches: AtomicU64,
@@ -94,6 +95,7 @@ impl Shared {
         let position = index.head();
         Shared {
             index: RwLock::new(index),
+            hook: RwLock::new(None),
             head: watch::Sender::new(Head { position, open }),
             appends: AtomicU64::new(0),
             batches: AtomicU64::new(0),
@@ -115,10 +117,22 @@ impl Shared {
         self.index_mut().add_segment(file, end, crc);
     }
 
-    /// Makes durable records visible, then wakes whoever waits for them.
+    /// Makes durable records visible, tells the hook, then wakes whoever
+    /// waits for them.
     fn publish(&self, records: Vec<RecordedEvent>, offsets: &[u64], end: u64, crc: u32) {
+        let count = records.len();
         let position = records.last().map(|r| r.position);
         self.index_mut().extend(records, offsets, end, crc);
+        let hook = self.hook.read().unwrap_or_else(|e| e.into_inner());
+        if let Some(hook) = hook.as_ref() {
+            let index = self.index();
+            for part in index.recent_tail(count) {
+                if !part.is_empty() {
+                    hook(part);
+                }
+            }
+        }
+        drop(hook);
         if let Some(position) = position {
             self.head.send_modify(|h| h.position = position);
         }
@@ -131,6 +145,15 @@ impl Shared {
     fn count_batch(&self, appends: u64) {
         self.batches.fetch_add(1, Ordering::Relaxed);
         self.appends.fetch_add(appends, Ordering::Relaxed);
+    }
+}
+
+impl std::fmt::Debug for Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shared")
+            .field("index", &self.index)
+            .field("head", &self.head)
+            .finish_non_exhaustive()
     }
 }
 
@@ -423,5 +446,10 @@ impl EventStore for EmbeddedStore {
 
     fn head(&self) -> u64 {
         self.shared.head.borrow().position
+    }
+
+    fn on_commit(&self, hook: crate::store::CommitHook) -> bool {
+        *self.shared.hook.write().unwrap_or_else(|e| e.into_inner()) = Some(hook);
+        true
     }
 }
