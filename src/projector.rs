@@ -125,32 +125,61 @@ pub async fn replay(
     mut progress: impl FnMut(u64) + Send + 'static,
 ) -> Result<Snapshot, Error> {
     let from = state.position() + 1;
-    // A few batches in flight keep both sides busy without holding the log in memory.
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<Decoded>>(4);
+    // Three stages: this task reads, a blocking thread decodes, another folds.
+    // A few batches in flight between them keep the two cores busy without
+    // holding the log in memory.
+    let (raw_tx, mut raw_rx) = tokio::sync::mpsc::channel::<Vec<RecordedEvent>>(2);
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Result<Vec<Decoded>, Error>>(2);
+    let decoder = tokio::task::spawn_blocking(move || {
+        while let Some(events) = raw_rx.blocking_recv() {
+            let (decoded, failed) = decode_batch(&events);
+            // Fold what decoded before a failure, so the error names the first bad event.
+            if tx.blocking_send(Ok(decoded)).is_err() {
+                return;
+            }
+            if let Some(e) = failed {
+                let _ = tx.blocking_send(Err(e));
+                return;
+            }
+        }
+    });
     let folder = tokio::task::spawn_blocking(move || {
         while let Some(events) = rx.blocking_recv() {
-            for event in &events {
+            for event in &events? {
                 state.apply_decoded(event)?;
             }
             progress(state.position());
         }
         Ok::<_, Error>(state)
     });
-    let read = read_ahead(store, &tx, from, batch).await;
-    drop(tx);
+    let read = read_ahead(store, &raw_tx, from, batch).await;
+    drop(raw_tx);
+    let _ = decoder.await;
     let folded = folder
         .await
         .map_err(|e| Error::Stopped(format!("the fold task failed: {e}").into()))?;
-    // A fold error comes first: it is at an earlier position than a read error.
+    // A fold or decode error comes first: it is at an earlier position than a read error.
     let state = folded?;
     read.map(|()| state)
 }
 
-/// Reads and decodes batches from `from` to the head into `tx`; stops early,
-/// without error, if the folder has gone (it failed and will say why).
+/// Decodes `events` up to the first that does not decode.
+fn decode_batch(events: &[RecordedEvent]) -> (Vec<Decoded>, Option<Error>) {
+    let mut decoded = Vec::with_capacity(events.len());
+    for event in events {
+        match Decoded::new(event) {
+            Ok(d) => decoded.push(d),
+            Err(e) => return (decoded, Some(e)),
+        }
+    }
+    (decoded, None)
+}
+
+/// Reads batches from `from` to the head into `tx`; stops early, without error,
+/// if the decoder has gone (it failed, and the folder will say why).
 async fn read_ahead(
     store: &dyn EventStore,
-    tx: &tokio::sync::mpsc::Sender<Vec<Decoded>>,
+    tx: &tokio::sync::mpsc::Sender<Vec<RecordedEvent>>,
     mut from: u64,
     batch: usize,
 ) -> Result<(), Error> {
@@ -160,23 +189,8 @@ async fn read_ahead(
             return Ok(());
         };
         from = last.position + 1;
-        let mut decoded = Vec::with_capacity(events.len());
-        let mut failed = None;
-        for event in &events {
-            match Decoded::new(event) {
-                Ok(d) => decoded.push(d),
-                Err(e) => {
-                    failed = Some(e);
-                    break;
-                }
-            }
-        }
-        // Fold what decoded before the failure, so the error names the first bad event.
-        if tx.send(decoded).await.is_err() {
+        if tx.send(events).await.is_err() {
             return Ok(());
-        }
-        if let Some(e) = failed {
-            return Err(e);
         }
     }
 }

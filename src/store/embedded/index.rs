@@ -224,20 +224,42 @@ pub fn read(locs: &[Loc]) -> Result<Vec<RecordedEvent>> {
         let (now, later) = rest.split_at(run);
         rest = later;
         let len: u64 = now.iter().map(|l| l.len).sum();
-        let mut buf = vec![0; usize::try_from(len).unwrap_or(usize::MAX)];
-        first
-            .file
-            .file
-            .read_exact_at(&mut buf, first.offset)
-            .map_err(|e| Error::io(format!("reading {}", first.file.path.display()), e))?;
-        let mut at = 0;
-        for loc in now {
-            let bytes = &buf[at..at + loc.len as usize];
-            at += loc.len as usize;
-            events.push(check(loc, bytes, &mut aligned)?);
-        }
+        let len = usize::try_from(len).unwrap_or(usize::MAX);
+        READ_BUFFER.with_borrow_mut(|buf| -> Result<()> {
+            // Reused: a replay reads megabytes per batch, and fresh pages
+            // cost more to fault in and zero than the read itself.
+            if buf.len() < len {
+                buf.resize(len, 0);
+            }
+            let buf = &mut buf[..len];
+            first
+                .file
+                .file
+                .read_exact_at(buf, first.offset)
+                .map_err(|e| Error::io(format!("reading {}", first.file.path.display()), e))?;
+            let mut at = 0;
+            for loc in now {
+                let bytes = &buf[at..at + loc.len as usize];
+                at += loc.len as usize;
+                events.push(check(loc, bytes, &mut aligned)?);
+            }
+            Ok(())
+        })?;
+        READ_BUFFER.with_borrow_mut(|buf| {
+            // Keep no more than a batch's worth between reads.
+            if buf.len() > MAX_KEPT_BUFFER {
+                *buf = Vec::new();
+            }
+        });
     }
     Ok(events)
+}
+
+/// The largest read buffer a thread keeps between reads.
+const MAX_KEPT_BUFFER: usize = 16 * 1024 * 1024;
+
+thread_local! {
+    static READ_BUFFER: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
 fn check(
