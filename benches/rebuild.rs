@@ -51,15 +51,17 @@ fn main() {
     // Warm the page cache so both sides read from memory.
     let bytes = common::read_all_files(&log);
     let rounds = env_u64("HOOKLEDGER_BENCH_ROUNDS", 2);
-    let (mut plain, mut rebuild) = (0.0, 0.0);
+    let (mut plain, mut rebuild, mut command) = (0.0, 0.0, 0.0);
     for round in 1..=rounds {
         let t = Instant::now();
         let read = common::read_all_files(&log);
         let plain_secs = t.elapsed().as_secs_f64();
         assert_eq!(read, bytes);
-        let (rebuilt, secs) = runtime.block_on(async {
+        let (rebuilt, secs, opened) = runtime.block_on(async {
+            let t = Instant::now();
             let store: Arc<dyn EventStore> =
                 Arc::new(EmbeddedStore::open_read_only(&dir).expect("open read-only"));
+            let opened = t.elapsed().as_secs_f64();
             let t = Instant::now();
             let rebuilt = hookledger::cli::projections::replay(
                 store.as_ref(),
@@ -68,7 +70,7 @@ fn main() {
             )
             .await
             .expect("replay");
-            (rebuilt, t.elapsed().as_secs_f64())
+            (rebuilt, t.elapsed().as_secs_f64(), opened)
         });
         assert_eq!(rebuilt.position(), head);
         let deliveries: usize = rebuilt
@@ -79,12 +81,13 @@ fn main() {
             .sum();
         assert_eq!(deliveries as u64, shape.deliveries());
         println!(
-            "round {round}: plain read {:.3} s ({:.0} MB/s), rebuild {secs:.3} s",
+            "round {round}: plain read {:.3} s ({:.0} MB/s), read-only open {opened:.3} s, replay {secs:.3} s",
             plain_secs,
             bytes as f64 / plain_secs / 1e6
         );
         plain += head as f64 / plain_secs;
         rebuild += head as f64 / secs;
+        command += head as f64 / (secs + opened);
     }
     let rounds = rounds as f64;
     figure(
@@ -98,14 +101,21 @@ fn main() {
         plain / rounds,
         Target::None,
     );
-    println!(
-        "figure: rebuild rate = {:.0} events/s | target >= 2000000 events/s: {}",
+    figure(
+        "rebuild rate (replay through the projections)",
         rebuild / rounds,
-        if rebuild / rounds >= 2e6 {
-            "MET"
-        } else {
-            "NOT MET"
-        }
+        "events/s",
+        "the issue's target",
+        2e6,
+        Target::AtLeast(2e6),
+    );
+    figure(
+        "projections rebuild with the read-only open",
+        command / rounds,
+        "events/s",
+        "plain sequential read",
+        plain / rounds,
+        Target::None,
     );
     common::done("rebuild");
 }

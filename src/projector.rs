@@ -306,7 +306,8 @@ impl Projector {
         }
         let applied = state.position();
         drop(state);
-        self.progress.send_modify(|p| p.applied = p.applied.max(applied));
+        self.progress
+            .send_modify(|p| p.applied = p.applied.max(applied));
         Ok(events.len())
     }
 
@@ -334,7 +335,8 @@ impl Projector {
         let applied = state.position();
         drop(state);
         if applied > before {
-            self.progress.send_modify(|p| p.applied = p.applied.max(applied));
+            self.progress
+                .send_modify(|p| p.applied = p.applied.max(applied));
         }
     }
 

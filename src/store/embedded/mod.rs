@@ -249,10 +249,12 @@ impl EmbeddedStore {
 
     /// Opens `dir` for reading alongside a running writer: takes no lock, never
     /// writes, and reads a torn tail as absent. Sees the log as it was at open.
+    /// Like a writer's open it starts from the persisted index when that checks
+    /// out; `audit verify` still reads and checks every frame after opening.
     pub fn open_read_only(dir: &Path) -> Result<EmbeddedStore> {
         let log_dir = dir.join("log");
         let scan = if log_dir.exists() {
-            segment::scan_log(&log_dir)?
+            scan_for_writing(&log_dir)?.0
         } else {
             std::fs::metadata(dir)
                 .map_err(|e| Error::io(format!("opening {}", dir.display()), e))?;
@@ -320,10 +322,11 @@ impl Drop for EmbeddedStore {
     }
 }
 
-/// The log as a writer opens it: from the persisted index when it checks out,
+/// The log as an open finds it: from the persisted index when it checks out,
 /// with only what came after it walked and decoded; otherwise (no index, or any
-/// doubt about it) the whole log, exactly as a read-only open scans it. Also
-/// returns the head the index covered, 0 without one.
+/// doubt about it) the whole log, scanned and decoded. Changes nothing on disk,
+/// so a read-only open beside a running writer uses it too. Also returns the
+/// head the index covered, 0 without one.
 fn scan_for_writing(log_dir: &Path) -> Result<(segment::Scan, u64)> {
     let files = segment::list(log_dir)?;
     match checkpoint::load(log_dir, &files) {
