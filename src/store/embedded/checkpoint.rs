@@ -46,7 +46,10 @@ pub fn encode<'a>(
     segments: impl ExactSizeIterator<Item = (u64, u64, u32, &'a [u64])>,
     streams: &HashMap<String, Vec<u64>>,
 ) -> Vec<u8> {
-    let mut body = Vec::with_capacity(64 + streams.len() * 48);
+    // Sized up front: the body of a large log is tens of megabytes, and growing
+    // it by doubling copies and faults in most of that again.
+    let frames: usize = segments.len() * 16 + streams.values().map(Vec::len).sum::<usize>() * 3;
+    let mut body = Vec::with_capacity(64 + frames * 2 + streams.len() * 56);
     put(&mut body, sequencer.head());
     body.extend_from_slice(&sequencer.clock().to_le_bytes());
     put(&mut body, segments.len() as u64);
