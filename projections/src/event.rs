@@ -217,6 +217,9 @@ impl Event {
         if (event_type, schema_version) != ("AttemptRecorded", 1) {
             return Event::decode(event_type, schema_version, data);
         }
+        if let Some(attempt) = crate::fast::attempt_for_fold(data) {
+            return Ok(Event::AttemptRecorded(attempt));
+        }
         let a: AttemptForFold<'_> =
             serde_json::from_slice(data).map_err(|source| DecodeError::Invalid {
                 event_type: event_type.to_owned(),
@@ -317,6 +320,9 @@ impl Metadata {
     /// Decodes metadata for the folds, which read only the idempotency record:
     /// checked as [`Metadata::decode`] checks it, the rest not kept.
     pub fn decode_for_fold(data: &[u8]) -> Result<Metadata, DecodeError> {
+        if crate::fast::metadata_without_idempotency(data).is_some() {
+            return Ok(Metadata::default());
+        }
         let m: MetadataForFold<'_> = serde_json::from_slice(data).map_err(DecodeError::Metadata)?;
         Ok(Metadata {
             request_id: None,
