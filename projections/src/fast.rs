@@ -69,8 +69,10 @@ impl<'a> Cursor<'a> {
                 break;
             }
         }
+        // As the serde path reads it: valid JSON, and valid UTF-8 throughout
+        // (`IgnoredAny` would skip over bad UTF-8 inside a string).
         let slice = &self.bytes[start..self.at];
-        serde_json::from_slice::<serde::de::IgnoredAny>(slice).ok()?;
+        serde_json::from_slice::<&serde_json::value::RawValue>(slice).ok()?;
         Some(())
     }
 
@@ -232,6 +234,15 @@ mod tests {
             if let Some(fast) = fast {
                 prop_assert_eq!(Some(fast), slow);
             }
+        }
+
+        #[test]
+        fn the_direct_canonical_attempt_bytes_are_the_generic_ones(a in attempt()) {
+            let event = Event::AttemptRecorded(a);
+            prop_assert_eq!(
+                event.to_canonical_bytes(),
+                crate::canonical::to_vec(&event.to_value())
+            );
         }
 
         #[test]
