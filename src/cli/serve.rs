@@ -7,8 +7,12 @@ use std::time::Duration;
 
 use clap::Args;
 
+use std::sync::Arc;
+
+use crate::api::metrics::StoreStats;
 use crate::api::{self, AppState};
-use crate::cli::{Error, StoreArgs, open};
+use crate::cli::{Error, StoreArgs};
+use crate::store::embedded::EmbeddedStore;
 use crate::node::{Node, snapshot_file};
 
 #[derive(Debug, Args)]
@@ -23,8 +27,12 @@ pub struct ServeArgs {
 }
 
 pub async fn run(store_args: &StoreArgs, args: ServeArgs) -> Result<(), Error> {
-    let store = open::store_for_writing(store_args)?;
-    let node = Node::start(store, Some(snapshot_file(&store_args.data))).await;
+    let embedded = Arc::new(
+        EmbeddedStore::open(&store_args.data).map_err(|e| {
+            Error::setup(&format!("cannot open the ledger in {}", store_args.data.display()), e)
+        })?,
+    );
+    let node = Node::start(embedded.clone(), Some(snapshot_file(&store_args.data))).await;
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .map_err(|e| Error::setup(&format!("cannot listen on {}", args.listen), e))?;
@@ -42,7 +50,14 @@ pub async fn run(store_args: &StoreArgs, args: ServeArgs) -> Result<(), Error> {
         snapshot_file(&store_args.data),
         Duration::from_secs(args.snapshot_interval),
     ));
-    let served = api::serve(listener, AppState::new(node.clone()), shutdown_signal()).await;
+    let state = AppState::new(node.clone()).with_store_stats(move || {
+        let stats = embedded.stats();
+        StoreStats {
+            appends: stats.appends,
+            fsyncs: stats.batches,
+        }
+    });
+    let served = api::serve(listener, state, shutdown_signal()).await;
     snapshots.abort();
     admin.abort();
     tracing::info!("stopped accepting; in-flight requests are done");
