@@ -332,7 +332,11 @@ mod tests {
         endpoint_history(store.as_ref(), "ep_2", 2).await;
         let (second, start) = Projector::open(store.clone(), Some(&file)).await;
         assert_eq!(start, Start::Snapshot { position: 4 });
-        assert_eq!(second.position(), 4, "nothing before the snapshot is replayed");
+        assert_eq!(
+            second.position(),
+            4,
+            "nothing before the snapshot is replayed"
+        );
         second.catch_up().await.unwrap();
         assert_eq!(second.position(), 7);
         assert_eq!(*second.read(), rebuilt(store).await);

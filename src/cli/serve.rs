@@ -12,8 +12,8 @@ use std::sync::Arc;
 use crate::api::metrics::StoreStats;
 use crate::api::{self, AppState};
 use crate::cli::{Error, StoreArgs};
-use crate::store::embedded::EmbeddedStore;
 use crate::node::{Node, snapshot_file};
+use crate::store::embedded::EmbeddedStore;
 
 #[derive(Debug, Args)]
 pub struct ServeArgs {
@@ -27,11 +27,12 @@ pub struct ServeArgs {
 }
 
 pub async fn run(store_args: &StoreArgs, args: ServeArgs) -> Result<(), Error> {
-    let embedded = Arc::new(
-        EmbeddedStore::open(&store_args.data).map_err(|e| {
-            Error::setup(&format!("cannot open the ledger in {}", store_args.data.display()), e)
-        })?,
-    );
+    let embedded = Arc::new(EmbeddedStore::open(&store_args.data).map_err(|e| {
+        Error::setup(
+            &format!("cannot open the ledger in {}", store_args.data.display()),
+            e,
+        )
+    })?);
     let node = Node::start(embedded.clone(), Some(snapshot_file(&store_args.data))).await;
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await

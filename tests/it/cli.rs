@@ -423,3 +423,39 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
     out.sort();
     out
 }
+
+#[test]
+fn an_empty_ledger_says_how_to_create_a_key_at_startup() {
+    use std::io::{BufRead, BufReader};
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_hookledger"))
+        .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+        .env("HOOKLEDGER_DATA", dir.path())
+        .env("HOOKLEDGER_LOG_FORMAT", "json")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    // A deadline: if the hint never comes, the server is killed and stderr ends.
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_secs(30));
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+    });
+    // The hint comes within the first few lines; the server keeps running after.
+    let hint = BufReader::new(stderr)
+        .lines()
+        .take(20)
+        .map_while(Result::ok)
+        .find(|line| line.contains("no API keys yet"));
+    let _ = child.kill();
+    let _ = child.wait();
+    let hint = hint.expect("the startup log says how to create a key");
+    assert!(hint.contains("hookledger keys create --org"), "{hint}");
+}
