@@ -7,6 +7,7 @@ mod auth;
 mod binary;
 mod cli;
 mod concurrency;
+mod corruption;
 mod crash;
 mod faults;
 mod flow;
