@@ -157,7 +157,7 @@ fn text(reply: &RawReply) -> String {
 }
 
 /// Every operation in the API document, as (method, path template).
-static OPERATIONS: LazyLock<Vec<(String, String)>> = LazyLock::new(|| {
+pub static OPERATIONS: LazyLock<Vec<(String, String)>> = LazyLock::new(|| {
     let doc: Value = serde_json::from_str(hookledger::api::ops::OPENAPI).unwrap();
     let mut ops = Vec::new();
     for (path, item) in doc["paths"].as_object().unwrap() {

@@ -20,3 +20,4 @@ mod ops;
 mod raw;
 mod record_attempt;
 mod schema;
+mod security;
