@@ -4,14 +4,20 @@
 
 mod audit;
 mod auth;
+mod binary;
 mod cli;
 mod concurrency;
+mod corruption;
+mod crash;
 mod faults;
 mod flow;
 mod helpers;
+mod hostile;
 mod http;
 mod idempotency;
 mod lists;
 mod ops;
+mod raw;
 mod record_attempt;
 mod schema;
+mod security;
