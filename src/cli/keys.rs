@@ -34,7 +34,7 @@ pub async fn run(args: &StoreArgs, command: KeysCommand) -> Result<(), Error> {
         KeysCommand::Create { org } => Request::CreateKey { org },
         KeysCommand::Revoke { key_id } => Request::RevokeKey { key_id },
     };
-    let response = match open::try_store_for_writing(args) {
+    let response = match open::try_store_for_writing(args).await {
         Ok(store) => {
             let node = Node::start(store, Some(snapshot_file(&args.data))).await;
             node.ready()
@@ -56,7 +56,7 @@ pub async fn run(args: &StoreArgs, command: KeysCommand) -> Result<(), Error> {
             })?,
         Err(e) => {
             return Err(Error::setup(
-                &format!("cannot open the ledger in {}", args.data.display()),
+                "cannot open the ledger",
                 e,
             ));
         }

@@ -23,7 +23,7 @@ pub struct ServeArgs {
 }
 
 pub async fn run(store_args: &StoreArgs, args: ServeArgs) -> Result<(), Error> {
-    let store = open::store_for_writing(store_args)?;
+    let store = open::store_for_writing(store_args).await?;
     let node = Node::start(store, Some(snapshot_file(&store_args.data))).await;
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
