@@ -12,6 +12,10 @@ mod helpers;
 mod http;
 mod idempotency;
 mod lists;
+mod multinode;
 mod ops;
+mod postgres;
 mod record_attempt;
 mod schema;
+#[path = "../support/postgres.rs"]
+mod support_postgres;
