@@ -37,7 +37,40 @@ static NEXT_DB: AtomicU64 = AtomicU64::new(0);
 
 /// The server for this test binary, started on first use.
 pub fn server() -> Result<&'static Server, String> {
-    SERVER.get_or_init(start).as_ref().map_err(Clone::clone)
+    SERVER
+        .get_or_init(|| start(false))
+        .as_ref()
+        .map_err(Clone::clone)
+}
+
+impl Server {
+    /// A cluster of its own that syncs every commit to disk, as production
+    /// would, for benchmarks; stopped when the returned value is dropped or
+    /// the process exits. Ignores `HOOKLEDGER_TEST_POSTGRES_URL`.
+    pub fn durable() -> Result<Server, String> {
+        start_cluster(true)
+    }
+
+    /// The connection string for database `name` on this server.
+    pub fn url(&self, name: &str) -> String {
+        with_dbname(&self.base, name)
+    }
+
+    /// Creates database `name`.
+    pub async fn create(&self, name: &str) -> Result<(), String> {
+        create_database(&self.url("postgres"), name).await
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(watchdog) = &self._watchdog {
+            let mut child = watchdog.lock().unwrap_or_else(|e| e.into_inner());
+            // Closing stdin tells the watchdog to stop the server.
+            drop(child.stdin.take());
+            let _ = child.wait();
+        }
+    }
 }
 
 /// A URL (libpq key/value form) to a new, empty database, or `None` after
@@ -107,7 +140,7 @@ async fn create_database(admin: &str, name: &str) -> Result<(), String> {
     result
 }
 
-fn start() -> Result<Server, String> {
+fn start(durable: bool) -> Result<Server, String> {
     if let Ok(url) = std::env::var("HOOKLEDGER_TEST_POSTGRES_URL")
         && !url.trim().is_empty()
     {
@@ -116,6 +149,10 @@ fn start() -> Result<Server, String> {
             _watchdog: None,
         });
     }
+    start_cluster(durable)
+}
+
+fn start_cluster(durable: bool) -> Result<Server, String> {
     let bin = find_binaries()?;
     let root = std::fs::metadata("/proc/self")
         .map(|m| m.uid() == 0)
@@ -167,10 +204,15 @@ fn start() -> Result<Server, String> {
     let port = free_port()?;
     // The watchdog: starts the server, waits for its stdin to close (this
     // process exiting), then stops the server and removes the directory.
+    // Tests trade durability for speed; a benchmark keeps the defaults.
+    let settings = if durable {
+        "-c max_connections=300"
+    } else {
+        "-c max_connections=300 -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
+    };
     let script = r#"
         "$1" -D "$2" -p "$3" -k "$4" -c listen_addresses=127.0.0.1 \
-            -c fsync=off -c synchronous_commit=off -c full_page_writes=off \
-            -c max_connections=300 -c shared_buffers=64MB >"$4/server.log" 2>&1 &
+            -c shared_buffers=64MB $5 >"$4/server.log" 2>&1 &
         pg=$!
         read -r _ignored
         kill -INT "$pg" 2>/dev/null
@@ -183,6 +225,7 @@ fn start() -> Result<Server, String> {
         .arg(&data)
         .arg(port.to_string())
         .arg(&dir)
+        .arg(settings)
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
