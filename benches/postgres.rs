@@ -46,9 +46,15 @@ struct Measured {
 }
 
 impl Measured {
-    fn new(label: &str, concurrency: usize, elapsed: Duration, mut latencies: Vec<Duration>) -> Self {
+    fn new(
+        label: &str,
+        concurrency: usize,
+        elapsed: Duration,
+        mut latencies: Vec<Duration>,
+    ) -> Self {
         latencies.sort_unstable();
-        let at = |q: f64| latencies[((latencies.len() as f64 * q) as usize).min(latencies.len() - 1)];
+        let at =
+            |q: f64| latencies[((latencies.len() as f64 * q) as usize).min(latencies.len() - 1)];
         Measured {
             label: label.to_owned(),
             requests: latencies.len(),
@@ -163,7 +169,12 @@ async fn naive_loop(url: &str, total: usize) -> Measured {
         tx.commit().await.unwrap();
         latencies.push(sent.elapsed());
     }
-    Measured::new("naive loop: one INSERT transaction per append", 1, started.elapsed(), latencies)
+    Measured::new(
+        "naive loop: one INSERT transaction per append",
+        1,
+        started.elapsed(),
+        latencies,
+    )
 }
 
 fn main() {

@@ -2,8 +2,10 @@
 //!
 //! A key is shown once, as the last line of stdout, so scripts can take it with
 //! `tail -n 1`; the ledger keeps only the SHA-256 of its secret. When a server
-//! holds the ledger, the request goes to it over the admin socket, so a new key
-//! works and a revoked one stops working at once, without a restart.
+//! holds the embedded ledger, the request goes to it over the admin socket, so a
+//! new key works and a revoked one stops working at once, without a restart. On
+//! PostgreSQL the command appends straight to the shared database, and every
+//! server hears of it from there.
 
 use clap::Subcommand;
 

@@ -188,7 +188,11 @@ pub trait EventStore: Send + Sync + std::fmt::Debug {
     /// Up to `max` events of `stream` from version `from`, in version order.
     async fn read_stream(&self, stream: &str, from: u64, max: usize) -> Result<Vec<RecordedEvent>>;
 
-    /// Up to `max` events from global position `from` (1-based), in position order.
+    /// Up to `max` events from global position `from` (1-based), in position
+    /// order. Fewer than `max` only at the end of the log as this store knows it
+    /// ([`EventStore::head`]); for a store shared by several processes, call
+    /// [`EventStore::sync_head`] first to be sure of every append acknowledged
+    /// elsewhere.
     async fn read_all(&self, from: u64, max: usize) -> Result<Vec<RecordedEvent>>;
 
     /// Resolves once the log holds a position beyond `after`; returns the head.

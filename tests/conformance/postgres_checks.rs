@@ -92,6 +92,7 @@ async fn a_tailing_reader_never_skips_a_position_of_concurrent_writers() {
     }
     done.store(true, Ordering::SeqCst);
     let (seen, reads) = within("the reader", reader).await.unwrap();
+    stores[0].sync_head().await.unwrap();
     let all = everything(stores[0].as_ref()).await;
     assert_eq!(seen, all, "the tail differs from the log read afterwards");
     let expected: usize = (0..WRITERS)
@@ -155,6 +156,8 @@ async fn expected_versions_and_claims_hold_across_processes() {
         }
     }
     assert_eq!(winners, 1);
+    // A reads what B appended once it has asked the database for the head.
+    assert_eq!(a.sync_head().await.unwrap(), 3);
     let ids: Vec<_> = everything(a.as_ref()).await.iter().map(id_of).collect();
     assert_eq!(ids.len(), 3);
     assert_eq!(&ids[..2], ["a0", "b1"]);
@@ -199,6 +202,7 @@ async fn the_hash_chain_is_the_one_the_shared_sequencer_makes() {
             .await
             .unwrap();
     }
+    stores[0].sync_head().await.unwrap();
     let stored = everything(stores[0].as_ref()).await;
     // Replay the same appends, at the same times, through the sequencer the
     // embedded and memory stores use.

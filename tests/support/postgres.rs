@@ -56,9 +56,18 @@ impl Server {
         with_dbname(&self.base, name)
     }
 
-    /// Creates database `name`.
+    /// Creates database `name`, waiting for a server that is still starting.
     pub async fn create(&self, name: &str) -> Result<(), String> {
-        create_database(&self.url("postgres"), name).await
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            match create_database(&self.url("postgres"), name).await {
+                Ok(()) => return Ok(()),
+                Err(_) if Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err(e) => return Err(e),
+            }
+        }
     }
 }
 
@@ -127,14 +136,18 @@ pub fn skip(test: &str, reason: &str) {
 }
 
 async fn create_database(admin: &str, name: &str) -> Result<(), String> {
+    let describe = |e: tokio_postgres::Error| match e.as_db_error() {
+        Some(db) => db.message().to_owned(),
+        None => e.to_string(),
+    };
     let (client, connection) = tokio_postgres::connect(admin, tokio_postgres::NoTls)
         .await
-        .map_err(|e| e.to_string())?;
+        .map_err(describe)?;
     let driver = tokio::spawn(connection);
     let result = client
         .batch_execute(&format!("CREATE DATABASE {name}"))
         .await
-        .map_err(|e| e.to_string());
+        .map_err(describe);
     drop(client);
     let _ = driver.await;
     result

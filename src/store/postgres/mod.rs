@@ -33,6 +33,7 @@ use crate::store::{
 
 mod follow;
 mod migrate;
+mod tail;
 mod writer;
 
 pub use migrate::MIGRATIONS;
@@ -74,6 +75,7 @@ pub struct Stats {
 pub struct PostgresStore {
     pool: Pool,
     head: Arc<watch::Sender<u64>>,
+    tail: Arc<tail::Tail>,
     requests: Mutex<Option<mpsc::UnboundedSender<writer::Request>>>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
     stats: Arc<writer::Counters>,
@@ -103,16 +105,18 @@ impl PostgresStore {
         migrate::run(&pool).await?;
         let head = Arc::new(watch::Sender::new(read_head(&pool).await?));
         let stats = Arc::new(writer::Counters::default());
+        let tail = Arc::new(tail::Tail::default());
         let store = PostgresStore {
             pool: pool.clone(),
             head: head.clone(),
+            tail: tail.clone(),
             requests: Mutex::new(None),
             tasks: Mutex::new(Vec::new()),
             stats: stats.clone(),
         };
         if options.follow {
             let (requests, receiver) = mpsc::unbounded_channel();
-            let writer = writer::Writer::new(pool.clone(), head.clone(), stats);
+            let writer = writer::Writer::new(pool.clone(), head.clone(), tail, stats);
             let mut tasks = store.tasks();
             tasks.push(tokio::spawn(writer.run(receiver)));
             tasks.push(tokio::spawn(follow::listen(
@@ -244,6 +248,9 @@ impl EventStore for PostgresStore {
         if max == 0 {
             return Ok(Vec::new());
         }
+        if let Some(events) = self.tail.read(from.max(1), max, self.head()) {
+            return Ok(events);
+        }
         let client = self.client().await?;
         let statement = client
             .prepare_cached(
@@ -261,6 +268,7 @@ impl EventStore for PostgresStore {
         if let Some(last) = events.last() {
             self.heard(last.position);
         }
+        self.tail.extend(&events);
         Ok(events)
     }
 

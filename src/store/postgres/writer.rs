@@ -22,6 +22,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use deadpool_postgres::Pool;
 use tokio::sync::{mpsc, oneshot, watch};
 
+use crate::store::postgres::tail::Tail;
 use crate::store::postgres::{CHANNEL, Params, claim_key, db_error, pool_error, raise};
 use crate::store::sequencer::{Sequencer, Tip, now_micros};
 use crate::store::{Appended, Error, ExpectedVersion, NewEvent, RecordedEvent, Result};
@@ -69,14 +70,21 @@ impl Counters {
 pub struct Writer {
     pool: Pool,
     head: Arc<watch::Sender<u64>>,
+    tail: Arc<Tail>,
     counters: Arc<Counters>,
 }
 
 impl Writer {
-    pub fn new(pool: Pool, head: Arc<watch::Sender<u64>>, counters: Arc<Counters>) -> Writer {
+    pub fn new(
+        pool: Pool,
+        head: Arc<watch::Sender<u64>>,
+        tail: Arc<Tail>,
+        counters: Arc<Counters>,
+    ) -> Writer {
         Writer {
             pool,
             head,
+            tail,
             counters,
         }
     }
@@ -114,8 +122,11 @@ impl Writer {
     async fn commit(&self, mut requests: Vec<Request>) {
         let staged = self.transact(&mut requests).await;
         match staged {
-            Ok((results, head)) => {
-                if let Some(head) = head {
+            Ok((results, records)) => {
+                if let Some(last) = records.last() {
+                    // Committed: keep them for the local reader before waking it.
+                    let head = last.position;
+                    self.tail.extend(&records);
                     raise(&self.head, head);
                     let acknowledged = results.iter().filter(|r| r.is_ok()).count() as u64;
                     self.counters.batches.fetch_add(1, Ordering::Relaxed);
@@ -138,11 +149,11 @@ impl Writer {
     }
 
     /// Runs one transaction for `requests`; returns each append's result and the
-    /// new head if anything was committed.
+    /// records it committed.
     async fn transact(
         &self,
         requests: &mut [Request],
-    ) -> Result<(Vec<Result<Appended>>, Option<u64>)> {
+    ) -> Result<(Vec<Result<Appended>>, Vec<RecordedEvent>)> {
         let mut client = self.pool.get().await.map_err(pool_error)?;
         let tx = client
             .transaction()
@@ -220,10 +231,10 @@ impl Writer {
             tx.rollback()
                 .await
                 .map_err(|e| db_error("ending an empty transaction", e))?;
-            return Ok((results, None));
+            return Ok((results, Vec::new()));
         };
         let (new_head, new_clock) = (last.position, last.recorded_at);
-        let claims: Vec<(&str, u64)> = staged.claims().collect();
+        let claims: Vec<(String, u64)> = staged.claims().map(|(c, p)| (c.to_owned(), p)).collect();
 
         let insert = tx
             .prepare_cached(
@@ -254,7 +265,7 @@ impl Writer {
         let params = columns.params();
         let claim_columns = (
             claims.iter().map(|(c, _)| claim_key(c)).collect::<Vec<_>>(),
-            claims.iter().map(|(c, _)| *c).collect::<Vec<_>>(),
+            claims.iter().map(|(c, _)| c.as_str()).collect::<Vec<_>>(),
             claims.iter().map(|&(_, p)| p as i64).collect::<Vec<_>>(),
         );
         let head_text = new_head.to_string();
@@ -279,7 +290,9 @@ impl Writer {
         tx.commit()
             .await
             .map_err(|e| db_error("committing the batch", e))?;
-        Ok((results, Some(new_head)))
+        drop(params);
+        drop(columns);
+        Ok((results, records))
     }
 }
 
