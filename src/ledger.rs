@@ -609,3 +609,54 @@ impl Drop for KeyGuard<'_> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::node::Node;
+
+    /// The embedded log rebuilds claims with `claims_of` from the records alone:
+    /// it must find exactly the claims the command took when it was appended.
+    #[tokio::test]
+    async fn claims_of_a_recorded_event_are_the_claims_its_command_took() {
+        let node = Node::in_memory().await;
+        let ctx = Context {
+            organization_id: "org_1".into(),
+            idempotency: Some(Idempotency {
+                key: "k-1".into(),
+                route: "POST /v1/outbound-webhook-events".into(),
+                request_sha256: "0".repeat(64),
+            }),
+            ..Context::default()
+        };
+        let command = Command::AcceptEvent {
+            event_id: "evt_1".into(),
+            organization_id: "org_1".into(),
+            event_type: "invoice.paid".into(),
+            source_key: Some("order-42".into()),
+            payload: serde_json::json!({"n": 1}),
+        };
+        let taken = claims(&command, &ctx);
+        assert_eq!(taken.len(), 2);
+        node.ledger.execute(command, &ctx, None).await.unwrap();
+        let recorded = node.ledger.read_stream("event-evt_1").await.unwrap();
+        assert_eq!(claims_of(&recorded[0]), taken);
+
+        // Without either key, nothing is claimed and nothing is recognised.
+        let plain = Context {
+            organization_id: "org_1".into(),
+            ..Context::default()
+        };
+        let command = Command::AcceptEvent {
+            event_id: "evt_2".into(),
+            organization_id: "org_1".into(),
+            event_type: "invoice.paid".into(),
+            source_key: None,
+            payload: serde_json::json!({"n": 2}),
+        };
+        assert!(claims(&command, &plain).is_empty());
+        node.ledger.execute(command, &plain, None).await.unwrap();
+        let recorded = node.ledger.read_stream("event-evt_2").await.unwrap();
+        assert!(claims_of(&recorded[0]).is_empty());
+    }
+}
