@@ -259,6 +259,8 @@ async fn two_serve_processes_share_one_database_and_a_killed_one_loses_nothing()
         acknowledged.len(),
         64 - acknowledged.len()
     );
+    let rebuilt = succeeds(hookledger(&url, &data_cli, &["projections", "rebuild"]));
+    assert!(rebuilt.contains("wrote"), "{rebuilt}");
     let report = succeeds(hookledger(&url, &data_cli, &["audit", "verify"]));
     assert!(report.starts_with("ok: "), "{report}");
     let printed: Value =
