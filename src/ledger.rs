@@ -133,13 +133,20 @@ impl Ledger {
             } => Some(self.locks.lock(format!("{org}\nsource\n{key}")).await),
             _ => None,
         };
-        if let Some(i) = &ctx.idempotency
-            && let Some(done) = self.idempotent_answer(org, i)?
-        {
-            return Ok(done);
-        }
+        let claims = claims(&command, ctx);
+        // The model may lag appends made by other processes sharing the store;
+        // before answering "not found" or 412 from it, catch it up once.
+        let mut synced = false;
         for _ in 0..RETRIES {
-            match self.try_execute(command.clone(), ctx, if_match).await {
+            if let Some(i) = &ctx.idempotency
+                && let Some(done) = self.idempotent_answer(org, i)?
+            {
+                return Ok(done);
+            }
+            match self
+                .try_execute(command.clone(), ctx, if_match, claims.clone())
+                .await
+            {
                 Err(Error::Store(store::Error::Conflict { actual, .. })) => {
                     if let Some(expected) = if_match {
                         return Err(Error::PreconditionFailed {
@@ -148,7 +155,26 @@ impl Ledger {
                         });
                     }
                     // Lost a race: let the model see the winner, then decide again.
-                    self.projector.wait_for(self.store.head()).await?;
+                    self.sync().await?;
+                }
+                // Another request with the same key won, maybe in another
+                // process: once the model has its append, it is the answer.
+                Err(Error::Store(store::Error::Duplicate { position, .. })) => {
+                    self.projector.wait_for(position).await?;
+                }
+                Err(Error::PreconditionFailed { expected, current })
+                    if expected > current && !synced =>
+                {
+                    synced = true;
+                    self.sync().await?;
+                }
+                Err(Error::Rejected(
+                    Rejection::DeliveryNotFound(_)
+                    | Rejection::EndpointNotFound(_)
+                    | Rejection::ApiKeyNotFound(_),
+                )) if !synced => {
+                    synced = true;
+                    self.sync().await?;
                 }
                 other => return other,
             }
@@ -156,6 +182,14 @@ impl Ledger {
         Err(Error::Store(store::Error::Unavailable(
             "too much contention on one stream; try again".into(),
         )))
+    }
+
+    /// Brings the read model up to everything the store had acknowledged at the
+    /// call, including appends made by other processes sharing it.
+    pub async fn sync(&self) -> Result<(), Error> {
+        let head = self.store.sync_head().await?;
+        self.projector.wait_for(head).await?;
+        Ok(())
     }
 
     fn idempotent_answer(&self, org: &str, i: &Idempotency) -> Result<Option<Written>, Error> {
@@ -183,6 +217,7 @@ impl Ledger {
         command: Command,
         ctx: &Context,
         if_match: Option<u64>,
+        claims: Vec<String>,
     ) -> Result<Written, Error> {
         let (stream, expected, resource_id, events) = {
             let state = self.projector.read();
@@ -265,7 +300,10 @@ impl Ledger {
                 metadata: metadata.clone(),
             })
             .collect();
-        let appended = self.store.append(&stream, expected, events).await?;
+        let appended = self
+            .store
+            .append_claimed(&stream, expected, events, claims)
+            .await?;
         let position = *appended.positions.end();
         self.projector.wait_for(position).await?;
         Ok(Written {
@@ -320,6 +358,20 @@ impl Ledger {
             key_id: key_id.to_owned(),
         };
         self.execute(command, &ctx, None).await.map(drop)
+    }
+
+    /// [`Ledger::authenticate`], and if the model does not know the key, again
+    /// after catching it up with the store: a key issued through another process
+    /// sharing the store works at once.
+    pub async fn authenticate_synced(&self, token: &str) -> Result<Option<ApiKey>, Error> {
+        if let Some(key) = self.authenticate(token) {
+            return Ok(Some(key));
+        }
+        if !token.starts_with("hlk_") {
+            return Ok(None);
+        }
+        self.sync().await?;
+        Ok(self.authenticate(token))
     }
 
     /// The live key a bearer token belongs to, if it is valid and not revoked.
@@ -426,6 +478,79 @@ impl Ledger {
     }
 }
 
+/// The claims a command takes in the store (see
+/// [`EventStore::append_claimed`]): its `Idempotency-Key` per organization and
+/// route, and an accepted event's `sourceKey` per organization. The store makes
+/// them unique across every process that shares it, which the in-process locks
+/// in [`Ledger::execute`] cannot.
+pub fn claims(command: &Command, ctx: &Context) -> Vec<String> {
+    let org = &ctx.organization_id;
+    let mut claims = Vec::new();
+    if let Some(i) = &ctx.idempotency {
+        claims.push(idempotency_claim(org, &i.route, &i.key));
+    }
+    if let Command::AcceptEvent {
+        source_key: Some(key),
+        organization_id,
+        ..
+    } = command
+    {
+        claims.push(source_key_claim(organization_id, key));
+    }
+    claims
+}
+
+fn idempotency_claim(org: &str, route: &str, key: &str) -> String {
+    format!("idempotency\n{org}\n{route}\n{key}")
+}
+
+fn source_key_claim(org: &str, key: &str) -> String {
+    format!("sourceKey\n{org}\n{key}")
+}
+
+/// The claims [`claims`] gave the append that recorded `event`, recognised from
+/// the event itself, so a store that keeps no claims can rebuild them on open.
+pub fn claims_of(event: &RecordedEvent) -> Vec<String> {
+    #[derive(serde::Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Owner {
+        organization_id: String,
+        #[serde(default)]
+        source_key: Option<String>,
+    }
+    let accepted = event.event_type == "WebhookEventAccepted";
+    // Most events carry neither: skip them without parsing anything.
+    let keyed = memchr_find(&event.metadata, b"\"idempotency\"");
+    if !accepted && !keyed {
+        return Vec::new();
+    }
+    let Ok(owner) = serde_json::from_slice::<Owner>(&event.data) else {
+        return Vec::new();
+    };
+    let mut claims = Vec::new();
+    if keyed
+        && let Ok(Metadata {
+            idempotency: Some(i),
+            ..
+        }) = Metadata::decode(&event.metadata)
+    {
+        claims.push(idempotency_claim(&owner.organization_id, &i.route, &i.key));
+    }
+    if accepted && let Some(key) = &owner.source_key {
+        claims.push(source_key_claim(&owner.organization_id, key));
+    }
+    claims
+}
+
+fn memchr_find(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+/// [`claims_of`] in the form the embedded store's options take.
+pub fn store_claims_of() -> store::ClaimsOf {
+    store::ClaimsOf(Arc::new(claims_of))
+}
+
 /// A fresh id: the type prefix and a ULID, so ids sort by creation time.
 pub fn new_id(prefix: &str) -> String {
     format!("{prefix}_{}", new_ulid())
@@ -482,5 +607,56 @@ impl Drop for KeyGuard<'_> {
         {
             map.remove(&self.key);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::node::Node;
+
+    /// The embedded log rebuilds claims with `claims_of` from the records alone:
+    /// it must find exactly the claims the command took when it was appended.
+    #[tokio::test]
+    async fn claims_of_a_recorded_event_are_the_claims_its_command_took() {
+        let node = Node::in_memory().await;
+        let ctx = Context {
+            organization_id: "org_1".into(),
+            idempotency: Some(Idempotency {
+                key: "k-1".into(),
+                route: "POST /v1/outbound-webhook-events".into(),
+                request_sha256: "0".repeat(64),
+            }),
+            ..Context::default()
+        };
+        let command = Command::AcceptEvent {
+            event_id: "evt_1".into(),
+            organization_id: "org_1".into(),
+            event_type: "invoice.paid".into(),
+            source_key: Some("order-42".into()),
+            payload: serde_json::json!({"n": 1}),
+        };
+        let taken = claims(&command, &ctx);
+        assert_eq!(taken.len(), 2);
+        node.ledger.execute(command, &ctx, None).await.unwrap();
+        let recorded = node.ledger.read_stream("event-evt_1").await.unwrap();
+        assert_eq!(claims_of(&recorded[0]), taken);
+
+        // Without either key, nothing is claimed and nothing is recognised.
+        let plain = Context {
+            organization_id: "org_1".into(),
+            ..Context::default()
+        };
+        let command = Command::AcceptEvent {
+            event_id: "evt_2".into(),
+            organization_id: "org_1".into(),
+            event_type: "invoice.paid".into(),
+            source_key: None,
+            payload: serde_json::json!({"n": 2}),
+        };
+        assert!(claims(&command, &plain).is_empty());
+        node.ledger.execute(command, &plain, None).await.unwrap();
+        let recorded = node.ledger.read_stream("event-evt_2").await.unwrap();
+        assert!(claims_of(&recorded[0]).is_empty());
     }
 }

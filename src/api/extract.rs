@@ -59,7 +59,8 @@ impl FromRequestParts<AppState> for Caller {
             .ok_or(ApiError::Unauthorized)?;
         let key = state
             .ledger()
-            .authenticate(token)
+            .authenticate_synced(token)
+            .await?
             .ok_or(ApiError::Unauthorized)?;
         let organization = parts
             .headers

@@ -7,13 +7,10 @@ use std::time::Duration;
 
 use clap::Args;
 
-use std::sync::Arc;
-
 use crate::api::metrics::StoreStats;
 use crate::api::{self, AppState};
-use crate::cli::{Error, StoreArgs};
+use crate::cli::{Error, StoreArgs, open};
 use crate::node::{Node, snapshot_file};
-use crate::store::embedded::EmbeddedStore;
 
 #[derive(Debug, Args)]
 pub struct ServeArgs {
@@ -45,13 +42,8 @@ impl ServeArgs {
 }
 
 pub async fn run(store_args: &StoreArgs, args: ServeArgs) -> Result<(), Error> {
-    let embedded = Arc::new(EmbeddedStore::open(&store_args.data).map_err(|e| {
-        Error::setup(
-            &format!("cannot open the ledger in {}", store_args.data.display()),
-            e,
-        )
-    })?);
-    let node = Node::start(embedded.clone(), Some(snapshot_file(&store_args.data))).await;
+    let store = open::store_for_writing(store_args).await?;
+    let node = Node::start(store, Some(snapshot_file(&store_args.data))).await;
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .map_err(|e| Error::setup(&format!("cannot listen on {}", args.listen), e))?;
@@ -69,13 +61,17 @@ pub async fn run(store_args: &StoreArgs, args: ServeArgs) -> Result<(), Error> {
         snapshot_file(&store_args.data),
         Duration::from_secs(args.snapshot_interval),
     ));
-    let state = AppState::new(node.clone()).with_store_stats(move || {
-        let stats = embedded.stats();
-        StoreStats {
-            appends: stats.appends,
-            fsyncs: stats.batches,
-        }
-    });
+    let mut state = AppState::new(node.clone());
+    if node.store.commit_stats().is_some() {
+        let store = node.store.clone();
+        state = state.with_store_stats(move || {
+            let stats = store.commit_stats().unwrap_or_default();
+            StoreStats {
+                appends: stats.appends,
+                fsyncs: stats.commits,
+            }
+        });
+    }
     let served = api::serve_with(listener, state, args.limits(), shutdown_signal()).await;
     snapshots.abort();
     admin.abort();

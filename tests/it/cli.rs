@@ -80,6 +80,19 @@ async fn rebuild_verify_and_audit_agree_with_the_live_ledger_and_catch_one_chang
     let client = Client::new(&server, ORG, &key);
     let deliveries = record_a_history(&client).await;
     assert!(deliveries.len() >= 4, "the history has several deliveries");
+    // The running store's group-commit counters reach /metrics.
+    let metrics = reqwest::get(format!("{}/metrics", server.base))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let appends = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("hookledger_store_appends "))
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .unwrap_or_else(|| panic!("no append counter in:\n{metrics}"));
+    assert!(appends >= 10, "{appends} appends counted");
     let before_restart = client
         .get("/v1/outbound-webhook-deliveries?limit=250")
         .await;

@@ -16,8 +16,12 @@ mod hostile;
 mod http;
 mod idempotency;
 mod lists;
+mod multinode;
 mod ops;
+mod postgres;
 mod raw;
 mod record_attempt;
 mod schema;
 mod security;
+#[path = "../support/postgres.rs"]
+mod support_postgres;

@@ -15,8 +15,10 @@ use std::thread::JoinHandle;
 
 use tokio::sync::{oneshot, watch};
 
+use crate::store::sequencer::Sequencer;
 use crate::store::{
-    Appended, Error, EventStore, ExpectedVersion, NewEvent, RecordedEvent, Result, check_append,
+    Appended, ClaimsOf, Error, EventStore, ExpectedVersion, NewEvent, RecordedEvent, Result,
+    check_append,
 };
 
 #[cfg(test)]
@@ -47,6 +49,10 @@ pub struct Options {
     pub fs: Arc<dyn Fs>,
     /// A segment takes new frames until it reaches this size; a batch may overrun it.
     pub segment_size: u64,
+    /// How to recognise the claims of recorded events. Frames do not keep the
+    /// claims an append took, so the open rebuilds them with this; without it,
+    /// claims are enforced among the appends made since the open only.
+    pub claims_of: Option<ClaimsOf>,
 }
 
 impl Default for Options {
@@ -54,6 +60,7 @@ impl Default for Options {
         Options {
             fs: Arc::new(RealFs),
             segment_size: 64 * 1024 * 1024,
+            claims_of: None,
         }
     }
 }
@@ -169,7 +176,7 @@ impl EmbeddedStore {
             }
         }
         let lock = lock(dir)?;
-        let scan = segment::scan_log(&log_dir)?;
+        let scan = segment::scan_log_into(&log_dir, Sequencer::with_claims_of(options.claims_of))?;
         let sync = |what: &str, path: &Path, r: std::io::Result<()>| {
             r.map_err(|e| Error::io(format!("{what} {}", path.display()), e))
         };
@@ -313,12 +320,23 @@ fn lock(dir: &Path) -> Result<File> {
 
 #[async_trait::async_trait]
 impl EventStore for EmbeddedStore {
-    #[tracing::instrument(level = "debug", skip(self, events), fields(events = events.len()))]
     async fn append(
         &self,
         stream: &str,
         expected: ExpectedVersion,
         events: Vec<NewEvent>,
+    ) -> Result<Appended> {
+        self.append_claimed(stream, expected, events, Vec::new())
+            .await
+    }
+
+    #[tracing::instrument(level = "debug", skip(self, events, claims), fields(events = events.len()))]
+    async fn append_claimed(
+        &self,
+        stream: &str,
+        expected: ExpectedVersion,
+        events: Vec<NewEvent>,
+        claims: Vec<String>,
     ) -> Result<Appended> {
         check_append(stream, &events)?;
         if let Some(e) = events.iter().find(|e| !frame::fits(stream, e)) {
@@ -333,6 +351,7 @@ impl EventStore for EmbeddedStore {
             stream: stream.to_owned(),
             expected,
             events,
+            claims,
             reply,
         };
         let sent = match self.writer_handle().as_ref() {
@@ -380,5 +399,13 @@ impl EventStore for EmbeddedStore {
 
     fn head(&self) -> u64 {
         self.shared.head.borrow().position
+    }
+
+    fn commit_stats(&self) -> Option<crate::store::CommitStats> {
+        let stats = self.stats();
+        Some(crate::store::CommitStats {
+            appends: stats.appends,
+            commits: stats.batches,
+        })
     }
 }

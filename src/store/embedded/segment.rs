@@ -264,8 +264,16 @@ pub struct TornTail {
 
 /// Reads and checks every segment in `log_dir`; changes nothing on disk.
 pub fn scan_log(log_dir: &Path) -> Result<Scan> {
+    scan_log_into(log_dir, Sequencer::default())
+}
+
+/// [`scan_log`] into a given empty `sequencer` (one that rebuilds claims, say).
+pub fn scan_log_into(log_dir: &Path, sequencer: Sequencer) -> Result<Scan> {
     let files = list(log_dir)?;
-    let mut scan = Scan::default();
+    let mut scan = Scan {
+        sequencer,
+        ..Scan::default()
+    };
     for (i, (named_first, path)) in files.iter().enumerate() {
         let last = i + 1 == files.len();
         let bytes =
