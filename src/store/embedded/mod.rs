@@ -308,13 +308,26 @@ fn lock(dir: &Path) -> Result<File> {
         .write(true)
         .open(&path)
         .map_err(|e| Error::io(format!("opening {}", path.display()), e))?;
-    match file.try_lock() {
-        Ok(()) => Ok(file),
-        Err(TryLockError::WouldBlock) => Err(Error::Unavailable(format!(
-            "{} is open for writing by another store",
-            dir.display()
-        ))),
-        Err(TryLockError::Error(e)) => Err(Error::io(format!("locking {}", path.display()), e)),
+    // A lock released a moment ago can linger: a child process forked by this
+    // process (before its exec closes the descriptor) shares the lock with us.
+    // Wait a little before calling the directory taken.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(1);
+    loop {
+        match file.try_lock() {
+            Ok(()) => return Ok(file),
+            Err(TryLockError::WouldBlock) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            Err(TryLockError::WouldBlock) => {
+                return Err(Error::Unavailable(format!(
+                    "{} is open for writing by another store",
+                    dir.display()
+                )));
+            }
+            Err(TryLockError::Error(e)) => {
+                return Err(Error::io(format!("locking {}", path.display()), e));
+            }
+        }
     }
 }
 
