@@ -4,6 +4,13 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
+/// mimalloc rather than glibc's malloc: replaying the log and answering
+/// attempts allocate and free many small strings, often on different threads,
+/// and glibc's free and fastbin consolidation were a fifth of those profiles.
+/// The benches use the same allocator.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = hookledger::cli::Cli::parse();
     hookledger::telemetry::init(cli.log_format);

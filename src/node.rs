@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use crate::ledger::Ledger;
 use crate::projector::{Projector, Start};
+use crate::snapshot::Snapshot;
 use crate::store::EventStore;
 use crate::store::memory::MemoryStore;
 
@@ -23,7 +24,36 @@ impl Node {
     /// matches the log, and starts the projector. Call [`Node::ready`] to wait
     /// until the model has caught up.
     pub async fn start(store: Arc<dyn EventStore>, snapshot_file: Option<PathBuf>) -> Node {
-        let (projector, start) = Projector::open(store.clone(), snapshot_file.as_deref()).await;
+        let loaded = snapshot_file.as_deref().map(Snapshot::load);
+        Self::start_loaded(store, snapshot_file, loaded).await
+    }
+
+    /// Opens the store with `open_store` while the snapshot in `snapshot_file`
+    /// loads on another thread, then starts the node on both. The two are most
+    /// of a restart, and neither needs the other until the snapshot is checked
+    /// against the log.
+    pub async fn open<E>(
+        open_store: impl std::future::Future<Output = Result<Arc<dyn EventStore>, E>>,
+        snapshot_file: PathBuf,
+    ) -> Result<Node, E> {
+        let file = snapshot_file.clone();
+        let loading = tokio::task::spawn_blocking(move || Snapshot::load(&file));
+        let store = open_store.await;
+        let loaded = loading.await.unwrap_or_else(|_| {
+            Err(crate::snapshot::Error::Corrupt {
+                file: snapshot_file.clone(),
+                reason: "loading it panicked".into(),
+            })
+        });
+        Ok(Self::start_loaded(store?, Some(snapshot_file), Some(loaded)).await)
+    }
+
+    async fn start_loaded(
+        store: Arc<dyn EventStore>,
+        snapshot_file: Option<PathBuf>,
+        loaded: Option<Result<Snapshot, crate::snapshot::Error>>,
+    ) -> Node {
+        let (projector, start) = Projector::open_loaded(store.clone(), loaded).await;
         match &start {
             Start::Snapshot { position } => {
                 tracing::info!(

@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
+use crate::chain::Hash;
 use crate::snapshot::Snapshot;
 use crate::store::{EventStore, RecordedEvent};
 
@@ -47,22 +48,150 @@ pub fn decode(event: &RecordedEvent) -> Result<projections::Recorded, Error> {
     })
 }
 
+/// An event decoded for the folds, with what the digest needs: decoding is the
+/// part of a replay that can run ahead of the folding, on the other core.
+#[derive(Debug)]
+pub struct Decoded {
+    pub recorded: projections::Recorded,
+    pub hash: Hash,
+}
+
+impl Decoded {
+    /// Decodes `event` as the folds need it: what they do not read (an attempt's
+    /// response body, the request and key ids) is checked and dropped.
+    pub fn new(event: &RecordedEvent) -> Result<Decoded, Error> {
+        let fold_error = |reason: String| Error::Fold {
+            position: event.position,
+            reason,
+        };
+        let data = projections::Event::decode_for_fold(
+            &event.event_type,
+            event.schema_version,
+            &event.data,
+        )
+        .map_err(|e| fold_error(e.to_string()))?;
+        let metadata = projections::Metadata::decode_for_fold(&event.metadata)
+            .map_err(|e| fold_error(e.to_string()))?;
+        Ok(Decoded {
+            recorded: projections::Recorded {
+                position: event.position,
+                version: event.version,
+                recorded_at: projections::Timestamp::from_micros(event.recorded_at),
+                metadata,
+                event: data,
+            },
+            hash: event.hash,
+        })
+    }
+}
+
 impl Snapshot {
     /// Folds the next event into the model and the digest. Events must come in
     /// position order with no gap.
     pub fn apply(&mut self, event: &RecordedEvent) -> Result<(), Error> {
+        self.check_next(event.position)?;
+        self.apply_decoded(&Decoded::new(event)?)
+    }
+
+    /// [`Snapshot::apply`] for an event decoded already.
+    pub fn apply_decoded(&mut self, event: &Decoded) -> Result<(), Error> {
+        let position = event.recorded.position;
+        self.check_next(position)?;
+        self.model.apply(&event.recorded);
+        self.digest.fold(position, &event.hash);
+        self.last_hash = event.hash;
+        Ok(())
+    }
+
+    fn check_next(&self, position: u64) -> Result<(), Error> {
         let expected = self.digest.position + 1;
-        if event.position != expected {
+        if position != expected {
             return Err(Error::Fold {
-                position: event.position,
+                position,
                 reason: format!("expected position {expected}: the log has a gap or a repeat"),
             });
         }
-        let recorded = decode(event)?;
-        self.model.apply(&recorded);
-        self.digest.fold(event.position, &event.hash);
-        self.last_hash = event.hash;
         Ok(())
+    }
+}
+
+/// Folds the log into `state` from its position to the store's head, reading
+/// and decoding on this task while a blocking thread folds: the two halves of a
+/// replay each take about one core. `progress` hears each folded position.
+pub async fn replay(
+    store: &dyn EventStore,
+    mut state: Snapshot,
+    batch: usize,
+    mut progress: impl FnMut(u64) + Send + 'static,
+) -> Result<Snapshot, Error> {
+    let from = state.position() + 1;
+    // Three stages: this task reads, a blocking thread decodes, another folds.
+    // A few batches in flight between them keep the two cores busy without
+    // holding the log in memory.
+    let (raw_tx, mut raw_rx) = tokio::sync::mpsc::channel::<Vec<RecordedEvent>>(2);
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Result<Vec<Decoded>, Error>>(2);
+    let decoder = tokio::task::spawn_blocking(move || {
+        while let Some(events) = raw_rx.blocking_recv() {
+            let (decoded, failed) = decode_batch(&events);
+            // Fold what decoded before a failure, so the error names the first bad event.
+            if tx.blocking_send(Ok(decoded)).is_err() {
+                return;
+            }
+            if let Some(e) = failed {
+                let _ = tx.blocking_send(Err(e));
+                return;
+            }
+        }
+    });
+    let folder = tokio::task::spawn_blocking(move || {
+        while let Some(events) = rx.blocking_recv() {
+            for event in &events? {
+                state.apply_decoded(event)?;
+            }
+            progress(state.position());
+        }
+        Ok::<_, Error>(state)
+    });
+    let read = read_ahead(store, &raw_tx, from, batch).await;
+    drop(raw_tx);
+    let _ = decoder.await;
+    let folded = folder
+        .await
+        .map_err(|e| Error::Stopped(format!("the fold task failed: {e}").into()))?;
+    // A fold or decode error comes first: it is at an earlier position than a read error.
+    let state = folded?;
+    read.map(|()| state)
+}
+
+/// Decodes `events` up to the first that does not decode.
+fn decode_batch(events: &[RecordedEvent]) -> (Vec<Decoded>, Option<Error>) {
+    let mut decoded = Vec::with_capacity(events.len());
+    for event in events {
+        match Decoded::new(event) {
+            Ok(d) => decoded.push(d),
+            Err(e) => return (decoded, Some(e)),
+        }
+    }
+    (decoded, None)
+}
+
+/// Reads batches from `from` to the head into `tx`; stops early, without error,
+/// if the decoder has gone (it failed, and the folder will say why).
+async fn read_ahead(
+    store: &dyn EventStore,
+    tx: &tokio::sync::mpsc::Sender<Vec<RecordedEvent>>,
+    mut from: u64,
+    batch: usize,
+) -> Result<(), Error> {
+    loop {
+        let events = store.read_all(from, batch).await?;
+        let Some(last) = events.last() else {
+            return Ok(());
+        };
+        from = last.position + 1;
+        if tx.send(events).await.is_err() {
+            return Ok(());
+        }
     }
 }
 
@@ -90,14 +219,23 @@ impl Projector {
     /// Starts from the snapshot in `file` if it matches the log, else from nothing.
     /// Catching up happens in [`Projector::run`].
     pub async fn open(store: Arc<dyn EventStore>, file: Option<&Path>) -> (Arc<Projector>, Start) {
-        let (snapshot, start) = match file {
+        Self::open_loaded(store, file.map(Snapshot::load)).await
+    }
+
+    /// [`Projector::open`] with the snapshot file already read (or the reason it
+    /// could not be), so a restart can load it while the store opens.
+    pub async fn open_loaded(
+        store: Arc<dyn EventStore>,
+        loaded: Option<Result<Snapshot, crate::snapshot::Error>>,
+    ) -> (Arc<Projector>, Start) {
+        let (snapshot, start) = match loaded {
             None => (
                 Snapshot::default(),
                 Start::Empty {
                     reason: "no snapshot file configured".into(),
                 },
             ),
-            Some(file) => match trusted_snapshot(store.as_ref(), file).await {
+            Some(loaded) => match trusted_snapshot(store.as_ref(), loaded).await {
                 Ok(snapshot) => {
                     let position = snapshot.position();
                     (snapshot, Start::Snapshot { position })
@@ -114,6 +252,16 @@ impl Projector {
             state: RwLock::new(snapshot),
             progress,
         });
+        // Fold each batch as the store commits it, before its writers hear back:
+        // a writer then finds its event in the model at once, instead of waking
+        // the projector task to read it back and waking again when it is folded.
+        // Weak: the store must not keep the projector alive.
+        let hooked = Arc::downgrade(&projector);
+        projector.store.on_commit(Box::new(move |events| {
+            if let Some(projector) = hooked.upgrade() {
+                projector.take_committed(events);
+            }
+        }));
         (projector, start)
     }
 
@@ -158,8 +306,38 @@ impl Projector {
         }
         let applied = state.position();
         drop(state);
-        self.progress.send_modify(|p| p.applied = applied);
+        self.progress
+            .send_modify(|p| p.applied = p.applied.max(applied));
         Ok(events.len())
+    }
+
+    /// Folds events the store has just committed if they follow the model
+    /// directly. Anything else (a gap while catching up, an event that does not
+    /// decode) is left to [`Projector::run`], which reads it from the log and
+    /// stops with the reason if it cannot be folded.
+    fn take_committed(&self, events: &[RecordedEvent]) {
+        if self.stopped().is_some() {
+            return;
+        }
+        let mut state = self.state.write().unwrap_or_else(|e| e.into_inner());
+        let before = state.position();
+        for event in events {
+            if event.position <= state.position() {
+                continue;
+            }
+            let Ok(decoded) = Decoded::new(event) else {
+                break;
+            };
+            if state.apply_decoded(&decoded).is_err() {
+                break;
+            }
+        }
+        let applied = state.position();
+        drop(state);
+        if applied > before {
+            self.progress
+                .send_modify(|p| p.applied = p.applied.max(applied));
+        }
     }
 
     /// Applies events until the model reaches the store's head as it is now.
@@ -239,8 +417,11 @@ impl Projector {
 }
 
 /// Loads the snapshot and checks it against the log; any doubt means rebuild.
-async fn trusted_snapshot(store: &dyn EventStore, file: &Path) -> Result<Snapshot, String> {
-    let snapshot = Snapshot::load(file).map_err(|e| e.to_string())?;
+async fn trusted_snapshot(
+    store: &dyn EventStore,
+    loaded: Result<Snapshot, crate::snapshot::Error>,
+) -> Result<Snapshot, String> {
+    let snapshot = loaded.map_err(|e| e.to_string())?;
     let position = snapshot.position();
     if position == 0 {
         return Ok(snapshot);

@@ -8,6 +8,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod bulk;
 pub mod canonical;
 pub mod decide;
 pub mod event;

@@ -6,6 +6,7 @@
 
 use std::collections::BTreeMap;
 
+use crate::bulk::BulkMap;
 use crate::event::{
     ApiKeyIssued, ApiKeyRevoked, AttemptRecorded, EndpointCreated, EndpointUpdated, Event,
     Idempotency, Recorded, WebhookEventAccepted,
@@ -28,8 +29,10 @@ pub struct ReadModel {
     /// The position of the last event applied; 0 before any.
     pub position: u64,
     /// Per organization, so no lookup can cross into another one's data.
+    #[rkyv(with = BulkMap)]
     pub tenants: BTreeMap<String, Tenant>,
     /// By key id. Keys are looked up before the organization is known.
+    #[rkyv(with = BulkMap)]
     pub api_keys: BTreeMap<String, ApiKey>,
 }
 
@@ -46,12 +49,20 @@ pub struct ReadModel {
 )]
 #[serde(rename_all = "camelCase")]
 pub struct Tenant {
+    #[rkyv(with = BulkMap)]
     pub endpoints: BTreeMap<String, Endpoint>,
-    pub events: BTreeMap<String, WebhookEvent>,
-    pub deliveries: BTreeMap<String, Delivery>,
+    /// Boxed, like `deliveries`: keys are ULIDs inserted in ascending order,
+    /// which leaves B-tree nodes about half full, so the slots hold a pointer
+    /// rather than the whole record.
+    #[rkyv(with = BulkMap)]
+    pub events: BTreeMap<String, Box<WebhookEvent>>,
+    #[rkyv(with = BulkMap)]
+    pub deliveries: BTreeMap<String, Box<Delivery>>,
     /// `sourceKey` -> event id, for idempotent event acceptance.
+    #[rkyv(with = BulkMap)]
     pub source_keys: BTreeMap<String, String>,
     /// `route` + "\n" + `Idempotency-Key` -> the write it produced.
+    #[rkyv(with = BulkMap)]
     pub idempotency: BTreeMap<String, IdempotencyRecord>,
 }
 
@@ -85,6 +96,13 @@ pub struct WebhookEvent {
     pub payload: String,
     pub delivery_ids: Vec<String>,
     pub status: EventStatus,
+    /// Deliveries whose latest status is `pending` or `retry_scheduled`, and
+    /// those `failed`: what `status` is derived from, kept so an attempt need
+    /// not look up every sibling delivery. Derived, so not served.
+    #[serde(skip)]
+    pub open_deliveries: u32,
+    #[serde(skip)]
+    pub failed_deliveries: u32,
     pub created_at: Timestamp,
     pub updated_at: Timestamp,
 }
@@ -153,11 +171,14 @@ impl ReadModel {
             Event::ApiKeyIssued(e) => self.apply_key_issued(e, at),
             Event::ApiKeyRevoked(e) => self.apply_key_revoked(e, at),
             event => {
-                let tenant = self
-                    .tenants
-                    .entry(event.organization_id().to_owned())
-                    .or_default();
-                tenant.apply(recorded);
+                // Look up before inserting: `entry` would allocate the key every time.
+                let org = event.organization_id();
+                if !self.tenants.contains_key(org) {
+                    self.tenants.insert(org.to_owned(), Tenant::default());
+                }
+                if let Some(tenant) = self.tenants.get_mut(org) {
+                    tenant.apply(recorded);
+                }
             }
         }
     }
@@ -196,25 +217,25 @@ impl ReadModel {
 impl Tenant {
     fn apply(&mut self, recorded: &Recorded) {
         let at = recorded.recorded_at;
-        let resource_id = match &recorded.event {
+        let resource_id: &str = match &recorded.event {
             Event::EndpointCreated(e) => {
                 self.endpoints
                     .insert(e.endpoint_id.clone(), Endpoint::created(e, at));
-                e.endpoint_id.clone()
+                &e.endpoint_id
             }
             Event::EndpointUpdated(e) => {
                 if let Some(endpoint) = self.endpoints.get_mut(&e.endpoint_id) {
                     endpoint.apply(e, at);
                 }
-                e.endpoint_id.clone()
+                &e.endpoint_id
             }
             Event::WebhookEventAccepted(e) => {
                 self.apply_accepted(e, at);
-                e.event_id.clone()
+                &e.event_id
             }
             Event::AttemptRecorded(e) => {
                 self.apply_attempt(e, at);
-                e.event_id.clone()
+                &e.event_id
             }
             Event::ApiKeyIssued(_) | Event::ApiKeyRevoked(_) => return,
         };
@@ -229,7 +250,7 @@ impl Tenant {
                 .or_insert_with(|| IdempotencyRecord {
                     request_sha256: request_sha256.clone(),
                     position: recorded.position,
-                    resource_id,
+                    resource_id: resource_id.to_owned(),
                     recorded_at: at,
                 });
         }
@@ -239,7 +260,7 @@ impl Tenant {
         for planned in &e.deliveries {
             self.deliveries.insert(
                 planned.delivery_id.clone(),
-                Delivery {
+                Box::new(Delivery {
                     id: planned.delivery_id.clone(),
                     organization_id: e.organization_id.clone(),
                     event_id: e.event_id.clone(),
@@ -256,7 +277,7 @@ impl Tenant {
                     created_at: at,
                     updated_at: at,
                     version: 0,
-                },
+                }),
             );
         }
         if let Some(source_key) = &e.source_key {
@@ -267,7 +288,7 @@ impl Tenant {
         let status = EventStatus::derive(e.deliveries.iter().map(|_| AttemptStatus::Pending));
         self.events.insert(
             e.event_id.clone(),
-            WebhookEvent {
+            Box::new(WebhookEvent {
                 id: e.event_id.clone(),
                 organization_id: e.organization_id.clone(),
                 event_type: e.event_type.clone(),
@@ -276,9 +297,11 @@ impl Tenant {
                     .expect("canonical JSON is UTF-8"),
                 delivery_ids: e.deliveries.iter().map(|d| d.delivery_id.clone()).collect(),
                 status,
+                open_deliveries: u32::try_from(e.deliveries.len()).unwrap_or(u32::MAX),
+                failed_deliveries: 0,
                 created_at: at,
                 updated_at: at,
-            },
+            }),
         );
     }
 
@@ -286,24 +309,46 @@ impl Tenant {
         let Some(delivery) = self.deliveries.get_mut(&e.delivery_id) else {
             return;
         };
+        let before = delivery.status;
         delivery.apply(e, at);
+        let after = delivery.status;
         let Some(event) = self.events.get_mut(&e.event_id) else {
             return;
         };
-        let deliveries = &self.deliveries;
-        event.status = EventStatus::derive(
-            event
-                .delivery_ids
-                .iter()
-                .filter_map(|id| deliveries.get(id))
-                .map(|d| d.status),
-        );
+        event.count(before, false);
+        event.count(after, true);
+        // `EventStatus::derive` over the deliveries, from the counts.
+        event.status = if event.delivery_ids.is_empty() {
+            EventStatus::Skipped
+        } else if event.open_deliveries > 0 {
+            EventStatus::Pending
+        } else if event.failed_deliveries > 0 {
+            EventStatus::Failed
+        } else {
+            EventStatus::Delivered
+        };
         event.updated_at = event.updated_at.max(at);
     }
 
     /// The idempotency record for a key sent to a route, if any.
     pub fn idempotency(&self, route: &str, key: &str) -> Option<&IdempotencyRecord> {
         self.idempotency.get(&idempotency_slot(route, key))
+    }
+}
+
+impl WebhookEvent {
+    /// Counts a delivery into (`add`) or out of the status counts.
+    fn count(&mut self, status: AttemptStatus, add: bool) {
+        let counter = match status {
+            AttemptStatus::Pending | AttemptStatus::RetryScheduled => &mut self.open_deliveries,
+            AttemptStatus::Failed => &mut self.failed_deliveries,
+            AttemptStatus::Delivered => return,
+        };
+        *counter = if add {
+            counter.saturating_add(1)
+        } else {
+            counter.saturating_sub(1)
+        };
     }
 }
 
@@ -352,7 +397,11 @@ impl Delivery {
     pub fn apply(&mut self, e: &AttemptRecorded, at: Timestamp) {
         self.status = e.status;
         self.response_status_code = e.response_status_code.map(|c| c.get());
-        self.last_error = e.last_error.as_ref().map(|s| s.as_str().to_owned());
+        match (&mut self.last_error, &e.last_error) {
+            // Reuse the allocation: retries usually report errors of similar length.
+            (Some(mine), Some(theirs)) => theirs.as_str().clone_into(mine),
+            (mine, theirs) => *mine = theirs.as_ref().map(|s| s.as_str().to_owned()),
+        }
         self.next_retry_at = e.next_retry_at.as_ref().map(|r| r.at());
         self.attempt_count += 1;
         self.attempted_at = Some(at);

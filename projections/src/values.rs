@@ -45,9 +45,55 @@ impl Timestamp {
     /// RFC 3339 in UTC with a literal `Z` and six fraction digits, e.g.
     /// `2026-11-27T04:00:00.123456Z`. One fixed width keeps the form canonical.
     pub fn to_rfc3339(self) -> String {
+        let mut buf = [0u8; RFC3339_LEN];
+        match self.write_rfc3339(&mut buf) {
+            Some(text) => text.to_owned(),
+            None => self.to_chrono_rfc3339(),
+        }
+    }
+
+    fn to_chrono_rfc3339(self) -> String {
         self.to_datetime()
             .format("%Y-%m-%dT%H:%M:%S%.6fZ")
             .to_string()
+    }
+
+    /// The RFC 3339 form written into `buf` without allocating, for years 0000
+    /// to 9999 (`None` outside them). Every response carries a score of
+    /// timestamps and every hash one, so this skips chrono's format parser.
+    pub fn write_rfc3339(self, buf: &mut [u8; RFC3339_LEN]) -> Option<&str> {
+        let secs = self.0.div_euclid(1_000_000);
+        let micros = self.0.rem_euclid(1_000_000);
+        let (year, month, day) = civil_from_days(secs.div_euclid(86_400));
+        if !(0..=9999).contains(&year) {
+            return None;
+        }
+        let second_of_day = secs.rem_euclid(86_400);
+        let mut put = |at: usize, width: u32, mut value: i64| {
+            for i in (0..width as usize).rev() {
+                buf[at + i] = b'0' + (value % 10) as u8;
+                value /= 10;
+            }
+        };
+        put(0, 4, year);
+        put(5, 2, month);
+        put(8, 2, day);
+        put(11, 2, second_of_day / 3600);
+        put(14, 2, second_of_day / 60 % 60);
+        put(17, 2, second_of_day % 60);
+        put(20, 6, micros);
+        for (at, c) in [
+            (4, b'-'),
+            (7, b'-'),
+            (10, b'T'),
+            (13, b':'),
+            (16, b':'),
+            (19, b'.'),
+            (26, b'Z'),
+        ] {
+            buf[at] = c;
+        }
+        std::str::from_utf8(buf).ok()
     }
 
     /// Parses any RFC 3339 date-time (offsets allowed), for query filters.
@@ -58,6 +104,24 @@ impl Timestamp {
     }
 }
 
+/// The length of [`Timestamp::to_rfc3339`] for years 0000 to 9999.
+pub const RFC3339_LEN: usize = 27;
+
+/// Year, month and day of a day count from 1970-01-01 in the proleptic
+/// Gregorian calendar (Howard Hinnant's `civil_from_days`).
+fn civil_from_days(days: i64) -> (i64, i64, i64) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    (year, month, day)
+}
+
 impl fmt::Display for Timestamp {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.to_rfc3339())
@@ -66,7 +130,11 @@ impl fmt::Display for Timestamp {
 
 impl Serialize for Timestamp {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&self.to_rfc3339())
+        let mut buf = [0u8; RFC3339_LEN];
+        match self.write_rfc3339(&mut buf) {
+            Some(text) => s.serialize_str(text),
+            None => s.serialize_str(&self.to_chrono_rfc3339()),
+        }
     }
 }
 
@@ -471,5 +539,36 @@ mod tests {
             EventStatus::Failed
         );
         assert_eq!(EventStatus::derive([Failed]), EventStatus::Failed);
+    }
+
+    #[test]
+    fn the_fast_rfc3339_form_is_chronos_form() {
+        let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+        let mut samples = vec![
+            0,
+            -1,
+            1,
+            951_782_400_000_000,     // 2000-02-29
+            -62_167_219_200_000_000, // 0000-01-01
+            253_402_300_799_999_999, // 9999-12-31T23:59:59.999999
+            253_402_300_800_000_000, // 10000-01-01: chrono's form
+            -62_167_219_200_000_001, // before year 0: chrono's form
+            i64::MIN,
+            i64::MAX,
+        ];
+        for _ in 0..20_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            samples.push((x % 500_000_000_000_000_000) as i64 - 100_000_000_000_000_000);
+        }
+        for micros in samples {
+            let t = Timestamp(micros);
+            assert_eq!(t.to_rfc3339(), t.to_chrono_rfc3339(), "{micros}");
+            assert_eq!(
+                serde_json::to_string(&t).unwrap(),
+                format!("\"{}\"", t.to_chrono_rfc3339())
+            );
+        }
     }
 }

@@ -95,6 +95,19 @@ impl From<&Delivery> for DeliveryView {
     }
 }
 
+/// The model keeps deliveries boxed; views take them as they come out of the map.
+impl From<&Box<Delivery>> for DeliveryView {
+    fn from(d: &Box<Delivery>) -> Self {
+        DeliveryView::from(&**d)
+    }
+}
+
+impl From<&Box<Delivery>> for DeliverySnapshot {
+    fn from(d: &Box<Delivery>) -> Self {
+        DeliverySnapshot::from(&**d)
+    }
+}
+
 impl From<&Endpoint> for EndpointView {
     fn from(e: &Endpoint) -> Self {
         EndpointView {

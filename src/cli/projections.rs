@@ -87,26 +87,14 @@ pub async fn run(args: &StoreArgs, command: ProjectionsCommand) -> Result<(), Er
 /// Folds the log from `state`'s position to the head, showing progress.
 pub async fn replay(
     store: &dyn EventStore,
-    mut state: Snapshot,
+    state: Snapshot,
     label: &str,
 ) -> Result<Snapshot, Error> {
-    let head = store.head();
-    let progress = Progress::new(label, state.position(), head);
-    loop {
-        let events = store
-            .read_all(state.position() + 1, BATCH)
-            .await
-            .map_err(|e| Error::CheckFailed(format!("reading the log failed: {e}")))?;
-        if events.is_empty() {
-            break;
-        }
-        for event in &events {
-            state
-                .apply(event)
-                .map_err(|e| Error::CheckFailed(e.to_string()))?;
-        }
-        progress.at(state.position());
-    }
+    let progress = std::sync::Arc::new(Progress::new(label, state.position(), store.head()));
+    let shown = progress.clone();
+    let state = crate::projector::replay(store, state, BATCH, move |p| shown.at(p))
+        .await
+        .map_err(|e| Error::CheckFailed(e.to_string()))?;
     progress.done(state.position());
     Ok(state)
 }

@@ -42,8 +42,11 @@ impl ServeArgs {
 }
 
 pub async fn run(store_args: &StoreArgs, args: ServeArgs) -> Result<(), Error> {
-    let store = open::store_for_writing(store_args).await?;
-    let node = Node::start(store, Some(snapshot_file(&store_args.data))).await;
+    let node = Node::open(
+        open::store_for_writing(store_args),
+        snapshot_file(&store_args.data),
+    )
+    .await?;
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .map_err(|e| Error::setup(&format!("cannot listen on {}", args.listen), e))?;

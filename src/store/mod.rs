@@ -149,6 +149,9 @@ impl Error {
     }
 }
 
+/// Called with each batch of events as it becomes durable; see [`EventStore::on_commit`].
+pub type CommitHook = Box<dyn Fn(&[RecordedEvent]) + Send + Sync>;
+
 /// An append-only store of event streams.
 ///
 /// Appends to one stream are atomic and checked against an expected version;
@@ -213,6 +216,17 @@ pub trait EventStore: Send + Sync + std::fmt::Debug {
     /// Group-commit counters, for stores that batch appends into shared syncs.
     fn commit_stats(&self) -> Option<CommitStats> {
         None
+    }
+
+    /// Asks the store to call `hook` with every batch of events, in position
+    /// order, once it is durable and readable and before its appends are
+    /// acknowledged, so a reader of the log (the projector) can keep up without
+    /// a round trip through `read_all`. `hook` must be quick and must not call
+    /// the store. Returns false if the backend has no such moment (the default);
+    /// callers then follow the log with `wait_beyond` alone.
+    fn on_commit(&self, hook: CommitHook) -> bool {
+        drop(hook);
+        false
     }
 }
 

@@ -79,8 +79,38 @@ impl Sequencer {
         }
     }
 
+    /// The state a persisted index recorded: each stream's tip, the head, the
+    /// clock (the latest time stamped)
+    /// and the claims taken; `claims_of` goes on recognising claims in events
+    /// observed after it.
+    pub fn restore(
+        tips: HashMap<String, Tip>,
+        head: u64,
+        clock: i64,
+        claims: HashMap<String, u64>,
+        claims_of: Option<ClaimsOf>,
+    ) -> Self {
+        Sequencer {
+            tips,
+            head,
+            clock,
+            claims,
+            claims_of,
+        }
+    }
+
+    /// Every claim taken, with the last position of the append that took it.
+    pub fn claims(&self) -> impl ExactSizeIterator<Item = (&str, u64)> {
+        self.claims.iter().map(|(c, &p)| (c.as_str(), p))
+    }
+
     pub fn head(&self) -> u64 {
         self.head
+    }
+
+    /// The latest time stamped on an event, microseconds since the Unix epoch.
+    pub fn clock(&self) -> i64 {
+        self.clock
     }
 
     pub fn tip(&self, stream: &str) -> Option<Tip> {

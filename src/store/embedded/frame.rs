@@ -101,10 +101,15 @@ pub fn parse(bytes: &[u8]) -> Result<Frame<'_>, String> {
 
 /// Decodes a checked payload into the record it holds.
 pub fn decode(payload: &[u8]) -> Result<RecordedEvent, String> {
+    decode_in(payload, &mut AlignedVec::new())
+}
+
+/// [`decode`] with a scratch buffer that a caller decoding many frames reuses.
+pub fn decode_in(payload: &[u8], aligned: &mut AlignedVec<16>) -> Result<RecordedEvent, String> {
     // rkyv needs its archive aligned; a payload sits at any offset in a file.
-    let mut aligned = AlignedVec::<16>::with_capacity(payload.len());
+    aligned.clear();
     aligned.extend_from_slice(payload);
-    rkyv::from_bytes::<RecordedEvent, rancor::Error>(&aligned)
+    rkyv::from_bytes::<RecordedEvent, rancor::Error>(aligned)
         .map_err(|e| format!("frame payload does not decode: {e}"))
 }
 

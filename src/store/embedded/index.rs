@@ -5,14 +5,15 @@
 //! through it can never see an unacknowledged append. Every read re-checks the
 //! frame's checksum and position: bad bytes are refused, never served.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use crate::store::embedded::frame;
 use crate::store::embedded::segment::Scanned;
+use crate::store::embedded::{checkpoint, frame};
+use crate::store::sequencer::Sequencer;
 use crate::store::{Error, RecordedEvent, Result};
 
 /// A segment file open for positioned reads.
@@ -38,7 +39,15 @@ struct Segment {
     offsets: Vec<u64>,
     /// Where the last durable frame ends.
     end: u64,
+    /// CRC32C of the file up to `end`.
+    crc: u32,
 }
+
+/// The most recent durable records kept in memory, so the projector that
+/// follows the head reads what was just committed without a trip to the disk.
+const RECENT_EVENTS: usize = 4096;
+/// ... and at most this many bytes of event data and metadata.
+const RECENT_BYTES: usize = 16 * 1024 * 1024;
 
 /// Where the durable events are.
 #[derive(Debug, Default)]
@@ -47,6 +56,9 @@ pub struct Index {
     /// Stream name -> positions of its events, in version order.
     streams: HashMap<String, Vec<u64>>,
     head: u64,
+    /// The last durable records, in position order, ending at `head`.
+    recent: VecDeque<RecordedEvent>,
+    recent_bytes: usize,
 }
 
 /// One frame to read.
@@ -72,6 +84,7 @@ impl Index {
                 first_position: scanned.first_position,
                 offsets: scanned.offsets,
                 end: scanned.end,
+                crc: scanned.crc,
             });
         }
         Ok(index)
@@ -81,30 +94,77 @@ impl Index {
         self.head
     }
 
+    /// The persisted form of the index, with the stream tips of `sequencer`,
+    /// which must be at the same head.
+    pub fn checkpoint(&self, sequencer: &Sequencer) -> Vec<u8> {
+        let segments = self
+            .segments
+            .iter()
+            .map(|s| (s.first_position, s.end, s.crc, s.offsets.as_slice()));
+        checkpoint::encode(sequencer, segments, &self.streams)
+    }
+
     /// Starts a new, empty segment whose first frame will hold the next position.
-    pub fn add_segment(&mut self, file: Arc<SegmentFile>, end: u64) {
+    pub fn add_segment(&mut self, file: Arc<SegmentFile>, end: u64, crc: u32) {
         self.segments.push(Segment {
             file,
             first_position: self.head + 1,
             offsets: Vec::new(),
             end,
+            crc,
         });
     }
 
-    /// Takes in `records`, now durable in the last segment at `offsets`, ending at `end`.
-    pub fn extend(&mut self, records: Vec<RecordedEvent>, offsets: &[u64], end: u64) {
+    /// Takes in `records`, now durable in the last segment at `offsets`, which
+    /// ends at `end` with `crc` over its bytes.
+    pub fn extend(&mut self, records: Vec<RecordedEvent>, offsets: &[u64], end: u64, crc: u32) {
         let Some(segment) = self.segments.last_mut() else {
             return;
         };
         segment.offsets.extend_from_slice(offsets);
         segment.end = end;
+        segment.crc = crc;
         for record in records {
             self.head = record.position;
-            self.streams
-                .entry(record.stream)
-                .or_default()
-                .push(record.position);
+            match self.streams.get_mut(record.stream.as_str()) {
+                Some(positions) => positions.push(record.position),
+                None => {
+                    self.streams
+                        .insert(record.stream.clone(), vec![record.position]);
+                }
+            }
+            self.recent_bytes += record.data.len() + record.metadata.len();
+            self.recent.push_back(record);
         }
+        while self.recent.len() > RECENT_EVENTS || self.recent_bytes > RECENT_BYTES {
+            let Some(old) = self.recent.pop_front() else {
+                break;
+            };
+            self.recent_bytes -= old.data.len() + old.metadata.len();
+        }
+    }
+
+    /// The last `n` records taken in (fewer if the recent window is smaller),
+    /// in order, as the two slices they lie in.
+    pub fn recent_tail(&self, n: usize) -> [&[RecordedEvent]; 2] {
+        let (front, back) = self.recent.as_slices();
+        if back.len() >= n {
+            [&[], &back[back.len() - n..]]
+        } else {
+            let rest = n - back.len();
+            [&front[front.len().saturating_sub(rest)..], back]
+        }
+    }
+
+    /// Up to `max` events from position `from` if they are all among the recent
+    /// records in memory: they were checked when they were written, moments ago.
+    pub fn recent_from(&self, from: u64, max: usize) -> Option<Vec<RecordedEvent>> {
+        let first = self.recent.front()?.position;
+        if from < first || from > self.head {
+            return None;
+        }
+        let skip = usize::try_from(from - first).ok()?;
+        Some(self.recent.iter().skip(skip).take(max).cloned().collect())
     }
 
     fn locate(&self, position: u64) -> Option<Loc> {
@@ -152,6 +212,7 @@ impl Index {
 /// adjacent frames.
 pub fn read(locs: &[Loc]) -> Result<Vec<RecordedEvent>> {
     let mut events = Vec::with_capacity(locs.len());
+    let mut aligned = rkyv::util::AlignedVec::new();
     let mut rest = locs;
     while let Some(first) = rest.first() {
         let run = 1 + rest
@@ -163,30 +224,60 @@ pub fn read(locs: &[Loc]) -> Result<Vec<RecordedEvent>> {
         let (now, later) = rest.split_at(run);
         rest = later;
         let len: u64 = now.iter().map(|l| l.len).sum();
-        let mut buf = vec![0; usize::try_from(len).unwrap_or(usize::MAX)];
-        first
-            .file
-            .file
-            .read_exact_at(&mut buf, first.offset)
-            .map_err(|e| Error::io(format!("reading {}", first.file.path.display()), e))?;
-        let mut at = 0;
-        for loc in now {
-            let bytes = &buf[at..at + loc.len as usize];
-            at += loc.len as usize;
-            events.push(check(loc, bytes)?);
-        }
+        let len = usize::try_from(len).unwrap_or(usize::MAX);
+        READ_BUFFER.with_borrow_mut(|buf| -> Result<()> {
+            // Reused: a replay reads megabytes per batch, and fresh pages
+            // cost more to fault in and zero than the read itself.
+            if buf.len() < len {
+                buf.resize(len, 0);
+            }
+            let buf = &mut buf[..len];
+            first
+                .file
+                .file
+                .read_exact_at(buf, first.offset)
+                .map_err(|e| Error::io(format!("reading {}", first.file.path.display()), e))?;
+            let mut at = 0;
+            for loc in now {
+                let bytes = &buf[at..at + loc.len as usize];
+                at += loc.len as usize;
+                events.push(check(loc, bytes, &mut aligned)?);
+            }
+            Ok(())
+        })?;
+        READ_BUFFER.with_borrow_mut(|buf| {
+            // Keep no more than a batch's worth between reads.
+            if buf.len() > MAX_KEPT_BUFFER {
+                *buf = Vec::new();
+            }
+        });
     }
     Ok(events)
 }
 
-fn check(loc: &Loc, bytes: &[u8]) -> Result<RecordedEvent> {
+/// The largest read buffer a thread keeps between reads.
+const MAX_KEPT_BUFFER: usize = 16 * 1024 * 1024;
+
+thread_local! {
+    static READ_BUFFER: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+fn check(
+    loc: &Loc,
+    bytes: &[u8],
+    aligned: &mut rkyv::util::AlignedVec<16>,
+) -> Result<RecordedEvent> {
     let corrupt = |reason: String| Error::Corrupt {
         file: loc.file.path.clone(),
         offset: loc.offset,
         position: loc.position,
         reason,
     };
-    let (event, len) = frame::read(bytes).map_err(corrupt)?;
+    let frame = frame::parse(bytes).map_err(corrupt)?;
+    let (event, len) = (
+        frame::decode_in(frame.payload, aligned).map_err(corrupt)?,
+        frame.len,
+    );
     if len as u64 != loc.len {
         return Err(corrupt(format!(
             "frame is {len} bytes, the index says {}",

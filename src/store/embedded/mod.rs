@@ -21,6 +21,9 @@ use crate::store::{
     check_append,
 };
 
+mod checkpoint;
+#[cfg(test)]
+mod checkpoint_tests;
 #[cfg(test)]
 mod fault_tests;
 mod frame;
@@ -77,9 +80,10 @@ pub struct Stats {
 }
 
 /// The log as readers see it: what the writer has made durable.
-#[derive(Debug)]
 struct Shared {
     index: RwLock<Index>,
+    /// Told of each batch after it is readable, before it is acknowledged.
+    hook: RwLock<Option<crate::store::CommitHook>>,
     head: watch::Sender<Head>,
     appends: AtomicU64,
     batches: AtomicU64,
@@ -98,6 +102,7 @@ impl Shared {
         let position = index.head();
         Shared {
             index: RwLock::new(index),
+            hook: RwLock::new(None),
             head: watch::Sender::new(Head { position, open }),
             appends: AtomicU64::new(0),
             batches: AtomicU64::new(0),
@@ -115,14 +120,26 @@ impl Shared {
         self.index.write().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn add_segment(&self, file: Arc<SegmentFile>, end: u64) {
-        self.index_mut().add_segment(file, end);
+    fn add_segment(&self, file: Arc<SegmentFile>, end: u64, crc: u32) {
+        self.index_mut().add_segment(file, end, crc);
     }
 
-    /// Makes durable records visible, then wakes whoever waits for them.
-    fn publish(&self, records: Vec<RecordedEvent>, offsets: &[u64], end: u64) {
+    /// Makes durable records visible, tells the hook, then wakes whoever
+    /// waits for them.
+    fn publish(&self, records: Vec<RecordedEvent>, offsets: &[u64], end: u64, crc: u32) {
+        let count = records.len();
         let position = records.last().map(|r| r.position);
-        self.index_mut().extend(records, offsets, end);
+        self.index_mut().extend(records, offsets, end, crc);
+        let hook = self.hook.read().unwrap_or_else(|e| e.into_inner());
+        if let Some(hook) = hook.as_ref() {
+            let index = self.index();
+            for part in index.recent_tail(count) {
+                if !part.is_empty() {
+                    hook(part);
+                }
+            }
+        }
+        drop(hook);
         if let Some(position) = position {
             self.head.send_modify(|h| h.position = position);
         }
@@ -135,6 +152,15 @@ impl Shared {
     fn count_batch(&self, appends: u64) {
         self.batches.fetch_add(1, Ordering::Relaxed);
         self.appends.fetch_add(appends, Ordering::Relaxed);
+    }
+}
+
+impl std::fmt::Debug for Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shared")
+            .field("index", &self.index)
+            .field("head", &self.head)
+            .finish_non_exhaustive()
     }
 }
 
@@ -176,7 +202,7 @@ impl EmbeddedStore {
             }
         }
         let lock = lock(dir)?;
-        let scan = segment::scan_log_into(&log_dir, Sequencer::with_claims_of(options.claims_of))?;
+        let (scan, checkpointed) = scan_for_writing(&log_dir, options.claims_of.clone())?;
         let sync = |what: &str, path: &Path, r: std::io::Result<()>| {
             r.map_err(|e| Error::io(format!("{what} {}", path.display()), e))
         };
@@ -201,6 +227,7 @@ impl EmbeddedStore {
                     .map_err(|e| Error::io(format!("opening {}", last.path.display()), e))?,
                 path: last.path.clone(),
                 len: last.end,
+                crc: last.crc,
             }),
             None => None,
         };
@@ -212,6 +239,7 @@ impl EmbeddedStore {
             scan.sequencer,
             active,
             shared.clone(),
+            checkpointed,
         );
         let (requests, receiver) = mpsc::channel();
         let thread = std::thread::Builder::new()
@@ -228,10 +256,13 @@ impl EmbeddedStore {
 
     /// Opens `dir` for reading alongside a running writer: takes no lock, never
     /// writes, and reads a torn tail as absent. Sees the log as it was at open.
+    /// Like a writer's open it starts from the persisted index when that checks
+    /// out; `audit verify` still reads and checks every frame after opening.
     pub fn open_read_only(dir: &Path) -> Result<EmbeddedStore> {
         let log_dir = dir.join("log");
         let scan = if log_dir.exists() {
-            segment::scan_log(&log_dir)?
+            // A reader takes no appends, so it needs no claims.
+            scan_for_writing(&log_dir, None)?.0
         } else {
             std::fs::metadata(dir)
                 .map_err(|e| Error::io(format!("opening {}", dir.display()), e))?;
@@ -297,6 +328,42 @@ impl Drop for EmbeddedStore {
         }
         self.release();
     }
+}
+
+/// The log as an open finds it: from the persisted index when it checks out,
+/// with only what came after it walked and decoded; otherwise (no index, or any
+/// doubt about it) the whole log, scanned and decoded. Changes nothing on disk,
+/// so a read-only open beside a running writer uses it too. Also returns the
+/// head the index covered, 0 without one.
+fn scan_for_writing(log_dir: &Path, claims_of: Option<ClaimsOf>) -> Result<(segment::Scan, u64)> {
+    let files = segment::list(log_dir)?;
+    match checkpoint::load(log_dir, &files, claims_of.clone()) {
+        Ok(loaded) => {
+            let head = loaded.sequencer.head();
+            let resumed = segment::Scan {
+                sequencer: loaded.sequencer,
+                segments: loaded.segments,
+                streams: loaded.streams,
+                ..segment::Scan::default()
+            };
+            match segment::scan_files(&files, resumed) {
+                Ok(scan) => return Ok((scan, head)),
+                // The whole scan names the damage the same way, or finds none.
+                Err(e) => {
+                    tracing::warn!(error = %e, "the log after the persisted index does not scan; scanning it whole")
+                }
+            }
+        }
+        Err(reason) if files.is_empty() => tracing::debug!(%reason, "no persisted index"),
+        Err(reason) => {
+            tracing::warn!(%reason, "not using the persisted index; scanning the whole log")
+        }
+    }
+    let scan = segment::Scan {
+        sequencer: Sequencer::with_claims_of(claims_of),
+        ..segment::Scan::default()
+    };
+    Ok((segment::scan_files(&files, scan)?, 0))
 }
 
 /// Takes the directory's lock file, or names the directory that is taken.
@@ -390,7 +457,14 @@ impl EventStore for EmbeddedStore {
 
     #[tracing::instrument(level = "debug", skip(self))]
     async fn read_all(&self, from: u64, max: usize) -> Result<Vec<RecordedEvent>> {
-        let locs = self.shared.index().locate_all(from, max);
+        let locs = {
+            let index = self.shared.index();
+            // The projector asks for what was just committed: serve it from memory.
+            if let Some(events) = index.recent_from(from.max(1), max) {
+                return Ok(events);
+            }
+            index.locate_all(from, max)
+        };
         self.read(locs).await
     }
 
@@ -420,5 +494,10 @@ impl EventStore for EmbeddedStore {
             appends: stats.appends,
             commits: stats.batches,
         })
+    }
+
+    fn on_commit(&self, hook: crate::store::CommitHook) -> bool {
+        *self.shared.hook.write().unwrap_or_else(|e| e.into_inner()) = Some(hook);
+        true
     }
 }

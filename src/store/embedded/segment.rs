@@ -117,14 +117,20 @@ pub struct Bad {
 
 /// Walks the frames after a segment's header, taking each whole batch into
 /// `seq` and handing its events to `accept`.
-pub fn walk(bytes: &[u8], seq: &mut Sequencer, accept: &mut dyn FnMut(RecordedEvent)) -> Walk {
+/// The walk starts at offset `from`: the end of the header, or of a batch.
+pub fn walk_from(
+    bytes: &[u8],
+    from: usize,
+    seq: &mut Sequencer,
+    accept: &mut dyn FnMut(RecordedEvent),
+) -> Walk {
     let mut walk = Walk {
-        end: HEADER_LEN as u64,
+        end: from as u64,
         ..Walk::default()
     };
     // The frames of a batch whose last frame has not been seen yet.
     let mut batch = Pending::default();
-    let mut at = HEADER_LEN.min(bytes.len());
+    let mut at = from.min(bytes.len());
     walk.bad = loop {
         let position = seq.head() + 1 + batch.events.len() as u64;
         if at >= bytes.len() {
@@ -239,6 +245,9 @@ pub struct Scanned {
     pub first_position: u64,
     pub offsets: Vec<u64>,
     pub end: u64,
+    /// CRC32C of the file's bytes up to `end`: what the persisted index keeps
+    /// so that an open can check a whole segment in one pass.
+    pub crc: u32,
 }
 
 /// Everything an open learns from the segment files.
@@ -264,18 +273,19 @@ pub struct TornTail {
 
 /// Reads and checks every segment in `log_dir`; changes nothing on disk.
 pub fn scan_log(log_dir: &Path) -> Result<Scan> {
-    scan_log_into(log_dir, Sequencer::default())
+    scan_files(&list(log_dir)?, Scan::default())
 }
 
-/// [`scan_log`] into a given empty `sequencer` (one that rebuilds claims, say).
-pub fn scan_log_into(log_dir: &Path, sequencer: Sequencer) -> Result<Scan> {
-    let files = list(log_dir)?;
-    let mut scan = Scan {
-        sequencer,
-        ..Scan::default()
-    };
-    for (i, (named_first, path)) in files.iter().enumerate() {
+/// Goes on with a scan of `files` (the segment files, by first position) after
+/// what `scan` already holds: its last segment is walked on from where it ends,
+/// and the files after it whole. Changes nothing on disk.
+pub fn scan_files(files: &[(u64, PathBuf)], mut scan: Scan) -> Result<Scan> {
+    let resume = scan.segments.pop();
+    let skip = scan.segments.len();
+    for (i, (named_first, path)) in files.iter().enumerate().skip(skip) {
         let last = i + 1 == files.len();
+        // The segment the scan stopped in, with the frames it holds so far.
+        let resumed = resume.as_ref().filter(|_| i == skip);
         let bytes =
             std::fs::read(path).map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
         let position = scan.sequencer.head() + 1;
@@ -294,23 +304,36 @@ pub fn scan_log_into(log_dir: &Path, sequencer: Sequencer) -> Result<Scan> {
             }
             Err(reason) => return Err(corrupt(0, position, reason)),
         };
-        if first != *named_first || first != position {
+        let expected = resumed.map_or(position, |r| r.first_position);
+        if first != *named_first || first != expected {
             return Err(corrupt(
                 0,
                 position,
                 format!(
-                    "segment {} starts at position {first}, expected {position}",
+                    "segment {} starts at position {first}, expected {expected}",
                     file_name(*named_first)
                 ),
             ));
         }
         let streams = &mut scan.streams;
-        let walk = walk(&bytes, &mut scan.sequencer, &mut |event| {
-            streams
-                .entry(event.stream)
-                .or_default()
-                .push(event.position);
-        });
+        let from = resumed.map_or(HEADER_LEN as u64, |r| r.end);
+        let from = usize::try_from(from).unwrap_or(usize::MAX);
+        let mut walk = walk_from(
+            &bytes,
+            from,
+            &mut scan.sequencer,
+            &mut |event| match streams.get_mut(event.stream.as_str()) {
+                Some(positions) => positions.push(event.position),
+                None => {
+                    streams.insert(event.stream, vec![event.position]);
+                }
+            },
+        );
+        if let Some(resumed) = resumed {
+            let mut offsets = resumed.offsets.clone();
+            offsets.append(&mut walk.offsets);
+            walk.offsets = offsets;
+        }
         if let Some(bad) = walk.bad {
             let after = scan.sequencer.head();
             if !last {
@@ -339,11 +362,13 @@ pub fn scan_log_into(log_dir: &Path, sequencer: Sequencer) -> Result<Scan> {
                 reason: bad.reason,
             });
         }
+        let covered = usize::try_from(walk.end).map_or(&bytes[..], |end| &bytes[..end]);
         scan.segments.push(Scanned {
             path: path.clone(),
             first_position: first,
             offsets: walk.offsets,
             end: walk.end,
+            crc: crc32c::crc32c(covered),
         });
     }
     Ok(scan)

@@ -1,0 +1,323 @@
+//! The ledger a bench replays or restarts: organizations with four endpoints
+//! each, webhook events that fan out to all four, and attempts recorded in rounds
+//! over every delivery (retries, then successes), so consecutive attempts touch
+//! different deliveries as they do in production.
+//!
+//! Events are made here with the projections crate's own types; the attempt data,
+//! written millions of times, is formatted directly and checked once against the
+//! canonical encoder so that the shortcut cannot drift from the real bytes.
+
+use std::sync::Arc;
+
+use hookledger::store::embedded::EmbeddedStore;
+use hookledger::store::{EventStore, ExpectedVersion, NewEvent};
+use projections::event::{
+    ApiKeyIssued, AttemptRecorded, EndpointCreated, PlannedDelivery, WebhookEventAccepted, stream,
+};
+use projections::values::{AttemptStatus, HttpStatusCode, NonEmptyString, RetryAt};
+use projections::{Event, Metadata, Recorded, Timestamp};
+use serde_json::json;
+use tokio::task::JoinSet;
+
+pub const ORGS: u64 = 8;
+pub const ENDPOINTS: u64 = 4;
+const T0: u64 = 1_750_000_000_000;
+
+/// How big a ledger is.
+#[derive(Debug, Clone, Copy)]
+pub struct Shape {
+    /// Webhook events; each fans out to `ENDPOINTS` deliveries.
+    pub events: u64,
+    /// Attempts over all deliveries, in rounds.
+    pub attempts: u64,
+}
+
+impl Shape {
+    /// The mix of the restart and rebuild benches: one webhook event per 40 log
+    /// events, so 10 million log events hold 1 million deliveries with about ten
+    /// attempts each.
+    pub fn for_log_events(total: u64) -> Shape {
+        let events = (total / 40).max(1);
+        Shape {
+            events,
+            attempts: total.saturating_sub(setup_events() + events),
+        }
+    }
+
+    pub fn deliveries(&self) -> u64 {
+        self.events * ENDPOINTS
+    }
+
+    pub fn log_events(&self) -> u64 {
+        setup_events() + self.events + self.attempts
+    }
+}
+
+fn setup_events() -> u64 {
+    ORGS * (1 + ENDPOINTS)
+}
+
+fn ulid(prefix: &str, ms: u64, n: u64) -> String {
+    format!("{prefix}_{}", ulid::Ulid::from_parts(ms, u128::from(n)))
+}
+
+pub fn org(o: u64) -> String {
+    format!("org_bench_{o:02}")
+}
+
+fn key_id(o: u64) -> String {
+    ulid("key", T0, o)
+}
+
+fn endpoint_id(o: u64, i: u64) -> String {
+    ulid("ep", T0, 100 + o * ENDPOINTS + i)
+}
+
+fn event_id(w: u64) -> String {
+    ulid("evt", T0 + w / 64, w)
+}
+
+fn delivery_id(d: u64) -> String {
+    ulid("dlv", T0 + d / 256, d)
+}
+
+const NAMES: [&str; 4] = ["Billing", "Fulfilment", "CRM sync", "Analytics"];
+
+fn endpoint_name(i: u64) -> String {
+    format!("{} webhook", NAMES[i as usize % 4])
+}
+
+fn endpoint_url(o: u64, i: u64) -> String {
+    format!(
+        "https://hooks.customer{o:02}.example.com/v2/webhooks/{}",
+        NAMES[i as usize % 4].to_lowercase().replace(' ', "-")
+    )
+}
+
+/// The log events in order, each with its stream and metadata.
+pub fn events(shape: Shape) -> impl Iterator<Item = (String, Event, Metadata)> {
+    let mut setup = Vec::new();
+    for o in 0..ORGS {
+        setup.push((
+            stream::api_keys(&org(o)),
+            Event::ApiKeyIssued(ApiKeyIssued {
+                key_id: key_id(o),
+                organization_id: org(o),
+                secret_sha256: format!("{:064x}", o + 1),
+            }),
+            Metadata::default(),
+        ));
+        for i in 0..ENDPOINTS {
+            setup.push((
+                stream::endpoint(&endpoint_id(o, i)),
+                Event::EndpointCreated(EndpointCreated {
+                    endpoint_id: endpoint_id(o, i),
+                    organization_id: org(o),
+                    name: endpoint_name(i),
+                    url: endpoint_url(o, i),
+                    event_types: vec![],
+                    enabled: true,
+                }),
+                Metadata {
+                    key_id: Some(key_id(o)),
+                    ..Metadata::default()
+                },
+            ));
+        }
+    }
+    let accepted = (0..shape.events).map(|w| {
+        let (stream, event) = accepted(w);
+        (stream, event, metadata(w % ORGS, w))
+    });
+    setup.into_iter().chain(accepted).chain(attempts(shape))
+}
+
+fn metadata(o: u64, n: u64) -> Metadata {
+    Metadata {
+        request_id: Some(format!("req_{n:012}")),
+        key_id: Some(key_id(o)),
+        idempotency: None,
+    }
+}
+
+fn accepted(w: u64) -> (String, Event) {
+    let o = w % ORGS;
+    let deliveries = (0..ENDPOINTS)
+        .map(|i| PlannedDelivery {
+            delivery_id: delivery_id(w * ENDPOINTS + i),
+            endpoint_id: endpoint_id(o, i),
+            endpoint_name: endpoint_name(i),
+            endpoint_url: endpoint_url(o, i),
+        })
+        .collect();
+    let event = WebhookEventAccepted {
+        event_id: event_id(w),
+        organization_id: org(o),
+        event_type: if w.is_multiple_of(3) {
+            "invoice.paid"
+        } else {
+            "order.shipped"
+        }
+        .into(),
+        source_key: None,
+        payload: json!({
+            "invoiceId": format!("inv_{w:010}"),
+            "amount": 1200 + w % 1000,
+            "currency": "EUR",
+            "customer": {"id": format!("cus_{:06}", w % 50_000), "country": "DE"},
+        }),
+        deliveries,
+    };
+    (
+        stream::event(&event.event_id),
+        Event::WebhookEventAccepted(event),
+    )
+}
+
+/// Attempt `k` overall: round `k / deliveries` over delivery `k % deliveries`.
+fn attempt(shape: Shape, k: u64) -> (String, AttemptRecorded) {
+    let d = k % shape.deliveries();
+    let round = k / shape.deliveries();
+    let w = d / ENDPOINTS;
+    let delivered = round % 4 == 3;
+    let attempt = AttemptRecorded {
+        delivery_id: delivery_id(d),
+        event_id: event_id(w),
+        organization_id: org(w % ORGS),
+        status: if delivered {
+            AttemptStatus::Delivered
+        } else {
+            AttemptStatus::RetryScheduled
+        },
+        response_status_code: HttpStatusCode::parse(if delivered { 200 } else { 503 }),
+        response_body: Some(if delivered {
+            json!({"ok": true})
+        } else {
+            json!({"error": "unavailable"})
+        }),
+        last_error: (!delivered).then(|| {
+            NonEmptyString::parse("upstream answered 503 Service Unavailable").expect("non-empty")
+        }),
+        next_retry_at: (!delivered).then(|| RetryAt::parse("2030-01-01T00:00:00Z").expect("valid")),
+    };
+    (stream::delivery(&attempt.delivery_id), attempt)
+}
+
+fn attempts(shape: Shape) -> impl Iterator<Item = (String, Event, Metadata)> {
+    (0..shape.attempts).map(move |k| {
+        let (stream, a) = attempt(shape, k);
+        let o = (k % shape.deliveries()) / ENDPOINTS % ORGS;
+        (
+            stream,
+            Event::AttemptRecorded(a),
+            metadata(o, shape.events + k),
+        )
+    })
+}
+
+/// The canonical bytes of an attempt, formatted directly: the log generator
+/// writes millions of them.
+fn attempt_bytes(a: &AttemptRecorded) -> Vec<u8> {
+    let opt = |s: Option<String>| s.map_or("null".to_owned(), |s| format!("\"{s}\""));
+    format!(
+        r#"{{"deliveryId":"{}","eventId":"{}","lastError":{},"nextRetryAt":{},"organizationId":"{}","responseBody":{},"responseStatusCode":{},"status":"{}"}}"#,
+        a.delivery_id,
+        a.event_id,
+        opt(a.last_error.as_ref().map(|e| e.as_str().to_owned())),
+        opt(a.next_retry_at.as_ref().map(|_| "2030-01-01T00:00:00Z".to_owned())),
+        a.organization_id,
+        a.response_body.as_ref().map_or("null".to_owned(), |b| String::from_utf8(projections::canonical::to_vec(b)).expect("utf-8")),
+        a.response_status_code.map_or("null".to_owned(), |c| c.get().to_string()),
+        a.status.as_str(),
+    )
+    .into_bytes()
+}
+
+fn metadata_bytes(m: &Metadata) -> Vec<u8> {
+    match (&m.key_id, &m.request_id, &m.idempotency) {
+        (Some(k), Some(r), None) => format!(r#"{{"keyId":"{k}","requestId":"{r}"}}"#).into_bytes(),
+        _ => m.to_canonical_bytes(),
+    }
+}
+
+fn new_event(event: &Event, meta: &Metadata) -> NewEvent {
+    let data = match event {
+        Event::AttemptRecorded(a) => attempt_bytes(a),
+        other => other.to_canonical_bytes(),
+    };
+    NewEvent {
+        event_type: event.event_type().to_owned(),
+        schema_version: event.schema_version(),
+        data,
+        metadata: metadata_bytes(meta),
+    }
+}
+
+/// Panics unless the directly formatted bytes are the canonical ones.
+pub fn check_formatting() {
+    let shape = Shape {
+        events: 4,
+        attempts: 64,
+    };
+    for (_, event, meta) in attempts(shape) {
+        let fast = new_event(&event, &meta);
+        assert_eq!(
+            fast.data,
+            event.to_canonical_bytes(),
+            "attempt bytes drifted"
+        );
+        assert_eq!(
+            fast.metadata,
+            meta.to_canonical_bytes(),
+            "metadata bytes drifted"
+        );
+    }
+}
+
+/// Appends the whole ledger of `shape` to `store`, many appends in flight so
+/// that the writer commits them in large batches. Returns the head.
+pub async fn fill(store: &Arc<EmbeddedStore>, shape: Shape) -> u64 {
+    check_formatting();
+    const IN_FLIGHT: usize = 8192;
+    let mut tasks = JoinSet::new();
+    let mut phase = 0u8;
+    for (stream, event, meta) in events(shape) {
+        let this_phase = match event {
+            Event::ApiKeyIssued(_) | Event::EndpointCreated(_) => 0,
+            Event::WebhookEventAccepted(_) => 1,
+            _ => 2,
+        };
+        // Webhook events must land before their attempts, endpoints before both.
+        if this_phase != phase {
+            while tasks.join_next().await.is_some() {}
+            phase = this_phase;
+        }
+        while tasks.len() >= IN_FLIGHT {
+            tasks.join_next().await;
+        }
+        let store = store.clone();
+        let new = new_event(&event, &meta);
+        tasks.spawn(async move {
+            store
+                .append(&stream, ExpectedVersion::Any, vec![new])
+                .await
+                .expect("append while filling the bench log");
+        });
+    }
+    while tasks.join_next().await.is_some() {}
+    store.head()
+}
+
+/// The ledger of `shape` as the folds receive it, without a store: what the
+/// memory bench feeds a read model.
+pub fn each_recorded(shape: Shape, mut f: impl FnMut(Recorded)) {
+    for (position, (_, event, metadata)) in (1u64..).zip(events(shape)) {
+        f(Recorded {
+            position,
+            version: 0,
+            recorded_at: Timestamp::from_micros((T0 * 1000 + position) as i64),
+            metadata,
+            event,
+        });
+    }
+}
