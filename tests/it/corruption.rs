@@ -358,3 +358,35 @@ async fn damage_under_a_running_server_is_refused_never_served() {
         stdout(&out)
     );
 }
+
+#[tokio::test]
+async fn a_damaged_index_is_never_trusted_the_log_is_scanned_instead() {
+    let ledger = ledger(4).await;
+    let index = ledger.data().join("log").join("index.ckpt");
+    assert!(index.exists(), "a clean stop leaves a persisted index");
+    let server = Server::start(&ledger.data()).await;
+    let before = Client::new(&server, ORG, &ledger.key)
+        .all("/v1/outbound-webhook-deliveries")
+        .await;
+    server.stop();
+    let len = std::fs::metadata(&index).unwrap().len();
+    for (round, at) in [0, 12, len / 2, len - 1].into_iter().enumerate() {
+        flip(&index, at);
+        let server = Server::start(&ledger.data()).await;
+        let ignored = log_lines(
+            &server.log(),
+            "not using the persisted index; scanning the whole log",
+        );
+        assert!(
+            ignored.len() > round,
+            "flip at {at}: the damaged index was not refused:\n{}",
+            server.log()
+        );
+        let after = Client::new(&server, ORG, &ledger.key)
+            .all("/v1/outbound-webhook-deliveries")
+            .await;
+        assert_eq!(after, before, "flip at {at}: served differently");
+        server.stop();
+        succeeds(hookledger(&ledger.data(), &["audit", "verify"]));
+    }
+}
