@@ -62,6 +62,7 @@ fn main() {
             let store: Arc<dyn EventStore> =
                 Arc::new(EmbeddedStore::open_read_only(&dir).expect("open read-only"));
             let opened = t.elapsed().as_secs_f64();
+            let cpu = common::cpu_seconds();
             let t = Instant::now();
             let rebuilt = hookledger::cli::projections::replay(
                 store.as_ref(),
@@ -70,7 +71,12 @@ fn main() {
             )
             .await
             .expect("replay");
-            (rebuilt, t.elapsed().as_secs_f64(), opened)
+            let secs = t.elapsed().as_secs_f64();
+            println!(
+                "  replay kept {:.2} cores busy",
+                (common::cpu_seconds() - cpu) / secs
+            );
+            (rebuilt, secs, opened)
         });
         assert_eq!(rebuilt.position(), head);
         let deliveries: usize = rebuilt

@@ -12,6 +12,7 @@ pub mod bulk;
 pub mod canonical;
 pub mod decide;
 pub mod event;
+mod fast;
 pub mod model;
 pub mod values;
 pub mod view;

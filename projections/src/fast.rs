@@ -1,0 +1,325 @@
+//! Fast paths for the two decodings a replay does millions of times: an
+//! `AttemptRecorded` and its metadata, as the folds need them. They read only
+//! the exact canonical form this build writes (keys sorted, no whitespace, no
+//! escapes in strings) and give up on anything else, which then goes through
+//! `serde_json` as before; so they never accept what `serde_json` would refuse,
+//! and what they accept decodes to the same value. The tests hold them to that.
+
+use crate::event::AttemptRecorded;
+use crate::values::{AttemptStatus, HttpStatusCode, NonEmptyString, RetryAt};
+
+struct Cursor<'a> {
+    bytes: &'a [u8],
+    at: usize,
+}
+
+impl<'a> Cursor<'a> {
+    fn literal(&mut self, expected: &[u8]) -> Option<()> {
+        let end = self.at + expected.len();
+        (self.bytes.get(self.at..end)? == expected).then(|| self.at = end)
+    }
+
+    /// A string without escapes or control characters.
+    fn string(&mut self) -> Option<&'a str> {
+        self.literal(b"\"")?;
+        let start = self.at;
+        let len = self.bytes[start..]
+            .iter()
+            .position(|&b| b == b'"' || b == b'\\' || b < 0x20)?;
+        self.at = start + len;
+        self.literal(b"\"")?;
+        std::str::from_utf8(&self.bytes[start..start + len]).ok()
+    }
+
+    fn null(&mut self) -> bool {
+        self.literal(b"null").is_some()
+    }
+
+    fn nullable_string(&mut self) -> Option<Option<&'a str>> {
+        if self.null() {
+            Some(None)
+        } else {
+            self.string().map(Some)
+        }
+    }
+
+    /// A JSON value of any kind, checked by `serde_json`, skipped.
+    fn value(&mut self) -> Option<()> {
+        let start = self.at;
+        let mut depth = 0usize;
+        loop {
+            match *self.bytes.get(self.at)? {
+                b'"' => {
+                    self.at += 1;
+                    loop {
+                        match *self.bytes.get(self.at)? {
+                            b'\\' => self.at += 2,
+                            b'"' => break,
+                            _ => self.at += 1,
+                        }
+                    }
+                }
+                b'{' | b'[' => depth += 1,
+                b'}' | b']' if depth > 0 => depth -= 1,
+                b',' | b'}' | b']' if depth == 0 => break,
+                _ => {}
+            }
+            self.at += 1;
+            if depth == 0 && matches!(self.bytes.get(self.at), Some(b',' | b'}' | b']')) {
+                break;
+            }
+        }
+        // As the serde path reads it: valid JSON, and valid UTF-8 throughout
+        // (`IgnoredAny` would skip over bad UTF-8 inside a string).
+        let slice = &self.bytes[start..self.at];
+        serde_json::from_slice::<&serde_json::value::RawValue>(slice).ok()?;
+        Some(())
+    }
+
+    fn end(&mut self) -> Option<()> {
+        (self.at == self.bytes.len()).then_some(())
+    }
+}
+
+/// An attempt in its canonical form, without its response body (checked as
+/// JSON, then dropped, as the fold decoding does).
+pub fn attempt_for_fold(data: &[u8]) -> Option<AttemptRecorded> {
+    let mut c = Cursor { bytes: data, at: 0 };
+    c.literal(b"{\"deliveryId\":")?;
+    let delivery_id = c.string()?;
+    c.literal(b",\"eventId\":")?;
+    let event_id = c.string()?;
+    c.literal(b",\"lastError\":")?;
+    let last_error = match c.nullable_string()? {
+        None => None,
+        Some(text) => Some(NonEmptyString::parse(text)?),
+    };
+    c.literal(b",\"nextRetryAt\":")?;
+    let next_retry_at = match c.nullable_string()? {
+        None => None,
+        Some(text) => Some(RetryAt::parse(text)?),
+    };
+    c.literal(b",\"organizationId\":")?;
+    let organization_id = c.string()?;
+    c.literal(b",\"responseBody\":")?;
+    if !c.null() {
+        c.value()?;
+    }
+    c.literal(b",\"responseStatusCode\":")?;
+    let response_status_code = if c.null() {
+        None
+    } else {
+        let start = c.at;
+        let len = data[start..]
+            .iter()
+            .take_while(|b| b.is_ascii_digit())
+            .count();
+        // Plain digits only, no leading zero: anything else is serde's to judge.
+        if len == 0 || len > 3 || (len > 1 && data[start] == b'0') {
+            return None;
+        }
+        c.at += len;
+        let code: i64 = std::str::from_utf8(&data[start..start + len])
+            .ok()?
+            .parse()
+            .ok()?;
+        Some(HttpStatusCode::parse(code)?)
+    };
+    c.literal(b",\"status\":")?;
+    let status = AttemptStatus::parse(c.string()?)?;
+    c.literal(b"}")?;
+    c.end()?;
+    Some(AttemptRecorded {
+        delivery_id: delivery_id.to_owned(),
+        event_id: event_id.to_owned(),
+        organization_id: organization_id.to_owned(),
+        status,
+        response_status_code,
+        response_body: None,
+        last_error,
+        next_retry_at,
+    })
+}
+
+/// Metadata in its canonical form with no idempotency record: the folds keep
+/// nothing of it.
+pub fn metadata_without_idempotency(data: &[u8]) -> Option<()> {
+    let mut c = Cursor { bytes: data, at: 0 };
+    c.literal(b"{")?;
+    let mut first = true;
+    for key in [&b"\"keyId\":"[..], &b"\"requestId\":"[..]] {
+        let mut probe = Cursor {
+            bytes: data,
+            at: c.at,
+        };
+        if !first && probe.literal(b",").is_none() {
+            continue;
+        }
+        if probe.literal(key).is_some() {
+            probe.string()?;
+            c.at = probe.at;
+            first = false;
+        }
+    }
+    c.literal(b"}")?;
+    c.end()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::{Event, Metadata};
+    use proptest::prelude::*;
+
+    fn slow(data: &[u8]) -> Option<AttemptRecorded> {
+        // The serde path of `Event::decode_for_fold`, response body dropped.
+        match Event::decode("AttemptRecorded", 1, data).ok()? {
+            Event::AttemptRecorded(a) => Some(AttemptRecorded {
+                response_body: None,
+                ..a
+            }),
+            _ => None,
+        }
+    }
+
+    fn text() -> impl Strategy<Value = String> {
+        prop_oneof![
+            "[a-zA-Z0-9_]{1,30}",
+            any::<String>(),
+            Just("quote \" and backslash \\ and\nnewline".to_owned()),
+            Just("ünïcødé ✓".to_owned()),
+        ]
+    }
+
+    fn attempt() -> impl Strategy<Value = AttemptRecorded> {
+        (
+            text(),
+            text(),
+            text(),
+            prop::sample::select(AttemptStatus::ALL.to_vec()),
+            prop::option::of(100i64..=599),
+            prop::option::of(prop_oneof![
+                Just(serde_json::json!({})),
+                Just(serde_json::json!({"error": "a}b", "nested": {"x": [1, "]", null]}})),
+                Just(serde_json::json!({"q": "\"{"})),
+            ]),
+            prop::option::of(text()),
+            prop::option::of(prop::sample::select(vec![
+                "2030-01-01T00:00:00Z",
+                "2024-02-29T23:59:59.123456789Z",
+                "2023-11-07T05:31Z",
+            ])),
+        )
+            .prop_map(
+                |(d, e, o, status, code, body, error, retry)| AttemptRecorded {
+                    delivery_id: d,
+                    event_id: e,
+                    organization_id: o,
+                    status,
+                    response_status_code: code.and_then(HttpStatusCode::parse),
+                    response_body: body,
+                    last_error: error.and_then(NonEmptyString::parse),
+                    next_retry_at: retry.and_then(RetryAt::parse),
+                },
+            )
+    }
+
+    proptest! {
+        #[test]
+        fn the_fast_attempt_decoding_agrees_with_serde(a in attempt()) {
+            let data = Event::AttemptRecorded(a).to_canonical_bytes();
+            let fast = attempt_for_fold(&data);
+            let slow = slow(&data);
+            prop_assert!(slow.is_some());
+            if let Some(fast) = fast {
+                prop_assert_eq!(Some(fast), slow);
+            }
+        }
+
+        #[test]
+        fn the_direct_canonical_attempt_bytes_are_the_generic_ones(a in attempt()) {
+            let event = Event::AttemptRecorded(a);
+            prop_assert_eq!(
+                event.to_canonical_bytes(),
+                crate::canonical::to_vec(&event.to_value())
+            );
+        }
+
+        #[test]
+        fn damaged_attempt_bytes_are_never_accepted_where_serde_refuses(
+            a in attempt(),
+            at in any::<prop::sample::Index>(),
+            byte in any::<u8>(),
+        ) {
+            let mut data = Event::AttemptRecorded(a).to_canonical_bytes();
+            let i = at.index(data.len());
+            data[i] = byte;
+            if let Some(fast) = attempt_for_fold(&data) {
+                prop_assert_eq!(Some(fast), slow(&data));
+            }
+        }
+
+        #[test]
+        fn the_fast_metadata_check_agrees_with_serde(
+            request in prop::option::of(text()),
+            key in prop::option::of(text()),
+            at in any::<prop::sample::Index>(),
+            byte in any::<u8>(),
+            damage in any::<bool>(),
+        ) {
+            let meta = Metadata { request_id: request, key_id: key, idempotency: None };
+            let mut data = meta.to_canonical_bytes();
+            if damage {
+                let i = at.index(data.len());
+                data[i] = byte;
+            }
+            if metadata_without_idempotency(&data).is_some() {
+                let slow = Metadata::decode(&data);
+                prop_assert!(slow.is_ok(), "{:?}", String::from_utf8_lossy(&data));
+                prop_assert!(slow.unwrap().idempotency.is_none());
+            }
+        }
+    }
+
+    #[test]
+    fn the_canonical_forms_take_the_fast_path() {
+        let a = AttemptRecorded {
+            delivery_id: "dlv_1".into(),
+            event_id: "evt_1".into(),
+            organization_id: "org".into(),
+            status: AttemptStatus::RetryScheduled,
+            response_status_code: HttpStatusCode::parse(503),
+            response_body: Some(serde_json::json!({"error": "unavailable"})),
+            last_error: NonEmptyString::parse("upstream 503"),
+            next_retry_at: RetryAt::parse("2030-01-01T00:00:00Z"),
+        };
+        let data = Event::AttemptRecorded(a).to_canonical_bytes();
+        assert!(attempt_for_fold(&data).is_some());
+        for meta in [
+            Metadata::default(),
+            Metadata {
+                request_id: Some("req_1".into()),
+                key_id: Some("key_1".into()),
+                idempotency: None,
+            },
+            Metadata {
+                request_id: Some("req_1".into()),
+                ..Metadata::default()
+            },
+            Metadata {
+                key_id: Some("key_1".into()),
+                ..Metadata::default()
+            },
+        ] {
+            assert!(metadata_without_idempotency(&meta.to_canonical_bytes()).is_some());
+        }
+        for refused in [
+            &b"{\"keyId\":1}"[..],
+            b"{\"requestId\":\"a\",\"keyId\":\"b\"}",
+            b"{,}",
+            b"{\"keyId\":\"a\",}",
+        ] {
+            assert!(metadata_without_idempotency(refused).is_none());
+        }
+    }
+}
