@@ -2,6 +2,8 @@
 //! keys beside a running server, stopping on SIGTERM with a final snapshot, and
 //! the operator and auditor commands on the data it left.
 
+use std::time::Duration;
+
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
@@ -294,4 +296,86 @@ async fn an_empty_ledger_says_how_to_create_a_key_at_startup() {
     };
     assert!(hint.contains("hookledger keys create --org"), "{hint}");
     server.stop();
+}
+
+/// SIGTERM while a request is inside its handler: the server stops accepting,
+/// finishes that request (its attempt is recorded and answered 200), then exits
+/// cleanly. `Expect: 100-continue` tells the test the handler has started: the
+/// server sends `100 Continue` only when the handler asks for the body.
+#[tokio::test]
+async fn sigterm_finishes_the_request_in_flight_before_exiting() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let key = create_key(&data, ORG);
+    let server = Server::start(&data).await;
+    let client = Client::new(&server, ORG, &key);
+    client
+        .post(
+            "/v1/outbound-webhook-endpoints",
+            json!({"name": "e", "url": "https://example.com/e"}),
+        )
+        .await;
+    let event = client
+        .post(
+            "/v1/outbound-webhook-events",
+            json!({"eventType": "t", "payload": {}}),
+        )
+        .await;
+    let delivery = event["deliveries"][0]["id"].as_str().unwrap().to_owned();
+
+    let body = br#"{"status":"delivered","responseStatusCode":200}"#;
+    let mut socket = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    let head = format!(
+        "POST /v1/outbound-webhook-deliveries/{delivery}/attempts HTTP/1.1\r\nhost: test\r\n\
+         authorization: Bearer {key}\r\nx-organization-id: {ORG}\r\n\
+         content-type: application/json\r\ncontent-length: {}\r\n\
+         expect: 100-continue\r\nconnection: close\r\n\r\n",
+        body.len()
+    );
+    socket.write_all(head.as_bytes()).await.unwrap();
+    let mut buf = vec![0u8; 64];
+    let n = tokio::time::timeout(Duration::from_secs(30), socket.read(&mut buf))
+        .await
+        .expect("100 Continue in time")
+        .unwrap();
+    let interim = String::from_utf8_lossy(&buf[..n]).into_owned();
+    assert!(interim.starts_with("HTTP/1.1 100"), "{interim}");
+
+    nix::sys::signal::kill(server.pid(), nix::sys::signal::Signal::SIGTERM).unwrap();
+    // The listener closes while our request is still open.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while tokio::net::TcpStream::connect(server.addr).await.is_ok() {
+        assert!(std::time::Instant::now() < deadline, "still accepting");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    socket.write_all(body).await.unwrap();
+    let mut response = String::new();
+    tokio::time::timeout(
+        Duration::from_secs(30),
+        socket.read_to_string(&mut response),
+    )
+    .await
+    .expect("the answer in time")
+    .unwrap();
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    assert!(response.contains("\"attemptCount\":1"), "{response}");
+    let mut server = server;
+    let status = server.wait_exit();
+    assert!(
+        status.success(),
+        "exit after SIGTERM: {status:?}\n{}",
+        server.log()
+    );
+
+    let replay = succeeds(hookledger(
+        &data,
+        &["audit", "replay", "--delivery", &delivery],
+    ));
+    assert_eq!(
+        replay.lines().count(),
+        2,
+        "the in-flight attempt is in the log"
+    );
 }
