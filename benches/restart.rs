@@ -97,8 +97,13 @@ fn main() {
             let t = Instant::now();
             let mut store = None;
             let node = Node::open(
-                || {
-                    let opened = Arc::new(EmbeddedStore::open(&dir)?);
+                async {
+                    // The options `serve` opens with: claims are rebuilt too.
+                    let options = hookledger::store::embedded::Options {
+                        claims_of: Some(hookledger::ledger::store_claims_of()),
+                        ..Default::default()
+                    };
+                    let opened = Arc::new(EmbeddedStore::open_with(&dir, options)?);
                     println!("  store open {:.3} s", t.elapsed().as_secs_f64());
                     store = Some(opened.clone());
                     Ok::<_, hookledger::store::Error>(opened as Arc<dyn EventStore>)

@@ -33,24 +33,18 @@ impl Node {
     /// of a restart, and neither needs the other until the snapshot is checked
     /// against the log.
     pub async fn open<E>(
-        open_store: impl FnOnce() -> Result<Arc<dyn EventStore>, E>,
+        open_store: impl std::future::Future<Output = Result<Arc<dyn EventStore>, E>>,
         snapshot_file: PathBuf,
     ) -> Result<Node, E> {
         let file = snapshot_file.clone();
-        let loading = std::thread::Builder::new()
-            .name("hookledger-snapshot-load".into())
-            .spawn(move || Snapshot::load(&file));
-        let store = open_store();
-        let loaded = match loading {
-            Ok(thread) => thread.join().unwrap_or_else(|_| {
-                Err(crate::snapshot::Error::Corrupt {
-                    file: snapshot_file.clone(),
-                    reason: "loading it panicked".into(),
-                })
-            }),
-            // No thread to spare: load it here, after the store.
-            Err(_) => Snapshot::load(&snapshot_file),
-        };
+        let loading = tokio::task::spawn_blocking(move || Snapshot::load(&file));
+        let store = open_store.await;
+        let loaded = loading.await.unwrap_or_else(|_| {
+            Err(crate::snapshot::Error::Corrupt {
+                file: snapshot_file.clone(),
+                reason: "loading it panicked".into(),
+            })
+        });
         Ok(Self::start_loaded(store?, Some(snapshot_file), Some(loaded)).await)
     }
 

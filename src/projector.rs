@@ -445,3 +445,6 @@ async fn trusted_snapshot(
         )),
     }
 }
+
+#[cfg(test)]
+mod tests;

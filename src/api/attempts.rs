@@ -160,7 +160,15 @@ async fn record(
 ) -> Result<Response, ApiError> {
     let org = &caller.organization_id;
     let delivery_id = id.0;
-    let version_now = state.tenant(org, |t| t.deliveries.get(&delivery_id).map(|d| d.version))?;
+    let version =
+        |state: &AppState| state.tenant(org, |t| t.deliveries.get(&delivery_id).map(|d| d.version));
+    let mut version_now = version(&state)?;
+    if version_now.is_none() {
+        // The delivery may have been created through another process sharing
+        // the store, and not be in this one's model yet.
+        state.ledger().sync().await?;
+        version_now = version(&state)?;
+    }
     let Some(version_now) = version_now else {
         return Err(not_found(&delivery_id));
     };

@@ -54,6 +54,9 @@ pub enum ApiError {
     /// 405: the route exists but not with this method.
     #[error("{0} is not allowed on this route")]
     MethodNotAllowed(String),
+    /// 408: the request body did not arrive within the client timeout.
+    #[error("{0}")]
+    RequestTimeout(String),
     /// 409: the `Idempotency-Key` was already used with a different body.
     #[error("this Idempotency-Key was already used with a different request body")]
     IdempotencyKeyReused,
@@ -97,6 +100,7 @@ impl ApiError {
             ApiError::Forbidden => StatusCode::FORBIDDEN,
             ApiError::NotFound(_) | ApiError::NoRoute(_) => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::RequestTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             ApiError::IdempotencyKeyReused => StatusCode::CONFLICT,
             ApiError::PreconditionFailed { .. } => StatusCode::PRECONDITION_FAILED,
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
@@ -113,6 +117,7 @@ impl ApiError {
             ApiError::Forbidden => ("/problems/forbidden", "Forbidden"),
             ApiError::NotFound(_) | ApiError::NoRoute(_) => ("/problems/not-found", "Not found"),
             ApiError::MethodNotAllowed(_) => ("/problems/method-not-allowed", "Method not allowed"),
+            ApiError::RequestTimeout(_) => ("/problems/request-timeout", "Request timeout"),
             ApiError::IdempotencyKeyReused => {
                 ("/problems/idempotency-key-reused", "Idempotency key reused")
             }

@@ -59,7 +59,8 @@ impl FromRequestParts<AppState> for Caller {
             .ok_or(ApiError::Unauthorized)?;
         let key = state
             .ledger()
-            .authenticate(token)
+            .authenticate_synced(token)
+            .await?
             .ok_or(ApiError::Unauthorized)?;
         let organization = parts
             .headers
@@ -99,8 +100,13 @@ impl<T: Validated> FromRequest<AppState> for ValidatedJson<T> {
 
     async fn from_request(request: Request, state: &AppState) -> Result<Self, ApiError> {
         check_content_type(request.method(), request.headers())?;
-        let bytes = Bytes::from_request(request, state)
+        // A body trickled in byte by byte must not hold the request forever.
+        let read = tokio::time::timeout(state.body_timeout(), Bytes::from_request(request, state));
+        let bytes = read
             .await
+            .map_err(|_| {
+                ApiError::RequestTimeout("the request body did not arrive in time".into())
+            })?
             .map_err(|rejection| {
                 if rejection.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
                     ApiError::PayloadTooLarge("the request body is over 1 MiB".into())

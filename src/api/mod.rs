@@ -4,16 +4,25 @@
 //! Handlers translate between HTTP and the ledger and hold no business rule: the
 //! rules live in `projections` and the write path in [`crate::ledger`]. Every
 //! route answers JSON; every failure is `application/problem+json` (see [`error`]).
+//!
+//! [`serve`] also keeps slow and idle clients from holding the server: a client
+//! gets [`Limits::client_timeout`] to send a request's head (an idle keep-alive
+//! connection is closed after as long) and as long again for its body, and at
+//! most [`Limits::max_connections`] connections are served at once.
 
 use std::future::Future;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::http::{HeaderValue, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
 use projections::{Command, Tenant, Timestamp};
+use tokio::sync::Semaphore;
 use tower_http::catch_panic::CatchPanicLayer;
 
 use crate::ledger::{Context, Ledger, Written};
@@ -44,6 +53,8 @@ pub struct AppState {
     metrics: Arc<Metrics>,
     started_at: Timestamp,
     store_stats: Option<StoreStatsFn>,
+    /// How long a handler waits for a request body before answering 408.
+    body_timeout: Duration,
 }
 
 impl std::fmt::Debug for AppState {
@@ -64,6 +75,7 @@ impl AppState {
             metrics: Arc::new(Metrics::new()),
             started_at: Timestamp::from_datetime(chrono::Utc::now()),
             store_stats: None,
+            body_timeout: Limits::default().client_timeout,
         }
     }
 
@@ -91,6 +103,10 @@ impl AppState {
 
     pub fn started_at(&self) -> Timestamp {
         self.started_at
+    }
+
+    pub(crate) fn body_timeout(&self) -> Duration {
+        self.body_timeout
     }
 
     pub(crate) fn store_stats(&self) -> Option<StoreStats> {
@@ -191,14 +207,103 @@ async fn method_not_allowed(method: Method) -> Response {
     ApiError::MethodNotAllowed(method.to_string()).into_response()
 }
 
-/// Serves `app(state)` on `listener` until `shutdown` resolves; then stops
-/// accepting connections and returns once the requests in flight are answered.
+/// What [`serve_with`] allows a client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// How long a client may take to send a request's head, and again its body;
+    /// a keep-alive connection idle for as long is closed.
+    pub client_timeout: Duration,
+    /// Connections served at once; further ones wait in the listen queue until
+    /// one closes.
+    pub max_connections: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            client_timeout: Duration::from_secs(30),
+            max_connections: 512,
+        }
+    }
+}
+
+/// Serves `app(state)` on `listener` with the default [`Limits`] until
+/// `shutdown` resolves; then stops accepting connections and returns once the
+/// requests in flight are answered.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, app(state))
-        .with_graceful_shutdown(shutdown)
-        .await
+    serve_with(listener, state, Limits::default(), shutdown).await
+}
+
+/// [`serve`] with chosen limits. HTTP/1.1 only, as `axum::serve` with axum's
+/// default features; hyper is driven directly because `axum::serve` sets no
+/// header-read timeout and takes any number of connections.
+pub async fn serve_with(
+    listener: tokio::net::TcpListener,
+    mut state: AppState,
+    limits: Limits,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    state.body_timeout = limits.client_timeout;
+    let service = TowerToHyperService::new(app(state));
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(limits.client_timeout);
+    let permits = Arc::new(Semaphore::new(limits.max_connections.max(1)));
+    let connections = GracefulShutdown::new();
+    tokio::pin!(shutdown);
+    loop {
+        // Take the permit first: at the cap, new connections wait in the kernel's
+        // queue rather than in ours, and idle ones free permits by timing out.
+        let permit = tokio::select! {
+            () = &mut shutdown => break,
+            permit = permits.clone().acquire_owned() => match permit {
+                Ok(permit) => permit,
+                Err(_) => break,
+            },
+        };
+        let stream = tokio::select! {
+            () = &mut shutdown => break,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    accept_failed(e).await;
+                    continue;
+                }
+            },
+        };
+        if let Err(e) = stream.set_nodelay(true) {
+            tracing::debug!(error = %e, "cannot set TCP_NODELAY");
+        }
+        let connection = http.serve_connection(TokioIo::new(stream), service.clone());
+        let connection = connections.watch(connection);
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                // Timeouts and resets of a client's connection are the client's business.
+                tracing::debug!(error = %e, "a connection ended with an error");
+            }
+            drop(permit);
+        });
+    }
+    drop(listener);
+    connections.shutdown().await;
+    Ok(())
+}
+
+/// Keeps accepting after an error: a connection that failed before it was
+/// accepted concerns only that client; anything else (out of file descriptors)
+/// is logged and waited out, as `axum::serve` does.
+async fn accept_failed(e: std::io::Error) {
+    use std::io::ErrorKind;
+    if matches!(
+        e.kind(),
+        ErrorKind::ConnectionRefused | ErrorKind::ConnectionAborted | ErrorKind::ConnectionReset
+    ) {
+        return;
+    }
+    tracing::error!(error = %e, "accepting a connection failed; retrying in a second");
+    tokio::time::sleep(Duration::from_secs(1)).await;
 }

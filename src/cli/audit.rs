@@ -66,7 +66,7 @@ async fn verify(args: &StoreArgs, verify_args: VerifyArgs) -> Result<(), Error> 
         }),
         _ => None,
     };
-    let store = match open::store_for_reading(args) {
+    let store = match open::store_for_reading(args).await {
         Ok(store) => store,
         Err(e) => return Err(corrupt_on_open(args, e)),
     };
@@ -111,6 +111,9 @@ async fn verify(args: &StoreArgs, verify_args: VerifyArgs) -> Result<(), Error> 
 
 /// A log too damaged to open is a failed check, named by position, not a setup error.
 fn corrupt_on_open(args: &StoreArgs, error: Error) -> Error {
+    if args.backend != crate::cli::Backend::Embedded {
+        return error;
+    }
     match crate::store::embedded::EmbeddedStore::open_read_only(&args.data) {
         Err(e) if audit::corrupt_position(&e).is_some() => {
             let position = audit::corrupt_position(&e).unwrap_or_default();
@@ -130,7 +133,7 @@ fn parse_digest(text: &str) -> Result<Hash, Error> {
 }
 
 async fn digest(args: &StoreArgs) -> Result<(), Error> {
-    let store = open::store_for_reading(args)?;
+    let store = open::store_for_reading(args).await?;
     let mut digest = LedgerDigest::default();
     for_each_event(store.as_ref(), |event| {
         digest.fold(event.position, &event.hash);
@@ -145,7 +148,7 @@ async fn digest(args: &StoreArgs) -> Result<(), Error> {
 }
 
 async fn export(args: &StoreArgs, org: Option<&str>) -> Result<(), Error> {
-    let store = open::store_for_reading(args)?;
+    let store = open::store_for_reading(args).await?;
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
     for_each_event(store.as_ref(), |event| {
@@ -167,7 +170,7 @@ async fn export(args: &StoreArgs, org: Option<&str>) -> Result<(), Error> {
 }
 
 async fn replay(args: &StoreArgs, delivery_id: &str) -> Result<(), Error> {
-    let store = open::store_for_reading(args)?;
+    let store = open::store_for_reading(args).await?;
     let (projector, _) = Projector::open(store.clone(), Some(&snapshot_file(&args.data))).await;
     projector
         .catch_up()

@@ -2,8 +2,10 @@
 //!
 //! A key is shown once, as the last line of stdout, so scripts can take it with
 //! `tail -n 1`; the ledger keeps only the SHA-256 of its secret. When a server
-//! holds the ledger, the request goes to it over the admin socket, so a new key
-//! works and a revoked one stops working at once, without a restart.
+//! holds the embedded ledger, the request goes to it over the admin socket, so a
+//! new key works and a revoked one stops working at once, without a restart. On
+//! PostgreSQL the command appends straight to the shared database, and every
+//! server hears of it from there.
 
 use clap::Subcommand;
 
@@ -34,7 +36,7 @@ pub async fn run(args: &StoreArgs, command: KeysCommand) -> Result<(), Error> {
         KeysCommand::Create { org } => Request::CreateKey { org },
         KeysCommand::Revoke { key_id } => Request::RevokeKey { key_id },
     };
-    let response = match open::try_store_for_writing(args) {
+    let response = match open::try_store_for_writing(args).await {
         Ok(store) => {
             let node = Node::start(store, Some(snapshot_file(&args.data))).await;
             node.ready()
@@ -56,7 +58,7 @@ pub async fn run(args: &StoreArgs, command: KeysCommand) -> Result<(), Error> {
             })?,
         Err(e) => {
             return Err(Error::setup(
-                &format!("cannot open the ledger in {}", args.data.display()),
+                "cannot open the ledger",
                 e,
             ));
         }

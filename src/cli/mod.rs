@@ -32,9 +32,51 @@ pub struct Cli {
 /// Where the ledger lives; every command takes these.
 #[derive(Debug, Clone, Args)]
 pub struct StoreArgs {
-    /// Data directory of the embedded store.
+    /// Data directory: the embedded store's log, and with any backend this
+    /// process's read-model snapshots and admin socket (one per server process).
     #[arg(long, global = true, env = "HOOKLEDGER_DATA", default_value = "./data")]
     pub data: PathBuf,
+
+    /// Where events are stored.
+    #[arg(long, global = true, env = "HOOKLEDGER_BACKEND", value_enum, default_value_t = Backend::Embedded)]
+    pub backend: Backend,
+
+    /// PostgreSQL connection URL (`postgres://user:password@host:port/db`) for
+    /// `--backend postgres`. Never printed.
+    #[arg(
+        long,
+        global = true,
+        env = "HOOKLEDGER_POSTGRES_URL",
+        hide_env_values = true
+    )]
+    pub postgres_url: Option<Secret>,
+}
+
+/// The storage backends the command line can open.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Backend {
+    /// The segment log in the data directory; one server process at a time.
+    Embedded,
+    /// A PostgreSQL database that several server processes can share.
+    Postgres,
+}
+
+/// A setting that may hold a password: its `Debug` never shows it.
+#[derive(Clone)]
+pub struct Secret(pub String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(..)")
+    }
+}
+
+impl std::str::FromStr for Secret {
+    type Err = std::convert::Infallible;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(Secret(s.to_owned()))
+    }
 }
 
 #[derive(Debug, Subcommand)]

@@ -32,7 +32,7 @@ const BATCH: usize = 8192;
 
 pub async fn run(args: &StoreArgs, command: ProjectionsCommand) -> Result<(), Error> {
     let ProjectionsCommand::Rebuild(rebuild) = command;
-    let store = open::store_for_reading(args)?;
+    let store = open::store_for_reading(args).await?;
     let file = snapshot_file(&args.data);
     let live = if rebuild.verify {
         Some(

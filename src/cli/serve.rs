@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use clap::Args;
 
+use crate::api::metrics::StoreStats;
 use crate::api::{self, AppState};
 use crate::cli::{Error, StoreArgs, open};
 use crate::node::{Node, snapshot_file};
@@ -20,11 +21,29 @@ pub struct ServeArgs {
     /// Seconds between read-model snapshots while events arrive.
     #[arg(long, env = "HOOKLEDGER_SNAPSHOT_INTERVAL", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
     pub snapshot_interval: u64,
+
+    /// Seconds a client may take to send a request's headers, and again its body;
+    /// a connection idle for as long is closed.
+    #[arg(long, env = "HOOKLEDGER_CLIENT_TIMEOUT", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]
+    pub client_timeout: u64,
+
+    /// Connections served at once; more wait until one closes.
+    #[arg(long, env = "HOOKLEDGER_MAX_CONNECTIONS", default_value_t = 512, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub max_connections: u64,
+}
+
+impl ServeArgs {
+    fn limits(&self) -> api::Limits {
+        api::Limits {
+            client_timeout: Duration::from_secs(self.client_timeout),
+            max_connections: usize::try_from(self.max_connections).unwrap_or(usize::MAX),
+        }
+    }
 }
 
 pub async fn run(store_args: &StoreArgs, args: ServeArgs) -> Result<(), Error> {
     let node = Node::open(
-        || open::store_for_writing(store_args),
+        open::store_for_writing(store_args),
         snapshot_file(&store_args.data),
     )
     .await?;
@@ -45,7 +64,18 @@ pub async fn run(store_args: &StoreArgs, args: ServeArgs) -> Result<(), Error> {
         snapshot_file(&store_args.data),
         Duration::from_secs(args.snapshot_interval),
     ));
-    let served = api::serve(listener, AppState::new(node.clone()), shutdown_signal()).await;
+    let mut state = AppState::new(node.clone());
+    if node.store.commit_stats().is_some() {
+        let store = node.store.clone();
+        state = state.with_store_stats(move || {
+            let stats = store.commit_stats().unwrap_or_default();
+            StoreStats {
+                appends: stats.appends,
+                fsyncs: stats.commits,
+            }
+        });
+    }
+    let served = api::serve_with(listener, state, args.limits(), shutdown_signal()).await;
     snapshots.abort();
     admin.abort();
     tracing::info!("stopped accepting; in-flight requests are done");

@@ -53,9 +53,20 @@ impl EventStore for MemoryStore {
         expected: ExpectedVersion,
         events: Vec<NewEvent>,
     ) -> Result<Appended> {
+        self.append_claimed(stream, expected, events, Vec::new())
+            .await
+    }
+
+    async fn append_claimed(
+        &self,
+        stream: &str,
+        expected: ExpectedVersion,
+        events: Vec<NewEvent>,
+        claims: Vec<String>,
+    ) -> Result<Appended> {
         let mut state = self.state();
         let mut batch = state.sequencer.batch();
-        let appended = batch.stage(stream, expected, events, now_micros())?;
+        let appended = batch.stage_claimed(stream, expected, events, &claims, now_micros())?;
         let (records, staged) = batch.finish();
         state.sequencer.commit(staged);
         let positions = state.streams.entry(stream.to_owned()).or_default();

@@ -8,11 +8,13 @@
 
 use std::ops::RangeInclusive;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use crate::chain::Hash;
 
 pub mod embedded;
 pub mod memory;
+pub mod postgres;
 pub mod sequencer;
 
 /// What the writer expects the stream to hold before its append.
@@ -130,6 +132,10 @@ pub enum Error {
     /// The store cannot take requests (closed, or another process holds it).
     #[error("store unavailable: {0}")]
     Unavailable(String),
+    /// An earlier append took this claim; nothing was appended. `position` is the
+    /// last position of that earlier append: a reader that has reached it sees it.
+    #[error("the claim {claim:?} was taken by the append ending at position {position}")]
+    Duplicate { claim: String, position: u64 },
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -161,10 +167,35 @@ pub trait EventStore: Send + Sync + std::fmt::Debug {
         events: Vec<NewEvent>,
     ) -> Result<Appended>;
 
+    /// [`EventStore::append`] that also takes `claims`: names unique across the
+    /// whole store, for good. If an earlier append took any of them, nothing is
+    /// appended and the answer is [`Error::Duplicate`]; the check and the append
+    /// are one atomic step, so of racing appends with one claim exactly one wins,
+    /// in whichever process it runs. Claims are how a request that must not run
+    /// twice (an `Idempotency-Key`, a `sourceKey`) stays single across processes.
+    ///
+    /// Every backend in this crate enforces claims and keeps them as long as its
+    /// events. The default, for wrappers such as test doubles, ignores them and
+    /// leaves the caller's in-process serialisation as the only guard.
+    async fn append_claimed(
+        &self,
+        stream: &str,
+        expected: ExpectedVersion,
+        events: Vec<NewEvent>,
+        claims: Vec<String>,
+    ) -> Result<Appended> {
+        let _ = claims;
+        self.append(stream, expected, events).await
+    }
+
     /// Up to `max` events of `stream` from version `from`, in version order.
     async fn read_stream(&self, stream: &str, from: u64, max: usize) -> Result<Vec<RecordedEvent>>;
 
-    /// Up to `max` events from global position `from` (1-based), in position order.
+    /// Up to `max` events from global position `from` (1-based), in position
+    /// order. Fewer than `max` only at the end of the log as this store knows it
+    /// ([`EventStore::head`]); for a store shared by several processes, call
+    /// [`EventStore::sync_head`] first to be sure of every append acknowledged
+    /// elsewhere.
     async fn read_all(&self, from: u64, max: usize) -> Result<Vec<RecordedEvent>>;
 
     /// Resolves once the log holds a position beyond `after`; returns the head.
@@ -172,6 +203,20 @@ pub trait EventStore: Send + Sync + std::fmt::Debug {
 
     /// The last durable position; 0 when the log is empty.
     fn head(&self) -> u64;
+
+    /// The head as the store knows it at the call, for stores that other
+    /// processes append to too (where [`EventStore::head`] is what this process
+    /// has heard of so far): asks the shared storage and returns its head, so a
+    /// caller that waits for its read model to reach it sees every append
+    /// acknowledged anywhere before the call. Single-process stores answer `head()`.
+    async fn sync_head(&self) -> Result<u64> {
+        Ok(self.head())
+    }
+
+    /// Group-commit counters, for stores that batch appends into shared syncs.
+    fn commit_stats(&self) -> Option<CommitStats> {
+        None
+    }
 
     /// Asks the store to call `hook` with every batch of events, in position
     /// order, once it is durable and readable and before its appends are
@@ -182,6 +227,31 @@ pub trait EventStore: Send + Sync + std::fmt::Debug {
     fn on_commit(&self, hook: CommitHook) -> bool {
         drop(hook);
         false
+    }
+}
+
+/// How well appends share their durability work: `appends / commits` is the
+/// mean batch size of the group commit.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CommitStats {
+    /// Appends acknowledged as durable.
+    pub appends: u64,
+    /// Group commits (one fsync or one transaction each) that made them durable.
+    pub commits: u64,
+}
+
+/// Recognises the claims a recorded event was appended with, so that a store
+/// whose records do not keep claims (the embedded log) can rebuild them on open.
+/// The store knows nothing about what claims mean; whoever chooses them supplies this.
+#[derive(Clone)]
+pub struct ClaimsOf(pub Arc<ClaimsFn>);
+
+/// See [`ClaimsOf`].
+pub type ClaimsFn = dyn Fn(&RecordedEvent) -> Vec<String> + Send + Sync;
+
+impl std::fmt::Debug for ClaimsOf {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ClaimsOf(..)")
     }
 }
 

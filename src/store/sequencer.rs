@@ -4,11 +4,13 @@
 //!
 //! Work happens in a [`Batch`] over the committed state, so a group commit can
 //! stage many appends and then commit all of them, or none if the write fails.
+//! The state also holds the claims appends took (see
+//! [`EventStore::append_claimed`](crate::store::EventStore::append_claimed)).
 
 use std::collections::HashMap;
 
 use crate::chain::{Hash, Hashed, ZERO};
-use crate::store::{Appended, Error, ExpectedVersion, NewEvent, RecordedEvent, Result};
+use crate::store::{Appended, ClaimsOf, Error, ExpectedVersion, NewEvent, RecordedEvent, Result};
 
 /// The tip of one stream: its last version and the hash that the next event chains to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -23,9 +25,40 @@ pub struct Sequencer {
     tips: HashMap<String, Tip>,
     head: u64,
     clock: i64,
+    /// Claim -> the last position of the append that took it.
+    claims: HashMap<String, u64>,
+    /// How [`Sequencer::observe`] learns the claims of recorded events.
+    claims_of: Option<ClaimsOf>,
 }
 
 impl Sequencer {
+    /// An empty state that rebuilds claims from the events it observes.
+    pub fn with_claims_of(claims_of: Option<ClaimsOf>) -> Sequencer {
+        Sequencer {
+            claims_of,
+            ..Sequencer::default()
+        }
+    }
+
+    /// The state as a shared backend reads it under its write lock: the head, the
+    /// time of the last event, and only the tips and claims the appends at hand
+    /// touch (a stream absent from `tips` has no events; a claim absent from
+    /// `claims` is free).
+    pub fn resume(
+        head: u64,
+        clock: i64,
+        tips: HashMap<String, Tip>,
+        claims: HashMap<String, u64>,
+    ) -> Sequencer {
+        Sequencer {
+            tips,
+            head,
+            clock,
+            claims,
+            claims_of: None,
+        }
+    }
+
     /// Takes a committed event into the state, e.g. while scanning a log on open.
     pub fn observe(&mut self, event: &RecordedEvent) {
         self.tips.insert(
@@ -37,12 +70,38 @@ impl Sequencer {
         );
         self.head = event.position;
         self.clock = self.clock.max(event.recorded_at);
+        if let Some(claims_of) = &self.claims_of {
+            for claim in (claims_of.0)(event) {
+                // Each event of an append may report its claims; the last one
+                // seen leaves the append's last position, as a live append does.
+                self.claims.insert(claim, event.position);
+            }
+        }
     }
 
-    /// The state a persisted index recorded: each stream's tip, the head and
-    /// the clock (the latest time stamped).
-    pub fn restore(tips: HashMap<String, Tip>, head: u64, clock: i64) -> Self {
-        Sequencer { tips, head, clock }
+    /// The state a persisted index recorded: each stream's tip, the head, the
+    /// clock (the latest time stamped)
+    /// and the claims taken; `claims_of` goes on recognising claims in events
+    /// observed after it.
+    pub fn restore(
+        tips: HashMap<String, Tip>,
+        head: u64,
+        clock: i64,
+        claims: HashMap<String, u64>,
+        claims_of: Option<ClaimsOf>,
+    ) -> Self {
+        Sequencer {
+            tips,
+            head,
+            clock,
+            claims,
+            claims_of,
+        }
+    }
+
+    /// Every claim taken, with the last position of the append that took it.
+    pub fn claims(&self) -> impl ExactSizeIterator<Item = (&str, u64)> {
+        self.claims.iter().map(|(c, &p)| (c.as_str(), p))
     }
 
     pub fn head(&self) -> u64 {
@@ -58,6 +117,11 @@ impl Sequencer {
         self.tips.get(stream).copied()
     }
 
+    /// The last position of the append that took `claim`, if one did.
+    pub fn claim(&self, claim: &str) -> Option<u64> {
+        self.claims.get(claim).copied()
+    }
+
     /// Starts a batch of appends on top of the committed state.
     pub fn batch(&self) -> Batch<'_> {
         Batch {
@@ -66,6 +130,7 @@ impl Sequencer {
             head: self.head,
             clock: self.clock,
             records: Vec::new(),
+            claims: HashMap::new(),
         }
     }
 
@@ -74,6 +139,7 @@ impl Sequencer {
         self.tips.extend(staged.tips);
         self.head = staged.head;
         self.clock = staged.clock;
+        self.claims.extend(staged.claims);
     }
 }
 
@@ -85,6 +151,7 @@ pub struct Batch<'a> {
     head: u64,
     clock: i64,
     records: Vec<RecordedEvent>,
+    claims: HashMap<String, u64>,
 }
 
 /// The state changes of a finished batch, to hand to [`Sequencer::commit`].
@@ -93,6 +160,14 @@ pub struct Staged {
     tips: HashMap<String, Tip>,
     head: u64,
     clock: i64,
+    claims: HashMap<String, u64>,
+}
+
+impl Staged {
+    /// The claims the batch took, each with the last position of its append.
+    pub fn claims(&self) -> impl Iterator<Item = (&str, u64)> {
+        self.claims.iter().map(|(c, &p)| (c.as_str(), p))
+    }
 }
 
 impl Batch<'_> {
@@ -105,7 +180,34 @@ impl Batch<'_> {
         events: Vec<NewEvent>,
         now: i64,
     ) -> Result<Appended> {
+        self.stage_claimed(stream, expected, events, &[], now)
+    }
+
+    /// [`Batch::stage`] for an append that takes `claims`: refused with
+    /// [`Error::Duplicate`] if the committed state or an earlier append of this
+    /// batch took one of them.
+    pub fn stage_claimed(
+        &mut self,
+        stream: &str,
+        expected: ExpectedVersion,
+        events: Vec<NewEvent>,
+        claims: &[String],
+        now: i64,
+    ) -> Result<Appended> {
         crate::store::check_append(stream, &events)?;
+        for claim in claims {
+            let taken = self
+                .claims
+                .get(claim)
+                .copied()
+                .or_else(|| self.base.claim(claim));
+            if let Some(position) = taken {
+                return Err(Error::Duplicate {
+                    claim: claim.clone(),
+                    position,
+                });
+            }
+        }
         let tip = self
             .tips
             .get(stream)
@@ -156,6 +258,9 @@ impl Batch<'_> {
                 hash: prev_hash,
             },
         );
+        for claim in claims {
+            self.claims.insert(claim.clone(), self.head);
+        }
         Ok(Appended {
             positions: first..=self.head,
             last_version,
@@ -176,6 +281,7 @@ impl Batch<'_> {
                 tips: self.tips,
                 head: self.head,
                 clock: self.clock,
+                claims: self.claims,
             },
         )
     }

@@ -4,21 +4,32 @@
 //! Adding a backend takes a [`Backend`] impl (how to open a fresh, empty store;
 //! [`Durable`] too if it can reopen the same data) and one `conformance!` line.
 //! The checks themselves live in `suite.rs`; checks that only make sense for the
-//! embedded log's files live in `embedded.rs`. No check sleeps: each waits on a
-//! condition with a deadline.
+//! embedded log's files live in `embedded.rs`, and those of several processes
+//! sharing one PostgreSQL database in `postgres.rs`. No check sleeps: each waits
+//! on a condition with a deadline.
 
 use std::path::Path;
 
 use hookledger::store::EventStore;
 use hookledger::store::embedded::{EmbeddedStore, Options};
 use hookledger::store::memory::MemoryStore;
+use hookledger::store::postgres::{self, PostgresStore};
 
 mod embedded;
+mod postgres_checks;
 mod suite;
+#[path = "../support/postgres.rs"]
+mod support_postgres;
 
 /// How the suite gets stores of one backend.
 trait Backend: Send + Sized {
     type Store: EventStore + 'static;
+
+    /// The backend ready to open stores, or `None` (having said why) when it
+    /// cannot run here and the check is skipped.
+    async fn ready(self, _check: &str) -> Option<Self> {
+        Some(self)
+    }
 
     /// A fresh, empty store.
     async fn open(&mut self) -> Self::Store;
@@ -42,7 +53,7 @@ macro_rules! conformance {
         mod $name {
             use super::*;
             checks!($make; common);
-            checks!($make; reopen_keeps_everything_and_continues);
+            checks!($make; reopen_keeps_everything_and_continues, claims_survive_reopen);
         }
     };
 }
@@ -58,13 +69,18 @@ macro_rules! checks {
             malformed_appends_are_refused,
             concurrent_writers_on_one_stream_lose_nothing,
             hash_chains_link_and_recompute,
+            claims_are_taken_once,
+            racing_claims_have_one_winner,
         );
     };
     ($make:expr; $($check:ident),+ $(,)?) => {
         $(
             #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
             async fn $check() {
-                crate::suite::$check($make).await;
+                let check = concat!(module_path!(), "::", stringify!($check));
+                if let Some(backend) = crate::Backend::ready($make, check).await {
+                    crate::suite::$check(backend).await;
+                }
             }
         )+
     };
@@ -100,6 +116,7 @@ impl Embedded {
     fn open_dir(dir: &Path) -> EmbeddedStore {
         let options = Options {
             segment_size: Self::SEGMENT_SIZE,
+            claims_of: Some(suite::test_claims_of()),
             ..Options::default()
         };
         EmbeddedStore::open_with(dir, options).expect("the store opens")
@@ -122,5 +139,45 @@ impl Durable for Embedded {
     }
 }
 
+/// A fresh database on the test cluster (see `tests/support/postgres.rs`).
+#[derive(Debug, Default)]
+struct Postgres {
+    url: String,
+}
+
+impl Postgres {
+    async fn open_url(url: &str) -> PostgresStore {
+        let options = postgres::Options {
+            pool_size: 4,
+            ..postgres::Options::default()
+        };
+        PostgresStore::open(url, options)
+            .await
+            .expect("the PostgreSQL store opens")
+    }
+}
+
+impl Backend for Postgres {
+    type Store = PostgresStore;
+
+    async fn ready(self, check: &str) -> Option<Self> {
+        let url = support_postgres::database(check).await?;
+        Some(Postgres { url })
+    }
+
+    async fn open(&mut self) -> PostgresStore {
+        Self::open_url(&self.url).await
+    }
+}
+
+impl Durable for Postgres {
+    async fn reopen(&mut self, store: PostgresStore) -> PostgresStore {
+        store.close();
+        drop(store);
+        Self::open_url(&self.url).await
+    }
+}
+
 conformance!(memory, Memory);
 conformance!(embedded_store, Embedded::new(), durable);
+conformance!(postgres_store, Postgres::default(), durable);

@@ -2,135 +2,14 @@
 //! keys beside a running server, stopping on SIGTERM with a final snapshot, and
 //! the operator and auditor commands on the data it left.
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
+use crate::binary::{Client, Server, create_key, hookledger, key_id, stdout, succeeds, walk};
+
 const ORG: &str = "org_cli";
-
-/// Runs `hookledger` on `data` and returns its output.
-fn hookledger(data: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_hookledger"))
-        .args(args)
-        .env("HOOKLEDGER_DATA", data)
-        .env("HOOKLEDGER_LOG_FORMAT", "json")
-        .output()
-        .expect("the binary runs")
-}
-
-fn stdout(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stdout).into_owned()
-}
-
-#[track_caller]
-fn succeeds(output: Output) -> String {
-    assert!(
-        output.status.success(),
-        "exit {:?}\nstdout:\n{}\nstderr:\n{}",
-        output.status.code(),
-        stdout(&output),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    stdout(&output)
-}
-
-fn create_key(data: &Path, org: &str) -> String {
-    let out = succeeds(hookledger(data, &["keys", "create", "--org", org]));
-    out.lines().last().expect("a key line").trim().to_owned()
-}
-
-/// A `hookledger serve` child process on a free port.
-struct Server {
-    child: Child,
-    base: String,
-}
-
-impl Server {
-    async fn start(data: &Path) -> Server {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let child = Command::new(env!("CARGO_BIN_EXE_hookledger"))
-            .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
-            .env("HOOKLEDGER_DATA", data)
-            .env("HOOKLEDGER_LOG_FORMAT", "json")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("serve starts");
-        let server = Server {
-            child,
-            base: format!("http://127.0.0.1:{port}"),
-        };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Ok(r) = reqwest::get(format!("{}/readyz", server.base)).await
-                && r.status().is_success()
-            {
-                return server;
-            }
-            assert!(Instant::now() < deadline, "the server did not become ready");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-
-    /// SIGTERM, then wait for a clean exit.
-    fn stop(mut self) {
-        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
-        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
-        let status = self.child.wait().unwrap();
-        assert!(
-            status.success(),
-            "serve exited with {status:?} after SIGTERM"
-        );
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-struct Client {
-    http: reqwest::Client,
-    base: String,
-    key: String,
-}
-
-impl Client {
-    async fn send(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> (u16, Value) {
-        let mut request = self
-            .http
-            .request(method, format!("{}{path}", self.base))
-            .bearer_auth(&self.key)
-            .header("x-organization-id", ORG);
-        if let Some(body) = body {
-            request = request.json(&body);
-        }
-        let response = request.send().await.unwrap();
-        let status = response.status().as_u16();
-        (status, response.json().await.unwrap_or(Value::Null))
-    }
-
-    async fn post(&self, path: &str, body: Value) -> Value {
-        let (status, body) = self.send(reqwest::Method::POST, path, Some(body)).await;
-        assert!((200..300).contains(&status), "POST {path}: {status} {body}");
-        body
-    }
-
-    async fn get(&self, path: &str) -> Value {
-        let (status, body) = self.send(reqwest::Method::GET, path, None).await;
-        assert_eq!(status, 200, "GET {path}: {body}");
-        body
-    }
-}
 
 /// Endpoints, events with and without deliveries, and attempts of every status.
 /// Returns the ids of the deliveries that got attempts.
@@ -183,32 +62,15 @@ async fn keys_work_beside_a_running_server_and_a_revoked_key_is_refused_at_once(
     let server = Server::start(&data).await;
     // The server holds the log; the key goes through its admin socket.
     let key = create_key(&data, ORG);
-    let client = Client {
-        http: reqwest::Client::new(),
-        base: server.base.clone(),
-        key: key.clone(),
-    };
+    let client = Client::new(&server, ORG, &key);
     client.get("/v1/outbound-webhook-endpoints").await;
-    let key_id = format!(
-        "key_{}",
-        key.trim_start_matches("hlk_").split('_').next().unwrap()
-    );
+    let key_id = key_id(&key);
     succeeds(hookledger(&data, &["keys", "revoke", &key_id]));
     let (status, _) = client
         .send(reqwest::Method::GET, "/v1/outbound-webhook-endpoints", None)
         .await;
     assert_eq!(status, 401);
     server.stop();
-    let data_files = walk(&data);
-    for file in data_files {
-        let bytes = std::fs::read(&file).unwrap_or_default();
-        let secret = key.rsplit('_').next().unwrap();
-        assert!(
-            !bytes.windows(secret.len()).any(|w| w == secret.as_bytes()),
-            "the key's secret is stored in plain text in {}",
-            file.display()
-        );
-    }
 }
 
 #[tokio::test]
@@ -217,13 +79,22 @@ async fn rebuild_verify_and_audit_agree_with_the_live_ledger_and_catch_one_chang
     let data = dir.path().join("data");
     let key = create_key(&data, ORG);
     let server = Server::start(&data).await;
-    let client = Client {
-        http: reqwest::Client::new(),
-        base: server.base.clone(),
-        key,
-    };
+    let client = Client::new(&server, ORG, &key);
     let deliveries = record_a_history(&client).await;
     assert!(deliveries.len() >= 4, "the history has several deliveries");
+    // The running store's group-commit counters reach /metrics.
+    let metrics = reqwest::get(format!("{}/metrics", server.base))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let appends = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("hookledger_store_appends "))
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .unwrap_or_else(|| panic!("no append counter in:\n{metrics}"));
+    assert!(appends >= 10, "{appends} appends counted");
     let before_restart = client
         .get("/v1/outbound-webhook-deliveries?limit=250")
         .await;
@@ -236,10 +107,7 @@ async fn rebuild_verify_and_audit_agree_with_the_live_ledger_and_catch_one_chang
 
     // A restart serves every snapshot exactly as before.
     let server = Server::start(&data).await;
-    let client = Client {
-        base: server.base.clone(),
-        ..client
-    };
+    let client = Client::new(&server, ORG, &client.key);
     assert_eq!(
         client
             .get("/v1/outbound-webhook-deliveries?limit=250")
@@ -409,17 +277,105 @@ fn reseal_frame_containing(segment: &mut [u8], at: usize) {
     }
 }
 
-/// Every file below `dir`.
-fn walk(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-        let path = entry.path();
-        if path.is_dir() {
-            out.extend(walk(&path));
-        } else {
-            out.push(path);
+#[tokio::test]
+async fn an_empty_ledger_says_how_to_create_a_key_at_startup() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let server = Server::start(&data).await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let hint = loop {
+        if let Some(line) = server.log().lines().find(|l| l.contains("no API keys yet")) {
+            break line.to_owned();
         }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no hint in:\n{}",
+            server.log()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
+    assert!(hint.contains("hookledger keys create --org"), "{hint}");
+    server.stop();
+}
+
+/// SIGTERM while a request is inside its handler: the server stops accepting,
+/// finishes that request (its attempt is recorded and answered 200), then exits
+/// cleanly. `Expect: 100-continue` tells the test the handler has started: the
+/// server sends `100 Continue` only when the handler asks for the body.
+#[tokio::test]
+async fn sigterm_finishes_the_request_in_flight_before_exiting() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let key = create_key(&data, ORG);
+    let server = Server::start(&data).await;
+    let client = Client::new(&server, ORG, &key);
+    client
+        .post(
+            "/v1/outbound-webhook-endpoints",
+            json!({"name": "e", "url": "https://example.com/e"}),
+        )
+        .await;
+    let event = client
+        .post(
+            "/v1/outbound-webhook-events",
+            json!({"eventType": "t", "payload": {}}),
+        )
+        .await;
+    let delivery = event["deliveries"][0]["id"].as_str().unwrap().to_owned();
+
+    let body = br#"{"status":"delivered","responseStatusCode":200}"#;
+    let mut socket = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    let head = format!(
+        "POST /v1/outbound-webhook-deliveries/{delivery}/attempts HTTP/1.1\r\nhost: test\r\n\
+         authorization: Bearer {key}\r\nx-organization-id: {ORG}\r\n\
+         content-type: application/json\r\ncontent-length: {}\r\n\
+         expect: 100-continue\r\nconnection: close\r\n\r\n",
+        body.len()
+    );
+    socket.write_all(head.as_bytes()).await.unwrap();
+    let mut buf = vec![0u8; 64];
+    let n = tokio::time::timeout(Duration::from_secs(30), socket.read(&mut buf))
+        .await
+        .expect("100 Continue in time")
+        .unwrap();
+    let interim = String::from_utf8_lossy(&buf[..n]).into_owned();
+    assert!(interim.starts_with("HTTP/1.1 100"), "{interim}");
+
+    nix::sys::signal::kill(server.pid(), nix::sys::signal::Signal::SIGTERM).unwrap();
+    // The listener closes while our request is still open.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while tokio::net::TcpStream::connect(server.addr).await.is_ok() {
+        assert!(std::time::Instant::now() < deadline, "still accepting");
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    out.sort();
-    out
+    socket.write_all(body).await.unwrap();
+    let mut response = String::new();
+    tokio::time::timeout(
+        Duration::from_secs(30),
+        socket.read_to_string(&mut response),
+    )
+    .await
+    .expect("the answer in time")
+    .unwrap();
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    assert!(response.contains("\"attemptCount\":1"), "{response}");
+    let mut server = server;
+    let status = server.wait_exit();
+    assert!(
+        status.success(),
+        "exit after SIGTERM: {status:?}\n{}",
+        server.log()
+    );
+
+    let replay = succeeds(hookledger(
+        &data,
+        &["audit", "replay", "--delivery", &delivery],
+    ));
+    assert_eq!(
+        replay.lines().count(),
+        2,
+        "the in-flight attempt is in the log"
+    );
 }

@@ -26,16 +26,27 @@ impl From<Node> for TestNode {
 }
 
 /// The node under test: the durable embedded store in a fresh temp directory,
-/// with snapshots. The one place that chooses the store.
+/// with snapshots. The one place that chooses the store: with
+/// `HOOKLEDGER_TEST_BACKEND=postgres`, a fresh PostgreSQL database instead
+/// (snapshots still in the temp directory), which is how `postgres.rs` runs
+/// these tests again on PostgreSQL.
 pub async fn new_node() -> TestNode {
     let dir = tempfile::tempdir().expect("a temp dir");
-    let store =
-        hookledger::store::embedded::EmbeddedStore::open(dir.path()).expect("open the store");
-    let node = Node::start(
-        std::sync::Arc::new(store),
-        Some(hookledger::node::snapshot_file(dir.path())),
-    )
-    .await;
+    let store: std::sync::Arc<dyn hookledger::store::EventStore> =
+        if std::env::var("HOOKLEDGER_TEST_BACKEND").is_ok_and(|b| b == "postgres") {
+            let url = crate::support_postgres::database("it")
+                .await
+                .expect("HOOKLEDGER_TEST_BACKEND=postgres needs a PostgreSQL server");
+            let store = hookledger::store::postgres::PostgresStore::open(&url, Default::default())
+                .await
+                .expect("open the PostgreSQL store");
+            std::sync::Arc::new(store)
+        } else {
+            let store = hookledger::store::embedded::EmbeddedStore::open(dir.path())
+                .expect("open the store");
+            std::sync::Arc::new(store)
+        };
+    let node = Node::start(store, Some(hookledger::node::snapshot_file(dir.path()))).await;
     TestNode {
         node,
         dir: Some(dir),

@@ -4,14 +4,24 @@
 
 mod audit;
 mod auth;
+mod binary;
 mod cli;
 mod concurrency;
+mod corruption;
+mod crash;
 mod faults;
 mod flow;
 mod helpers;
+mod hostile;
 mod http;
 mod idempotency;
 mod lists;
+mod multinode;
 mod ops;
+mod postgres;
+mod raw;
 mod record_attempt;
 mod schema;
+mod security;
+#[path = "../support/postgres.rs"]
+mod support_postgres;

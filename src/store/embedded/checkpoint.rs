@@ -21,14 +21,16 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use crate::chain::Hash;
+use crate::store::ClaimsOf;
 use crate::store::embedded::frame;
 use crate::store::embedded::segment::{self, Scanned};
 use crate::store::sequencer::{Sequencer, Tip};
 
 pub const FILE: &str = "index.ckpt";
 const MAGIC: &[u8; 8] = b"HKLGIDX\0";
-/// Bump on any change to the body's layout. 2: a CRC per segment.
-const FORMAT: u32 = 2;
+/// Bump on any change to the body's layout. 2: a CRC per segment. 3: the
+/// claims appends took.
+const FORMAT: u32 = 3;
 /// Magic, format, body length, body CRC32C.
 const HEADER_LEN: usize = 8 + 4 + 8 + 4;
 
@@ -81,6 +83,15 @@ pub fn encode<'a>(
             last = position;
         }
     }
+    // Sorted, so the same state always encodes to the same bytes.
+    let mut claims: Vec<(&str, u64)> = sequencer.claims().collect();
+    claims.sort_unstable();
+    put(&mut body, claims.len() as u64);
+    for (claim, position) in claims {
+        put(&mut body, claim.len() as u64);
+        body.extend_from_slice(claim.as_bytes());
+        put(&mut body, position);
+    }
     let mut out = Vec::with_capacity(HEADER_LEN + body.len());
     out.extend_from_slice(MAGIC);
     out.extend_from_slice(&FORMAT.to_le_bytes());
@@ -104,7 +115,11 @@ pub fn write(log_dir: &Path, bytes: &[u8]) -> std::io::Result<()> {
 
 /// Loads the checkpoint of `log_dir` and checks it against `files` (the segment
 /// files, by first position). `Err` says why it cannot be used.
-pub fn load(log_dir: &Path, files: &[(u64, PathBuf)]) -> Result<Loaded, String> {
+pub fn load(
+    log_dir: &Path,
+    files: &[(u64, PathBuf)],
+    claims_of: Option<ClaimsOf>,
+) -> Result<Loaded, String> {
     let path = log_dir.join(FILE);
     let bytes = match fs::read(&path) {
         Ok(bytes) => bytes,
@@ -127,8 +142,9 @@ pub fn load(log_dir: &Path, files: &[(u64, PathBuf)]) -> Result<Loaded, String> 
     });
     checked?;
     let (streams, tips) = streams?;
+    let claims = decode_claims(&mut r, head)?;
     let loaded = Loaded {
-        sequencer: Sequencer::restore(tips, head, clock),
+        sequencer: Sequencer::restore(tips, head, clock, claims, claims_of),
         segments,
         streams,
     };
@@ -263,10 +279,32 @@ fn decode_streams(r: &mut Reader<'_>, head: u64) -> Result<Streams, String> {
     if total != head {
         return Err(format!("streams hold {total} positions, head is {head}"));
     }
+    Ok((streams, tips))
+}
+
+/// The claims section, the body's last.
+fn decode_claims(r: &mut Reader<'_>, head: u64) -> Result<HashMap<String, u64>, String> {
+    let count = r.count(3)?;
+    let mut claims = HashMap::with_capacity(count);
+    for _ in 0..count {
+        let len = r.count(1)?;
+        let claim = std::str::from_utf8(r.take(len)?)
+            .map_err(|_| "a claim is not UTF-8")?
+            .to_owned();
+        let position = r.varint()?;
+        if position == 0 || position > head {
+            return Err(format!(
+                "claim {claim:?} at position {position}, head is {head}"
+            ));
+        }
+        if claims.insert(claim, position).is_some() {
+            return Err("a claim is named twice".into());
+        }
+    }
     if r.at != r.bytes.len() {
         return Err("trailing bytes after the body".into());
     }
-    Ok((streams, tips))
+    Ok(claims)
 }
 
 /// Reads every byte the checkpoint covers, in 1 MiB chunks on two threads, and

@@ -50,7 +50,7 @@ fn index_file(dir: &Path) -> std::path::PathBuf {
 
 fn load(dir: &Path) -> Result<checkpoint::Loaded, String> {
     let log = dir.join("log");
-    checkpoint::load(&log, &segment::list(&log).unwrap())
+    checkpoint::load(&log, &segment::list(&log).unwrap(), None)
 }
 
 /// Reopens `dir`, checks it serves `expected`, and that the next append lands
@@ -204,4 +204,49 @@ async fn a_damaged_frame_under_the_index_is_refused_at_open() {
         }
         other => panic!("expected corruption, got {other:?}"),
     }
+}
+
+#[tokio::test]
+async fn claims_come_back_from_the_persisted_index_without_a_scan() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = EmbeddedStore::open_with(dir.path(), options(2048)).unwrap();
+    for i in 0..5u64 {
+        store
+            .append_claimed(
+                "s-0",
+                ExpectedVersion::Any,
+                vec![new_event(i)],
+                vec![format!("claim-{i}")],
+            )
+            .await
+            .unwrap();
+    }
+    store.close().await;
+    drop(store);
+
+    // The index holds the claims: nothing needs to recognise them in the events.
+    let loaded = load(dir.path()).expect("the index loads");
+    let mut claims: Vec<(String, u64)> = loaded
+        .sequencer
+        .claims()
+        .map(|(c, p)| (c.to_owned(), p))
+        .collect();
+    claims.sort();
+    let expected: Vec<(String, u64)> = (0..5).map(|i| (format!("claim-{i}"), i + 1)).collect();
+    assert_eq!(claims, expected);
+
+    // A reopened store without `claims_of` still refuses a taken claim.
+    let store = EmbeddedStore::open_with(dir.path(), options(2048)).unwrap();
+    let again = store
+        .append_claimed(
+            "s-1",
+            ExpectedVersion::Any,
+            vec![new_event(7)],
+            vec!["claim-3".into()],
+        )
+        .await;
+    assert!(
+        matches!(again, Err(Error::Duplicate { ref claim, position: 4 }) if claim == "claim-3"),
+        "{again:?}"
+    );
 }

@@ -113,6 +113,7 @@ fn open_faulty(dir: &Path, segment_size: u64) -> (EmbeddedStore, Arc<Faults>) {
     let options = Options {
         fs: Arc::new(FaultyFs(faults.clone())),
         segment_size,
+        ..Options::default()
     };
     (EmbeddedStore::open_with(dir, options).unwrap(), faults)
 }

@@ -15,8 +15,10 @@ use std::thread::JoinHandle;
 
 use tokio::sync::{oneshot, watch};
 
+use crate::store::sequencer::Sequencer;
 use crate::store::{
-    Appended, Error, EventStore, ExpectedVersion, NewEvent, RecordedEvent, Result, check_append,
+    Appended, ClaimsOf, Error, EventStore, ExpectedVersion, NewEvent, RecordedEvent, Result,
+    check_append,
 };
 
 mod checkpoint;
@@ -50,6 +52,10 @@ pub struct Options {
     pub fs: Arc<dyn Fs>,
     /// A segment takes new frames until it reaches this size; a batch may overrun it.
     pub segment_size: u64,
+    /// How to recognise the claims of recorded events. Frames do not keep the
+    /// claims an append took, so the open rebuilds them with this; without it,
+    /// claims are enforced among the appends made since the open only.
+    pub claims_of: Option<ClaimsOf>,
 }
 
 impl Default for Options {
@@ -57,6 +63,7 @@ impl Default for Options {
         Options {
             fs: Arc::new(RealFs),
             segment_size: 64 * 1024 * 1024,
+            claims_of: None,
         }
     }
 }
@@ -195,7 +202,7 @@ impl EmbeddedStore {
             }
         }
         let lock = lock(dir)?;
-        let (scan, checkpointed) = scan_for_writing(&log_dir)?;
+        let (scan, checkpointed) = scan_for_writing(&log_dir, options.claims_of.clone())?;
         let sync = |what: &str, path: &Path, r: std::io::Result<()>| {
             r.map_err(|e| Error::io(format!("{what} {}", path.display()), e))
         };
@@ -254,7 +261,8 @@ impl EmbeddedStore {
     pub fn open_read_only(dir: &Path) -> Result<EmbeddedStore> {
         let log_dir = dir.join("log");
         let scan = if log_dir.exists() {
-            scan_for_writing(&log_dir)?.0
+            // A reader takes no appends, so it needs no claims.
+            scan_for_writing(&log_dir, None)?.0
         } else {
             std::fs::metadata(dir)
                 .map_err(|e| Error::io(format!("opening {}", dir.display()), e))?;
@@ -327,9 +335,9 @@ impl Drop for EmbeddedStore {
 /// doubt about it) the whole log, scanned and decoded. Changes nothing on disk,
 /// so a read-only open beside a running writer uses it too. Also returns the
 /// head the index covered, 0 without one.
-fn scan_for_writing(log_dir: &Path) -> Result<(segment::Scan, u64)> {
+fn scan_for_writing(log_dir: &Path, claims_of: Option<ClaimsOf>) -> Result<(segment::Scan, u64)> {
     let files = segment::list(log_dir)?;
-    match checkpoint::load(log_dir, &files) {
+    match checkpoint::load(log_dir, &files, claims_of.clone()) {
         Ok(loaded) => {
             let head = loaded.sequencer.head();
             let resumed = segment::Scan {
@@ -351,7 +359,11 @@ fn scan_for_writing(log_dir: &Path) -> Result<(segment::Scan, u64)> {
             tracing::warn!(%reason, "not using the persisted index; scanning the whole log")
         }
     }
-    Ok((segment::scan_files(&files, segment::Scan::default())?, 0))
+    let scan = segment::Scan {
+        sequencer: Sequencer::with_claims_of(claims_of),
+        ..segment::Scan::default()
+    };
+    Ok((segment::scan_files(&files, scan)?, 0))
 }
 
 /// Takes the directory's lock file, or names the directory that is taken.
@@ -363,24 +375,48 @@ fn lock(dir: &Path) -> Result<File> {
         .write(true)
         .open(&path)
         .map_err(|e| Error::io(format!("opening {}", path.display()), e))?;
-    match file.try_lock() {
-        Ok(()) => Ok(file),
-        Err(TryLockError::WouldBlock) => Err(Error::Unavailable(format!(
-            "{} is open for writing by another store",
-            dir.display()
-        ))),
-        Err(TryLockError::Error(e)) => Err(Error::io(format!("locking {}", path.display()), e)),
+    // A lock released a moment ago can linger: a child process forked by this
+    // process (before its exec closes the descriptor) shares the lock with us.
+    // Wait a little before calling the directory taken.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(1);
+    loop {
+        match file.try_lock() {
+            Ok(()) => return Ok(file),
+            Err(TryLockError::WouldBlock) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            Err(TryLockError::WouldBlock) => {
+                return Err(Error::Unavailable(format!(
+                    "{} is open for writing by another store",
+                    dir.display()
+                )));
+            }
+            Err(TryLockError::Error(e)) => {
+                return Err(Error::io(format!("locking {}", path.display()), e));
+            }
+        }
     }
 }
 
 #[async_trait::async_trait]
 impl EventStore for EmbeddedStore {
-    #[tracing::instrument(level = "debug", skip(self, events), fields(events = events.len()))]
     async fn append(
         &self,
         stream: &str,
         expected: ExpectedVersion,
         events: Vec<NewEvent>,
+    ) -> Result<Appended> {
+        self.append_claimed(stream, expected, events, Vec::new())
+            .await
+    }
+
+    #[tracing::instrument(level = "debug", skip(self, events, claims), fields(events = events.len()))]
+    async fn append_claimed(
+        &self,
+        stream: &str,
+        expected: ExpectedVersion,
+        events: Vec<NewEvent>,
+        claims: Vec<String>,
     ) -> Result<Appended> {
         check_append(stream, &events)?;
         if let Some(e) = events.iter().find(|e| !frame::fits(stream, e)) {
@@ -395,6 +431,7 @@ impl EventStore for EmbeddedStore {
             stream: stream.to_owned(),
             expected,
             events,
+            claims,
             reply,
         };
         let sent = match self.writer_handle().as_ref() {
@@ -449,6 +486,14 @@ impl EventStore for EmbeddedStore {
 
     fn head(&self) -> u64 {
         self.shared.head.borrow().position
+    }
+
+    fn commit_stats(&self) -> Option<crate::store::CommitStats> {
+        let stats = self.stats();
+        Some(crate::store::CommitStats {
+            appends: stats.appends,
+            commits: stats.batches,
+        })
     }
 
     fn on_commit(&self, hook: crate::store::CommitHook) -> bool {

@@ -37,6 +37,7 @@ pub struct Request {
     pub stream: String,
     pub expected: ExpectedVersion,
     pub events: Vec<NewEvent>,
+    pub claims: Vec<String>,
     pub reply: oneshot::Sender<Result<Appended>>,
 }
 
@@ -196,7 +197,10 @@ impl Writer {
         let now = now_micros();
         let mut results: Vec<Result<Appended>> = requests
             .iter_mut()
-            .map(|r| batch.stage(&r.stream, r.expected, std::mem::take(&mut r.events), now))
+            .map(|r| {
+                let events = std::mem::take(&mut r.events);
+                batch.stage_claimed(&r.stream, r.expected, events, &r.claims, now)
+            })
             .collect();
         let (records, staged) = batch.finish();
         if records.is_empty() {

@@ -9,9 +9,11 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use hookledger::store::{Error, EventStore, ExpectedVersion, NewEvent, RecordedEvent};
 
+mod claims;
 mod reads;
 mod writes;
 
+pub use claims::*;
 pub use reads::*;
 pub use writes::*;
 

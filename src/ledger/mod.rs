@@ -1,21 +1,17 @@
 //! The write path: load state, decide, append with the expected version, wait for
 //! the read model to reflect the append. Every command appends to one stream.
 //!
-//! It also answers the questions that need the log rather than the live model:
-//! what a resource looked like at a past position or version, for idempotent
-//! replays and `asOfVersion`.
+//! Beside it: API keys ([`keys`]), answers from the log at a past position
+//! ([`history`]), the uniqueness claims the store enforces ([`claims`]) and the
+//! in-process locks that serialise repeats ([`locks`]).
 
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use projections::event::{Idempotency, stream};
-use projections::view::{DeliveryView, EndpointView, EventSnapshot};
-use projections::{ApiKey, Command, Metadata, ReadModel, Rejection};
-use sha2::{Digest, Sha256};
-use subtle::ConstantTimeEq;
+use projections::event::Idempotency;
+use projections::{Command, Metadata, Rejection};
 
 use crate::projector::{self, Projector};
-use crate::store::{self, EventStore, ExpectedVersion, NewEvent, RecordedEvent};
+use crate::store::{self, EventStore, ExpectedVersion, NewEvent};
 
 /// How often an optimistic write is retried after losing a race it did not ask to
 /// detect (e.g. two patches of one endpoint).
@@ -68,14 +64,6 @@ pub enum Outcome {
     Replayed,
     /// An event with this `sourceKey` was accepted earlier.
     Existing,
-}
-
-/// A newly issued API key. `token` is shown once and never stored.
-#[derive(Debug, Clone)]
-pub struct IssuedKey {
-    pub key_id: String,
-    pub organization_id: String,
-    pub token: String,
 }
 
 #[derive(Debug)]
@@ -133,13 +121,20 @@ impl Ledger {
             } => Some(self.locks.lock(format!("{org}\nsource\n{key}")).await),
             _ => None,
         };
-        if let Some(i) = &ctx.idempotency
-            && let Some(done) = self.idempotent_answer(org, i)?
-        {
-            return Ok(done);
-        }
+        let claims = claims(&command, ctx);
+        // The model may lag appends made by other processes sharing the store;
+        // before answering "not found" or 412 from it, catch it up once.
+        let mut synced = false;
         for _ in 0..RETRIES {
-            match self.try_execute(command.clone(), ctx, if_match).await {
+            if let Some(i) = &ctx.idempotency
+                && let Some(done) = self.idempotent_answer(org, i)?
+            {
+                return Ok(done);
+            }
+            match self
+                .try_execute(command.clone(), ctx, if_match, claims.clone())
+                .await
+            {
                 Err(Error::Store(store::Error::Conflict { actual, .. })) => {
                     if let Some(expected) = if_match {
                         return Err(Error::PreconditionFailed {
@@ -148,7 +143,26 @@ impl Ledger {
                         });
                     }
                     // Lost a race: let the model see the winner, then decide again.
-                    self.projector.wait_for(self.store.head()).await?;
+                    self.sync().await?;
+                }
+                // Another request with the same key won, maybe in another
+                // process: once the model has its append, it is the answer.
+                Err(Error::Store(store::Error::Duplicate { position, .. })) => {
+                    self.projector.wait_for(position).await?;
+                }
+                Err(Error::PreconditionFailed { expected, current })
+                    if expected > current && !synced =>
+                {
+                    synced = true;
+                    self.sync().await?;
+                }
+                Err(Error::Rejected(
+                    Rejection::DeliveryNotFound(_)
+                    | Rejection::EndpointNotFound(_)
+                    | Rejection::ApiKeyNotFound(_),
+                )) if !synced => {
+                    synced = true;
+                    self.sync().await?;
                 }
                 other => return other,
             }
@@ -156,6 +170,14 @@ impl Ledger {
         Err(Error::Store(store::Error::Unavailable(
             "too much contention on one stream; try again".into(),
         )))
+    }
+
+    /// Brings the read model up to everything the store had acknowledged at the
+    /// call, including appends made by other processes sharing it.
+    pub async fn sync(&self) -> Result<(), Error> {
+        let head = self.store.sync_head().await?;
+        self.projector.wait_for(head).await?;
+        Ok(())
     }
 
     fn idempotent_answer(&self, org: &str, i: &Idempotency) -> Result<Option<Written>, Error> {
@@ -183,6 +205,7 @@ impl Ledger {
         command: Command,
         ctx: &Context,
         if_match: Option<u64>,
+        claims: Vec<String>,
     ) -> Result<Written, Error> {
         let (stream, expected, resource_id, events) = {
             let state = self.projector.read();
@@ -265,7 +288,10 @@ impl Ledger {
                 metadata: metadata.clone(),
             })
             .collect();
-        let appended = self.store.append(&stream, expected, events).await?;
+        let appended = self
+            .store
+            .append_claimed(&stream, expected, events, claims)
+            .await?;
         let position = *appended.positions.end();
         self.projector.wait_for(position).await?;
         Ok(Written {
@@ -274,155 +300,6 @@ impl Ledger {
             resource_id,
             stream_version: Some(appended.last_version + 1),
         })
-    }
-
-    /// Issues a key for `organization_id`. The token is returned once; only the
-    /// SHA-256 of its secret is stored.
-    pub async fn issue_key(&self, organization_id: &str) -> Result<IssuedKey, Error> {
-        let ulid = new_ulid().to_string();
-        let mut secret = [0u8; 32];
-        getrandom::fill(&mut secret).map_err(|e| {
-            store::Error::Unavailable(format!("the system random source failed: {e}"))
-        })?;
-        let secret = hex::encode(secret);
-        let key_id = format!("key_{ulid}");
-        let command = Command::IssueApiKey {
-            key_id: key_id.clone(),
-            organization_id: organization_id.to_owned(),
-            secret_sha256: hex::encode(Sha256::digest(secret.as_bytes())),
-        };
-        let ctx = Context {
-            organization_id: organization_id.to_owned(),
-            ..Context::default()
-        };
-        self.execute(command, &ctx, None).await?;
-        Ok(IssuedKey {
-            key_id,
-            organization_id: organization_id.to_owned(),
-            token: format!("hlk_{ulid}_{secret}"),
-        })
-    }
-
-    pub async fn revoke_key(&self, key_id: &str) -> Result<(), Error> {
-        let org = self
-            .projector
-            .read()
-            .model
-            .api_keys
-            .get(key_id)
-            .map(|k| k.organization_id.clone())
-            .ok_or_else(|| Rejection::ApiKeyNotFound(key_id.to_owned()))?;
-        let ctx = Context {
-            organization_id: org,
-            ..Context::default()
-        };
-        let command = Command::RevokeApiKey {
-            key_id: key_id.to_owned(),
-        };
-        self.execute(command, &ctx, None).await.map(drop)
-    }
-
-    /// The live key a bearer token belongs to, if it is valid and not revoked.
-    /// The secret is compared in constant time.
-    pub fn authenticate(&self, token: &str) -> Option<ApiKey> {
-        let (ulid, secret) = token.strip_prefix("hlk_")?.split_once('_')?;
-        let presented: [u8; 32] = Sha256::digest(secret.as_bytes()).into();
-        let state = self.projector.read();
-        let key = state.model.api_keys.get(&format!("key_{ulid}"))?;
-        let matches: bool = key.secret_sha256.ct_eq(&presented).into();
-        (matches && key.revoked_at.is_none()).then(|| key.clone())
-    }
-
-    /// The webhook event with its deliveries as it stood at `position`.
-    pub async fn event_as_of(
-        &self,
-        org: &str,
-        event_id: &str,
-        position: u64,
-    ) -> Result<Option<EventSnapshot>, Error> {
-        let delivery_ids = {
-            let state = self.projector.read();
-            match state.model.tenant(org).and_then(|t| t.events.get(event_id)) {
-                Some(event) => event.delivery_ids.clone(),
-                None => return Ok(None),
-            }
-        };
-        let mut streams = vec![stream::event(event_id)];
-        streams.extend(delivery_ids.iter().map(|id| stream::delivery(id)));
-        let model = self
-            .fold_streams(&streams, |e| e.position <= position)
-            .await?;
-        Ok(model.tenant(org).and_then(|t| t.event_snapshot(event_id)))
-    }
-
-    /// The endpoint as it stood at `position`.
-    pub async fn endpoint_as_of(
-        &self,
-        org: &str,
-        endpoint_id: &str,
-        position: u64,
-    ) -> Result<Option<EndpointView>, Error> {
-        let model = self
-            .fold_streams(&[stream::endpoint(endpoint_id)], |e| e.position <= position)
-            .await?;
-        Ok(model
-            .tenant(org)
-            .and_then(|t| t.endpoints.get(endpoint_id))
-            .map(EndpointView::from))
-    }
-
-    /// The delivery as it stood after the first `version` events of its stream.
-    pub async fn delivery_as_of_version(
-        &self,
-        org: &str,
-        delivery_id: &str,
-        version: u64,
-    ) -> Result<Option<DeliveryView>, Error> {
-        let event_id = {
-            let state = self.projector.read();
-            match state
-                .model
-                .tenant(org)
-                .and_then(|t| t.deliveries.get(delivery_id))
-            {
-                Some(d) if version <= d.version => d.event_id.clone(),
-                _ => return Ok(None),
-            }
-        };
-        let delivery_stream = stream::delivery(delivery_id);
-        let streams = [stream::event(&event_id), delivery_stream.clone()];
-        let model = self
-            .fold_streams(&streams, |e| {
-                e.stream != delivery_stream || e.version < version
-            })
-            .await?;
-        Ok(model
-            .tenant(org)
-            .and_then(|t| t.deliveries.get(delivery_id))
-            .map(DeliveryView::from))
-    }
-
-    /// Every event of one stream, in version order.
-    pub async fn read_stream(&self, stream: &str) -> Result<Vec<RecordedEvent>, Error> {
-        Ok(store::read_whole_stream(self.store.as_ref(), stream).await?)
-    }
-
-    /// Folds the chosen events of some streams, in position order, into a fresh model.
-    async fn fold_streams(
-        &self,
-        streams: &[String],
-        keep: impl Fn(&RecordedEvent) -> bool,
-    ) -> Result<ReadModel, Error> {
-        let mut events = Vec::new();
-        for name in streams {
-            events.extend(self.read_stream(name).await?.into_iter().filter(&keep));
-        }
-        events.sort_by_key(|e| e.position);
-        let mut model = ReadModel::default();
-        for event in &events {
-            model.apply(&projector::decode(event)?);
-        }
-        Ok(model)
     }
 }
 
@@ -441,46 +318,11 @@ fn new_ulid() -> ulid::Ulid {
         .unwrap_or_else(|overflow| overflow.commit_overflow_increment())
 }
 
-/// Async mutexes by key, created on demand and dropped when no one holds them.
-#[derive(Debug, Default)]
-struct KeyedLocks {
-    map: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
-}
+mod claims;
+mod history;
+mod keys;
+mod locks;
 
-struct KeyGuard<'a> {
-    locks: &'a KeyedLocks,
-    key: String,
-    guard: Option<tokio::sync::OwnedMutexGuard<()>>,
-}
-
-impl KeyedLocks {
-    async fn lock(&self, key: String) -> KeyGuard<'_> {
-        let mutex = self
-            .map
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .entry(key.clone())
-            .or_default()
-            .clone();
-        let guard = mutex.lock_owned().await;
-        KeyGuard {
-            locks: self,
-            key,
-            guard: Some(guard),
-        }
-    }
-}
-
-impl Drop for KeyGuard<'_> {
-    fn drop(&mut self) {
-        let mut map = self.locks.map.lock().unwrap_or_else(|e| e.into_inner());
-        self.guard.take();
-        // Only the map's own reference left: nobody holds or waits for this key.
-        if map
-            .get(&self.key)
-            .is_some_and(|m| Arc::strong_count(m) == 1)
-        {
-            map.remove(&self.key);
-        }
-    }
-}
+pub use claims::{claims, claims_of, store_claims_of};
+pub use keys::IssuedKey;
+use locks::KeyedLocks;

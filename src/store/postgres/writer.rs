@@ -1,0 +1,355 @@
+//! Group commit for the PostgreSQL store: one task per process turns every
+//! append that queued while the previous transaction ran into one transaction.
+//!
+//! The transaction takes the head row `FOR UPDATE` (the global write lock, held
+//! by one transaction of one process at a time), reads the tips of the streams
+//! and the claims the batch touches, and stages the appends in one
+//! [`Batch`](crate::store::sequencer::Batch), exactly as the embedded writer
+//! does: each append is checked against its own expected version and claims,
+//! and a refused one leaves the others in. It then inserts the events and
+//! claims, moves the head, announces it with `pg_notify` and commits. Nothing
+//! is acknowledged before the commit returns; a failed commit fails every
+//! append of the batch with an outcome the caller must treat as unknown.
+//!
+//! Because the lock is taken before positions are chosen and released only by
+//! the commit, transactions commit in position order: a reader can never see a
+//! position before all the positions below it.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use deadpool_postgres::Pool;
+use tokio::sync::{mpsc, oneshot, watch};
+
+use crate::store::postgres::tail::Tail;
+use crate::store::postgres::{CHANNEL, Params, claim_key, db_error, pool_error, raise};
+use crate::store::sequencer::{Sequencer, Tip, now_micros};
+use crate::store::{Appended, Error, ExpectedVersion, NewEvent, RecordedEvent, Result};
+
+/// Event bytes one transaction takes at most; later appends wait for the next.
+const BATCH_BYTES: usize = 16 * 1024 * 1024;
+/// Appends one transaction takes at most.
+const BATCH_APPENDS: usize = 2048;
+
+/// One append waiting for the writer.
+#[derive(Debug)]
+pub struct Request {
+    pub stream: String,
+    pub expected: ExpectedVersion,
+    pub events: Vec<NewEvent>,
+    pub claims: Vec<String>,
+    pub reply: oneshot::Sender<Result<Appended>>,
+}
+
+impl Request {
+    fn size(&self) -> usize {
+        self.events
+            .iter()
+            .map(|e| self.stream.len() + e.event_type.len() + e.data.len() + e.metadata.len())
+            .sum()
+    }
+}
+
+#[derive(Debug, Default)]
+pub struct Counters {
+    appends: AtomicU64,
+    batches: AtomicU64,
+}
+
+impl Counters {
+    pub fn get(&self) -> super::Stats {
+        super::Stats {
+            appends: self.appends.load(Ordering::Relaxed),
+            batches: self.batches.load(Ordering::Relaxed),
+        }
+    }
+}
+
+#[derive(Debug)]
+pub struct Writer {
+    pool: Pool,
+    head: Arc<watch::Sender<u64>>,
+    tail: Arc<Tail>,
+    counters: Arc<Counters>,
+}
+
+impl Writer {
+    pub fn new(
+        pool: Pool,
+        head: Arc<watch::Sender<u64>>,
+        tail: Arc<Tail>,
+        counters: Arc<Counters>,
+    ) -> Writer {
+        Writer {
+            pool,
+            head,
+            tail,
+            counters,
+        }
+    }
+
+    /// Serves appends until every sender is gone.
+    pub async fn run(self, mut requests: mpsc::UnboundedReceiver<Request>) {
+        let mut pending: Option<Request> = None;
+        loop {
+            let first = match pending.take() {
+                Some(request) => request,
+                None => match requests.recv().await {
+                    Some(request) => request,
+                    None => return,
+                },
+            };
+            let mut size = first.size();
+            let mut batch = vec![first];
+            while size < BATCH_BYTES && batch.len() < BATCH_APPENDS {
+                match requests.try_recv() {
+                    Ok(request) => {
+                        size += request.size();
+                        batch.push(request);
+                    }
+                    Err(_) => break,
+                }
+            }
+            // Leave a too-large append for the next batch unless it is alone.
+            if size > BATCH_BYTES && batch.len() > 1 {
+                pending = batch.pop();
+            }
+            self.commit(batch).await;
+        }
+    }
+
+    async fn commit(&self, mut requests: Vec<Request>) {
+        let staged = self.transact(&mut requests).await;
+        match staged {
+            Ok((results, records)) => {
+                if let Some(last) = records.last() {
+                    // Committed: keep them for the local reader before waking it.
+                    let head = last.position;
+                    self.tail.extend(&records);
+                    raise(&self.head, head);
+                    let acknowledged = results.iter().filter(|r| r.is_ok()).count() as u64;
+                    self.counters.batches.fetch_add(1, Ordering::Relaxed);
+                    self.counters
+                        .appends
+                        .fetch_add(acknowledged, Ordering::Relaxed);
+                }
+                for (request, result) in requests.into_iter().zip(results) {
+                    // The caller may have gone away; its append stands all the same.
+                    let _ = request.reply.send(result);
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, appends = requests.len(), "a PostgreSQL append transaction failed");
+                for request in requests {
+                    let _ = request.reply.send(Err(copy_error(&e)));
+                }
+            }
+        }
+    }
+
+    /// Runs one transaction for `requests`; returns each append's result and the
+    /// records it committed.
+    async fn transact(
+        &self,
+        requests: &mut [Request],
+    ) -> Result<(Vec<Result<Appended>>, Vec<RecordedEvent>)> {
+        let mut client = self.pool.get().await.map_err(pool_error)?;
+        let tx = client
+            .transaction()
+            .await
+            .map_err(|e| db_error("starting an append transaction", e))?;
+        let lock = tx
+            .prepare_cached("SELECT position, recorded_at FROM hookledger_head FOR UPDATE")
+            .await
+            .map_err(|e| db_error("preparing the head lock", e))?;
+        let tips = tx
+            .prepare_cached(
+                "SELECT s.stream, e.version, e.hash FROM unnest($1::text[]) AS s(stream) \
+                 CROSS JOIN LATERAL (SELECT version, hash FROM hookledger_events \
+                 WHERE stream = s.stream ORDER BY version DESC LIMIT 1) e",
+            )
+            .await
+            .map_err(|e| db_error("preparing the tip read", e))?;
+        let taken = tx
+            .prepare_cached(
+                "SELECT claim, position FROM hookledger_claims WHERE claim_sha256 = ANY($1)",
+            )
+            .await
+            .map_err(|e| db_error("preparing the claim read", e))?;
+
+        let mut streams: Vec<&str> = requests.iter().map(|r| r.stream.as_str()).collect();
+        streams.sort_unstable();
+        streams.dedup();
+        let claim_keys: Vec<Vec<u8>> = requests
+            .iter()
+            .flat_map(|r| r.claims.iter().map(|c| claim_key(c)))
+            .collect();
+        // One round trip: the lock first, then the reads it protects.
+        let (head_row, tip_rows, claim_rows) = tokio::try_join!(
+            tx.query_one(&lock, &[]),
+            async { tx.query(&tips, &[&streams]).await },
+            async {
+                if claim_keys.is_empty() {
+                    Ok(Vec::new())
+                } else {
+                    tx.query(&taken, &[&claim_keys]).await
+                }
+            },
+        )
+        .map_err(|e| db_error("locking the head", e))?;
+        let head = head_row.get::<_, i64>(0) as u64;
+        let clock: i64 = head_row.get(1);
+        let tips: HashMap<String, Tip> = tip_rows
+            .iter()
+            .map(|row| {
+                let hash: &[u8] = row.get(2);
+                let tip = Tip {
+                    version: row.get::<_, i64>(1) as u64,
+                    hash: hash.try_into().unwrap_or([0; 32]),
+                };
+                (row.get::<_, String>(0), tip)
+            })
+            .collect();
+        let taken: HashMap<String, u64> = claim_rows
+            .iter()
+            .map(|row| (row.get::<_, String>(0), row.get::<_, i64>(1) as u64))
+            .collect();
+        let sequencer = Sequencer::resume(head, clock, tips, taken);
+        let mut batch = sequencer.batch();
+        let now = now_micros();
+        let results: Vec<Result<Appended>> = requests
+            .iter_mut()
+            .map(|r| {
+                let events = std::mem::take(&mut r.events);
+                batch.stage_claimed(&r.stream, r.expected, events, &r.claims, now)
+            })
+            .collect();
+        let (records, staged) = batch.finish();
+        let Some(last) = records.last() else {
+            // Every append was refused: nothing to write.
+            tx.rollback()
+                .await
+                .map_err(|e| db_error("ending an empty transaction", e))?;
+            return Ok((results, Vec::new()));
+        };
+        let (new_head, new_clock) = (last.position, last.recorded_at);
+        let claims: Vec<(String, u64)> = staged.claims().map(|(c, p)| (c.to_owned(), p)).collect();
+
+        let insert = tx
+            .prepare_cached(
+                "INSERT INTO hookledger_events (position, stream, version, event_type, \
+                 schema_version, recorded_at, data, metadata, prev_hash, hash) \
+                 SELECT * FROM unnest($1::bigint[], $2::text[], $3::bigint[], $4::text[], \
+                 $5::integer[], $6::bigint[], $7::bytea[], $8::bytea[], $9::bytea[], $10::bytea[])",
+            )
+            .await
+            .map_err(|e| db_error("preparing the event insert", e))?;
+        let insert_claims = tx
+            .prepare_cached(
+                "INSERT INTO hookledger_claims (claim_sha256, claim, position) \
+                 SELECT * FROM unnest($1::bytea[], $2::text[], $3::bigint[])",
+            )
+            .await
+            .map_err(|e| db_error("preparing the claim insert", e))?;
+        let move_head = tx
+            .prepare_cached("UPDATE hookledger_head SET position = $1, recorded_at = $2")
+            .await
+            .map_err(|e| db_error("preparing the head update", e))?;
+        let notify = tx
+            .prepare_cached("SELECT pg_notify($1, $2)")
+            .await
+            .map_err(|e| db_error("preparing the notification", e))?;
+
+        let columns = Columns::of(&records);
+        let params = columns.params();
+        let claim_columns = (
+            claims.iter().map(|(c, _)| claim_key(c)).collect::<Vec<_>>(),
+            claims.iter().map(|(c, _)| c.as_str()).collect::<Vec<_>>(),
+            claims.iter().map(|&(_, p)| p as i64).collect::<Vec<_>>(),
+        );
+        let head_text = new_head.to_string();
+        let (new_head_i64, channel) = (new_head as i64, CHANNEL);
+        tokio::try_join!(
+            tx.execute(&insert, &params),
+            async {
+                if claims.is_empty() {
+                    Ok(0)
+                } else {
+                    tx.execute(
+                        &insert_claims,
+                        &[&claim_columns.0, &claim_columns.1, &claim_columns.2],
+                    )
+                    .await
+                }
+            },
+            async { tx.execute(&move_head, &[&new_head_i64, &new_clock]).await },
+            async { tx.query_one(&notify, &[&channel, &head_text]).await },
+        )
+        .map_err(|e| db_error("writing the batch", e))?;
+        tx.commit()
+            .await
+            .map_err(|e| db_error("committing the batch", e))?;
+        drop(params);
+        drop(columns);
+        Ok((results, records))
+    }
+}
+
+/// The records of a batch as one array per column, for one `unnest` insert.
+struct Columns<'a> {
+    position: Vec<i64>,
+    stream: Vec<&'a str>,
+    version: Vec<i64>,
+    event_type: Vec<&'a str>,
+    schema_version: Vec<i32>,
+    recorded_at: Vec<i64>,
+    data: Vec<&'a [u8]>,
+    metadata: Vec<&'a [u8]>,
+    prev_hash: Vec<&'a [u8]>,
+    hash: Vec<&'a [u8]>,
+}
+
+impl<'a> Columns<'a> {
+    fn of(records: &'a [RecordedEvent]) -> Columns<'a> {
+        Columns {
+            position: records.iter().map(|r| r.position as i64).collect(),
+            stream: records.iter().map(|r| r.stream.as_str()).collect(),
+            version: records.iter().map(|r| r.version as i64).collect(),
+            event_type: records.iter().map(|r| r.event_type.as_str()).collect(),
+            schema_version: records.iter().map(|r| r.schema_version as i32).collect(),
+            recorded_at: records.iter().map(|r| r.recorded_at).collect(),
+            data: records.iter().map(|r| r.data.as_slice()).collect(),
+            metadata: records.iter().map(|r| r.metadata.as_slice()).collect(),
+            prev_hash: records.iter().map(|r| r.prev_hash.as_slice()).collect(),
+            hash: records.iter().map(|r| r.hash.as_slice()).collect(),
+        }
+    }
+
+    fn params(&self) -> Params<'_> {
+        vec![
+            &self.position,
+            &self.stream,
+            &self.version,
+            &self.event_type,
+            &self.schema_version,
+            &self.recorded_at,
+            &self.data,
+            &self.metadata,
+            &self.prev_hash,
+            &self.hash,
+        ]
+    }
+}
+
+/// Each failed append gets its own copy of the batch's error.
+fn copy_error(e: &Error) -> Error {
+    match e {
+        Error::Unavailable(reason) => Error::Unavailable(reason.clone()),
+        Error::Io { context, source } => Error::io(
+            context.clone(),
+            std::io::Error::new(source.kind(), source.to_string()),
+        ),
+        other => Error::Unavailable(other.to_string()),
+    }
+}
