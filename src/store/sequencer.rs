@@ -291,3 +291,24 @@ impl Batch<'_> {
 pub fn now_micros() -> i64 {
     chrono::Utc::now().timestamp_micros()
 }
+
+/// One append waiting for a backend's group-commit writer, with the channel its
+/// answer goes back on. Every durable backend queues these the same way.
+#[derive(Debug)]
+pub struct Pending {
+    pub stream: String,
+    pub expected: ExpectedVersion,
+    pub events: Vec<NewEvent>,
+    pub claims: Vec<String>,
+    pub reply: tokio::sync::oneshot::Sender<Result<Appended>>,
+}
+
+impl Pending {
+    /// The bytes the append's events carry, to bound one batch.
+    pub fn size(&self) -> usize {
+        self.events
+            .iter()
+            .map(|e| self.stream.len() + e.event_type.len() + e.data.len() + e.metadata.len())
+            .sum()
+    }
+}

@@ -15,13 +15,11 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::mpsc::Receiver;
 
-use tokio::sync::oneshot;
-
 use crate::store::embedded::fs::{Fs, LogFile};
 use crate::store::embedded::index::SegmentFile;
 use crate::store::embedded::{Shared, checkpoint, frame, segment};
 use crate::store::sequencer::{Sequencer, now_micros};
-use crate::store::{Appended, Error, ExpectedVersion, NewEvent, Result};
+use crate::store::{Appended, Error, Result};
 
 /// Event bytes one batch takes at most; later appends wait for the next batch.
 const BATCH_BYTES: usize = 16 * 1024 * 1024;
@@ -32,23 +30,7 @@ const BATCH_BYTES: usize = 16 * 1024 * 1024;
 const CHECKPOINT_EVERY: u64 = 1_000_000;
 
 /// One append waiting for the writer.
-#[derive(Debug)]
-pub struct Request {
-    pub stream: String,
-    pub expected: ExpectedVersion,
-    pub events: Vec<NewEvent>,
-    pub claims: Vec<String>,
-    pub reply: oneshot::Sender<Result<Appended>>,
-}
-
-impl Request {
-    fn size(&self) -> usize {
-        self.events
-            .iter()
-            .map(|e| self.stream.len() + e.event_type.len() + e.data.len() + e.metadata.len())
-            .sum()
-    }
-}
+pub use crate::store::sequencer::Pending as Request;
 
 /// The segment that takes new frames.
 #[derive(Debug)]

@@ -20,12 +20,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use deadpool_postgres::Pool;
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{mpsc, watch};
 
 use crate::store::postgres::tail::Tail;
 use crate::store::postgres::{CHANNEL, Params, claim_key, db_error, pool_error, raise};
 use crate::store::sequencer::{Sequencer, Tip, now_micros};
-use crate::store::{Appended, Error, ExpectedVersion, NewEvent, RecordedEvent, Result};
+use crate::store::{Appended, Error, RecordedEvent, Result};
 
 /// Event bytes one transaction takes at most; later appends wait for the next.
 const BATCH_BYTES: usize = 16 * 1024 * 1024;
@@ -33,23 +33,7 @@ const BATCH_BYTES: usize = 16 * 1024 * 1024;
 const BATCH_APPENDS: usize = 2048;
 
 /// One append waiting for the writer.
-#[derive(Debug)]
-pub struct Request {
-    pub stream: String,
-    pub expected: ExpectedVersion,
-    pub events: Vec<NewEvent>,
-    pub claims: Vec<String>,
-    pub reply: oneshot::Sender<Result<Appended>>,
-}
-
-impl Request {
-    fn size(&self) -> usize {
-        self.events
-            .iter()
-            .map(|e| self.stream.len() + e.event_type.len() + e.data.len() + e.metadata.len())
-            .sum()
-    }
-}
+pub use crate::store::sequencer::Pending as Request;
 
 #[derive(Debug, Default)]
 pub struct Counters {
