@@ -249,6 +249,23 @@ impl Client {
         (status, response.json().await.unwrap_or(Value::Null))
     }
 
+    /// An endpoint for every event type and one event fanned out to it: the id of
+    /// the one delivery, ready for attempts.
+    pub async fn one_delivery(&self) -> String {
+        self.post(
+            "/v1/outbound-webhook-endpoints",
+            serde_json::json!({"name": "all", "url": "https://all.example.com/"}),
+        )
+        .await;
+        let event = self
+            .post(
+                "/v1/outbound-webhook-events",
+                serde_json::json!({"eventType": "x", "payload": {}}),
+            )
+            .await;
+        event["deliveries"][0]["id"].as_str().unwrap().to_owned()
+    }
+
     pub async fn post(&self, path: &str, body: Value) -> Value {
         let (status, body) = self.send(reqwest::Method::POST, path, Some(body)).await;
         assert!((200..300).contains(&status), "POST {path}: {status} {body}");

@@ -310,20 +310,7 @@ async fn sigterm_finishes_the_request_in_flight_before_exiting() {
     let data = dir.path().join("data");
     let key = create_key(&data, ORG);
     let server = Server::start(&data).await;
-    let client = Client::new(&server, ORG, &key);
-    client
-        .post(
-            "/v1/outbound-webhook-endpoints",
-            json!({"name": "e", "url": "https://example.com/e"}),
-        )
-        .await;
-    let event = client
-        .post(
-            "/v1/outbound-webhook-events",
-            json!({"eventType": "t", "payload": {}}),
-        )
-        .await;
-    let delivery = event["deliveries"][0]["id"].as_str().unwrap().to_owned();
+    let delivery = Client::new(&server, ORG, &key).one_delivery().await;
 
     let body = br#"{"status":"delivered","responseStatusCode":200}"#;
     let mut socket = tokio::net::TcpStream::connect(server.addr).await.unwrap();

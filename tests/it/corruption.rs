@@ -56,19 +56,7 @@ async fn ledger(attempts: usize) -> Ledger {
     let key = create_key(&data, ORG);
     let server = Server::start(&data).await;
     let client = Client::new(&server, ORG, &key);
-    client
-        .post(
-            "/v1/outbound-webhook-endpoints",
-            json!({"name": "c", "url": "https://c.example.com/"}),
-        )
-        .await;
-    let event = client
-        .post(
-            "/v1/outbound-webhook-events",
-            json!({"eventType": "x", "payload": {}}),
-        )
-        .await;
-    let delivery = event["deliveries"][0]["id"].as_str().unwrap().to_owned();
+    let delivery = client.one_delivery().await;
     for i in 0..attempts {
         client
             .post(
