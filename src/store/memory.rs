@@ -47,16 +47,6 @@ impl MemoryStore {
 
 #[async_trait::async_trait]
 impl EventStore for MemoryStore {
-    async fn append(
-        &self,
-        stream: &str,
-        expected: ExpectedVersion,
-        events: Vec<NewEvent>,
-    ) -> Result<Appended> {
-        self.append_claimed(stream, expected, events, Vec::new())
-            .await
-    }
-
     async fn append_claimed(
         &self,
         stream: &str,

@@ -165,7 +165,10 @@ pub trait EventStore: Send + Sync + std::fmt::Debug {
         stream: &str,
         expected: ExpectedVersion,
         events: Vec<NewEvent>,
-    ) -> Result<Appended>;
+    ) -> Result<Appended> {
+        self.append_claimed(stream, expected, events, Vec::new())
+            .await
+    }
 
     /// [`EventStore::append`] that also takes `claims`: names unique across the
     /// whole store, for good. If an earlier append took any of them, nothing is
@@ -173,20 +176,14 @@ pub trait EventStore: Send + Sync + std::fmt::Debug {
     /// are one atomic step, so of racing appends with one claim exactly one wins,
     /// in whichever process it runs. Claims are how a request that must not run
     /// twice (an `Idempotency-Key`, a `sourceKey`) stays single across processes.
-    ///
-    /// Every backend in this crate enforces claims and keeps them as long as its
-    /// events. The default, for wrappers such as test doubles, ignores them and
-    /// leaves the caller's in-process serialisation as the only guard.
+    /// Every backend enforces claims and keeps them as long as its events.
     async fn append_claimed(
         &self,
         stream: &str,
         expected: ExpectedVersion,
         events: Vec<NewEvent>,
         claims: Vec<String>,
-    ) -> Result<Appended> {
-        let _ = claims;
-        self.append(stream, expected, events).await
-    }
+    ) -> Result<Appended>;
 
     /// Up to `max` events of `stream` from version `from`, in version order.
     async fn read_stream(&self, stream: &str, from: u64, max: usize) -> Result<Vec<RecordedEvent>>;

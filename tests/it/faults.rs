@@ -31,11 +31,12 @@ struct FlakyStore {
 
 #[async_trait::async_trait]
 impl EventStore for FlakyStore {
-    async fn append(
+    async fn append_claimed(
         &self,
         stream: &str,
         expected: ExpectedVersion,
         events: Vec<NewEvent>,
+        claims: Vec<String>,
     ) -> store::Result<Appended> {
         if self.failing.load(Ordering::SeqCst) {
             return Err(store::Error::io(
@@ -43,7 +44,9 @@ impl EventStore for FlakyStore {
                 std::io::Error::other("disk on fire"),
             ));
         }
-        self.inner.append(stream, expected, events).await
+        self.inner
+            .append_claimed(stream, expected, events, claims)
+            .await
     }
 
     async fn read_stream(

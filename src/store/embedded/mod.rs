@@ -400,16 +400,6 @@ fn lock(dir: &Path) -> Result<File> {
 
 #[async_trait::async_trait]
 impl EventStore for EmbeddedStore {
-    async fn append(
-        &self,
-        stream: &str,
-        expected: ExpectedVersion,
-        events: Vec<NewEvent>,
-    ) -> Result<Appended> {
-        self.append_claimed(stream, expected, events, Vec::new())
-            .await
-    }
-
     #[tracing::instrument(level = "debug", skip(self, events, claims), fields(events = events.len()))]
     async fn append_claimed(
         &self,
