@@ -48,11 +48,22 @@ fn frames(segment: &Path) -> Vec<(u64, u64)> {
     while at < bytes.len() {
         // The top bit marks a frame whose batch goes on in the next one.
         let len = (u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap()) & !(1 << 31)) as u64;
+        if len == 0 {
+            break;
+        }
         frames.push((at as u64, FRAME_HEADER_LEN + len));
         at += (FRAME_HEADER_LEN + len) as usize;
     }
-    assert_eq!(at, bytes.len(), "frames do not end where the file does");
+    assert!(
+        bytes[at.min(bytes.len())..].iter().all(|&b| b == 0),
+        "after the last frame, only zeros allocated ahead of the writes"
+    );
     frames
+}
+
+/// Where the last of `frames` ends.
+fn frames_end(frames: &[(u64, u64)]) -> u64 {
+    frames.last().map_or(SEGMENT_HEADER_LEN, |(o, l)| o + l)
 }
 
 fn copy_dir(from: &Path, to: &Path) {
@@ -155,14 +166,44 @@ async fn a_store_dropped_without_close_reopens() {
     assert_eq!(appended.positions, 2..=2);
 }
 
-/// A copy of the log in `source` with segment `last` cut to `cut` bytes.
-fn torn_copy(source: &Path, last: &Path, cut: u64) -> (tempfile::TempDir, PathBuf) {
+/// How a crash leaves the end of a write: the file cut short, or its size
+/// kept (the segment was allocated ahead) with zeros where the write did not land.
+#[derive(Debug, Clone, Copy)]
+enum Tear {
+    Cut,
+    Zeroed,
+}
+
+impl Tear {
+    /// Both, in turn.
+    fn of(cut: u64) -> Tear {
+        if cut % 2 == 0 {
+            Tear::Cut
+        } else {
+            Tear::Zeroed
+        }
+    }
+}
+
+/// A copy of the log in `source` with segment `last` torn at `cut` bytes.
+fn torn_copy(source: &Path, last: &Path, cut: u64, tear: Tear) -> (tempfile::TempDir, PathBuf) {
     let dir = tempfile::tempdir().unwrap();
     copy_dir(source, dir.path());
     let torn = dir.path().join("log").join(last.file_name().unwrap());
-    let bytes = std::fs::read(last).unwrap();
-    std::fs::write(&torn, &bytes[..cut as usize]).unwrap();
+    let mut bytes = std::fs::read(last).unwrap();
+    match tear {
+        Tear::Cut => bytes.truncate(cut as usize),
+        Tear::Zeroed => bytes[cut as usize..].fill(0),
+    }
+    std::fs::write(&torn, &bytes).unwrap();
     (dir, torn)
+}
+
+/// After a writer's open: nothing but zeros past `good_end`, whether the torn
+/// bytes were cut off or were zeros already.
+fn nothing_after(torn: &Path, good_end: u64) -> bool {
+    let bytes = std::fs::read(torn).unwrap();
+    bytes.len() as u64 >= good_end && bytes[good_end as usize..].iter().all(|&b| b == 0)
 }
 
 /// Runs `check` on every cut, eight at a time: each mostly waits on an fsync.
@@ -192,11 +233,13 @@ async fn a_torn_tail_at_any_byte_is_cut_back_to_the_last_whole_frame() {
     let last = segments(source.path()).pop().unwrap();
     let frames = Arc::new(frames(&last));
     let (cut_from, _) = frames[frames.len() - 3];
-    let len = std::fs::metadata(&last).unwrap().len();
+    let len = frames_end(&frames);
+    let size = std::fs::metadata(&last).unwrap().len();
     let first = first_position(&last);
 
     every_cut(cut_from..len, |cut| {
-        let (dir, torn) = torn_copy(source.path(), &last, cut);
+        let tear = Tear::of(cut);
+        let (dir, torn) = torn_copy(source.path(), &last, cut, tear);
         let (all, frames) = (all.clone(), frames.clone());
         async move {
             let whole = frames.iter().take_while(|(o, l)| o + l <= cut).count();
@@ -208,13 +251,17 @@ async fn a_torn_tail_at_any_byte_is_cut_back_to_the_last_whole_frame() {
 
             // A reader leaves the torn bytes alone and does not read them.
             let reader = EmbeddedStore::open_read_only(dir.path()).unwrap();
-            assert_eq!(everything(&reader).await, kept, "cut at {cut}");
-            assert_eq!(std::fs::metadata(&torn).unwrap().len(), cut);
+            assert_eq!(everything(&reader).await, kept, "{tear:?} at {cut}");
+            let untouched = match tear {
+                Tear::Cut => cut,
+                Tear::Zeroed => size,
+            };
+            assert_eq!(std::fs::metadata(&torn).unwrap().len(), untouched);
 
             let store = Embedded::open_dir(dir.path());
-            assert_eq!(store.head(), head, "cut at {cut}");
+            assert_eq!(store.head(), head, "{tear:?} at {cut}");
             assert_eq!(everything(&store).await, kept);
-            assert_eq!(std::fs::metadata(&torn).unwrap().len(), good_end);
+            assert!(nothing_after(&torn, good_end), "{tear:?} at {cut}");
 
             let tip = kept.iter().rev().find(|e| e.stream == "s-0").unwrap();
             let expected = ExpectedVersion::Exact(tip.version);
@@ -245,15 +292,16 @@ async fn a_multi_event_append_cut_anywhere_comes_back_whole_or_not_at_all() {
     let last = segments(source.path()).pop().unwrap();
     let frames = frames(&last);
     let (start, _) = frames[frames.len() - 3];
-    let len = std::fs::metadata(&last).unwrap().len();
+    let len = frames_end(&frames);
 
     every_cut(start..len, |cut| {
-        let (dir, torn) = torn_copy(source.path(), &last, cut);
+        let tear = Tear::of(cut);
+        let (dir, torn) = torn_copy(source.path(), &last, cut, tear);
         let before = before.clone();
         async move {
             let store = Embedded::open_dir(dir.path());
-            assert_eq!(everything(&store).await, *before, "cut at {cut}");
-            assert_eq!(std::fs::metadata(&torn).unwrap().len(), start);
+            assert_eq!(everything(&store).await, *before, "{tear:?} at {cut}");
+            assert!(nothing_after(&torn, start), "{tear:?} at {cut}");
             assert!(store.read_stream("multi", 0, 10).await.unwrap().is_empty());
             store.close().await;
         }

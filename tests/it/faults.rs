@@ -159,6 +159,7 @@ enum Op {
     Write { offset: u64, len: usize, ok: bool },
     Sync { ok: bool },
     Truncate { len: u64 },
+    Allocate { len: u64 },
 }
 
 #[derive(Debug)]
@@ -245,6 +246,11 @@ impl LogFile for FaultyFile {
     fn truncate(&mut self, len: u64) -> io::Result<()> {
         self.1.log(Op::Truncate { len });
         self.0.truncate(len)
+    }
+
+    fn allocate(&mut self, len: u64) -> io::Result<()> {
+        self.1.log(Op::Allocate { len });
+        self.0.allocate(len)
     }
 }
 

@@ -19,6 +19,7 @@ struct Faults {
     fail_sync: AtomicBool,
     fail_truncate: AtomicBool,
     fail_create: AtomicBool,
+    fail_allocate: AtomicBool,
     hold: Mutex<Hold>,
     changed: Condvar,
 }
@@ -105,6 +106,11 @@ impl LogFile for FaultyFile {
     fn truncate(&mut self, len: u64) -> io::Result<()> {
         self.1.check(&self.1.fail_truncate, io::ErrorKind::Other)?;
         self.0.truncate(len)
+    }
+    fn allocate(&mut self, len: u64) -> io::Result<()> {
+        self.1
+            .check(&self.1.fail_allocate, io::ErrorKind::StorageFull)?;
+        self.0.allocate(len)
     }
 }
 
@@ -246,4 +252,65 @@ async fn appends_that_queue_during_an_fsync_share_the_next_one() {
     assert_eq!(after.appends - before.appends, 11);
     assert_eq!(after.batches - before.batches, 2);
     assert_eq!(after.fsyncs - before.fsyncs, 2);
+}
+
+/// The size of segment `path` on disk and where its last frame ends.
+fn size_and_end(path: &Path) -> (u64, u64) {
+    let size = std::fs::metadata(path).unwrap().len();
+    let scan = segment::scan_log(path.parent().unwrap()).unwrap();
+    let scanned = scan.segments.iter().find(|s| s.path == path).unwrap();
+    (size, scanned.end)
+}
+
+#[tokio::test]
+async fn the_active_segment_is_allocated_ahead_and_a_sealed_one_ends_at_its_last_frame() {
+    let dir = tempfile::tempdir().unwrap();
+    let segment_size = 4096;
+    let (store, _faults) = open_faulty(dir.path(), segment_size);
+    append(&store, "s", 0).await.unwrap();
+    let log = dir.path().join("log");
+    let (size, end) = size_and_end(&segment::list(&log).unwrap()[0].1);
+    assert_eq!(size, segment_size, "allocated to the segment's size");
+    assert!(end < size, "the frames end at {end}");
+
+    let mut i = 1;
+    while segment::list(&log).unwrap().len() < 3 {
+        append(&store, "s", i).await.unwrap();
+        i += 1;
+    }
+    let files = segment::list(&log).unwrap();
+    for (_, sealed) in &files[..2] {
+        let (size, end) = size_and_end(sealed);
+        assert_eq!(size, end, "{} keeps allocated zeros", sealed.display());
+    }
+    let (size, end) = size_and_end(&files[2].1);
+    assert!(end < size, "the active segment is allocated ahead");
+    store.close().await;
+
+    let reopened = EmbeddedStore::open(dir.path()).unwrap();
+    assert_eq!(reopened.head(), i);
+    let appended = append(&reopened, "s", i).await.unwrap();
+    assert_eq!(appended.positions, i + 1..=i + 1);
+    reopened.close().await;
+    let report = scan(dir.path()).unwrap();
+    assert_eq!((report.head, report.torn_tail), (i + 1, None));
+}
+
+#[tokio::test]
+async fn a_file_system_that_cannot_allocate_ahead_still_takes_appends() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, faults) = open_faulty(dir.path(), 1 << 20);
+    faults.fail_allocate.store(true, Ordering::SeqCst);
+    for i in 0..3 {
+        append(&store, "s", i).await.unwrap();
+    }
+    let active = segment::list(&dir.path().join("log")).unwrap()[0].1.clone();
+    let (size, end) = size_and_end(&active);
+    assert_eq!(size, end, "the file grows with each write");
+
+    faults.fail_allocate.store(false, Ordering::SeqCst);
+    append(&store, "s", 3).await.unwrap();
+    assert_eq!(size_and_end(&active).0, 1 << 20, "allocated once it can be");
+    store.close().await;
+    assert_eq!(on_disk(dir.path()), 4);
 }

@@ -31,6 +31,11 @@ pub trait LogFile: Send + fmt::Debug {
     fn sync(&mut self) -> io::Result<()>;
     /// Cuts the file to `len` bytes; not durable until [`LogFile::sync`].
     fn truncate(&mut self, len: u64) -> io::Result<()>;
+    /// Grows the file to `len` bytes of allocated zeros, so that writes below
+    /// `len` change no file size and a sync after them flushes data alone.
+    /// Not durable until [`LogFile::sync`]. Where the file system cannot
+    /// allocate ahead, an error of kind `Unsupported`.
+    fn allocate(&mut self, len: u64) -> io::Result<()>;
 }
 
 /// The operating system's file system.
@@ -76,5 +81,21 @@ impl LogFile for RealFile {
 
     fn truncate(&mut self, len: u64) -> io::Result<()> {
         self.0.set_len(len)
+    }
+
+    #[cfg(target_os = "linux")]
+    fn allocate(&mut self, len: u64) -> io::Result<()> {
+        use nix::fcntl::{FallocateFlags, fallocate};
+        let len = i64::try_from(len).map_err(io::Error::other)?;
+        // Mode 0: allocate and extend the size; the new range reads as zeros.
+        fallocate(&self.0, FallocateFlags::empty(), 0, len).map_err(|errno| match errno {
+            nix::errno::Errno::EOPNOTSUPP => io::Error::from(io::ErrorKind::Unsupported),
+            errno => io::Error::from(errno),
+        })
+    }
+
+    #[cfg(not(target_os = "linux"))]
+    fn allocate(&mut self, _len: u64) -> io::Result<()> {
+        Err(io::Error::from(io::ErrorKind::Unsupported))
     }
 }

@@ -228,6 +228,9 @@ impl EmbeddedStore {
                 path: last.path.clone(),
                 len: last.end,
                 crc: last.crc,
+                size: std::fs::metadata(&last.path)
+                    .map_err(|e| Error::io(format!("opening {}", last.path.display()), e))?
+                    .len(),
             }),
             None => None,
         };

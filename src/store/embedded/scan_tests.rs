@@ -231,3 +231,83 @@ fn a_segment_that_starts_at_the_wrong_position_is_corruption() {
         })
     ));
 }
+
+/// Appends `n` zero bytes to `path`: space the writer allocated ahead.
+fn allocate(path: &Path, n: usize) {
+    edit(path, |b| b.resize(b.len() + n, 0));
+}
+
+#[test]
+fn zeros_after_the_last_frame_end_the_log_without_a_torn_tail() {
+    let dir = tempfile::tempdir().unwrap();
+    let offsets = write_segment(dir.path(), &records(5));
+    let end = std::fs::metadata(seg(dir.path(), 1)).unwrap().len();
+    allocate(&seg(dir.path(), 1), 64 * 1024);
+    let scan = segment::scan_log(dir.path()).unwrap();
+    assert_eq!(scan.sequencer.head(), 5);
+    assert_eq!(scan.torn_tail, None);
+    assert_eq!(scan.segments[0].end, end);
+    assert_eq!(scan.segments[0].offsets.len(), offsets.len());
+}
+
+#[test]
+fn a_frame_torn_before_the_allocated_zeros_is_a_torn_tail() {
+    let dir = tempfile::tempdir().unwrap();
+    let offsets = write_segment(dir.path(), &records(5));
+    // The crash kept the file's size: the torn frame's missing bytes read as zeros.
+    edit(&seg(dir.path(), 1), |b| b[offsets[4] + 10..].fill(0));
+    allocate(&seg(dir.path(), 1), 4096);
+    let scan = segment::scan_log(dir.path()).unwrap();
+    assert_eq!(scan.sequencer.head(), 4);
+    assert_eq!(scan.torn_tail.unwrap().offset, offsets[4] as u64);
+}
+
+#[test]
+fn a_batch_torn_before_the_allocated_zeros_is_dropped_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let continues = [false, false, true, true, false];
+    let offsets = write_batches(dir.path(), &records(5), &continues);
+    // Frames 3 and 4 landed, the batch's last did not.
+    edit(&seg(dir.path(), 1), |b| b[offsets[4]..].fill(0));
+    let scan = segment::scan_log(dir.path()).unwrap();
+    assert_eq!(scan.sequencer.head(), 2);
+    assert_eq!(scan.torn_tail.unwrap().offset, offsets[2] as u64);
+}
+
+#[test]
+fn damage_with_valid_frames_before_the_allocated_zeros_is_corruption() {
+    let dir = tempfile::tempdir().unwrap();
+    let offsets = write_segment(dir.path(), &records(5));
+    allocate(&seg(dir.path(), 1), 4096);
+    edit(&seg(dir.path(), 1), |b| b[offsets[2] + 9] ^= 0x01);
+    assert_corrupt(
+        segment::scan_log(dir.path()),
+        &seg(dir.path(), 1),
+        offsets[2],
+        3,
+    );
+}
+
+#[test]
+fn a_header_followed_only_by_zeros_is_a_crash_during_creation() {
+    let dir = tempfile::tempdir().unwrap();
+    let all = records(4);
+    write_segment(dir.path(), &all[..2]);
+    let mut torn = segment::header(3)[..10].to_vec();
+    torn.resize(8192, 0);
+    std::fs::write(seg(dir.path(), 3), torn).unwrap();
+    let scan = segment::scan_log(dir.path()).unwrap();
+    assert_eq!(scan.torn_header, Some(seg(dir.path(), 3)));
+    assert_eq!(scan.sequencer.head(), 2);
+}
+
+#[test]
+fn data_end_is_where_the_last_byte_that_is_not_zero_ends() {
+    assert_eq!(segment::data_end(&[]), 0);
+    assert_eq!(segment::data_end(&[0; 10_000]), 0);
+    for at in [0, 1, 4095, 4096, 4097, 9_999] {
+        let mut bytes = vec![0; 10_000];
+        bytes[at] = 7;
+        assert_eq!(segment::data_end(&bytes), at + 1, "non-zero byte at {at}");
+    }
+}

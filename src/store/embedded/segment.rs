@@ -6,8 +6,9 @@
 //! version, previous hash) in order and tells a torn tail from corruption: damage
 //! in the last segment with no valid frame after it is a write that a crash cut
 //! short, never acknowledged, and is cut off back to the end of the last whole
-//! batch; anything else is refused with the position it holds. This module
-//! decides; it never writes.
+//! batch; anything else is refused with the position it holds. Zeros after
+//! the last frame are space the writer allocated ahead, and end the log as the
+//! end of the file does. This module decides; it never writes.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -92,6 +93,23 @@ pub fn list(log_dir: &Path) -> Result<Vec<(u64, PathBuf)>> {
     Ok(segments)
 }
 
+/// Where a segment's bytes that are not zero end. The writer allocates the
+/// active segment ahead of its writes, so the file goes on in zeros past its
+/// last frame; no frame starts there, since a frame's length is never zero.
+/// (The last frame itself may end in zeros, past this point.)
+pub fn data_end(bytes: &[u8]) -> usize {
+    const BLOCK: usize = 4096;
+    let mut end = bytes.len();
+    // Whole blocks first, with a fold the compiler can vectorise.
+    while end >= BLOCK && bytes[end - BLOCK..end].iter().fold(0, |acc, &b| acc | b) == 0 {
+        end -= BLOCK;
+    }
+    bytes[..end]
+        .iter()
+        .rposition(|&b| b != 0)
+        .map_or(0, |i| i + 1)
+}
+
 /// The frames of one segment that checked out, and the first one that did not.
 #[derive(Debug, Default)]
 pub struct Walk {
@@ -131,9 +149,11 @@ pub fn walk_from(
     // The frames of a batch whose last frame has not been seen yet.
     let mut batch = Pending::default();
     let mut at = from.min(bytes.len());
+    // Zeros from here on are space allocated ahead, not frames.
+    let data_end = data_end(bytes).max(at);
     walk.bad = loop {
         let position = seq.head() + 1 + batch.events.len() as u64;
-        if at >= bytes.len() {
+        if at >= data_end {
             let Some(&(offset, _)) = batch.events.first() else {
                 break None;
             };
@@ -145,7 +165,7 @@ pub fn walk_from(
                     batch.events.len()
                 ),
                 checksummed: false,
-                search_from: bytes.len(),
+                search_from: data_end,
             });
         }
         let bad = |reason, checksummed| Bad {
@@ -231,7 +251,7 @@ impl Pending {
 /// The first frame at or after `from` whose checksum holds and which decodes to a
 /// position beyond `after`: proof that damage before it is not a torn tail.
 pub fn later_frame(bytes: &[u8], from: usize, after: u64) -> Option<(u64, u64)> {
-    (from..bytes.len()).find_map(|at| {
+    (from..data_end(bytes)).find_map(|at| {
         let frame = frame::parse(&bytes[at..]).ok()?;
         let event = frame::decode(frame.payload).ok()?;
         (event.position > after).then_some((at as u64, event.position))
@@ -298,7 +318,7 @@ pub fn scan_files(files: &[(u64, PathBuf)], mut scan: Scan) -> Result<Scan> {
         let first = match parse_header(&bytes) {
             Ok(first) => first,
             // A crash while a segment was being created: nothing was written after.
-            Err(_) if last && bytes.len() <= HEADER_LEN => {
+            Err(_) if last && data_end(&bytes) <= HEADER_LEN => {
                 scan.torn_header = Some(path.clone());
                 break;
             }
