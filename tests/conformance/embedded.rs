@@ -177,7 +177,7 @@ enum Tear {
 impl Tear {
     /// Both, in turn.
     fn of(cut: u64) -> Tear {
-        if cut % 2 == 0 {
+        if cut.is_multiple_of(2) {
             Tear::Cut
         } else {
             Tear::Zeroed
