@@ -13,6 +13,7 @@ pub mod canonical;
 pub mod decide;
 pub mod event;
 mod fast;
+mod json;
 pub mod model;
 pub mod values;
 pub mod view;

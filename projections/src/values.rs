@@ -52,7 +52,7 @@ impl Timestamp {
         }
     }
 
-    fn to_chrono_rfc3339(self) -> String {
+    pub(crate) fn to_chrono_rfc3339(self) -> String {
         self.to_datetime()
             .format("%Y-%m-%dT%H:%M:%S%.6fZ")
             .to_string()

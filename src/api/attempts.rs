@@ -24,7 +24,7 @@ use super::error::{ApiError, FieldError};
 use super::extract::{Caller, Id, IdempotencyKey, IfMatch, Params, Validated, ValidatedJson};
 use super::input::{Errors, Field, integer, object, type_name};
 use super::page::{self, List, Page};
-use super::{AppState, etag, reply};
+use super::{AppState, etag, reply_event};
 use crate::ledger::Outcome;
 use crate::store::RecordedEvent;
 
@@ -218,7 +218,7 @@ async fn record(
             (snapshot, version)
         }
     };
-    let mut response = reply(StatusCode::OK, &snapshot, replayed);
+    let mut response = reply_event(StatusCode::OK, &snapshot, replayed);
     response.headers_mut().insert(header::ETAG, etag(version));
     Ok(response)
 }

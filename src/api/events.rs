@@ -19,7 +19,7 @@ use super::error::{ApiError, FieldError};
 use super::extract::{Caller, Id, IdempotencyKey, Params, Validated, ValidatedJson};
 use super::input::{Errors, Field, object, text};
 use super::page::{List, Page, newest_first};
-use super::{AppState, reply};
+use super::{AppState, reply_event};
 use crate::ledger::{self, Outcome};
 
 pub const MAX_EVENT_TYPE: usize = 256;
@@ -120,7 +120,7 @@ async fn accept(
     };
     let snapshot = snapshot
         .ok_or_else(|| ApiError::Internal(format!("event {} vanished", written.resource_id)))?;
-    Ok(reply(
+    Ok(reply_event(
         status,
         &snapshot,
         written.outcome == Outcome::Replayed,
@@ -209,13 +209,9 @@ async fn list(
 }
 
 #[instrument(skip_all, fields(org = %caller.organization_id, event = %id.0))]
-async fn show(
-    State(state): State<AppState>,
-    caller: Caller,
-    id: Id,
-) -> Result<Json<EventSnapshot>, ApiError> {
+async fn show(State(state): State<AppState>, caller: Caller, id: Id) -> Result<Response, ApiError> {
     current(&state, &caller.organization_id, &id.0)?
-        .map(Json)
+        .map(|event| reply_event(StatusCode::OK, &event, false))
         .ok_or_else(|| ApiError::NotFound(format!("no outbound webhook event {}", id.0)))
 }
 

@@ -16,11 +16,12 @@ use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
-use axum::http::{HeaderValue, Method, StatusCode, Uri};
+use axum::http::{HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
+use projections::view::EventSnapshot;
 use projections::{Command, Tenant, Timestamp};
 use tokio::sync::Semaphore;
 use tower_http::catch_panic::CatchPanicLayer;
@@ -149,7 +150,19 @@ impl AppState {
 
 /// A JSON response; a replayed idempotent answer says so in `Idempotent-Replayed`.
 pub(crate) fn reply<T: serde::Serialize>(status: StatusCode, body: &T, replayed: bool) -> Response {
-    let mut response = (status, axum::Json(body)).into_response();
+    mark_replayed((status, axum::Json(body)).into_response(), replayed)
+}
+
+/// [`reply`] for a webhook event with its deliveries, the answer to every
+/// recorded attempt: written by the view's own JSON writer, the same bytes
+/// `serde_json` would write, in a fraction of the time.
+pub(crate) fn reply_event(status: StatusCode, event: &EventSnapshot, replayed: bool) -> Response {
+    let json = HeaderValue::from_static("application/json");
+    let response = (status, [(header::CONTENT_TYPE, json)], event.to_json()).into_response();
+    mark_replayed(response, replayed)
+}
+
+fn mark_replayed(mut response: Response, replayed: bool) -> Response {
     if replayed {
         response
             .headers_mut()
