@@ -54,7 +54,7 @@ fn a_repeated_source_key_is_answered_with_the_first_event_and_appends_nothing() 
         .then_err(Rejection::DuplicateSourceKey("evt_1".into()));
 
     assert_eq!(model, before);
-    assert!(!model.org(ORG).event("evt_2").is_some());
+    assert!(model.org(ORG).event("evt_2").is_none());
 }
 
 #[test]

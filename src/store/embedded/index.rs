@@ -14,7 +14,7 @@ use std::sync::Arc;
 use crate::store::embedded::segment::Scanned;
 use crate::store::embedded::{checkpoint, frame};
 use crate::store::sequencer::Sequencer;
-use crate::store::{Error, RecordedEvent, Result};
+use crate::store::{Batch, Error, RecordedEvent, Result};
 
 /// A segment file open for positioned reads.
 #[derive(Debug)]
@@ -213,6 +213,37 @@ impl Index {
 pub fn read(locs: &[Loc]) -> Result<Vec<RecordedEvent>> {
     let mut events = Vec::with_capacity(locs.len());
     let mut aligned = rkyv::util::AlignedVec::new();
+    read_frames(locs, |loc, bytes| {
+        events.push(check(loc, bytes, &mut aligned)?);
+        Ok(())
+    })?;
+    Ok(events)
+}
+
+/// [`read`] into `batch` as archives, without decoding them: their frames'
+/// checksums and lengths are checked here, the archives as the batch hands
+/// them out.
+pub fn read_archives(locs: &[Loc], mut batch: Batch) -> Result<Batch> {
+    batch.clear();
+    let mut file: Option<&Arc<SegmentFile>> = None;
+    read_frames(locs, |loc, bytes| {
+        if file.is_none_or(|f| !Arc::ptr_eq(f, &loc.file)) {
+            batch.start_file(&loc.file.path);
+            file = Some(&loc.file);
+        }
+        let frame = check_frame(loc, bytes)?;
+        batch.push_archive(frame.payload, loc.offset, loc.position);
+        Ok(())
+    })?;
+    Ok(batch)
+}
+
+/// Calls `each` with the bytes of the frame at each of `locs`, in order,
+/// reading each run of adjacent frames with one positioned read.
+fn read_frames<'l>(
+    locs: &'l [Loc],
+    mut each: impl FnMut(&'l Loc, &[u8]) -> Result<()>,
+) -> Result<()> {
     let mut rest = locs;
     while let Some(first) = rest.first() {
         let run = 1 + rest
@@ -241,7 +272,7 @@ pub fn read(locs: &[Loc]) -> Result<Vec<RecordedEvent>> {
             for loc in now {
                 let bytes = &buf[at..at + loc.len as usize];
                 at += loc.len as usize;
-                events.push(check(loc, bytes, &mut aligned)?);
+                each(loc, bytes)?;
             }
             Ok(())
         })?;
@@ -252,7 +283,7 @@ pub fn read(locs: &[Loc]) -> Result<Vec<RecordedEvent>> {
             }
         });
     }
-    Ok(events)
+    Ok(())
 }
 
 /// The largest read buffer a thread keeps between reads.
@@ -262,28 +293,35 @@ thread_local! {
     static READ_BUFFER: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
+fn corrupt(loc: &Loc) -> impl Fn(String) -> Error + '_ {
+    |reason| Error::Corrupt {
+        file: loc.file.path.clone(),
+        offset: loc.offset,
+        position: loc.position,
+        reason,
+    }
+}
+
+/// The frame at `loc`, if its checksum holds and its length is the index's.
+fn check_frame<'a>(loc: &Loc, bytes: &'a [u8]) -> Result<frame::Frame<'a>> {
+    let frame = frame::parse(bytes).map_err(corrupt(loc))?;
+    if frame.len as u64 != loc.len {
+        return Err(corrupt(loc)(format!(
+            "frame is {} bytes, the index says {}",
+            frame.len, loc.len
+        )));
+    }
+    Ok(frame)
+}
+
 fn check(
     loc: &Loc,
     bytes: &[u8],
     aligned: &mut rkyv::util::AlignedVec<16>,
 ) -> Result<RecordedEvent> {
-    let corrupt = |reason: String| Error::Corrupt {
-        file: loc.file.path.clone(),
-        offset: loc.offset,
-        position: loc.position,
-        reason,
-    };
-    let frame = frame::parse(bytes).map_err(corrupt)?;
-    let (event, len) = (
-        frame::decode_in(frame.payload, aligned).map_err(corrupt)?,
-        frame.len,
-    );
-    if len as u64 != loc.len {
-        return Err(corrupt(format!(
-            "frame is {len} bytes, the index says {}",
-            loc.len
-        )));
-    }
+    let corrupt = corrupt(loc);
+    let frame = check_frame(loc, bytes)?;
+    let event = frame::decode_in(frame.payload, aligned).map_err(&corrupt)?;
     if event.position != loc.position {
         return Err(corrupt(format!("frame holds position {}", event.position)));
     }
