@@ -80,6 +80,30 @@ impl Decoded {
             hash: *event.hash,
         })
     }
+
+    /// [`Decoded::new`] into `self`, reusing the memory of what it holds.
+    /// On an error `self` is unspecified.
+    pub fn refill(&mut self, event: &EventRef<'_>) -> Result<(), Error> {
+        let fold_error = |reason: String| Error::Fold {
+            position: event.position,
+            reason,
+        };
+        let recorded = &mut self.recorded;
+        projections::Event::decode_for_fold_into(
+            event.event_type,
+            event.schema_version,
+            event.data,
+            &mut recorded.event,
+        )
+        .map_err(|e| fold_error(e.to_string()))?;
+        recorded.metadata = projections::Metadata::decode_for_fold(event.metadata)
+            .map_err(|e| fold_error(e.to_string()))?;
+        recorded.position = event.position;
+        recorded.version = event.version;
+        recorded.recorded_at = projections::Timestamp::from_micros(event.recorded_at);
+        self.hash = *event.hash;
+        Ok(())
+    }
 }
 
 impl Snapshot {
@@ -169,7 +193,6 @@ pub async fn replay(
     let decoder = tokio::task::spawn_blocking(move || {
         while let Some(events) = raw_rx.blocking_recv() {
             let mut decoded = done_rx.try_recv().unwrap_or_default();
-            decoded.clear();
             let failed = decode_batch(&events, &mut tip, &mut decoded).err();
             let _ = spent_tx.send(events);
             // Fold what decoded before a failure, so the error names the first bad event.
@@ -213,16 +236,31 @@ struct Folded {
 }
 
 /// Checks and decodes `events` into `decoded` and folds them into `tip`, up to
-/// the first that fails.
+/// the first that fails. `decoded` holds the events of an earlier batch, whose
+/// slots are decoded into again rather than dropped and allocated anew.
 fn decode_batch(events: &Batch, tip: &mut Tip, decoded: &mut Vec<Decoded>) -> Result<(), Error> {
-    decoded.reserve(events.len());
-    for event in events.iter() {
+    let mut n = 0;
+    let mut each = |event: Result<EventRef<'_>, crate::store::Error>| {
         let event = event?;
-        let d = Decoded::new(&event)?;
-        tip.fold(event.position, &d.hash)?;
-        decoded.push(d);
-    }
-    Ok(())
+        let hash = match decoded.get_mut(n) {
+            Some(slot) => {
+                slot.refill(&event)?;
+                slot.hash
+            }
+            None => {
+                let d = Decoded::new(&event)?;
+                let hash = d.hash;
+                decoded.push(d);
+                hash
+            }
+        };
+        tip.fold(event.position, &hash)?;
+        n += 1;
+        Ok(())
+    };
+    let result = events.iter().try_for_each(&mut each);
+    decoded.truncate(n);
+    result
 }
 
 /// Reads batches from `from` to the head into `tx`; stops early, without error,

@@ -33,6 +33,7 @@ pub struct Key {
 }
 
 impl Key {
+    #[inline]
     pub fn new(text: &str) -> Key {
         let mut head = [0; INLINE];
         let inline = text.len().min(INLINE);
@@ -57,37 +58,45 @@ impl Key {
         }
     }
 
-    fn words(&self) -> [u64; 4] {
-        let mut words = [0; 4];
-        for (word, bytes) in words.iter_mut().zip(self.head.chunks_exact(8)) {
-            *word = u64::from_be_bytes(bytes.try_into().expect("8-byte chunks"));
-        }
-        words
+    /// Inline bytes `8 * i..8 * i + 8` as a big-endian word.
+    #[inline(always)]
+    fn word(&self, i: usize) -> u64 {
+        let mut bytes = [0; 8];
+        bytes.copy_from_slice(&self.head[8 * i..8 * i + 8]);
+        u64::from_be_bytes(bytes)
     }
 }
 
 impl Ord for Key {
+    // Always inlined: it is the inner loop of every B-tree search of the maps.
+    #[inline(always)]
     fn cmp(&self, other: &Self) -> Ordering {
         // Zero padding sorts a string before any longer one it is a prefix of,
         // as `str` does; what padding cannot tell apart (trailing NUL bytes, or
         // a difference past the inline bytes) the rest of the comparison does.
-        match self.words().cmp(&other.words()) {
-            Ordering::Equal if self.long.is_empty() && other.long.is_empty() => {
-                self.len.cmp(&other.len)
+        for i in 0..INLINE / 8 {
+            let (mine, theirs) = (self.word(i), other.word(i));
+            if mine != theirs {
+                return mine.cmp(&theirs);
             }
-            Ordering::Equal => self.long.cmp(&other.long),
-            unequal => unequal,
+        }
+        if self.long.is_empty() && other.long.is_empty() {
+            self.len.cmp(&other.len)
+        } else {
+            self.long.cmp(&other.long)
         }
     }
 }
 
 impl PartialOrd for Key {
+    #[inline]
     fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
         Some(self.cmp(other))
     }
 }
 
 impl PartialEq for Key {
+    #[inline]
     fn eq(&self, other: &Self) -> bool {
         self.len == other.len && self.head == other.head && self.long == other.long
     }

@@ -178,11 +178,13 @@ impl ReadModel {
             event => {
                 // Look up before inserting: `entry` would allocate the key every time.
                 let org = event.organization_id();
-                if !self.tenants.contains_key(org) {
-                    self.tenants.insert(org.to_owned(), Tenant::default());
-                }
-                if let Some(tenant) = self.tenants.get_mut(org) {
-                    tenant.apply(recorded);
+                match self.tenants.get_mut(org) {
+                    Some(tenant) => tenant.apply(recorded),
+                    None => {
+                        let mut tenant = Tenant::default();
+                        tenant.apply(recorded);
+                        self.tenants.insert(org.to_owned(), tenant);
+                    }
                 }
             }
         }

@@ -135,6 +135,12 @@ impl Batch {
         self.files.clear();
     }
 
+    /// Makes room for `frames` more archives of `bytes` in all.
+    pub fn reserve(&mut self, frames: usize, bytes: usize) {
+        self.archives.reserve(bytes + 15 * frames);
+        self.frames.reserve(frames);
+    }
+
     /// Names the file the next archives come from.
     pub fn start_file(&mut self, path: &Path) {
         if self.files.last().is_none_or(|last| last != path) {

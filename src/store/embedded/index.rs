@@ -225,6 +225,8 @@ pub fn read(locs: &[Loc]) -> Result<Vec<RecordedEvent>> {
 /// them out.
 pub fn read_archives(locs: &[Loc], mut batch: Batch) -> Result<Batch> {
     batch.clear();
+    let bytes: u64 = locs.iter().map(|l| l.len).sum();
+    batch.reserve(locs.len(), usize::try_from(bytes).unwrap_or(0));
     let mut file: Option<&Arc<SegmentFile>> = None;
     read_frames(locs, |loc, bytes| {
         if file.is_none_or(|f| !Arc::ptr_eq(f, &loc.file)) {
