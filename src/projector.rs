@@ -14,7 +14,9 @@ use tokio::sync::watch;
 
 use crate::chain::{Hash, LedgerDigest};
 use crate::snapshot::Snapshot;
-use crate::store::{Batch, EventRef, EventStore, RecordedEvent};
+use crate::store::{EventRef, EventStore, RecordedEvent};
+
+pub use crate::replay::replay;
 
 /// How many events one read from the store may return.
 const BATCH: usize = 4096;
@@ -131,20 +133,20 @@ impl Snapshot {
 /// Where a snapshot's chain stands: the ledger digest and the last hash,
 /// folded apart from the model so that a replay can do it on another thread.
 #[derive(Debug, Clone, Copy)]
-struct Tip {
+pub(crate) struct Tip {
     digest: LedgerDigest,
     last_hash: Hash,
 }
 
 impl Tip {
-    fn of(state: &Snapshot) -> Tip {
+    pub(crate) fn of(state: &Snapshot) -> Tip {
         Tip {
             digest: state.digest,
             last_hash: state.last_hash,
         }
     }
 
-    fn set(self, state: &mut Snapshot) {
+    pub(crate) fn set(self, state: &mut Snapshot) {
         state.digest = self.digest;
         state.last_hash = self.last_hash;
     }
@@ -162,127 +164,11 @@ impl Tip {
 
     /// Folds the event at `position` into the digest; events must come in
     /// position order with no gap.
-    fn fold(&mut self, position: u64, hash: &Hash) -> Result<(), Error> {
+    pub(crate) fn fold(&mut self, position: u64, hash: &Hash) -> Result<(), Error> {
         self.check_next(position)?;
         self.digest.fold(position, hash);
         self.last_hash = *hash;
         Ok(())
-    }
-}
-
-/// Folds the log into `state` from its position to the head. Three stages,
-/// each on its own thread, with a few batches in flight between them to keep
-/// both cores busy without holding the log in memory: the store reads and
-/// checks frames; a blocking thread decodes each event and folds the ledger
-/// digest; another folds the read model. `progress` hears each folded position.
-pub async fn replay(
-    store: &dyn EventStore,
-    mut state: Snapshot,
-    batch: usize,
-    mut progress: impl FnMut(u64) + Send + 'static,
-) -> Result<Snapshot, Error> {
-    let from = state.position() + 1;
-    let (raw_tx, mut raw_rx) = tokio::sync::mpsc::channel::<Batch>(2);
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<Result<Folded, Error>>(2);
-    // What each stage is done with goes back to the one that made it, to be
-    // reused, or freed on the thread that allocated it: a free from another
-    // thread costs several times as much.
-    let (spent_tx, spent_rx) = std::sync::mpsc::channel::<Batch>();
-    let (done_tx, done_rx) = std::sync::mpsc::channel::<Vec<Decoded>>();
-    let mut tip = Tip::of(&state);
-    let decoder = tokio::task::spawn_blocking(move || {
-        while let Some(events) = raw_rx.blocking_recv() {
-            let mut decoded = done_rx.try_recv().unwrap_or_default();
-            let failed = decode_batch(&events, &mut tip, &mut decoded).err();
-            let _ = spent_tx.send(events);
-            // Fold what decoded before a failure, so the error names the first bad event.
-            if tx.blocking_send(Ok(Folded { decoded, tip })).is_err() {
-                return;
-            }
-            if let Some(e) = failed {
-                let _ = tx.blocking_send(Err(e));
-                return;
-            }
-        }
-    });
-    let folder = tokio::task::spawn_blocking(move || {
-        while let Some(folded) = rx.blocking_recv() {
-            let Folded { decoded, tip } = folded?;
-            for event in &decoded {
-                state.model.apply(&event.recorded);
-            }
-            tip.set(&mut state);
-            progress(state.position());
-            let _ = done_tx.send(decoded);
-        }
-        Ok::<_, Error>(state)
-    });
-    let read = read_ahead(store, &raw_tx, &spent_rx, from, batch).await;
-    drop(raw_tx);
-    let _ = decoder.await;
-    let folded = folder
-        .await
-        .map_err(|e| Error::Stopped(format!("the fold task failed: {e}").into()))?;
-    // A fold or decode error comes first: it is at an earlier position than a read error.
-    let state = folded?;
-    read.map(|()| state)
-}
-
-/// Decoded events for the model, and the chain folded up to the last of them.
-#[derive(Debug)]
-struct Folded {
-    decoded: Vec<Decoded>,
-    tip: Tip,
-}
-
-/// Checks and decodes `events` into `decoded` and folds them into `tip`, up to
-/// the first that fails. `decoded` holds the events of an earlier batch, whose
-/// slots are decoded into again rather than dropped and allocated anew.
-fn decode_batch(events: &Batch, tip: &mut Tip, decoded: &mut Vec<Decoded>) -> Result<(), Error> {
-    let mut n = 0;
-    let mut each = |event: Result<EventRef<'_>, crate::store::Error>| {
-        let event = event?;
-        let hash = match decoded.get_mut(n) {
-            Some(slot) => {
-                slot.refill(&event)?;
-                slot.hash
-            }
-            None => {
-                let d = Decoded::new(&event)?;
-                let hash = d.hash;
-                decoded.push(d);
-                hash
-            }
-        };
-        tip.fold(event.position, &hash)?;
-        n += 1;
-        Ok(())
-    };
-    let result = events.iter().try_for_each(&mut each);
-    decoded.truncate(n);
-    result
-}
-
-/// Reads batches from `from` to the head into `tx`; stops early, without error,
-/// if the decoder has gone (it failed, and the folder will say why).
-async fn read_ahead(
-    store: &dyn EventStore,
-    tx: &tokio::sync::mpsc::Sender<Batch>,
-    spent: &std::sync::mpsc::Receiver<Batch>,
-    mut from: u64,
-    batch: usize,
-) -> Result<(), Error> {
-    loop {
-        let events = store
-            .read_batch(from, batch, spent.try_recv().unwrap_or_default())
-            .await?;
-        let Some(last) = events.last_position() else {
-            return Ok(());
-        };
-        from = last + 1;
-        if tx.send(events).await.is_err() {
-            return Ok(());
-        }
     }
 }
 

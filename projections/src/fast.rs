@@ -8,12 +8,24 @@
 use crate::event::AttemptRecorded;
 use crate::values::{AttemptStatus, HttpStatusCode, NonEmptyString, RetryAt};
 
+/// A reading position in a document whose UTF-8 was checked once, whole, so
+/// that the strings sliced out of it need no check of their own.
 struct Cursor<'a> {
+    text: &'a str,
     bytes: &'a [u8],
     at: usize,
 }
 
 impl<'a> Cursor<'a> {
+    fn new(data: &'a [u8]) -> Option<Cursor<'a>> {
+        let text = std::str::from_utf8(data).ok()?;
+        Some(Cursor {
+            text,
+            bytes: data,
+            at: 0,
+        })
+    }
+
     fn literal(&mut self, expected: &[u8]) -> Option<()> {
         let end = self.at + expected.len();
         (self.bytes.get(self.at..end)? == expected).then(|| self.at = end)
@@ -26,7 +38,8 @@ impl<'a> Cursor<'a> {
         let len = string_len(&self.bytes[start..])?;
         self.at = start + len;
         self.literal(b"\"")?;
-        std::str::from_utf8(&self.bytes[start..start + len]).ok()
+        // Both ends are next to a quote, so on character boundaries.
+        self.text.get(start..start + len)
     }
 
     fn null(&mut self) -> bool {
@@ -123,7 +136,7 @@ struct AttemptFields<'a> {
 }
 
 fn attempt_fields(data: &[u8]) -> Option<AttemptFields<'_>> {
-    let mut c = Cursor { bytes: data, at: 0 };
+    let mut c = Cursor::new(data)?;
     c.literal(b"{\"deliveryId\":")?;
     let delivery_id = c.string()?;
     c.literal(b",\"eventId\":")?;
@@ -238,11 +251,12 @@ pub fn attempt_for_fold_into(data: &[u8], slot: &mut AttemptRecorded) -> Option<
 /// Metadata in its canonical form with no idempotency record: the folds keep
 /// nothing of it.
 pub fn metadata_without_idempotency(data: &[u8]) -> Option<()> {
-    let mut c = Cursor { bytes: data, at: 0 };
+    let mut c = Cursor::new(data)?;
     c.literal(b"{")?;
     let mut first = true;
     for key in [&b"\"keyId\":"[..], &b"\"requestId\":"[..]] {
         let mut probe = Cursor {
+            text: c.text,
             bytes: data,
             at: c.at,
         };
