@@ -294,7 +294,8 @@ impl Event {
         out: &mut Event,
     ) -> Result<(), DecodeError> {
         if let Event::AttemptRecorded(slot) = out
-            && (event_type, schema_version) == ("AttemptRecorded", 1)
+            && schema_version == 1
+            && event_type.as_bytes() == b"AttemptRecorded"
             && crate::fast::attempt_for_fold_into(data, slot).is_some()
         {
             return Ok(());

@@ -26,7 +26,15 @@ impl<'a> Cursor<'a> {
         })
     }
 
-    fn literal(&mut self, expected: &[u8]) -> Option<()> {
+    /// The bytes `expected` next. Of a fixed length, so that the comparison
+    /// compiles to a few loads rather than a call to `memcmp`.
+    fn literal<const N: usize>(&mut self, expected: &[u8; N]) -> Option<()> {
+        let end = self.at + N;
+        let next: &[u8; N] = self.bytes.get(self.at..end)?.try_into().ok()?;
+        (next == expected).then(|| self.at = end)
+    }
+
+    fn literal_slice(&mut self, expected: &[u8]) -> Option<()> {
         let end = self.at + expected.len();
         (self.bytes.get(self.at..end)? == expected).then(|| self.at = end)
     }
@@ -263,7 +271,7 @@ pub fn metadata_without_idempotency(data: &[u8]) -> Option<()> {
         if !first && probe.literal(b",").is_none() {
             continue;
         }
-        if probe.literal(key).is_some() {
+        if probe.literal_slice(key).is_some() {
             probe.string()?;
             c.at = probe.at;
             first = false;

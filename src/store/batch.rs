@@ -75,8 +75,11 @@ pub struct Batch {
     /// Records, for a backend that holds them as such. A backend fills either
     /// these or `frames`, never both.
     records: Vec<RecordedEvent>,
-    /// The archives, each at a 16-aligned offset as rkyv needs.
+    /// The archives, each at a 16-aligned offset as rkyv needs, up to `end`;
+    /// beyond it, frames read and not yet taken in, or stale bytes: the
+    /// buffer is kept, not cleared, from one read to the next.
     archives: AlignedVec<16>,
+    end: usize,
     frames: Vec<Frame>,
     /// The files the archives came from, for the errors that name them.
     files: Vec<PathBuf>,
@@ -130,15 +133,47 @@ impl Batch {
     /// Empties the batch, keeping its buffers for the next read.
     pub fn clear(&mut self) {
         self.records.clear();
-        self.archives.clear();
+        self.end = 0;
         self.frames.clear();
         self.files.clear();
     }
 
-    /// Makes room for `frames` more archives of `bytes` in all.
-    pub fn reserve(&mut self, frames: usize, bytes: usize) {
-        self.archives.reserve(bytes + 15 * frames);
-        self.frames.reserve(frames);
+    /// Room for `len` bytes of `frames` whole frames, adjacent as on disk,
+    /// to be read into the returned slice, which starts at the returned
+    /// offset; [`Batch::raw`] gives them back and [`Batch::keep_archive`]
+    /// takes their payloads in. The room starts far enough past the archives
+    /// that moving each payload down to its aligned place never overwrites a
+    /// frame not yet taken in: a payload moves down by its frame's 8 header
+    /// bytes and up by at most 15 bytes of alignment, so 7 bytes of room per
+    /// frame suffice.
+    pub fn raw_space(&mut self, frames: usize, len: usize) -> (usize, &mut [u8]) {
+        let at = (self.end + 7 * frames + 16).next_multiple_of(16);
+        if self.archives.len() < at + len {
+            self.archives.resize(at + len, 0);
+        }
+        (at, &mut self.archives[at..at + len])
+    }
+
+    /// `len` bytes of the buffer from `at`.
+    pub fn raw(&self, at: usize, len: usize) -> &[u8] {
+        &self.archives[at..at + len]
+    }
+
+    /// Takes in the archive at `payload` in the room [`Batch::raw_space`]
+    /// gave, moving it to the next aligned place, like [`Batch::push_archive`].
+    pub fn keep_archive(&mut self, payload: std::ops::Range<usize>, offset: u64, position: u64) {
+        let start = self.end.next_multiple_of(16);
+        let len = payload.len();
+        debug_assert!(start <= payload.start, "an archive moves down, never up");
+        self.archives.as_mut_slice().copy_within(payload, start);
+        self.end = start + len;
+        self.frames.push(Frame {
+            start,
+            len,
+            position,
+            offset,
+            file: self.files.len().saturating_sub(1),
+        });
     }
 
     /// Names the file the next archives come from.
@@ -152,9 +187,12 @@ impl Batch {
     /// started, read for `position`. The caller has checked the frame's bytes
     /// against its checksum; the archive itself is checked when it is reached.
     pub fn push_archive(&mut self, payload: &[u8], offset: u64, position: u64) {
-        let start = self.archives.len().next_multiple_of(16);
-        self.archives.resize(start, 0);
-        self.archives.extend_from_slice(payload);
+        let start = self.end.next_multiple_of(16);
+        if self.archives.len() < start + payload.len() {
+            self.archives.resize(start + payload.len(), 0);
+        }
+        self.archives[start..start + payload.len()].copy_from_slice(payload);
+        self.end = start + payload.len();
         self.frames.push(Frame {
             start,
             len: payload.len(),
@@ -231,6 +269,40 @@ mod tests {
         let owned = Batch::from(records.clone());
         let read: Vec<_> = owned.iter().map(|e| e.unwrap().to_owned()).collect();
         assert_eq!(read, records);
+    }
+
+    #[test]
+    fn frames_read_in_place_come_out_whole_however_they_are_sized() {
+        let records: Vec<_> = (1..=40)
+            .map(|p| {
+                let mut r = record(p);
+                // Sizes that put every payload at a different alignment.
+                r.data = vec![b'x'; (p as usize * 7) % 23];
+                r
+            })
+            .collect();
+        let mut batch = Batch::default();
+        for round in 0..2 {
+            batch.clear();
+            // Two runs, as from two segment files.
+            for (file, run) in records.chunks(25).enumerate() {
+                let mut raw = Vec::new();
+                for r in run {
+                    raw.extend_from_slice(&[0xEE; 8]);
+                    raw.extend_from_slice(&archive(r));
+                }
+                batch.start_file(Path::new(&format!("seg-{file}")));
+                let (mut at, buf) = batch.raw_space(run.len(), raw.len());
+                buf.copy_from_slice(&raw);
+                for r in run {
+                    let len = archive(r).len();
+                    batch.keep_archive(at + 8..at + 8 + len, round, r.position);
+                    at += 8 + len;
+                }
+            }
+            let read: Vec<_> = batch.iter().map(|e| e.unwrap().to_owned()).collect();
+            assert_eq!(read, records);
+        }
     }
 
     #[test]

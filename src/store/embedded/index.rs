@@ -223,39 +223,45 @@ pub fn read(locs: &[Loc]) -> Result<Vec<RecordedEvent>> {
 /// [`read`] into `batch` as archives, without decoding them: their frames'
 /// checksums and lengths are checked here, the archives as the batch hands
 /// them out.
+///
+/// Each run of frames is read straight into the batch's own buffer, which
+/// the batch keeps from one read to the next, and each payload is then moved
+/// down to its aligned place: no per-thread buffer to fault in and zero on
+/// every thread the blocking pool happens to run a read on, and no copy
+/// between buffers.
 pub fn read_archives(locs: &[Loc], mut batch: Batch) -> Result<Batch> {
     batch.clear();
-    let bytes: u64 = locs.iter().map(|l| l.len).sum();
-    batch.reserve(locs.len(), usize::try_from(bytes).unwrap_or(0));
-    let mut file: Option<&Arc<SegmentFile>> = None;
-    read_frames(locs, |loc, bytes| {
-        if file.is_none_or(|f| !Arc::ptr_eq(f, &loc.file)) {
-            batch.start_file(&loc.file.path);
-            file = Some(&loc.file);
+    for run in runs(locs) {
+        let first = &run[0];
+        batch.start_file(&first.file.path);
+        let len = usize::try_from(run.iter().map(|l| l.len).sum::<u64>()).unwrap_or(usize::MAX);
+        let (mut at, buf) = batch.raw_space(run.len(), len);
+        first
+            .file
+            .file
+            .read_exact_at(buf, first.offset)
+            .map_err(|e| Error::io(format!("reading {}", first.file.path.display()), e))?;
+        for loc in run {
+            let frame = check_frame(loc, batch.raw(at, loc.len as usize))?;
+            let payload = at + frame::HEADER_LEN..at + frame.len;
+            batch.keep_archive(payload, loc.offset, loc.position);
+            at += loc.len as usize;
         }
-        let frame = check_frame(loc, bytes)?;
-        batch.push_archive(frame.payload, loc.offset, loc.position);
-        Ok(())
-    })?;
+    }
     Ok(batch)
+}
+
+/// `locs` split into runs of frames adjacent in one file, each of which one
+/// positioned read fetches.
+fn runs(locs: &[Loc]) -> impl Iterator<Item = &[Loc]> {
+    locs.chunk_by(|a, b| Arc::ptr_eq(&a.file, &b.file) && a.offset + a.len == b.offset)
 }
 
 /// Calls `each` with the bytes of the frame at each of `locs`, in order,
 /// reading each run of adjacent frames with one positioned read.
-fn read_frames<'l>(
-    locs: &'l [Loc],
-    mut each: impl FnMut(&'l Loc, &[u8]) -> Result<()>,
-) -> Result<()> {
-    let mut rest = locs;
-    while let Some(first) = rest.first() {
-        let run = 1 + rest
-            .windows(2)
-            .take_while(|w| {
-                Arc::ptr_eq(&w[0].file, &w[1].file) && w[0].offset + w[0].len == w[1].offset
-            })
-            .count();
-        let (now, later) = rest.split_at(run);
-        rest = later;
+fn read_frames(locs: &[Loc], mut each: impl FnMut(&Loc, &[u8]) -> Result<()>) -> Result<()> {
+    for now in runs(locs) {
+        let first = &now[0];
         let len: u64 = now.iter().map(|l| l.len).sum();
         let len = usize::try_from(len).unwrap_or(usize::MAX);
         READ_BUFFER.with_borrow_mut(|buf| -> Result<()> {
