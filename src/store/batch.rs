@@ -160,7 +160,10 @@ impl Batch {
     }
 
     /// Takes in the archive at `payload` in the room [`Batch::raw_space`]
-    /// gave, moving it to the next aligned place, like [`Batch::push_archive`].
+    /// gave, read for `position` from the frame at `offset` in the file last
+    /// started, moving it to the next aligned place. The caller has checked
+    /// the frame against its checksum; the archive itself is checked when
+    /// [`Batch::iter`] reaches it.
     pub fn keep_archive(&mut self, payload: std::ops::Range<usize>, offset: u64, position: u64) {
         let start = self.end.next_multiple_of(16);
         let len = payload.len();
@@ -181,25 +184,6 @@ impl Batch {
         if self.files.last().is_none_or(|last| last != path) {
             self.files.push(path.to_owned());
         }
-    }
-
-    /// Adds the archive `payload` of the frame at `offset` in the file last
-    /// started, read for `position`. The caller has checked the frame's bytes
-    /// against its checksum; the archive itself is checked when it is reached.
-    pub fn push_archive(&mut self, payload: &[u8], offset: u64, position: u64) {
-        let start = self.end.next_multiple_of(16);
-        if self.archives.len() < start + payload.len() {
-            self.archives.resize(start + payload.len(), 0);
-        }
-        self.archives[start..start + payload.len()].copy_from_slice(payload);
-        self.end = start + payload.len();
-        self.frames.push(Frame {
-            start,
-            len: payload.len(),
-            position,
-            offset,
-            file: self.files.len().saturating_sub(1),
-        });
     }
 
     fn check(&self, frame: &Frame) -> Result<EventRef<'_>> {
@@ -254,6 +238,13 @@ mod tests {
         rkyv::to_bytes::<rancor::Error>(record).unwrap().to_vec()
     }
 
+    /// Takes in `payload` as the one frame of a run, behind a header.
+    fn push(batch: &mut Batch, payload: &[u8], offset: u64, position: u64) {
+        let (at, raw) = batch.raw_space(1, 8 + payload.len());
+        raw[8..].copy_from_slice(payload);
+        batch.keep_archive(at + 8..at + 8 + payload.len(), offset, position);
+    }
+
     #[test]
     fn archives_come_out_as_the_records_they_hold() {
         let records: Vec<_> = (1..=5).map(record).collect();
@@ -261,7 +252,7 @@ mod tests {
         batch.start_file(Path::new("seg-1"));
         for r in &records {
             // Odd lengths, so each archive needs realigning.
-            batch.push_archive(&archive(r), r.position * 100, r.position);
+            push(&mut batch, &archive(r), r.position * 100, r.position);
         }
         let read: Vec<_> = batch.iter().map(|e| e.unwrap().to_owned()).collect();
         assert_eq!(read, records);
@@ -309,15 +300,15 @@ mod tests {
     fn a_bad_archive_is_refused_naming_file_offset_and_position() {
         let mut batch = Batch::default();
         batch.start_file(Path::new("seg-1"));
-        batch.push_archive(&archive(&record(1)), 16, 1);
+        push(&mut batch, &archive(&record(1)), 16, 1);
         let mut damaged = archive(&record(2));
         // The high byte of the stream name's relative pointer, in the root
         // that ends the archive: it then points outside the archive.
         let root = damaged.len() - std::mem::size_of::<ArchivedRecordedEvent>();
         damaged[root + 15] ^= 0x40;
         batch.start_file(Path::new("seg-2"));
-        batch.push_archive(&damaged, 32, 2);
-        batch.push_archive(&archive(&record(4)), 700, 3);
+        push(&mut batch, &damaged, 32, 2);
+        push(&mut batch, &archive(&record(4)), 700, 3);
         let mut events = batch.iter();
         assert_eq!(events.next().unwrap().unwrap().position, 1);
         let err = events.next().unwrap().unwrap_err().to_string();
