@@ -190,7 +190,7 @@ async fn real_server(dir: &std::path::Path) -> (Target_, Node, Arc<EmbeddedStore
         .expect("tenant")
         .deliveries
         .keys()
-        .cloned()
+        .map(|id| id.as_str().to_owned())
         .collect();
     assert_eq!(deliveries.len(), DELIVERIES);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")

@@ -14,6 +14,7 @@ pub mod diff;
 pub mod ledger;
 pub mod node;
 pub mod projector;
+mod replay;
 pub mod snapshot;
 pub mod store;
 pub mod telemetry;

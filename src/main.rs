@@ -7,7 +7,8 @@ use clap::Parser;
 /// mimalloc rather than glibc's malloc: replaying the log and answering
 /// attempts allocate and free many small strings, often on different threads,
 /// and glibc's free and fastbin consolidation were a fifth of those profiles.
-/// The benches use the same allocator.
+/// The benches use the same allocator, built without transparent huge pages
+/// (see the workspace `Cargo.toml`).
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

@@ -12,9 +12,11 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
-use crate::chain::Hash;
+use crate::chain::{Hash, LedgerDigest};
 use crate::snapshot::Snapshot;
-use crate::store::{EventStore, RecordedEvent};
+use crate::store::{EventRef, EventStore, RecordedEvent};
+
+pub use crate::replay::replay;
 
 /// How many events one read from the store may return.
 const BATCH: usize = 4096;
@@ -59,18 +61,15 @@ pub struct Decoded {
 impl Decoded {
     /// Decodes `event` as the folds need it: what they do not read (an attempt's
     /// response body, the request and key ids) is checked and dropped.
-    pub fn new(event: &RecordedEvent) -> Result<Decoded, Error> {
+    pub fn new(event: &EventRef<'_>) -> Result<Decoded, Error> {
         let fold_error = |reason: String| Error::Fold {
             position: event.position,
             reason,
         };
-        let data = projections::Event::decode_for_fold(
-            &event.event_type,
-            event.schema_version,
-            &event.data,
-        )
-        .map_err(|e| fold_error(e.to_string()))?;
-        let metadata = projections::Metadata::decode_for_fold(&event.metadata)
+        let data =
+            projections::Event::decode_for_fold(event.event_type, event.schema_version, event.data)
+                .map_err(|e| fold_error(e.to_string()))?;
+        let metadata = projections::Metadata::decode_for_fold(event.metadata)
             .map_err(|e| fold_error(e.to_string()))?;
         Ok(Decoded {
             recorded: projections::Recorded {
@@ -80,8 +79,32 @@ impl Decoded {
                 metadata,
                 event: data,
             },
-            hash: event.hash,
+            hash: *event.hash,
         })
+    }
+
+    /// [`Decoded::new`] into `self`, reusing the memory of what it holds.
+    /// On an error `self` is unspecified.
+    pub fn refill(&mut self, event: &EventRef<'_>) -> Result<(), Error> {
+        let fold_error = |reason: String| Error::Fold {
+            position: event.position,
+            reason,
+        };
+        let recorded = &mut self.recorded;
+        projections::Event::decode_for_fold_into(
+            event.event_type,
+            event.schema_version,
+            event.data,
+            &mut recorded.event,
+        )
+        .map_err(|e| fold_error(e.to_string()))?;
+        recorded.metadata = projections::Metadata::decode_for_fold(event.metadata)
+            .map_err(|e| fold_error(e.to_string()))?;
+        recorded.position = event.position;
+        recorded.version = event.version;
+        recorded.recorded_at = projections::Timestamp::from_micros(event.recorded_at);
+        self.hash = *event.hash;
+        Ok(())
     }
 }
 
@@ -90,17 +113,42 @@ impl Snapshot {
     /// position order with no gap.
     pub fn apply(&mut self, event: &RecordedEvent) -> Result<(), Error> {
         self.check_next(event.position)?;
-        self.apply_decoded(&Decoded::new(event)?)
+        self.apply_decoded(&Decoded::new(&EventRef::from(event))?)
     }
 
     /// [`Snapshot::apply`] for an event decoded already.
     pub fn apply_decoded(&mut self, event: &Decoded) -> Result<(), Error> {
-        let position = event.recorded.position;
-        self.check_next(position)?;
+        let mut tip = Tip::of(self);
+        tip.fold(event.recorded.position, &event.hash)?;
         self.model.apply(&event.recorded);
-        self.digest.fold(position, &event.hash);
-        self.last_hash = event.hash;
+        tip.set(self);
         Ok(())
+    }
+
+    fn check_next(&self, position: u64) -> Result<(), Error> {
+        Tip::of(self).check_next(position)
+    }
+}
+
+/// Where a snapshot's chain stands: the ledger digest and the last hash,
+/// folded apart from the model so that a replay can do it on another thread.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Tip {
+    digest: LedgerDigest,
+    last_hash: Hash,
+}
+
+impl Tip {
+    pub(crate) fn of(state: &Snapshot) -> Tip {
+        Tip {
+            digest: state.digest,
+            last_hash: state.last_hash,
+        }
+    }
+
+    pub(crate) fn set(self, state: &mut Snapshot) {
+        state.digest = self.digest;
+        state.last_hash = self.last_hash;
     }
 
     fn check_next(&self, position: u64) -> Result<(), Error> {
@@ -113,85 +161,14 @@ impl Snapshot {
         }
         Ok(())
     }
-}
 
-/// Folds the log into `state` from its position to the store's head, reading
-/// and decoding on this task while a blocking thread folds: the two halves of a
-/// replay each take about one core. `progress` hears each folded position.
-pub async fn replay(
-    store: &dyn EventStore,
-    mut state: Snapshot,
-    batch: usize,
-    mut progress: impl FnMut(u64) + Send + 'static,
-) -> Result<Snapshot, Error> {
-    let from = state.position() + 1;
-    // Three stages: this task reads, a blocking thread decodes, another folds.
-    // A few batches in flight between them keep the two cores busy without
-    // holding the log in memory.
-    let (raw_tx, mut raw_rx) = tokio::sync::mpsc::channel::<Vec<RecordedEvent>>(2);
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<Result<Vec<Decoded>, Error>>(2);
-    let decoder = tokio::task::spawn_blocking(move || {
-        while let Some(events) = raw_rx.blocking_recv() {
-            let (decoded, failed) = decode_batch(&events);
-            // Fold what decoded before a failure, so the error names the first bad event.
-            if tx.blocking_send(Ok(decoded)).is_err() {
-                return;
-            }
-            if let Some(e) = failed {
-                let _ = tx.blocking_send(Err(e));
-                return;
-            }
-        }
-    });
-    let folder = tokio::task::spawn_blocking(move || {
-        while let Some(events) = rx.blocking_recv() {
-            for event in &events? {
-                state.apply_decoded(event)?;
-            }
-            progress(state.position());
-        }
-        Ok::<_, Error>(state)
-    });
-    let read = read_ahead(store, &raw_tx, from, batch).await;
-    drop(raw_tx);
-    let _ = decoder.await;
-    let folded = folder
-        .await
-        .map_err(|e| Error::Stopped(format!("the fold task failed: {e}").into()))?;
-    // A fold or decode error comes first: it is at an earlier position than a read error.
-    let state = folded?;
-    read.map(|()| state)
-}
-
-/// Decodes `events` up to the first that does not decode.
-fn decode_batch(events: &[RecordedEvent]) -> (Vec<Decoded>, Option<Error>) {
-    let mut decoded = Vec::with_capacity(events.len());
-    for event in events {
-        match Decoded::new(event) {
-            Ok(d) => decoded.push(d),
-            Err(e) => return (decoded, Some(e)),
-        }
-    }
-    (decoded, None)
-}
-
-/// Reads batches from `from` to the head into `tx`; stops early, without error,
-/// if the decoder has gone (it failed, and the folder will say why).
-async fn read_ahead(
-    store: &dyn EventStore,
-    tx: &tokio::sync::mpsc::Sender<Vec<RecordedEvent>>,
-    mut from: u64,
-    batch: usize,
-) -> Result<(), Error> {
-    loop {
-        let events = store.read_all(from, batch).await?;
-        let Some(last) = events.last() else {
-            return Ok(());
-        };
-        from = last.position + 1;
-        if tx.send(events).await.is_err() {
-            return Ok(());
-        }
+    /// Folds the event at `position` into the digest; events must come in
+    /// position order with no gap.
+    pub(crate) fn fold(&mut self, position: u64, hash: &Hash) -> Result<(), Error> {
+        self.check_next(position)?;
+        self.digest.fold(position, hash);
+        self.last_hash = *hash;
+        Ok(())
     }
 }
 
@@ -325,7 +302,7 @@ impl Projector {
             if event.position <= state.position() {
                 continue;
             }
-            let Ok(decoded) = Decoded::new(event) else {
+            let Ok(decoded) = Decoded::new(&EventRef::from(event)) else {
                 break;
             };
             if state.apply_decoded(&decoded).is_err() {

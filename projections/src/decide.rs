@@ -196,7 +196,7 @@ pub fn decide(
         } => {
             let Some(delivery) = model
                 .tenant(&organization_id)
-                .and_then(|t| t.deliveries.get(&delivery_id))
+                .and_then(|t| t.delivery(&delivery_id))
             else {
                 return Err(Rejection::DeliveryNotFound(delivery_id));
             };

@@ -284,6 +284,26 @@ impl Event {
         }))
     }
 
+    /// [`Event::decode_for_fold`] into `out`, reusing the memory of what it
+    /// holds where it can: a replay decodes millions of attempts into the
+    /// same few thousand slots. On an error `out` is unspecified.
+    pub fn decode_for_fold_into(
+        event_type: &str,
+        schema_version: u32,
+        data: &[u8],
+        out: &mut Event,
+    ) -> Result<(), DecodeError> {
+        if let Event::AttemptRecorded(slot) = out
+            && schema_version == 1
+            && event_type.as_bytes() == b"AttemptRecorded"
+            && crate::fast::attempt_for_fold_into(data, slot).is_some()
+        {
+            return Ok(());
+        }
+        *out = Event::decode_for_fold(event_type, schema_version, data)?;
+        Ok(())
+    }
+
     /// The organization the event belongs to.
     pub fn organization_id(&self) -> &str {
         match self {

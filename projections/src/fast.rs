@@ -8,13 +8,33 @@
 use crate::event::AttemptRecorded;
 use crate::values::{AttemptStatus, HttpStatusCode, NonEmptyString, RetryAt};
 
+/// A reading position in a document whose UTF-8 was checked once, whole, so
+/// that the strings sliced out of it need no check of their own.
 struct Cursor<'a> {
+    text: &'a str,
     bytes: &'a [u8],
     at: usize,
 }
 
 impl<'a> Cursor<'a> {
-    fn literal(&mut self, expected: &[u8]) -> Option<()> {
+    fn new(data: &'a [u8]) -> Option<Cursor<'a>> {
+        let text = std::str::from_utf8(data).ok()?;
+        Some(Cursor {
+            text,
+            bytes: data,
+            at: 0,
+        })
+    }
+
+    /// The bytes `expected` next. Of a fixed length, so that the comparison
+    /// compiles to a few loads rather than a call to `memcmp`.
+    fn literal<const N: usize>(&mut self, expected: &[u8; N]) -> Option<()> {
+        let end = self.at + N;
+        let next: &[u8; N] = self.bytes.get(self.at..end)?.try_into().ok()?;
+        (next == expected).then(|| self.at = end)
+    }
+
+    fn literal_slice(&mut self, expected: &[u8]) -> Option<()> {
         let end = self.at + expected.len();
         (self.bytes.get(self.at..end)? == expected).then(|| self.at = end)
     }
@@ -23,12 +43,11 @@ impl<'a> Cursor<'a> {
     fn string(&mut self) -> Option<&'a str> {
         self.literal(b"\"")?;
         let start = self.at;
-        let len = self.bytes[start..]
-            .iter()
-            .position(|&b| b == b'"' || b == b'\\' || b < 0x20)?;
+        let len = string_len(&self.bytes[start..])?;
         self.at = start + len;
         self.literal(b"\"")?;
-        std::str::from_utf8(&self.bytes[start..start + len]).ok()
+        // Both ends are next to a quote, so on character boundaries.
+        self.text.get(start..start + len)
     }
 
     fn null(&mut self) -> bool {
@@ -81,24 +100,59 @@ impl<'a> Cursor<'a> {
     }
 }
 
-/// An attempt in its canonical form, without its response body (checked as
-/// JSON, then dropped, as the fold decoding does).
-pub fn attempt_for_fold(data: &[u8]) -> Option<AttemptRecorded> {
-    let mut c = Cursor { bytes: data, at: 0 };
+/// How many bytes of `bytes` come before the first `"`, `\\` or control
+/// character, if there is one. Eight bytes at a time: this scan is most of
+/// what decoding an attempt's ids costs.
+fn string_len(bytes: &[u8]) -> Option<usize> {
+    const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
+    const HIGH: u64 = u64::from_ne_bytes([0x80; 8]);
+    let special = |b: u8| b == b'"' || b == b'\\' || b < 0x20;
+    let mut chunks = bytes.chunks_exact(8);
+    let mut at = 0;
+    for chunk in chunks.by_ref() {
+        let word = u64::from_le_bytes(chunk.try_into().ok()?);
+        // A byte's high bit is set where it is zero, in `word ^ c` (equal to
+        // c) or in `word` itself (below 0x20). Borrows can flag bytes after
+        // the first match, never before it, so the lowest flag is exact.
+        let zero = |v: u64| v.wrapping_sub(ONES) & !v;
+        let quote = zero(word ^ (ONES * u64::from(b'"')));
+        let backslash = zero(word ^ (ONES * u64::from(b'\\')));
+        let control = word.wrapping_sub(ONES * 0x20) & !word;
+        let found = (quote | backslash | control) & HIGH;
+        if found != 0 {
+            return Some(at + found.trailing_zeros() as usize / 8);
+        }
+        at += 8;
+    }
+    chunks
+        .remainder()
+        .iter()
+        .position(|&b| special(b))
+        .map(|i| at + i)
+}
+
+/// The fields of an attempt in its canonical form, borrowed, its response
+/// body checked as JSON and skipped.
+struct AttemptFields<'a> {
+    delivery_id: &'a str,
+    event_id: &'a str,
+    organization_id: &'a str,
+    status: AttemptStatus,
+    response_status_code: Option<HttpStatusCode>,
+    last_error: Option<&'a str>,
+    next_retry_at: Option<&'a str>,
+}
+
+fn attempt_fields(data: &[u8]) -> Option<AttemptFields<'_>> {
+    let mut c = Cursor::new(data)?;
     c.literal(b"{\"deliveryId\":")?;
     let delivery_id = c.string()?;
     c.literal(b",\"eventId\":")?;
     let event_id = c.string()?;
     c.literal(b",\"lastError\":")?;
-    let last_error = match c.nullable_string()? {
-        None => None,
-        Some(text) => Some(NonEmptyString::parse(text)?),
-    };
+    let last_error = c.nullable_string()?;
     c.literal(b",\"nextRetryAt\":")?;
-    let next_retry_at = match c.nullable_string()? {
-        None => None,
-        Some(text) => Some(RetryAt::parse(text)?),
-    };
+    let next_retry_at = c.nullable_string()?;
     c.literal(b",\"organizationId\":")?;
     let organization_id = c.string()?;
     c.literal(b",\"responseBody\":")?;
@@ -129,33 +183,95 @@ pub fn attempt_for_fold(data: &[u8]) -> Option<AttemptRecorded> {
     let status = AttemptStatus::parse(c.string()?)?;
     c.literal(b"}")?;
     c.end()?;
-    Some(AttemptRecorded {
-        delivery_id: delivery_id.to_owned(),
-        event_id: event_id.to_owned(),
-        organization_id: organization_id.to_owned(),
+    Some(AttemptFields {
+        delivery_id,
+        event_id,
+        organization_id,
         status,
         response_status_code,
-        response_body: None,
         last_error,
         next_retry_at,
     })
 }
 
+/// A nullable field parsed: `None` if the text is there but does not parse.
+fn nullable<'a, T>(
+    text: Option<&'a str>,
+    parse: impl Fn(&'a str) -> Option<T>,
+) -> Option<Option<T>> {
+    match text {
+        None => Some(None),
+        Some(text) => parse(text).map(Some),
+    }
+}
+
+/// An attempt in its canonical form, without its response body (checked as
+/// JSON, then dropped, as the fold decoding does).
+pub fn attempt_for_fold(data: &[u8]) -> Option<AttemptRecorded> {
+    let f = attempt_fields(data)?;
+    Some(AttemptRecorded {
+        delivery_id: f.delivery_id.to_owned(),
+        event_id: f.event_id.to_owned(),
+        organization_id: f.organization_id.to_owned(),
+        status: f.status,
+        response_status_code: f.response_status_code,
+        response_body: None,
+        last_error: nullable(f.last_error, NonEmptyString::parse)?,
+        next_retry_at: nullable(f.next_retry_at, RetryAt::parse)?,
+    })
+}
+
+/// [`attempt_for_fold`] into `slot`, reusing its strings' memory, and its
+/// error and retry time as they are when the attempt repeats them (both were
+/// checked when they were decoded). On `None`, `slot` is as it was.
+pub fn attempt_for_fold_into(data: &[u8], slot: &mut AttemptRecorded) -> Option<()> {
+    let f = attempt_fields(data)?;
+    let last_error = match f.last_error {
+        Some(text) if slot.last_error.as_ref().is_some_and(|e| e.as_str() == text) => None,
+        other => Some(nullable(other, NonEmptyString::parse)?),
+    };
+    let next_retry_at = match f.next_retry_at {
+        Some(text)
+            if slot
+                .next_retry_at
+                .as_ref()
+                .is_some_and(|r| r.as_str() == text) =>
+        {
+            None
+        }
+        other => Some(nullable(other, RetryAt::parse)?),
+    };
+    f.delivery_id.clone_into(&mut slot.delivery_id);
+    f.event_id.clone_into(&mut slot.event_id);
+    f.organization_id.clone_into(&mut slot.organization_id);
+    slot.status = f.status;
+    slot.response_status_code = f.response_status_code;
+    slot.response_body = None;
+    if let Some(last_error) = last_error {
+        slot.last_error = last_error;
+    }
+    if let Some(next_retry_at) = next_retry_at {
+        slot.next_retry_at = next_retry_at;
+    }
+    Some(())
+}
+
 /// Metadata in its canonical form with no idempotency record: the folds keep
 /// nothing of it.
 pub fn metadata_without_idempotency(data: &[u8]) -> Option<()> {
-    let mut c = Cursor { bytes: data, at: 0 };
+    let mut c = Cursor::new(data)?;
     c.literal(b"{")?;
     let mut first = true;
     for key in [&b"\"keyId\":"[..], &b"\"requestId\":"[..]] {
         let mut probe = Cursor {
+            text: c.text,
             bytes: data,
             at: c.at,
         };
         if !first && probe.literal(b",").is_none() {
             continue;
         }
-        if probe.literal(key).is_some() {
+        if probe.literal_slice(key).is_some() {
             probe.string()?;
             c.at = probe.at;
             first = false;
@@ -166,160 +282,4 @@ pub fn metadata_without_idempotency(data: &[u8]) -> Option<()> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::event::{Event, Metadata};
-    use proptest::prelude::*;
-
-    fn slow(data: &[u8]) -> Option<AttemptRecorded> {
-        // The serde path of `Event::decode_for_fold`, response body dropped.
-        match Event::decode("AttemptRecorded", 1, data).ok()? {
-            Event::AttemptRecorded(a) => Some(AttemptRecorded {
-                response_body: None,
-                ..a
-            }),
-            _ => None,
-        }
-    }
-
-    fn text() -> impl Strategy<Value = String> {
-        prop_oneof![
-            "[a-zA-Z0-9_]{1,30}",
-            any::<String>(),
-            Just("quote \" and backslash \\ and\nnewline".to_owned()),
-            Just("ünïcødé ✓".to_owned()),
-        ]
-    }
-
-    fn attempt() -> impl Strategy<Value = AttemptRecorded> {
-        (
-            text(),
-            text(),
-            text(),
-            prop::sample::select(AttemptStatus::ALL.to_vec()),
-            prop::option::of(100i64..=599),
-            prop::option::of(prop_oneof![
-                Just(serde_json::json!({})),
-                Just(serde_json::json!({"error": "a}b", "nested": {"x": [1, "]", null]}})),
-                Just(serde_json::json!({"q": "\"{"})),
-            ]),
-            prop::option::of(text()),
-            prop::option::of(prop::sample::select(vec![
-                "2030-01-01T00:00:00Z",
-                "2024-02-29T23:59:59.123456789Z",
-                "2023-11-07T05:31Z",
-            ])),
-        )
-            .prop_map(
-                |(d, e, o, status, code, body, error, retry)| AttemptRecorded {
-                    delivery_id: d,
-                    event_id: e,
-                    organization_id: o,
-                    status,
-                    response_status_code: code.and_then(HttpStatusCode::parse),
-                    response_body: body,
-                    last_error: error.and_then(NonEmptyString::parse),
-                    next_retry_at: retry.and_then(RetryAt::parse),
-                },
-            )
-    }
-
-    proptest! {
-        #[test]
-        fn the_fast_attempt_decoding_agrees_with_serde(a in attempt()) {
-            let data = Event::AttemptRecorded(a).to_canonical_bytes();
-            let fast = attempt_for_fold(&data);
-            let slow = slow(&data);
-            prop_assert!(slow.is_some());
-            if let Some(fast) = fast {
-                prop_assert_eq!(Some(fast), slow);
-            }
-        }
-
-        #[test]
-        fn the_direct_canonical_attempt_bytes_are_the_generic_ones(a in attempt()) {
-            let event = Event::AttemptRecorded(a);
-            prop_assert_eq!(
-                event.to_canonical_bytes(),
-                crate::canonical::to_vec(&event.to_value())
-            );
-        }
-
-        #[test]
-        fn damaged_attempt_bytes_are_never_accepted_where_serde_refuses(
-            a in attempt(),
-            at in any::<prop::sample::Index>(),
-            byte in any::<u8>(),
-        ) {
-            let mut data = Event::AttemptRecorded(a).to_canonical_bytes();
-            let i = at.index(data.len());
-            data[i] = byte;
-            if let Some(fast) = attempt_for_fold(&data) {
-                prop_assert_eq!(Some(fast), slow(&data));
-            }
-        }
-
-        #[test]
-        fn the_fast_metadata_check_agrees_with_serde(
-            request in prop::option::of(text()),
-            key in prop::option::of(text()),
-            at in any::<prop::sample::Index>(),
-            byte in any::<u8>(),
-            damage in any::<bool>(),
-        ) {
-            let meta = Metadata { request_id: request, key_id: key, idempotency: None };
-            let mut data = meta.to_canonical_bytes();
-            if damage {
-                let i = at.index(data.len());
-                data[i] = byte;
-            }
-            if metadata_without_idempotency(&data).is_some() {
-                let slow = Metadata::decode(&data);
-                prop_assert!(slow.is_ok(), "{:?}", String::from_utf8_lossy(&data));
-                prop_assert!(slow.unwrap().idempotency.is_none());
-            }
-        }
-    }
-
-    #[test]
-    fn the_canonical_forms_take_the_fast_path() {
-        let a = AttemptRecorded {
-            delivery_id: "dlv_1".into(),
-            event_id: "evt_1".into(),
-            organization_id: "org".into(),
-            status: AttemptStatus::RetryScheduled,
-            response_status_code: HttpStatusCode::parse(503),
-            response_body: Some(serde_json::json!({"error": "unavailable"})),
-            last_error: NonEmptyString::parse("upstream 503"),
-            next_retry_at: RetryAt::parse("2030-01-01T00:00:00Z"),
-        };
-        let data = Event::AttemptRecorded(a).to_canonical_bytes();
-        assert!(attempt_for_fold(&data).is_some());
-        for meta in [
-            Metadata::default(),
-            Metadata {
-                request_id: Some("req_1".into()),
-                key_id: Some("key_1".into()),
-                idempotency: None,
-            },
-            Metadata {
-                request_id: Some("req_1".into()),
-                ..Metadata::default()
-            },
-            Metadata {
-                key_id: Some("key_1".into()),
-                ..Metadata::default()
-            },
-        ] {
-            assert!(metadata_without_idempotency(&meta.to_canonical_bytes()).is_some());
-        }
-        for refused in [
-            &b"{\"keyId\":1}"[..],
-            b"{\"requestId\":\"a\",\"keyId\":\"b\"}",
-            b"{,}",
-            b"{\"keyId\":\"a\",}",
-        ] {
-            assert!(metadata_without_idempotency(refused).is_none());
-        }
-    }
-}
+mod tests;

@@ -14,6 +14,7 @@ pub mod decide;
 pub mod event;
 mod fast;
 mod json;
+pub mod key;
 pub mod model;
 pub mod values;
 pub mod view;
@@ -25,5 +26,6 @@ mod tests;
 
 pub use decide::{Command, Rejection, decide};
 pub use event::{Event, Metadata, Recorded};
+pub use key::Key;
 pub use model::{ApiKey, Delivery, Endpoint, ReadModel, Tenant, WebhookEvent};
 pub use values::{AttemptStatus, EventStatus, HttpStatusCode, NonEmptyString, RetryAt, Timestamp};

@@ -11,6 +11,7 @@ use crate::event::{
     ApiKeyIssued, ApiKeyRevoked, AttemptRecorded, EndpointCreated, EndpointUpdated, Event,
     Idempotency, Recorded, WebhookEventAccepted,
 };
+use crate::key::Key;
 use crate::values::{AttemptStatus, EventStatus, Timestamp};
 
 /// Everything the API serves, folded from the whole log in position order.
@@ -54,10 +55,14 @@ pub struct Tenant {
     /// Boxed, like `deliveries`: keys are ULIDs inserted in ascending order,
     /// which leaves B-tree nodes about half full, so the slots hold a pointer
     /// rather than the whole record.
+    ///
+    /// Keyed by [`Key`], which a fold can look up with without allocating and
+    /// compares without a trip to the heap: these two maps take an attempt's
+    /// lookups, the bulk of a replay.
     #[rkyv(with = BulkMap)]
-    pub events: BTreeMap<String, Box<WebhookEvent>>,
+    pub events: BTreeMap<Key, Box<WebhookEvent>>,
     #[rkyv(with = BulkMap)]
-    pub deliveries: BTreeMap<String, Box<Delivery>>,
+    pub deliveries: BTreeMap<Key, Box<Delivery>>,
     /// `sourceKey` -> event id, for idempotent event acceptance.
     #[rkyv(with = BulkMap)]
     pub source_keys: BTreeMap<String, String>,
@@ -173,11 +178,13 @@ impl ReadModel {
             event => {
                 // Look up before inserting: `entry` would allocate the key every time.
                 let org = event.organization_id();
-                if !self.tenants.contains_key(org) {
-                    self.tenants.insert(org.to_owned(), Tenant::default());
-                }
-                if let Some(tenant) = self.tenants.get_mut(org) {
-                    tenant.apply(recorded);
+                match self.tenants.get_mut(org) {
+                    Some(tenant) => tenant.apply(recorded),
+                    None => {
+                        let mut tenant = Tenant::default();
+                        tenant.apply(recorded);
+                        self.tenants.insert(org.to_owned(), tenant);
+                    }
                 }
             }
         }
@@ -259,7 +266,7 @@ impl Tenant {
     fn apply_accepted(&mut self, e: &WebhookEventAccepted, at: Timestamp) {
         for planned in &e.deliveries {
             self.deliveries.insert(
-                planned.delivery_id.clone(),
+                Key::new(&planned.delivery_id),
                 Box::new(Delivery {
                     id: planned.delivery_id.clone(),
                     organization_id: e.organization_id.clone(),
@@ -287,7 +294,7 @@ impl Tenant {
         }
         let status = EventStatus::derive(e.deliveries.iter().map(|_| AttemptStatus::Pending));
         self.events.insert(
-            e.event_id.clone(),
+            Key::new(&e.event_id),
             Box::new(WebhookEvent {
                 id: e.event_id.clone(),
                 organization_id: e.organization_id.clone(),
@@ -306,13 +313,13 @@ impl Tenant {
     }
 
     fn apply_attempt(&mut self, e: &AttemptRecorded, at: Timestamp) {
-        let Some(delivery) = self.deliveries.get_mut(&e.delivery_id) else {
+        let Some(delivery) = self.deliveries.get_mut(&Key::new(&e.delivery_id)) else {
             return;
         };
         let before = delivery.status;
         delivery.apply(e, at);
         let after = delivery.status;
-        let Some(event) = self.events.get_mut(&e.event_id) else {
+        let Some(event) = self.events.get_mut(&Key::new(&e.event_id)) else {
             return;
         };
         event.count(before, false);
@@ -328,6 +335,14 @@ impl Tenant {
             EventStatus::Delivered
         };
         event.updated_at = event.updated_at.max(at);
+    }
+
+    pub fn delivery(&self, id: &str) -> Option<&Delivery> {
+        self.deliveries.get(&Key::new(id)).map(|d| &**d)
+    }
+
+    pub fn event(&self, id: &str) -> Option<&WebhookEvent> {
+        self.events.get(&Key::new(id)).map(|e| &**e)
     }
 
     /// The idempotency record for a key sent to a route, if any.

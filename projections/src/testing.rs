@@ -362,16 +362,14 @@ impl ModelExt for ReadModel {
     #[track_caller]
     fn delivery(&self, org: &str, id: &str) -> &Delivery {
         self.org(org)
-            .deliveries
-            .get(id)
+            .delivery(id)
             .unwrap_or_else(|| panic!("no delivery {id} in {org}"))
     }
 
     #[track_caller]
     fn event(&self, org: &str, id: &str) -> &WebhookEvent {
         self.org(org)
-            .events
-            .get(id)
+            .event(id)
             .unwrap_or_else(|| panic!("no event {id} in {org}"))
     }
 }

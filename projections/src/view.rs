@@ -129,7 +129,7 @@ impl EventSnapshot {
         let deliveries: Vec<DeliverySnapshot> = event
             .delivery_ids
             .iter()
-            .filter_map(|id| tenant.deliveries.get(id))
+            .filter_map(|id| tenant.delivery(id))
             .map(DeliverySnapshot::from)
             .collect();
         EventSnapshot {
@@ -151,8 +151,7 @@ impl EventSnapshot {
 
 impl Tenant {
     pub fn event_snapshot(&self, event_id: &str) -> Option<EventSnapshot> {
-        self.events
-            .get(event_id)
+        self.event(event_id)
             .map(|event| EventSnapshot::new(event, self))
     }
 }

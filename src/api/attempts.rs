@@ -161,7 +161,7 @@ async fn record(
     let org = &caller.organization_id;
     let delivery_id = id.0;
     let version =
-        |state: &AppState| state.tenant(org, |t| t.deliveries.get(&delivery_id).map(|d| d.version));
+        |state: &AppState| state.tenant(org, |t| t.delivery(&delivery_id).map(|d| d.version));
     let mut version_now = version(&state)?;
     if version_now.is_none() {
         // The delivery may have been created through another process sharing
@@ -194,8 +194,7 @@ async fn record(
         Some(version) if !replayed => state
             .tenant(org, |t| {
                 let at_ours = t
-                    .deliveries
-                    .get(&delivery_id)
+                    .delivery(&delivery_id)
                     .is_some_and(|d| d.version == version);
                 at_ours
                     .then(|| t.event_snapshot(&written.resource_id))
@@ -290,7 +289,7 @@ async fn stream_page(
     };
     errors.check()?;
     let exists = state.tenant(&caller.organization_id, |t| {
-        t.deliveries.contains_key(delivery_id)
+        t.delivery(delivery_id).is_some()
     })?;
     if !exists {
         return Err(not_found(delivery_id));

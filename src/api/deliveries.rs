@@ -117,8 +117,7 @@ async fn show(
         .map_err(|e| ApiError::Invalid(vec![e]))?;
     let current = state
         .tenant(org, |t| {
-            t.deliveries
-                .get(&id.0)
+            t.delivery(&id.0)
                 .map(|d| (DeliveryView::from(d), d.version))
         })?
         .ok_or_else(|| not_found(&id.0))?;

@@ -80,19 +80,22 @@ fn decode(kind: &str, cursor: &str) -> Result<String, FieldError> {
 }
 
 /// Newest first by id: the items of `map` that `keep` accepts, after the cursor.
-pub fn newest_first<V, T>(
-    map: &BTreeMap<String, V>,
+pub fn newest_first<K, V, T>(
+    map: &BTreeMap<K, V>,
     page: &Page,
     kind: &str,
     keep: impl Fn(&V) -> bool,
     view: impl Fn(&V) -> T,
-) -> List<T> {
+) -> List<T>
+where
+    K: Ord + AsRef<str> + for<'a> From<&'a str>,
+{
     let upper = match &page.after {
-        Some(id) => Bound::Excluded(id.as_str()),
+        Some(id) => Bound::Excluded(K::from(id.as_str())),
         None => Bound::Unbounded,
     };
     let mut items = map
-        .range::<str, _>((Bound::Unbounded, upper))
+        .range((Bound::Unbounded, upper))
         .rev()
         .filter(|(_, v)| keep(v))
         .take(page.limit + 1);
@@ -103,7 +106,7 @@ pub fn newest_first<V, T>(
         last = Some(id);
     }
     let next_cursor = match (items.next(), last) {
-        (Some(_), Some(last)) => Some(encode(kind, last)),
+        (Some(_), Some(last)) => Some(encode(kind, last.as_ref())),
         _ => None,
     };
     List { data, next_cursor }

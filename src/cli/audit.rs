@@ -184,8 +184,7 @@ async fn replay(args: &StoreArgs, delivery_id: &str) -> Result<(), Error> {
             .iter()
             .find_map(|(org, tenant)| {
                 tenant
-                    .deliveries
-                    .get(delivery_id)
+                    .delivery(delivery_id)
                     .map(|d| (org.clone(), d.event_id.clone()))
             })
             .ok_or_else(|| Error::Setup(format!("no delivery {delivery_id} in the ledger")))?
@@ -205,7 +204,7 @@ async fn replay(args: &StoreArgs, delivery_id: &str) -> Result<(), Error> {
         model.apply(&decode(event).map_err(|e| Error::CheckFailed(e.to_string()))?);
         let state = model
             .tenant(&org)
-            .and_then(|t| t.deliveries.get(delivery_id))
+            .and_then(|t| t.delivery(delivery_id))
             .map(DeliveryView::from);
         let line = json!({
             "event": Exported::new(event).map_err(Error::CheckFailed)?,

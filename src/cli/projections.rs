@@ -27,8 +27,9 @@ pub struct RebuildArgs {
     pub verify: bool,
 }
 
-/// Events read from the store per call.
-const BATCH: usize = 8192;
+/// Events read from the store per call: a few megabytes, enough to make
+/// each stage's hand-over cheap.
+const BATCH: usize = 4096;
 
 pub async fn run(args: &StoreArgs, command: ProjectionsCommand) -> Result<(), Error> {
     let ProjectionsCommand::Rebuild(rebuild) = command;

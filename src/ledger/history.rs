@@ -19,7 +19,7 @@ impl Ledger {
     ) -> Result<Option<EventSnapshot>, Error> {
         let delivery_ids = {
             let state = self.projector.read();
-            match state.model.tenant(org).and_then(|t| t.events.get(event_id)) {
+            match state.model.tenant(org).and_then(|t| t.event(event_id)) {
                 Some(event) => event.delivery_ids.clone(),
                 None => return Ok(None),
             }
@@ -60,7 +60,7 @@ impl Ledger {
             match state
                 .model
                 .tenant(org)
-                .and_then(|t| t.deliveries.get(delivery_id))
+                .and_then(|t| t.delivery(delivery_id))
             {
                 Some(d) if version <= d.version => d.event_id.clone(),
                 _ => return Ok(None),
@@ -75,7 +75,7 @@ impl Ledger {
             .await?;
         Ok(model
             .tenant(org)
-            .and_then(|t| t.deliveries.get(delivery_id))
+            .and_then(|t| t.delivery(delivery_id))
             .map(DeliveryView::from))
     }
 

@@ -227,9 +227,7 @@ impl Ledger {
                     (ExpectedVersion::count(version), endpoint_id.clone())
                 }
                 Command::RecordAttempt { delivery_id, .. } => {
-                    let delivery = model
-                        .tenant(org)
-                        .and_then(|t| t.deliveries.get(delivery_id));
+                    let delivery = model.tenant(org).and_then(|t| t.delivery(delivery_id));
                     let Some(delivery) = delivery else {
                         return Err(Rejection::DeliveryNotFound(delivery_id.clone()).into());
                     };

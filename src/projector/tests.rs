@@ -151,3 +151,50 @@ async fn an_event_that_cannot_be_folded_stops_the_projector_and_fails_waiters() 
     assert!(projector.stopped().unwrap().contains("EndpointExploded"));
     assert!(!projector.caught_up());
 }
+
+#[tokio::test]
+async fn a_replay_in_batches_equals_the_projector_folding_event_by_event() {
+    let store: Arc<dyn EventStore> = Arc::new(MemoryStore::new());
+    for e in 0..6 {
+        endpoint_history(store.as_ref(), &format!("ep_{e}"), 5).await;
+    }
+    let expected = rebuilt(store.clone()).await;
+    assert_eq!(expected.position(), 36);
+    for batch in [1, 7, 36, 1000] {
+        let replayed = replay(store.as_ref(), Snapshot::default(), batch, |_| {})
+            .await
+            .unwrap();
+        assert_eq!(replayed, expected, "batch of {batch}");
+    }
+    // From a snapshot part of the way: only the tail is folded on.
+    let mut part = Snapshot::default();
+    for event in store.read_all(1, 20).await.unwrap() {
+        part.apply(&event).unwrap();
+    }
+    let replayed = replay(store.as_ref(), part, 7, |_| {}).await.unwrap();
+    assert_eq!(replayed, expected);
+}
+
+#[tokio::test]
+async fn a_replay_fails_naming_the_first_event_that_cannot_be_folded() {
+    let store: Arc<dyn EventStore> = Arc::new(MemoryStore::new());
+    endpoint_history(store.as_ref(), "ep_1", 10).await;
+    let bad = NewEvent {
+        event_type: "EndpointExploded".into(),
+        schema_version: 1,
+        data: b"{}".to_vec(),
+        metadata: b"{}".to_vec(),
+    };
+    store
+        .append("endpoint-ep_2", ExpectedVersion::Any, vec![bad])
+        .await
+        .unwrap();
+    endpoint_history(store.as_ref(), "ep_3", 10).await;
+    for batch in [1, 4, 1000] {
+        let failed = replay(store.as_ref(), Snapshot::default(), batch, |_| {}).await;
+        assert!(
+            matches!(&failed, Err(Error::Fold { position: 12, reason }) if reason.contains("EndpointExploded")),
+            "batch of {batch}: {failed:?}"
+        );
+    }
+}

@@ -12,6 +12,9 @@ use std::sync::Arc;
 
 use crate::chain::Hash;
 
+pub use batch::{Batch, EventRef};
+
+mod batch;
 pub mod embedded;
 pub mod memory;
 pub mod postgres;
@@ -194,6 +197,15 @@ pub trait EventStore: Send + Sync + std::fmt::Debug {
     /// [`EventStore::sync_head`] first to be sure of every append acknowledged
     /// elsewhere.
     async fn read_all(&self, from: u64, max: usize) -> Result<Vec<RecordedEvent>>;
+
+    /// [`EventStore::read_all`] for a reader that goes through the log once,
+    /// such as a replay: the same events as a [`Batch`], which a backend may
+    /// fill with the stored archives rather than records. `spent` is a batch
+    /// the caller is done with, whose buffers the backend may reuse.
+    async fn read_batch(&self, from: u64, max: usize, spent: Batch) -> Result<Batch> {
+        drop(spent);
+        Ok(Batch::from(self.read_all(from, max).await?))
+    }
 
     /// Resolves once the log holds a position beyond `after`; returns the head.
     async fn wait_beyond(&self, after: u64) -> Result<u64>;

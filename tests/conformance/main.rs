@@ -53,7 +53,11 @@ macro_rules! conformance {
         mod $name {
             use super::*;
             checks!($make; common);
-            checks!($make; reopen_keeps_everything_and_continues, claims_survive_reopen);
+            checks!($make;
+                reopen_keeps_everything_and_continues,
+                read_batch_after_reopen_gives_what_read_all_gives,
+                claims_survive_reopen,
+            );
         }
     };
 }
@@ -64,6 +68,7 @@ macro_rules! checks {
             appends_read_back_byte_for_byte,
             positions_are_gapless_in_commit_order,
             read_all_pages_in_bounded_batches,
+            read_batch_gives_what_read_all_gives,
             wait_beyond_wakes_on_a_later_append,
             expected_version_is_enforced,
             malformed_appends_are_refused,

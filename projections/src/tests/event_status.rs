@@ -102,7 +102,7 @@ fn the_event_status_equals_derive_over_its_deliveries() {
         event
             .delivery_ids
             .iter()
-            .map(|id| tenant.deliveries[id].status),
+            .map(|id| tenant.delivery(id).unwrap().status),
     );
     assert_eq!(event.status, derived);
 }

@@ -38,7 +38,7 @@ fn one_delivery_per_enabled_subscribed_endpoint_in_endpoint_order() {
         ("dlv_0002", "ep_3"),
         ("dlv_0003", "ep_6"),
     ] {
-        let d = &tenant.deliveries[delivery];
+        let d = tenant.delivery(delivery).unwrap();
         assert_eq!(d.endpoint_id, endpoint);
         assert_eq!(d.endpoint_name, endpoint_name(endpoint));
         assert_eq!(d.endpoint_url, endpoint_url(endpoint));

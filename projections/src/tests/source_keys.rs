@@ -34,7 +34,7 @@ fn a_source_key_is_recorded_with_its_event() {
     let tenant = model.org(ORG);
     assert_eq!(tenant.source_keys["order-42"], "evt_1");
     assert_eq!(
-        tenant.events["evt_1"].source_key.as_deref(),
+        tenant.event("evt_1").unwrap().source_key.as_deref(),
         Some("order-42")
     );
 }
@@ -54,7 +54,7 @@ fn a_repeated_source_key_is_answered_with_the_first_event_and_appends_nothing() 
         .then_err(Rejection::DuplicateSourceKey("evt_1".into()));
 
     assert_eq!(model, before);
-    assert!(!model.org(ORG).events.contains_key("evt_2"));
+    assert!(model.org(ORG).event("evt_2").is_none());
 }
 
 #[test]

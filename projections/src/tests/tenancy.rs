@@ -70,12 +70,18 @@ fn each_organization_folds_into_its_own_tenant() {
     assert_eq!(a.endpoints.keys().collect::<Vec<_>>(), ["ep_a"]);
     assert_eq!(a.events.keys().collect::<Vec<_>>(), ["evt_a"]);
     assert_eq!(a.deliveries.keys().collect::<Vec<_>>(), ["dlv_0001"]);
-    assert_eq!(a.deliveries["dlv_0001"].status, AttemptStatus::Pending);
+    assert_eq!(
+        a.delivery("dlv_0001").unwrap().status,
+        AttemptStatus::Pending
+    );
 
     let b = model.org(OTHER_ORG);
     assert_eq!(b.endpoints.keys().collect::<Vec<_>>(), ["ep_b"]);
     assert_eq!(b.events.keys().collect::<Vec<_>>(), ["evt_b"]);
     assert_eq!(b.deliveries.keys().collect::<Vec<_>>(), ["dlv_0002"]);
-    assert_eq!(b.deliveries["dlv_0002"].status, AttemptStatus::Failed);
-    assert_eq!(b.deliveries["dlv_0002"].organization_id, OTHER_ORG);
+    assert_eq!(
+        b.delivery("dlv_0002").unwrap().status,
+        AttemptStatus::Failed
+    );
+    assert_eq!(b.delivery("dlv_0002").unwrap().organization_id, OTHER_ORG);
 }

@@ -17,10 +17,12 @@ use tokio::sync::{oneshot, watch};
 
 use crate::store::sequencer::Sequencer;
 use crate::store::{
-    Appended, ClaimsOf, Error, EventStore, ExpectedVersion, NewEvent, RecordedEvent, Result,
+    Appended, Batch, ClaimsOf, Error, EventStore, ExpectedVersion, NewEvent, RecordedEvent, Result,
     check_append,
 };
 
+#[cfg(test)]
+mod batch_tests;
 mod checkpoint;
 #[cfg(test)]
 mod checkpoint_tests;
@@ -459,6 +461,24 @@ impl EventStore for EmbeddedStore {
             index.locate_all(from, max)
         };
         self.read(locs).await
+    }
+
+    #[tracing::instrument(level = "debug", skip(self, spent))]
+    async fn read_batch(&self, from: u64, max: usize, mut spent: Batch) -> Result<Batch> {
+        let locs = {
+            let index = self.shared.index();
+            if let Some(events) = index.recent_from(from.max(1), max) {
+                return Ok(Batch::from(events));
+            }
+            index.locate_all(from, max)
+        };
+        spent.clear();
+        if locs.is_empty() {
+            return Ok(spent);
+        }
+        tokio::task::spawn_blocking(move || index::read_archives(&locs, spent))
+            .await
+            .map_err(|e| Error::Unavailable(format!("read task failed: {e}")))?
     }
 
     async fn wait_beyond(&self, after: u64) -> Result<u64> {

@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
 use hookledger::chain::{Hashed, ZERO};
-use hookledger::store::{Appended, EventStore, ExpectedVersion, NewEvent};
+use hookledger::store::{Appended, Batch, EventStore, ExpectedVersion, NewEvent, RecordedEvent};
 
 use super::{assert_conflict, event, everything, id_of, now_micros, within};
 use crate::{Backend, Durable};
@@ -177,6 +177,54 @@ pub async fn read_all_pages_in_bounded_batches(mut backend: impl Backend) {
     assert_eq!(store.read_all(23, 5).await.unwrap(), all[22..]);
     assert!(store.read_all(24, 5).await.unwrap().is_empty());
     assert!(store.read_all(3, 0).await.unwrap().is_empty());
+}
+
+/// Every event from `from` through `read_batch`, `max` at a time, each
+/// batch's buffers handed back for the next.
+async fn batched(store: &impl EventStore, mut from: u64, max: usize) -> Vec<RecordedEvent> {
+    let (mut events, mut spent) = (Vec::new(), Batch::default());
+    loop {
+        let batch = store.read_batch(from, max, spent).await.unwrap();
+        assert!(batch.len() <= max);
+        let Some(last) = batch.last_position() else {
+            return events;
+        };
+        events.extend(batch.iter().map(|e| e.unwrap().to_owned()));
+        from = last + 1;
+        spent = batch;
+    }
+}
+
+pub async fn read_batch_gives_what_read_all_gives(mut backend: impl Backend) {
+    let store = backend.open().await;
+    for i in 0..23 {
+        let stream = format!("s-{}", i % 4);
+        store
+            .append(&stream, ExpectedVersion::Any, vec![event(&i.to_string())])
+            .await
+            .unwrap();
+    }
+    let all = everything(&store).await;
+    assert_eq!(batched(&store, 1, 5).await, all);
+    assert_eq!(batched(&store, 20, 1000).await, all[19..]);
+    assert!(batched(&store, 24, 5).await.is_empty());
+}
+
+/// [`read_batch_gives_what_read_all_gives`] after a reopen, when nothing is
+/// in memory any more and the events come from storage.
+pub async fn read_batch_after_reopen_gives_what_read_all_gives(mut backend: impl Durable) {
+    let store = backend.open().await;
+    for i in 0..40 {
+        let stream = format!("s-{}", i % 4);
+        store
+            .append(&stream, ExpectedVersion::Any, vec![event(&i.to_string())])
+            .await
+            .unwrap();
+    }
+    let all = everything(&store).await;
+    let store = backend.reopen(store).await;
+    assert_eq!(batched(&store, 1, 7).await, all);
+    assert_eq!(batched(&store, 38, 7).await, all[37..]);
 }
 
 pub async fn wait_beyond_wakes_on_a_later_append(mut backend: impl Backend) {

@@ -1,0 +1,192 @@
+//! The fast decoders held to the `serde_json` paths they stand in for.
+
+use super::*;
+use crate::event::{Event, Metadata};
+use proptest::prelude::*;
+
+fn slow(data: &[u8]) -> Option<AttemptRecorded> {
+    // The serde path of `Event::decode_for_fold`, response body dropped.
+    match Event::decode("AttemptRecorded", 1, data).ok()? {
+        Event::AttemptRecorded(a) => Some(AttemptRecorded {
+            response_body: None,
+            ..a
+        }),
+        _ => None,
+    }
+}
+
+fn text() -> impl Strategy<Value = String> {
+    prop_oneof![
+        "[a-zA-Z0-9_]{1,30}",
+        any::<String>(),
+        Just("quote \" and backslash \\ and\nnewline".to_owned()),
+        Just("ünïcødé ✓".to_owned()),
+    ]
+}
+
+fn attempt() -> impl Strategy<Value = AttemptRecorded> {
+    (
+        text(),
+        text(),
+        text(),
+        prop::sample::select(AttemptStatus::ALL.to_vec()),
+        prop::option::of(100i64..=599),
+        prop::option::of(prop_oneof![
+            Just(serde_json::json!({})),
+            Just(serde_json::json!({"error": "a}b", "nested": {"x": [1, "]", null]}})),
+            Just(serde_json::json!({"q": "\"{"})),
+        ]),
+        prop::option::of(text()),
+        prop::option::of(prop::sample::select(vec![
+            "2030-01-01T00:00:00Z",
+            "2024-02-29T23:59:59.123456789Z",
+            "2023-11-07T05:31Z",
+        ])),
+    )
+        .prop_map(
+            |(d, e, o, status, code, body, error, retry)| AttemptRecorded {
+                delivery_id: d,
+                event_id: e,
+                organization_id: o,
+                status,
+                response_status_code: code.and_then(HttpStatusCode::parse),
+                response_body: body,
+                last_error: error.and_then(NonEmptyString::parse),
+                next_retry_at: retry.and_then(RetryAt::parse),
+            },
+        )
+}
+
+proptest! {
+    #[test]
+    fn the_word_scan_finds_the_first_special_byte(
+        bytes in prop::collection::vec(prop_oneof![8 => 0x20u8..0x7f, 1 => any::<u8>()], 0..40),
+    ) {
+        let expected = bytes.iter().position(|&b| b == b'"' || b == b'\\' || b < 0x20);
+        prop_assert_eq!(string_len(&bytes), expected);
+    }
+
+    #[test]
+    fn the_fast_attempt_decoding_agrees_with_serde(a in attempt()) {
+        let data = Event::AttemptRecorded(a).to_canonical_bytes();
+        let fast = attempt_for_fold(&data);
+        let slow = slow(&data);
+        prop_assert!(slow.is_some());
+        if let Some(fast) = fast {
+            prop_assert_eq!(Some(fast), slow);
+        }
+    }
+
+    #[test]
+    fn decoding_into_a_used_slot_gives_what_decoding_afresh_gives(
+        a in attempt(),
+        b in attempt(),
+        at in any::<prop::sample::Index>(),
+        byte in any::<u8>(),
+    ) {
+        let first = Event::AttemptRecorded(a).to_canonical_bytes();
+        let mut second = Event::AttemptRecorded(b).to_canonical_bytes();
+        if byte % 2 == 0 {
+            let i = at.index(second.len());
+            second[i] = byte;
+        }
+        let Some(mut slot) = attempt_for_fold(&first) else { return Ok(()) };
+        let before = slot.clone();
+        match attempt_for_fold(&second) {
+            Some(fresh) => {
+                prop_assert!(attempt_for_fold_into(&second, &mut slot).is_some());
+                prop_assert_eq!(slot, fresh);
+            }
+            None => {
+                prop_assert!(attempt_for_fold_into(&second, &mut slot).is_none());
+                prop_assert_eq!(slot, before);
+            }
+        }
+    }
+
+    #[test]
+    fn the_direct_canonical_attempt_bytes_are_the_generic_ones(a in attempt()) {
+        let event = Event::AttemptRecorded(a);
+        prop_assert_eq!(
+            event.to_canonical_bytes(),
+            crate::canonical::to_vec(&event.to_value())
+        );
+    }
+
+    #[test]
+    fn damaged_attempt_bytes_are_never_accepted_where_serde_refuses(
+        a in attempt(),
+        at in any::<prop::sample::Index>(),
+        byte in any::<u8>(),
+    ) {
+        let mut data = Event::AttemptRecorded(a).to_canonical_bytes();
+        let i = at.index(data.len());
+        data[i] = byte;
+        if let Some(fast) = attempt_for_fold(&data) {
+            prop_assert_eq!(Some(fast), slow(&data));
+        }
+    }
+
+    #[test]
+    fn the_fast_metadata_check_agrees_with_serde(
+        request in prop::option::of(text()),
+        key in prop::option::of(text()),
+        at in any::<prop::sample::Index>(),
+        byte in any::<u8>(),
+        damage in any::<bool>(),
+    ) {
+        let meta = Metadata { request_id: request, key_id: key, idempotency: None };
+        let mut data = meta.to_canonical_bytes();
+        if damage {
+            let i = at.index(data.len());
+            data[i] = byte;
+        }
+        if metadata_without_idempotency(&data).is_some() {
+            let slow = Metadata::decode(&data);
+            prop_assert!(slow.is_ok(), "{:?}", String::from_utf8_lossy(&data));
+            prop_assert!(slow.unwrap().idempotency.is_none());
+        }
+    }
+}
+
+#[test]
+fn the_canonical_forms_take_the_fast_path() {
+    let a = AttemptRecorded {
+        delivery_id: "dlv_1".into(),
+        event_id: "evt_1".into(),
+        organization_id: "org".into(),
+        status: AttemptStatus::RetryScheduled,
+        response_status_code: HttpStatusCode::parse(503),
+        response_body: Some(serde_json::json!({"error": "unavailable"})),
+        last_error: NonEmptyString::parse("upstream 503"),
+        next_retry_at: RetryAt::parse("2030-01-01T00:00:00Z"),
+    };
+    let data = Event::AttemptRecorded(a).to_canonical_bytes();
+    assert!(attempt_for_fold(&data).is_some());
+    for meta in [
+        Metadata::default(),
+        Metadata {
+            request_id: Some("req_1".into()),
+            key_id: Some("key_1".into()),
+            idempotency: None,
+        },
+        Metadata {
+            request_id: Some("req_1".into()),
+            ..Metadata::default()
+        },
+        Metadata {
+            key_id: Some("key_1".into()),
+            ..Metadata::default()
+        },
+    ] {
+        assert!(metadata_without_idempotency(&meta.to_canonical_bytes()).is_some());
+    }
+    for refused in [
+        &b"{\"keyId\":1}"[..],
+        b"{\"requestId\":\"a\",\"keyId\":\"b\"}",
+        b"{,}",
+        b"{\"keyId\":\"a\",}",
+    ] {
+        assert!(metadata_without_idempotency(refused).is_none());
+    }
+}
