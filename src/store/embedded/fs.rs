@@ -31,10 +31,9 @@ pub trait LogFile: Send + fmt::Debug {
     fn sync(&mut self) -> io::Result<()>;
     /// Cuts the file to `len` bytes; not durable until [`LogFile::sync`].
     fn truncate(&mut self, len: u64) -> io::Result<()>;
-    /// Grows the file to `len` bytes of allocated zeros, so that writes below
-    /// `len` change no file size and a sync after them flushes data alone.
-    /// Not durable until [`LogFile::sync`]. Where the file system cannot
-    /// allocate ahead, an error of kind `Unsupported`.
+    /// Grows the file to `len` bytes of zeros, written and synced, so that
+    /// writes below `len` change neither the file's size nor its block map
+    /// and a sync after them flushes data alone.
     fn allocate(&mut self, len: u64) -> io::Result<()>;
 }
 
@@ -83,19 +82,41 @@ impl LogFile for RealFile {
         self.0.set_len(len)
     }
 
-    #[cfg(target_os = "linux")]
     fn allocate(&mut self, len: u64) -> io::Result<()> {
-        use nix::fcntl::{FallocateFlags, fallocate};
-        let len = i64::try_from(len).map_err(io::Error::other)?;
-        // Mode 0: allocate and extend the size; the new range reads as zeros.
-        fallocate(&self.0, FallocateFlags::empty(), 0, len).map_err(|errno| match errno {
-            nix::errno::Errno::EOPNOTSUPP => io::Error::from(io::ErrorKind::Unsupported),
-            errno => io::Error::from(errno),
-        })
+        let from = self.0.metadata()?.len();
+        if len <= from {
+            return Ok(());
+        }
+        reserve(&self.0, len)?;
+        // Zeros written for real: blocks fallocate reserves stay marked
+        // unwritten, and the sync after the first write into them would have
+        // to record the change. On ext4 here, a 2 KiB write + fdatasync runs
+        // about 8 000/s into fallocated space and 10 000/s into written zeros.
+        const CHUNK: u64 = 1 << 20;
+        let zeros = vec![0; usize::try_from(CHUNK.min(len - from)).map_err(io::Error::other)?];
+        let mut at = from;
+        while at < len {
+            let n = (len - at).min(zeros.len() as u64) as usize;
+            self.0.write_all_at(&zeros[..n], at)?;
+            at += n as u64;
+        }
+        self.0.sync_data()
     }
+}
 
-    #[cfg(not(target_os = "linux"))]
-    fn allocate(&mut self, _len: u64) -> io::Result<()> {
-        Err(io::Error::from(io::ErrorKind::Unsupported))
+/// Reserves the blocks up to `len` in one go, so a full disk is found before
+/// any zeros are written; best effort where the file system cannot.
+#[cfg(target_os = "linux")]
+fn reserve(file: &File, len: u64) -> io::Result<()> {
+    use nix::fcntl::{FallocateFlags, fallocate};
+    let len = i64::try_from(len).map_err(io::Error::other)?;
+    match fallocate(file, FallocateFlags::FALLOC_FL_KEEP_SIZE, 0, len) {
+        Ok(()) | Err(nix::errno::Errno::EOPNOTSUPP) => Ok(()),
+        Err(errno) => Err(io::Error::from(errno)),
     }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn reserve(_file: &File, _len: u64) -> io::Result<()> {
+    Ok(())
 }

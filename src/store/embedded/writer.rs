@@ -24,13 +24,18 @@ use crate::store::{Appended, Error, Result};
 /// Event bytes one batch takes at most; later appends wait for the next batch.
 const BATCH_BYTES: usize = 16 * 1024 * 1024;
 
-/// How far past the last frame the active segment is kept allocated. A write
-/// inside the allocation leaves the file's size alone, so the sync after it
-/// flushes the data and no inode: one device round trip fewer per batch.
-/// The zeros past the last frame read as the end of the log (see
+/// How much the writer allocates past the last frame at a time. A write
+/// inside written zeros changes neither the file's size nor its block map, so
+/// the sync after it flushes data and no inode: one device round trip fewer
+/// per batch. The zeros past the last frame read as the end of the log (see
 /// [`segment::data_end`]); a segment is cut back to its last frame when the
-/// next one starts.
-const ALLOCATE_AHEAD: u64 = 8 * 1024 * 1024;
+/// next one starts. Small, because allocating pauses appends (zeros are
+/// written and synced: about 2 ms for 2 MiB here).
+const ALLOCATE_AHEAD: u64 = 2 * 1024 * 1024;
+
+/// In a lull, the writer allocates again when less than this is left, so a
+/// batch under steady load rarely waits for it.
+const ALLOCATE_LOW: u64 = 1024 * 1024;
 
 /// Events after which the writer persists the index again, at the first moment
 /// no append is waiting; one is also written when the writer stops. Under
@@ -54,45 +59,32 @@ pub struct Active {
 }
 
 impl Active {
-    /// Keeps the file allocated some way past `end`, where the batch in hand
-    /// will end, but not past the segment's size unless the batch is. Best
-    /// effort: a file system that cannot allocate ahead just grows with each
-    /// write.
-    fn allocate_ahead(&mut self, end: u64, segment_size: u64, allocating: &mut Allocating) {
-        if *allocating == Allocating::Unsupported || end <= self.size {
+    /// Makes sure the file holds written zeros up to `need` (where the batch
+    /// in hand will end), and some way past it, but not past the segment's
+    /// size unless the batch is. Best effort: when it fails (a full disk, say),
+    /// the file just grows with each write, as the write itself will tell.
+    fn allocate_ahead(&mut self, need: u64, segment_size: u64, failing: &mut bool) {
+        if need <= self.size {
             return;
         }
-        let target = (end + ALLOCATE_AHEAD).min(segment_size.max(end));
-        if target <= end {
+        let target = (need + ALLOCATE_AHEAD).min(segment_size.max(need));
+        if target <= need {
             return;
         }
         match self.file.allocate(target) {
             Ok(()) => {
                 self.size = target;
-                *allocating = Allocating::Yes;
-            }
-            Err(e) if e.kind() == io::ErrorKind::Unsupported => {
-                tracing::debug!(file = %self.path.display(), "the file system cannot allocate ahead");
-                *allocating = Allocating::Unsupported;
+                *failing = false;
             }
             Err(e) => {
-                if *allocating != Allocating::Failing {
+                if !*failing {
                     tracing::warn!(file = %self.path.display(), error = %e,
                         "cannot allocate the log ahead of its writes; writing without");
                 }
-                *allocating = Allocating::Failing;
+                *failing = true;
             }
         }
     }
-}
-
-/// Whether allocating ahead works on this log's file system.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Allocating {
-    Yes,
-    /// The last attempt failed (a full disk, say); tried again with the next batch.
-    Failing,
-    Unsupported,
 }
 
 #[derive(Debug)]
@@ -110,7 +102,8 @@ pub struct Writer {
     checkpointed: u64,
     /// A persisted index being written on its own thread, and the head it covers.
     saving: Option<std::thread::JoinHandle<(u64, io::Result<()>)>>,
-    allocating: Allocating,
+    /// The last allocation failed; it is tried again all the same.
+    allocate_failing: bool,
 }
 
 impl Writer {
@@ -134,7 +127,7 @@ impl Writer {
             pending: VecDeque::new(),
             checkpointed,
             saving: None,
-            allocating: Allocating::Yes,
+            allocate_failing: false,
         }
     }
 
@@ -164,6 +157,15 @@ impl Writer {
                 }
             }
             self.commit(batch);
+            self.pending.extend(requests.try_iter());
+            // Allocate in a lull too, so a batch under steady load rarely waits for it.
+            if self.pending.is_empty()
+                && !self.damaged
+                && let Some(active) = self.active.as_mut()
+            {
+                let need = active.len + ALLOCATE_LOW;
+                active.allocate_ahead(need, self.segment_size, &mut self.allocate_failing);
+            }
             // Persist the index in a lull: encoding it pauses appends (about
             // 0.15 s per million streams), so never while appends are queued.
             self.pending.extend(requests.try_iter());
@@ -261,7 +263,7 @@ impl Writer {
             offsets.push(at);
         }
         let end = active.len + buf.len() as u64;
-        active.allocate_ahead(end, self.segment_size, &mut self.allocating);
+        active.allocate_ahead(end, self.segment_size, &mut self.allocate_failing);
         let written = active
             .file
             .write_at(active.len, &buf)
