@@ -99,6 +99,26 @@ async fn writes_need_a_json_content_type() {
 }
 
 #[tokio::test]
+async fn a_path_with_an_empty_segment_is_an_unknown_route_whoever_asks() {
+    let app = spawn_app().await;
+    let path = "/v1/outbound-webhook-deliveries//attempts";
+    app.get(path).await.assert_problem(404, None);
+    let (_, other_token) = app.other_org().await;
+    let foreign = app
+        .bare(Method::GET, path)
+        .bearer_auth(&other_token)
+        .header("x-organization-id", &app.org);
+    app.send(foreign).await.assert_problem(404, None);
+    let anonymous = app
+        .bare(Method::POST, path)
+        .json(&serde_json::json!({"status": "delivered"}));
+    app.send(anonymous).await.assert_problem(404, None);
+    app.get("/v1/outbound-webhook-events//")
+        .await
+        .assert_problem(404, None);
+}
+
+#[tokio::test]
 async fn unknown_routes_and_methods_are_problems() {
     let app = spawn_app().await;
     app.get("/v1/nothing-here").await.assert_problem(404, None);
