@@ -330,8 +330,10 @@ fn main() {
         let after = store.stats();
         appends += after.appends - before.appends;
         fsyncs += after.fsyncs - before.fsyncs;
+        let per_sync =
+            (after.appends - before.appends) as f64 / (after.fsyncs - before.fsyncs).max(1) as f64;
         println!(
-            "round {round}: no-op {:.0} req/s (p99 {:.2} ms, {:.1} us CPU/req, {:.2} cores), real {:.0} attempts/s (p99 {:.2} ms, {:.1} us CPU/req, {:.2} cores)",
+            "round {round}: no-op {:.0} req/s (p99 {:.2} ms, {:.1} us CPU/req, {:.2} cores), real {:.0} attempts/s (p99 {:.2} ms, {:.1} us CPU/req, {:.2} cores, {per_sync:.1} appends per fsync)",
             n.requests_per_sec,
             percentile_ms(&n.latencies_micros, 99.0),
             n.cpu_micros_per_request,
