@@ -199,7 +199,6 @@ pub fn app(state: AppState) -> Router {
         .merge(ops::router())
         .fallback(no_route)
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(axum::middleware::from_fn(no_empty_segments))
         .layer(CatchPanicLayer::custom(
             |_: Box<dyn std::any::Any + Send>| {
                 ApiError::Internal("a handler panicked".into()).into_response()
@@ -211,20 +210,6 @@ pub fn app(state: AppState) -> Router {
             observe::observe,
         ))
         .with_state(state)
-}
-
-/// A path with an empty segment (`/v1/outbound-webhook-deliveries//attempts`)
-/// names no resource. The router would hand `{id}` the empty string, and the
-/// answer would depend on which check ran first (a key for another
-/// organization got 403); it is the unknown route it is.
-async fn no_empty_segments(
-    request: axum::extract::Request,
-    next: axum::middleware::Next,
-) -> Response {
-    if request.uri().path().contains("//") {
-        return ApiError::NoRoute(request.uri().path().to_owned()).into_response();
-    }
-    next.run(request).await
 }
 
 async fn no_route(uri: Uri) -> Response {

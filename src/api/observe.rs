@@ -2,18 +2,19 @@
 //! client's `x-request-id` if usable, else a fresh one), opens the span every log
 //! line of the request sits in, records the request metrics by route template,
 //! echoes the id back, and turns any non-2xx that is not already a problem (a
-//! layer's bare status) into `application/problem+json`.
+//! layer's bare status) into `application/problem+json`. A path with an empty
+//! segment goes no further: it is an unknown route.
 
 use std::time::Instant;
 
 use axum::extract::{MatchedPath, Request, State};
 use axum::http::{HeaderValue, header};
 use axum::middleware::Next;
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use tracing::Instrument;
 
 use super::AppState;
-use super::error::{PROBLEM_JSON, problem_for_status};
+use super::error::{ApiError, PROBLEM_JSON, problem_for_status};
 
 pub const REQUEST_ID: &str = "x-request-id";
 const MAX_REQUEST_ID: usize = 128;
@@ -43,7 +44,15 @@ pub async fn observe(State(state): State<AppState>, mut request: Request, next: 
     let path = request.uri().path().to_owned();
     let span = tracing::info_span!("request", request_id = %id, %method, %route);
 
-    let mut response = next.run(request).instrument(span.clone()).await;
+    // A path with an empty segment (`/v1/outbound-webhook-deliveries//attempts`)
+    // names no resource. The router would hand `{id}` the empty string, and the
+    // answer would depend on which check ran first (a key for another
+    // organization got 403); it is the unknown route it is.
+    let mut response = if path.contains("//") {
+        ApiError::NoRoute(path.clone()).into_response()
+    } else {
+        next.run(request).instrument(span.clone()).await
+    };
 
     let status = response.status();
     let is_problem = response

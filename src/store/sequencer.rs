@@ -183,6 +183,18 @@ impl Batch<'_> {
         self.stage_claimed(stream, expected, events, &[], now)
     }
 
+    /// Stages each waiting append in turn, taking its events; the answer for
+    /// each, in order. A refused one stages nothing and leaves the others be.
+    pub fn stage_pending(&mut self, requests: &mut [Pending], now: i64) -> Vec<Result<Appended>> {
+        requests
+            .iter_mut()
+            .map(|r| {
+                let events = std::mem::take(&mut r.events);
+                self.stage_claimed(&r.stream, r.expected, events, &r.claims, now)
+            })
+            .collect()
+    }
+
     /// [`Batch::stage`] for an append that takes `claims`: refused with
     /// [`Error::Duplicate`] if the committed state or an earlier append of this
     /// batch took one of them.

@@ -14,11 +14,12 @@ use std::sync::Arc;
 
 use tokio::task::JoinSet;
 
-use hookledger::store::embedded::{self, EmbeddedStore, FRAME_HEADER_LEN, SEGMENT_HEADER_LEN};
+use hookledger::store::embedded::{self, EmbeddedStore, SEGMENT_HEADER_LEN};
 use hookledger::store::{Error, EventStore, ExpectedVersion, RecordedEvent};
 
 use crate::Embedded;
 use crate::suite::{event, everything};
+use crate::support_frames::frames;
 
 fn segments(dir: &Path) -> Vec<PathBuf> {
     let mut files: Vec<_> = std::fs::read_dir(dir.join("log"))
@@ -38,27 +39,6 @@ fn first_position(segment: &Path) -> u64 {
         .unwrap()
         .parse()
         .unwrap()
-}
-
-/// `(offset, length)` of each frame in a segment, read from the length fields.
-fn frames(segment: &Path) -> Vec<(u64, u64)> {
-    let bytes = std::fs::read(segment).unwrap();
-    let mut frames = Vec::new();
-    let mut at = SEGMENT_HEADER_LEN as usize;
-    while at < bytes.len() {
-        // The top bit marks a frame whose batch goes on in the next one.
-        let len = (u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap()) & !(1 << 31)) as u64;
-        if len == 0 {
-            break;
-        }
-        frames.push((at as u64, FRAME_HEADER_LEN + len));
-        at += (FRAME_HEADER_LEN + len) as usize;
-    }
-    assert!(
-        bytes[at.min(bytes.len())..].iter().all(|&b| b == 0),
-        "after the last frame, only zeros allocated ahead of the writes"
-    );
-    frames
 }
 
 /// Where the last of `frames` ends.

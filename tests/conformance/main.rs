@@ -18,6 +18,8 @@ use hookledger::store::postgres::{self, PostgresStore};
 mod embedded;
 mod postgres_checks;
 mod suite;
+#[path = "../support/frames.rs"]
+mod support_frames;
 #[path = "../support/postgres.rs"]
 mod support_postgres;
 

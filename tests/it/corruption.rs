@@ -16,7 +16,9 @@ use crate::binary::{
     Client, Server, copy_data, create_key, hookledger, log_lines, record_figures, stderr, stdout,
     succeeds,
 };
-use hookledger::store::embedded::{FRAME_HEADER_LEN, SEGMENT_HEADER_LEN};
+use hookledger::store::embedded::FRAME_HEADER_LEN;
+
+use crate::support_frames::frames;
 
 const ORG: &str = "org_corrupt";
 
@@ -75,23 +77,6 @@ async fn ledger(attempts: usize) -> Ledger {
         delivery,
         head,
     }
-}
-
-/// `(offset, length)` of each frame in a segment.
-fn frames(segment: &Path) -> Vec<(u64, u64)> {
-    let bytes = std::fs::read(segment).unwrap();
-    let mut frames = Vec::new();
-    let mut at = SEGMENT_HEADER_LEN as usize;
-    while at < bytes.len() {
-        let len = (u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap()) & !(1 << 31)) as u64;
-        if len == 0 {
-            // Zeros the writer allocated ahead of its writes.
-            break;
-        }
-        frames.push((at as u64, FRAME_HEADER_LEN + len));
-        at += (FRAME_HEADER_LEN + len) as usize;
-    }
-    frames
 }
 
 /// The position a segment's frame `k` holds.

@@ -23,5 +23,7 @@ mod raw;
 mod record_attempt;
 mod schema;
 mod security;
+#[path = "../support/frames.rs"]
+mod support_frames;
 #[path = "../support/postgres.rs"]
 mod support_postgres;

@@ -6,7 +6,7 @@
 
 use std::path::{Path, PathBuf};
 
-use super::scan_tests::new_event;
+use super::checkpoint_tests::append_each;
 use super::*;
 use crate::store::Batch;
 
@@ -18,16 +18,7 @@ async fn filled(dir: &Path, n: u64) -> EmbeddedStore {
         ..Options::default()
     };
     let store = EmbeddedStore::open_with(dir, options).unwrap();
-    for i in 0..n {
-        store
-            .append(
-                &format!("s-{}", i % 3),
-                ExpectedVersion::Any,
-                vec![new_event(i)],
-            )
-            .await
-            .unwrap();
-    }
+    append_each(&store, 0..n).await;
     store
 }
 

@@ -15,17 +15,22 @@ fn options(segment_size: u64) -> Options {
     }
 }
 
-/// A closed store of `n` single-event appends over three streams, on segments
-/// small enough that there are several; returns every event.
-async fn filled(dir: &Path, n: u64) -> Vec<RecordedEvent> {
-    let store = EmbeddedStore::open_with(dir, options(2048)).unwrap();
-    for i in 0..n {
+/// Appends event `i` of `range` to stream `s-{i % 3}`, one append each.
+pub(super) async fn append_each(store: &EmbeddedStore, range: std::ops::Range<u64>) {
+    for i in range {
         let stream = format!("s-{}", i % 3);
         store
             .append(&stream, ExpectedVersion::Any, vec![new_event(i)])
             .await
             .unwrap();
     }
+}
+
+/// A closed store of `n` single-event appends over three streams, on segments
+/// small enough that there are several; returns every event.
+async fn filled(dir: &Path, n: u64) -> Vec<RecordedEvent> {
+    let store = EmbeddedStore::open_with(dir, options(2048)).unwrap();
+    append_each(&store, 0..n).await;
     let all = store.read_all(1, 10_000).await.unwrap();
     store.close().await;
     all
@@ -104,16 +109,7 @@ async fn a_stale_index_is_caught_up_by_scanning_what_came_after_it() {
     filled(dir.path(), 30).await;
     let stale = std::fs::read(index_file(dir.path())).unwrap();
     let store = EmbeddedStore::open_with(dir.path(), options(2048)).unwrap();
-    for i in 30..70 {
-        store
-            .append(
-                &format!("s-{}", i % 3),
-                ExpectedVersion::Any,
-                vec![new_event(i)],
-            )
-            .await
-            .unwrap();
-    }
+    append_each(&store, 30..70).await;
     let events = store.read_all(1, 10_000).await.unwrap();
     store.close().await;
     // As after a crash: the index is older than the log.

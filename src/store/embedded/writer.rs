@@ -232,14 +232,7 @@ impl Writer {
             return fail(requests, "log not writable", &e);
         }
         let mut batch = self.sequencer.batch();
-        let now = now_micros();
-        let mut results: Vec<Result<Appended>> = requests
-            .iter_mut()
-            .map(|r| {
-                let events = std::mem::take(&mut r.events);
-                batch.stage_claimed(&r.stream, r.expected, events, &r.claims, now)
-            })
-            .collect();
+        let mut results = batch.stage_pending(&mut requests, now_micros());
         let (records, staged) = batch.finish();
         if records.is_empty() {
             return reply(requests, results);

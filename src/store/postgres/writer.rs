@@ -201,14 +201,7 @@ impl Writer {
             .collect();
         let sequencer = Sequencer::resume(head, clock, tips, taken);
         let mut batch = sequencer.batch();
-        let now = now_micros();
-        let results: Vec<Result<Appended>> = requests
-            .iter_mut()
-            .map(|r| {
-                let events = std::mem::take(&mut r.events);
-                batch.stage_claimed(&r.stream, r.expected, events, &r.claims, now)
-            })
-            .collect();
+        let results = batch.stage_pending(requests, now_micros());
         let (records, staged) = batch.finish();
         let Some(last) = records.last() else {
             // Every append was refused: nothing to write.
