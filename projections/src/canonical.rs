@@ -73,3 +73,8 @@ mod tests {
         );
     }
 }
+
+/// [`to_vec`] as a string: canonical JSON is always UTF-8.
+pub fn to_string(value: &Value) -> String {
+    String::from_utf8(to_vec(value)).expect("canonical JSON is UTF-8")
+}

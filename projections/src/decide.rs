@@ -10,7 +10,7 @@ use crate::event::{
     ApiKeyIssued, ApiKeyRevoked, AttemptRecorded, EndpointCreated, EndpointUpdated, Event,
     PlannedDelivery, WebhookEventAccepted,
 };
-use crate::model::ReadModel;
+use crate::rows::MemoryRows;
 use crate::values::{AttemptStatus, HttpStatusCode, NonEmptyString, RetryAt};
 
 #[derive(Debug, Clone, PartialEq)]
@@ -74,9 +74,85 @@ pub enum Rejection {
     DuplicateSourceKey(String),
 }
 
+/// The rows a decision reads: what the caller loads into a [`MemoryRows`]
+/// before calling [`decide`], so the decision itself does no I/O.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Needs<'a> {
+    pub organization_id: Option<&'a str>,
+    pub endpoint: Option<&'a str>,
+    /// Every endpoint of the organization: the fan-out of an accepted event.
+    pub all_endpoints: bool,
+    pub delivery: Option<&'a str>,
+    pub source_key: Option<&'a str>,
+    pub api_key: Option<&'a str>,
+}
+
 impl Command {
+    /// The rows [`decide`] reads for this command.
+    pub fn needs(&self) -> Needs<'_> {
+        match self {
+            Command::CreateEndpoint { .. } | Command::IssueApiKey { .. } => Needs::default(),
+            Command::UpdateEndpoint {
+                endpoint_id,
+                organization_id,
+                ..
+            } => Needs {
+                organization_id: Some(organization_id),
+                endpoint: Some(endpoint_id),
+                ..Needs::default()
+            },
+            Command::AcceptEvent {
+                organization_id,
+                source_key,
+                ..
+            } => Needs {
+                organization_id: Some(organization_id),
+                all_endpoints: true,
+                source_key: source_key.as_deref(),
+                ..Needs::default()
+            },
+            Command::RecordAttempt {
+                delivery_id,
+                organization_id,
+                ..
+            } => Needs {
+                organization_id: Some(organization_id),
+                delivery: Some(delivery_id),
+                ..Needs::default()
+            },
+            Command::RevokeApiKey { key_id } => Needs {
+                api_key: Some(key_id),
+                ..Needs::default()
+            },
+        }
+    }
+
+    /// The organization the command acts in; a revocation's is its key's.
+    pub fn organization_id<'a>(&'a self, rows: &'a MemoryRows) -> &'a str {
+        match self {
+            Command::CreateEndpoint {
+                organization_id, ..
+            }
+            | Command::UpdateEndpoint {
+                organization_id, ..
+            }
+            | Command::AcceptEvent {
+                organization_id, ..
+            }
+            | Command::RecordAttempt {
+                organization_id, ..
+            }
+            | Command::IssueApiKey {
+                organization_id, ..
+            } => organization_id,
+            Command::RevokeApiKey { key_id } => rows
+                .api_key(key_id)
+                .map_or("", |key| key.organization_id.as_str()),
+        }
+    }
+
     /// The one stream the command's events go to.
-    pub fn stream(&self, model: &ReadModel) -> String {
+    pub fn stream(&self, model: &MemoryRows) -> String {
         use crate::event::stream;
         match self {
             Command::CreateEndpoint { endpoint_id, .. }
@@ -86,12 +162,7 @@ impl Command {
             Command::IssueApiKey {
                 organization_id, ..
             } => stream::api_keys(organization_id),
-            Command::RevokeApiKey { key_id } => stream::api_keys(
-                model
-                    .api_keys
-                    .get(key_id)
-                    .map_or("", |key| key.organization_id.as_str()),
-            ),
+            Command::RevokeApiKey { .. } => stream::api_keys(self.organization_id(model)),
         }
     }
 }
@@ -99,7 +170,7 @@ impl Command {
 /// Decides what `command` appends against `model`. `new_id` gives a fresh delivery
 /// id each call (the fan-out needs one per subscribed endpoint).
 pub fn decide(
-    model: &ReadModel,
+    model: &MemoryRows,
     command: Command,
     new_id: &mut dyn FnMut() -> String,
 ) -> Result<Vec<Event>, Rejection> {

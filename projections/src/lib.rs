@@ -8,14 +8,15 @@
 
 #![forbid(unsafe_code)]
 
-pub mod bulk;
 pub mod canonical;
 pub mod decide;
 pub mod event;
 mod fast;
+pub mod fold_decode;
 mod json;
 pub mod key;
 pub mod model;
+pub mod rows;
 pub mod values;
 pub mod view;
 
@@ -27,5 +28,6 @@ mod tests;
 pub use decide::{Command, Rejection, decide};
 pub use event::{Event, Metadata, Recorded};
 pub use key::Key;
-pub use model::{ApiKey, Delivery, Endpoint, ReadModel, Tenant, WebhookEvent};
+pub use model::{ApiKey, Attempt, Delivery, Endpoint, Settings, WebhookEvent, apply};
+pub use rows::{MemoryRows, Rows, Tenant};
 pub use values::{AttemptStatus, EventStatus, HttpStatusCode, NonEmptyString, RetryAt, Timestamp};

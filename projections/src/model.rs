@@ -1,76 +1,44 @@
-//! The read models and the pure folds that build them: `apply(&mut state, &event)`.
+//! The rows of the read model, and the pure folds that write them:
+//! [`apply`]`(rows, event)`.
 //!
-//! No I/O, no clock, no randomness: a rebuild from position 1 and the live model fed
-//! event by event are equal, field for field. Business rules live in
+//! No I/O, no clock, no randomness: a fold reads and writes rows through the
+//! [`Rows`] interface only, so the same fold feeds the in-memory rows of the
+//! tests and the on-disk store of the server, and a rebuild from position 1
+//! equals the live model row for row. Business rules live in
 //! [`crate::decide`]; a fold only records what an event says happened.
 
-use std::collections::BTreeMap;
-
-use crate::bulk::BulkMap;
 use crate::event::{
     ApiKeyIssued, ApiKeyRevoked, AttemptRecorded, EndpointCreated, EndpointUpdated, Event,
     Idempotency, Recorded, WebhookEventAccepted,
 };
-use crate::key::Key;
+use crate::rows::Rows;
 use crate::values::{AttemptStatus, EventStatus, Timestamp};
 
-/// Everything the API serves, folded from the whole log in position order.
-#[derive(
-    Debug,
-    Clone,
-    Default,
-    PartialEq,
-    serde::Serialize,
-    rkyv::Archive,
-    rkyv::Serialize,
-    rkyv::Deserialize,
-)]
-#[serde(rename_all = "camelCase")]
-pub struct ReadModel {
-    /// The position of the last event applied; 0 before any.
-    pub position: u64,
-    /// Per organization, so no lookup can cross into another one's data.
-    #[rkyv(with = BulkMap)]
-    pub tenants: BTreeMap<String, Tenant>,
-    /// By key id. Keys are looked up before the organization is known.
-    #[rkyv(with = BulkMap)]
-    pub api_keys: BTreeMap<String, ApiKey>,
+/// What a fold needs besides the events: settings that every node and every
+/// rebuild must share.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Settings {
+    /// How long an `Idempotency-Key` is kept, in microseconds of log time: a
+    /// key used again after this is a new request.
+    pub idempotency_ttl: i64,
 }
 
-/// One organization's resources. Maps are ordered by ULID id, so by creation.
-#[derive(
-    Debug,
-    Clone,
-    Default,
-    PartialEq,
-    serde::Serialize,
-    rkyv::Archive,
-    rkyv::Serialize,
-    rkyv::Deserialize,
-)]
-#[serde(rename_all = "camelCase")]
-pub struct Tenant {
-    #[rkyv(with = BulkMap)]
-    pub endpoints: BTreeMap<String, Endpoint>,
-    /// Boxed, like `deliveries`: keys are ULIDs inserted in ascending order,
-    /// which leaves B-tree nodes about half full, so the slots hold a pointer
-    /// rather than the whole record.
-    ///
-    /// Keyed by [`Key`], which a fold can look up with without allocating and
-    /// compares without a trip to the heap: these two maps take an attempt's
-    /// lookups, the bulk of a replay.
-    #[rkyv(with = BulkMap)]
-    pub events: BTreeMap<Key, Box<WebhookEvent>>,
-    #[rkyv(with = BulkMap)]
-    pub deliveries: BTreeMap<Key, Box<Delivery>>,
-    /// `sourceKey` -> event id, for idempotent event acceptance.
-    #[rkyv(with = BulkMap)]
-    pub source_keys: BTreeMap<String, String>,
-    /// `route` + "\n" + `Idempotency-Key` -> the write it produced.
-    #[rkyv(with = BulkMap)]
-    pub idempotency: BTreeMap<String, IdempotencyRecord>,
+impl Settings {
+    /// Seven days.
+    pub const DEFAULT_IDEMPOTENCY_TTL: i64 = 7 * 24 * 3600 * 1_000_000;
+    /// A day: the shortest time a key is kept.
+    pub const MIN_IDEMPOTENCY_TTL: i64 = 24 * 3600 * 1_000_000;
 }
 
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            idempotency_ttl: Settings::DEFAULT_IDEMPOTENCY_TTL,
+        }
+    }
+}
+
+/// A registered endpoint as it stands after its stream's latest event.
 #[derive(
     Debug, Clone, PartialEq, serde::Serialize, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize,
 )]
@@ -86,8 +54,12 @@ pub struct Endpoint {
     pub updated_at: Timestamp,
     /// Events in the endpoint's stream.
     pub version: u64,
+    /// The global position of the stream's latest event.
+    pub position: u64,
 }
 
+/// An accepted webhook event. Its payload is a row of its own (written once,
+/// never changed), so the rows an attempt rewrites stay small.
 #[derive(
     Debug, Clone, PartialEq, serde::Serialize, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize,
 )]
@@ -97,21 +69,20 @@ pub struct WebhookEvent {
     pub organization_id: String,
     pub event_type: String,
     pub source_key: Option<String>,
-    /// The payload object in canonical JSON.
-    pub payload: String,
     pub delivery_ids: Vec<String>,
     pub status: EventStatus,
     /// Deliveries whose latest status is `pending` or `retry_scheduled`, and
     /// those `failed`: what `status` is derived from, kept so an attempt need
-    /// not look up every sibling delivery. Derived, so not served.
-    #[serde(skip)]
+    /// not look up every sibling delivery.
     pub open_deliveries: u32,
-    #[serde(skip)]
     pub failed_deliveries: u32,
     pub created_at: Timestamp,
     pub updated_at: Timestamp,
+    /// The global position it was accepted at.
+    pub position: u64,
 }
 
+/// A delivery of an event to one endpoint, as its latest attempt left it.
 #[derive(
     Debug, Clone, PartialEq, serde::Serialize, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize,
 )]
@@ -134,6 +105,32 @@ pub struct Delivery {
     pub updated_at: Timestamp,
     /// Events in the delivery's stream: the `ETag`, and `asOfVersion`'s unit.
     pub version: u64,
+    /// The global position of the latest change: the latest attempt's, or the
+    /// event's acceptance before any attempt.
+    pub position: u64,
+    /// The 0-based stream version of the first `delivered` attempt, which set
+    /// `delivered_at`.
+    pub first_delivered: Option<u64>,
+}
+
+/// One recorded attempt, as the sender reported it, with its place in the log.
+/// Attempts are never changed: a delivery as it stood at any version or
+/// position is its static fields plus the attempt that was latest then.
+#[derive(
+    Debug, Clone, PartialEq, serde::Serialize, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize,
+)]
+#[serde(rename_all = "camelCase")]
+pub struct Attempt {
+    pub organization_id: String,
+    pub delivery_id: String,
+    /// 0-based version in the delivery's stream; `attemptNumber` is one more.
+    pub version: u64,
+    pub position: u64,
+    pub recorded_at: Timestamp,
+    pub status: AttemptStatus,
+    pub response_status_code: Option<u16>,
+    pub last_error: Option<String>,
+    pub next_retry_at: Option<Timestamp>,
 }
 
 #[derive(
@@ -162,193 +159,189 @@ pub struct IdempotencyRecord {
     pub recorded_at: Timestamp,
 }
 
-impl ReadModel {
-    /// Folds one event. Events must come in position order; an event at or before
-    /// the model's position has been applied already and is ignored, so replaying
-    /// an overlapping tail after a snapshot is harmless.
-    pub fn apply(&mut self, recorded: &Recorded) {
-        if recorded.position <= self.position {
-            return;
-        }
-        self.position = recorded.position;
-        let at = recorded.recorded_at;
-        match &recorded.event {
-            Event::ApiKeyIssued(e) => self.apply_key_issued(e, at),
-            Event::ApiKeyRevoked(e) => self.apply_key_revoked(e, at),
-            event => {
-                // Look up before inserting: `entry` would allocate the key every time.
-                let org = event.organization_id();
-                match self.tenants.get_mut(org) {
-                    Some(tenant) => tenant.apply(recorded),
-                    None => {
-                        let mut tenant = Tenant::default();
-                        tenant.apply(recorded);
-                        self.tenants.insert(org.to_owned(), tenant);
-                    }
-                }
-            }
-        }
-    }
-
-    pub fn tenant(&self, organization_id: &str) -> Option<&Tenant> {
-        self.tenants.get(organization_id)
-    }
-
-    fn apply_key_issued(&mut self, e: &ApiKeyIssued, at: Timestamp) {
-        let mut secret_sha256 = [0u8; 32];
-        // The decoder checked the field is a string; a malformed digest leaves the
-        // key unusable rather than guessable.
-        let decoded = decode_hex32(&e.secret_sha256);
-        if let Some(digest) = decoded {
-            secret_sha256 = digest;
-        }
-        self.api_keys.insert(
-            e.key_id.clone(),
-            ApiKey {
-                id: e.key_id.clone(),
-                organization_id: e.organization_id.clone(),
-                secret_sha256,
-                created_at: at,
-                revoked_at: decoded.is_none().then_some(at),
-            },
-        );
-    }
-
-    fn apply_key_revoked(&mut self, e: &ApiKeyRevoked, at: Timestamp) {
-        if let Some(key) = self.api_keys.get_mut(&e.key_id) {
-            key.revoked_at.get_or_insert(at);
-        }
+impl IdempotencyRecord {
+    /// Whether the record still answers a repeat at time `now`.
+    pub fn live_at(&self, now: Timestamp, settings: &Settings) -> bool {
+        now.micros() <= self.recorded_at.micros().saturating_add(settings.idempotency_ttl)
     }
 }
 
-impl Tenant {
-    fn apply(&mut self, recorded: &Recorded) {
-        let at = recorded.recorded_at;
-        let resource_id: &str = match &recorded.event {
-            Event::EndpointCreated(e) => {
-                self.endpoints
-                    .insert(e.endpoint_id.clone(), Endpoint::created(e, at));
-                &e.endpoint_id
-            }
-            Event::EndpointUpdated(e) => {
-                if let Some(endpoint) = self.endpoints.get_mut(&e.endpoint_id) {
-                    endpoint.apply(e, at);
-                }
-                &e.endpoint_id
-            }
-            Event::WebhookEventAccepted(e) => {
-                self.apply_accepted(e, at);
-                &e.event_id
-            }
-            Event::AttemptRecorded(e) => {
-                self.apply_attempt(e, at);
-                &e.event_id
-            }
-            Event::ApiKeyIssued(_) | Event::ApiKeyRevoked(_) => return,
-        };
-        if let Some(Idempotency {
-            key,
-            route,
-            request_sha256,
-        }) = &recorded.metadata.idempotency
-        {
-            self.idempotency
-                .entry(idempotency_slot(route, key))
-                .or_insert_with(|| IdempotencyRecord {
-                    request_sha256: request_sha256.clone(),
-                    position: recorded.position,
-                    resource_id: resource_id.to_owned(),
-                    recorded_at: at,
-                });
+/// Folds one event into `rows`. Events must come in position order, each once;
+/// the caller keeps the position (see the projector).
+pub fn apply<R: Rows + ?Sized>(
+    rows: &mut R,
+    recorded: &Recorded,
+    settings: &Settings,
+) -> Result<(), R::Error> {
+    let at = recorded.recorded_at;
+    let position = recorded.position;
+    let resource_id: &str = match &recorded.event {
+        Event::ApiKeyIssued(e) => return key_issued(rows, e, at),
+        Event::ApiKeyRevoked(e) => return key_revoked(rows, e, at),
+        Event::EndpointCreated(e) => {
+            rows.put_endpoint(Endpoint::created(e, at, position))?;
+            &e.endpoint_id
         }
+        Event::EndpointUpdated(e) => {
+            if let Some(endpoint) = rows.endpoint_mut(&e.organization_id, &e.endpoint_id)? {
+                endpoint.apply(e, at, position);
+                let updated = endpoint.clone();
+                rows.put_endpoint(updated)?;
+            }
+            &e.endpoint_id
+        }
+        Event::WebhookEventAccepted(e) => {
+            accepted(rows, e, at, position)?;
+            &e.event_id
+        }
+        Event::AttemptRecorded(e) => {
+            attempt(rows, e, at, position)?;
+            &e.event_id
+        }
+    };
+    if let Some(i) = &recorded.metadata.idempotency {
+        idempotency(rows, recorded, i, resource_id, settings)?;
     }
+    Ok(())
+}
 
-    fn apply_accepted(&mut self, e: &WebhookEventAccepted, at: Timestamp) {
-        for planned in &e.deliveries {
-            self.deliveries.insert(
-                Key::new(&planned.delivery_id),
-                Box::new(Delivery {
-                    id: planned.delivery_id.clone(),
-                    organization_id: e.organization_id.clone(),
-                    event_id: e.event_id.clone(),
-                    endpoint_id: planned.endpoint_id.clone(),
-                    endpoint_name: planned.endpoint_name.clone(),
-                    endpoint_url: planned.endpoint_url.clone(),
-                    status: AttemptStatus::Pending,
-                    attempt_count: 0,
-                    response_status_code: None,
-                    last_error: None,
-                    next_retry_at: None,
-                    attempted_at: None,
-                    delivered_at: None,
-                    created_at: at,
-                    updated_at: at,
-                    version: 0,
-                }),
-            );
-        }
-        if let Some(source_key) = &e.source_key {
-            self.source_keys
-                .entry(source_key.clone())
-                .or_insert_with(|| e.event_id.clone());
-        }
-        let status = EventStatus::derive(e.deliveries.iter().map(|_| AttemptStatus::Pending));
-        self.events.insert(
-            Key::new(&e.event_id),
-            Box::new(WebhookEvent {
-                id: e.event_id.clone(),
-                organization_id: e.organization_id.clone(),
-                event_type: e.event_type.clone(),
-                source_key: e.source_key.clone(),
-                payload: String::from_utf8(crate::canonical::to_vec(&e.payload))
-                    .expect("canonical JSON is UTF-8"),
-                delivery_ids: e.deliveries.iter().map(|d| d.delivery_id.clone()).collect(),
-                status,
-                open_deliveries: u32::try_from(e.deliveries.len()).unwrap_or(u32::MAX),
-                failed_deliveries: 0,
-                created_at: at,
-                updated_at: at,
-            }),
-        );
+fn idempotency<R: Rows + ?Sized>(
+    rows: &mut R,
+    recorded: &Recorded,
+    i: &Idempotency,
+    resource_id: &str,
+    settings: &Settings,
+) -> Result<(), R::Error> {
+    let org = recorded.event.organization_id();
+    let slot = idempotency_slot(&i.route, &i.key);
+    // The first use of a key stands until it expires; a use after that starts anew.
+    let taken = rows
+        .idempotency(org, &slot)?
+        .is_some_and(|r| r.live_at(recorded.recorded_at, settings));
+    if !taken {
+        rows.put_idempotency(
+            org,
+            &slot,
+            IdempotencyRecord {
+                request_sha256: i.request_sha256.clone(),
+                position: recorded.position,
+                resource_id: resource_id.to_owned(),
+                recorded_at: recorded.recorded_at,
+            },
+        )?;
     }
+    Ok(())
+}
 
-    fn apply_attempt(&mut self, e: &AttemptRecorded, at: Timestamp) {
-        let Some(delivery) = self.deliveries.get_mut(&Key::new(&e.delivery_id)) else {
-            return;
-        };
-        let before = delivery.status;
-        delivery.apply(e, at);
-        let after = delivery.status;
-        let Some(event) = self.events.get_mut(&Key::new(&e.event_id)) else {
-            return;
-        };
+fn key_issued<R: Rows + ?Sized>(rows: &mut R, e: &ApiKeyIssued, at: Timestamp) -> Result<(), R::Error> {
+    // The decoder checked the field is a string; a malformed digest leaves the
+    // key unusable rather than guessable.
+    let decoded = decode_hex32(&e.secret_sha256);
+    rows.put_api_key(ApiKey {
+        id: e.key_id.clone(),
+        organization_id: e.organization_id.clone(),
+        secret_sha256: decoded.unwrap_or([0; 32]),
+        created_at: at,
+        revoked_at: decoded.is_none().then_some(at),
+    })
+}
+
+fn key_revoked<R: Rows + ?Sized>(
+    rows: &mut R,
+    e: &ApiKeyRevoked,
+    at: Timestamp,
+) -> Result<(), R::Error> {
+    if let Some(key) = rows.api_key_mut(&e.key_id)? {
+        key.revoked_at.get_or_insert(at);
+    }
+    Ok(())
+}
+
+fn accepted<R: Rows + ?Sized>(
+    rows: &mut R,
+    e: &WebhookEventAccepted,
+    at: Timestamp,
+    position: u64,
+) -> Result<(), R::Error> {
+    let org = &e.organization_id;
+    for planned in &e.deliveries {
+        rows.put_delivery(Delivery {
+            id: planned.delivery_id.clone(),
+            organization_id: org.clone(),
+            event_id: e.event_id.clone(),
+            endpoint_id: planned.endpoint_id.clone(),
+            endpoint_name: planned.endpoint_name.clone(),
+            endpoint_url: planned.endpoint_url.clone(),
+            status: AttemptStatus::Pending,
+            attempt_count: 0,
+            response_status_code: None,
+            last_error: None,
+            next_retry_at: None,
+            attempted_at: None,
+            delivered_at: None,
+            created_at: at,
+            updated_at: at,
+            version: 0,
+            position,
+            first_delivered: None,
+        })?;
+    }
+    if let Some(source_key) = &e.source_key
+        && rows.source_key(org, source_key)?.is_none()
+    {
+        rows.put_source_key(org, source_key, &e.event_id)?;
+    }
+    let status = EventStatus::derive(e.deliveries.iter().map(|_| AttemptStatus::Pending));
+    rows.put_event(
+        WebhookEvent {
+            id: e.event_id.clone(),
+            organization_id: org.clone(),
+            event_type: e.event_type.clone(),
+            source_key: e.source_key.clone(),
+            delivery_ids: e.deliveries.iter().map(|d| d.delivery_id.clone()).collect(),
+            status,
+            open_deliveries: u32::try_from(e.deliveries.len()).unwrap_or(u32::MAX),
+            failed_deliveries: 0,
+            created_at: at,
+            updated_at: at,
+            position,
+        },
+        crate::canonical::to_string(&e.payload),
+    )
+}
+
+fn attempt<R: Rows + ?Sized>(
+    rows: &mut R,
+    e: &AttemptRecorded,
+    at: Timestamp,
+    position: u64,
+) -> Result<(), R::Error> {
+    let org = &e.organization_id;
+    let Some(delivery) = rows.delivery_mut(org, &e.delivery_id)? else {
+        return Ok(());
+    };
+    let before = delivery.status;
+    let version = delivery.version;
+    delivery.apply(e, at, position);
+    let after = delivery.status;
+    rows.put_attempt(Attempt {
+        organization_id: org.clone(),
+        delivery_id: e.delivery_id.clone(),
+        version,
+        position,
+        recorded_at: at,
+        status: e.status,
+        response_status_code: e.response_status_code.map(|c| c.get()),
+        last_error: e.last_error.as_ref().map(|s| s.as_str().to_owned()),
+        next_retry_at: e.next_retry_at.as_ref().map(|r| r.at()),
+    })?;
+    if let Some(event) = rows.event_mut(org, &e.event_id)? {
         event.count(before, false);
         event.count(after, true);
-        // `EventStatus::derive` over the deliveries, from the counts.
-        event.status = if event.delivery_ids.is_empty() {
-            EventStatus::Skipped
-        } else if event.open_deliveries > 0 {
-            EventStatus::Pending
-        } else if event.failed_deliveries > 0 {
-            EventStatus::Failed
-        } else {
-            EventStatus::Delivered
-        };
+        event.status = event.derived_status();
         event.updated_at = event.updated_at.max(at);
     }
-
-    pub fn delivery(&self, id: &str) -> Option<&Delivery> {
-        self.deliveries.get(&Key::new(id)).map(|d| &**d)
-    }
-
-    pub fn event(&self, id: &str) -> Option<&WebhookEvent> {
-        self.events.get(&Key::new(id)).map(|e| &**e)
-    }
-
-    /// The idempotency record for a key sent to a route, if any.
-    pub fn idempotency(&self, route: &str, key: &str) -> Option<&IdempotencyRecord> {
-        self.idempotency.get(&idempotency_slot(route, key))
-    }
+    Ok(())
 }
 
 impl WebhookEvent {
@@ -365,10 +358,23 @@ impl WebhookEvent {
             counter.saturating_sub(1)
         };
     }
+
+    /// [`EventStatus::derive`] over the deliveries, from the counts.
+    fn derived_status(&self) -> EventStatus {
+        if self.delivery_ids.is_empty() {
+            EventStatus::Skipped
+        } else if self.open_deliveries > 0 {
+            EventStatus::Pending
+        } else if self.failed_deliveries > 0 {
+            EventStatus::Failed
+        } else {
+            EventStatus::Delivered
+        }
+    }
 }
 
 impl Endpoint {
-    fn created(e: &EndpointCreated, at: Timestamp) -> Self {
+    fn created(e: &EndpointCreated, at: Timestamp, position: u64) -> Self {
         Endpoint {
             id: e.endpoint_id.clone(),
             organization_id: e.organization_id.clone(),
@@ -379,10 +385,11 @@ impl Endpoint {
             created_at: at,
             updated_at: at,
             version: 1,
+            position,
         }
     }
 
-    pub fn apply(&mut self, e: &EndpointUpdated, at: Timestamp) {
+    pub fn apply(&mut self, e: &EndpointUpdated, at: Timestamp, position: u64) {
         if let Some(name) = &e.name {
             self.name.clone_from(name);
         }
@@ -397,6 +404,7 @@ impl Endpoint {
         }
         self.updated_at = at;
         self.version += 1;
+        self.position = position;
     }
 
     /// Whether an event of `event_type` fans out to this endpoint.
@@ -409,7 +417,7 @@ impl Endpoint {
 impl Delivery {
     /// The latest attempt decides status, response code, error and retry time
     /// (absent fields count as null); `deliveredAt` keeps the first success.
-    pub fn apply(&mut self, e: &AttemptRecorded, at: Timestamp) {
+    pub fn apply(&mut self, e: &AttemptRecorded, at: Timestamp, position: u64) {
         self.status = e.status;
         self.response_status_code = e.response_status_code.map(|c| c.get());
         match (&mut self.last_error, &e.last_error) {
@@ -422,13 +430,54 @@ impl Delivery {
         self.attempted_at = Some(at);
         if e.status == AttemptStatus::Delivered && self.delivered_at.is_none() {
             self.delivered_at = Some(at);
+            self.first_delivered = Some(self.version);
         }
         self.updated_at = at;
         self.version += 1;
+        self.position = position;
+    }
+
+    /// The delivery as it stood after its first `latest.version + 1` events,
+    /// given the attempt that was latest then (`None`: before any attempt).
+    /// Everything an attempt changes comes from that attempt alone.
+    pub fn as_of(&self, latest: Option<&Attempt>, accepted_at: u64) -> Delivery {
+        let mut then = self.clone();
+        match latest {
+            None => {
+                then.status = AttemptStatus::Pending;
+                then.attempt_count = 0;
+                then.response_status_code = None;
+                then.last_error = None;
+                then.next_retry_at = None;
+                then.attempted_at = None;
+                then.delivered_at = None;
+                then.first_delivered = None;
+                then.updated_at = self.created_at;
+                then.version = 0;
+                then.position = accepted_at;
+            }
+            Some(a) => {
+                then.status = a.status;
+                then.attempt_count = a.version + 1;
+                then.response_status_code = a.response_status_code;
+                then.last_error.clone_from(&a.last_error);
+                then.next_retry_at = a.next_retry_at;
+                then.attempted_at = Some(a.recorded_at);
+                if self.first_delivered.is_none_or(|first| first > a.version) {
+                    then.delivered_at = None;
+                    then.first_delivered = None;
+                }
+                then.updated_at = a.recorded_at;
+                then.version = a.version + 1;
+                then.position = a.position;
+            }
+        }
+        then
     }
 }
 
-fn idempotency_slot(route: &str, key: &str) -> String {
+/// The key of an idempotency record within its organization.
+pub fn idempotency_slot(route: &str, key: &str) -> String {
     format!("{route}\n{key}")
 }
 

@@ -12,7 +12,8 @@ use crate::event::{
     AttemptRecorded, EndpointCreated, EndpointUpdated, Event, Metadata, PlannedDelivery, Recorded,
     WebhookEventAccepted,
 };
-use crate::model::{Delivery, ReadModel, Tenant, WebhookEvent};
+use crate::model::{Delivery, Settings, WebhookEvent, apply};
+use crate::rows::{MemoryRows, Tenant};
 use crate::values::{AttemptStatus, HttpStatusCode, NonEmptyString, RetryAt, Timestamp};
 
 /// Events start at this instant and are one second apart.
@@ -25,7 +26,9 @@ pub fn at(n: u64) -> Timestamp {
 
 #[derive(Debug, Default)]
 pub struct Scenario {
-    pub model: ReadModel,
+    pub model: MemoryRows,
+    /// The position of the last event folded.
+    pub position: u64,
     /// Every event folded so far, as the log would hand it to a rebuild.
     pub log: Vec<Recorded>,
     next_id: u64,
@@ -42,7 +45,7 @@ pub fn given(events: impl IntoIterator<Item = Event>) -> Scenario {
 impl Scenario {
     /// Folds one event at the next position, one second after the previous one.
     pub fn fold(&mut self, event: Event, metadata: Metadata) -> &mut Self {
-        let position = self.model.position + 1;
+        let position = self.position + 1;
         let recorded = Recorded {
             position,
             // Folds take versions from their own state, not from here.
@@ -51,7 +54,8 @@ impl Scenario {
             metadata,
             event,
         };
-        self.model.apply(&recorded);
+        let Ok(()) = apply(&mut self.model, &recorded, &Settings::default());
+        self.position = position;
         self.log.push(recorded);
         self
     }
@@ -94,14 +98,14 @@ pub struct Outcome {
 
 impl Outcome {
     #[track_caller]
-    pub fn then(self, expected: impl IntoIterator<Item = Event>) -> ReadModel {
+    pub fn then(self, expected: impl IntoIterator<Item = Event>) -> MemoryRows {
         let expected: Vec<Event> = expected.into_iter().collect();
         assert_eq!(self.result, Ok(expected));
         self.scenario.model
     }
 
     #[track_caller]
-    pub fn then_err(self, expected: Rejection) -> ReadModel {
+    pub fn then_err(self, expected: Rejection) -> MemoryRows {
         assert_eq!(self.result, Err(expected));
         self.scenario.model
     }
@@ -352,7 +356,7 @@ pub trait ModelExt {
     fn event(&self, org: &str, id: &str) -> &WebhookEvent;
 }
 
-impl ModelExt for ReadModel {
+impl ModelExt for MemoryRows {
     #[track_caller]
     fn org(&self, org: &str) -> &Tenant {
         self.tenant(org)

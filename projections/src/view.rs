@@ -4,7 +4,8 @@
 use serde::Serialize;
 use serde_json::value::RawValue;
 
-use crate::model::{Delivery, Endpoint, Tenant, WebhookEvent};
+use crate::model::{Delivery, Endpoint, WebhookEvent};
+use crate::rows::Tenant;
 use crate::values::{AttemptStatus, EventStatus, Timestamp};
 
 /// `OutboundWebhookDeliverySnapshot` of the published contract.
@@ -95,19 +96,6 @@ impl From<&Delivery> for DeliveryView {
     }
 }
 
-/// The model keeps deliveries boxed; views take them as they come out of the map.
-impl From<&Box<Delivery>> for DeliveryView {
-    fn from(d: &Box<Delivery>) -> Self {
-        DeliveryView::from(&**d)
-    }
-}
-
-impl From<&Box<Delivery>> for DeliverySnapshot {
-    fn from(d: &Box<Delivery>) -> Self {
-        DeliverySnapshot::from(&**d)
-    }
-}
-
 impl From<&Endpoint> for EndpointView {
     fn from(e: &Endpoint) -> Self {
         EndpointView {
@@ -124,34 +112,65 @@ impl From<&Endpoint> for EndpointView {
 }
 
 impl EventSnapshot {
-    /// The event with its deliveries, in fan-out order.
-    pub fn new(event: &WebhookEvent, tenant: &Tenant) -> Self {
-        let deliveries: Vec<DeliverySnapshot> = event
-            .delivery_ids
+    /// The event with `deliveries`, which must be its deliveries in fan-out
+    /// order, all as they stood at one moment. The status and `updatedAt` are
+    /// derived from them, so an answer about the past is as consistent as one
+    /// about the present.
+    pub fn new(event: &WebhookEvent, payload: &str, deliveries: Vec<DeliverySnapshot>) -> Self {
+        let status = EventStatus::derive(deliveries.iter().map(|d| d.status));
+        let updated_at = deliveries
             .iter()
-            .filter_map(|id| tenant.delivery(id))
-            .map(DeliverySnapshot::from)
-            .collect();
+            .map(|d| d.updated_at)
+            .fold(event.created_at, Timestamp::max);
         EventSnapshot {
             id: event.id.clone(),
             organization_id: event.organization_id.clone(),
             event_type: event.event_type.clone(),
             source_key: event.source_key.clone(),
-            status: event.status,
+            status,
             endpoint_count: event.delivery_ids.len() as u64,
-            // The model holds canonical JSON written by the fold; it always parses.
-            payload: RawValue::from_string(event.payload.clone())
-                .expect("stored payload is valid JSON"),
+            // Payloads are stored as canonical JSON written by the fold; they always parse.
+            payload: RawValue::from_string(payload.to_owned()).expect("stored payload is valid JSON"),
             deliveries,
             created_at: event.created_at,
-            updated_at: event.updated_at,
+            updated_at,
         }
     }
 }
 
 impl Tenant {
+    /// The event with its deliveries as they stand now.
     pub fn event_snapshot(&self, event_id: &str) -> Option<EventSnapshot> {
-        self.event(event_id)
-            .map(|event| EventSnapshot::new(event, self))
+        self.event_snapshot_as_of(event_id, u64::MAX)
+    }
+
+    /// The event with its deliveries as they stood right after global
+    /// position `position`.
+    pub fn event_snapshot_as_of(&self, event_id: &str, position: u64) -> Option<EventSnapshot> {
+        let event = self.event(event_id)?;
+        if event.position > position {
+            return None;
+        }
+        let deliveries = event
+            .delivery_ids
+            .iter()
+            .filter_map(|id| self.delivery_as_of(id, position))
+            .map(|d| DeliverySnapshot::from(&d))
+            .collect();
+        Some(EventSnapshot::new(event, self.payload(event_id)?, deliveries))
+    }
+
+    /// The delivery as it stood right after global position `position`.
+    pub fn delivery_as_of(&self, id: &str, position: u64) -> Option<Delivery> {
+        let now = self.delivery(id)?;
+        if now.position <= position {
+            return Some(now.clone());
+        }
+        let latest = (0..now.version)
+            .rev()
+            .filter_map(|v| self.attempt(id, v))
+            .find(|a| a.position <= position);
+        let accepted_at = self.event(&now.event_id).map_or(0, |e| e.position);
+        Some(now.as_of(latest, accepted_at))
     }
 }

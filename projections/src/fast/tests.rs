@@ -5,7 +5,7 @@ use crate::event::{Event, Metadata};
 use proptest::prelude::*;
 
 fn slow(data: &[u8]) -> Option<AttemptRecorded> {
-    // The serde path of `Event::decode_for_fold`, response body dropped.
+    // The serde path of `fold_decode::event`, response body dropped.
     match Event::decode("AttemptRecorded", 1, data).ok()? {
         Event::AttemptRecorded(a) => Some(AttemptRecorded {
             response_body: None,

@@ -181,7 +181,7 @@ fn the_payload_and_event_type_are_kept_with_the_event() {
     assert_eq!(event.organization_id, ORG);
     // Kept as canonical JSON: keys sorted, no whitespace.
     assert_eq!(
-        event.payload,
+        model.org(ORG).payload("evt_1").unwrap(),
         r#"{"order":{"id":42,"total":"9.99"},"tags":["a","b"]}"#
     );
 }
