@@ -147,7 +147,7 @@ fn check(
             event.stream
         ));
     }
-    crate::projector::decode(event).map_err(|e| e.to_string())?;
+    crate::model::decode(event).map_err(|e| e.to_string())?;
     Ok(())
 }
 

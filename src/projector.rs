@@ -1,174 +1,63 @@
-//! The read model inside the server process: fed from the store in global position
-//! order, with the ledger digest folded alongside, and saved as snapshots.
+//! The read model inside a node: opened from the data directory and checked
+//! against the log, then fed from the store in global position order, with
+//! the ledger digest folded alongside.
 //!
-//! Writers wait on [`Projector::wait_for`] after an append so their response reads
-//! their own write. The projector never skips an event: if one cannot be decoded
-//! it stops and reports why, and the API answers 503 rather than serve a model
-//! that silently lacks it.
+//! A store that is damaged, belongs to another log, is ahead of the log or
+//! is of another format is set aside and rebuilt from the log, with a log line
+//! saying why; so is one found damaged while serving. Writers wait on
+//! [`Projector::wait_for`] after an append so their answer reads their own
+//! write. The projector never skips an event: if one cannot be folded it
+//! stops and says why, and the API answers 503 rather than serve a model that
+//! silently lacks it.
 
-use std::path::{Path, PathBuf};
-use std::sync::{Arc, RwLock, RwLockReadGuard};
-use std::time::Duration;
+use std::path::PathBuf;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
 
-use tokio::sync::watch;
+use tokio::sync::{Mutex, watch};
 
-use crate::chain::{Hash, LedgerDigest};
-use crate::snapshot::Snapshot;
+use crate::kv::{self, RedbKv};
+use crate::model::{self, Decoded, Model, Tip, View};
 use crate::store::{EventRef, EventStore, RecordedEvent};
 
 pub use crate::replay::replay;
 
 /// How many events one read from the store may return.
 const BATCH: usize = 4096;
+/// A tail longer than this is replayed with the pipelined replay.
+const LONG_TAIL: u64 = 50_000;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("event at position {position} cannot be folded: {reason}")]
-    Fold { position: u64, reason: String },
+    #[error(transparent)]
+    Model(#[from] model::Error),
     #[error(transparent)]
     Store(#[from] crate::store::Error),
     #[error("the projector stopped: {0}")]
     Stopped(Arc<str>),
+    #[error("the read model is being rebuilt from the log ({0}); try again shortly")]
+    Rebuilding(Arc<str>),
+    #[error("the read model {} is open in another process", .0.display())]
+    Locked(PathBuf),
 }
 
-/// Decodes a stored event into what the folds take.
-pub fn decode(event: &RecordedEvent) -> Result<projections::Recorded, Error> {
-    let fold_error = |reason: String| Error::Fold {
-        position: event.position,
-        reason,
-    };
-    let data = projections::Event::decode(&event.event_type, event.schema_version, &event.data)
-        .map_err(|e| fold_error(e.to_string()))?;
-    let metadata =
-        projections::Metadata::decode(&event.metadata).map_err(|e| fold_error(e.to_string()))?;
-    Ok(projections::Recorded {
-        position: event.position,
-        version: event.version,
-        recorded_at: projections::Timestamp::from_micros(event.recorded_at),
-        metadata,
-        event: data,
-    })
+/// Where a node keeps its read model, and how.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The store's file; `None` keeps it in memory (tests, tools).
+    pub file: Option<PathBuf>,
+    /// Bytes of the store's pages kept in memory.
+    pub cache_bytes: usize,
+    pub options: model::Options,
 }
 
-/// An event decoded for the folds, with what the digest needs: decoding is the
-/// part of a replay that can run ahead of the folding, on the other core.
-#[derive(Debug)]
-pub struct Decoded {
-    pub recorded: projections::Recorded,
-    pub hash: Hash,
-}
-
-impl Decoded {
-    /// Decodes `event` as the folds need it: what they do not read (an attempt's
-    /// response body, the request and key ids) is checked and dropped.
-    pub fn new(event: &EventRef<'_>) -> Result<Decoded, Error> {
-        let fold_error = |reason: String| Error::Fold {
-            position: event.position,
-            reason,
-        };
-        let data =
-            projections::Event::decode_for_fold(event.event_type, event.schema_version, event.data)
-                .map_err(|e| fold_error(e.to_string()))?;
-        let metadata = projections::Metadata::decode_for_fold(event.metadata)
-            .map_err(|e| fold_error(e.to_string()))?;
-        Ok(Decoded {
-            recorded: projections::Recorded {
-                position: event.position,
-                version: event.version,
-                recorded_at: projections::Timestamp::from_micros(event.recorded_at),
-                metadata,
-                event: data,
-            },
-            hash: *event.hash,
-        })
-    }
-
-    /// [`Decoded::new`] into `self`, reusing the memory of what it holds.
-    /// On an error `self` is unspecified.
-    pub fn refill(&mut self, event: &EventRef<'_>) -> Result<(), Error> {
-        let fold_error = |reason: String| Error::Fold {
-            position: event.position,
-            reason,
-        };
-        let recorded = &mut self.recorded;
-        projections::Event::decode_for_fold_into(
-            event.event_type,
-            event.schema_version,
-            event.data,
-            &mut recorded.event,
-        )
-        .map_err(|e| fold_error(e.to_string()))?;
-        recorded.metadata = projections::Metadata::decode_for_fold(event.metadata)
-            .map_err(|e| fold_error(e.to_string()))?;
-        recorded.position = event.position;
-        recorded.version = event.version;
-        recorded.recorded_at = projections::Timestamp::from_micros(event.recorded_at);
-        self.hash = *event.hash;
-        Ok(())
-    }
-}
-
-impl Snapshot {
-    /// Folds the next event into the model and the digest. Events must come in
-    /// position order with no gap.
-    pub fn apply(&mut self, event: &RecordedEvent) -> Result<(), Error> {
-        self.check_next(event.position)?;
-        self.apply_decoded(&Decoded::new(&EventRef::from(event))?)
-    }
-
-    /// [`Snapshot::apply`] for an event decoded already.
-    pub fn apply_decoded(&mut self, event: &Decoded) -> Result<(), Error> {
-        let mut tip = Tip::of(self);
-        tip.fold(event.recorded.position, &event.hash)?;
-        self.model.apply(&event.recorded);
-        tip.set(self);
-        Ok(())
-    }
-
-    fn check_next(&self, position: u64) -> Result<(), Error> {
-        Tip::of(self).check_next(position)
-    }
-}
-
-/// Where a snapshot's chain stands: the ledger digest and the last hash,
-/// folded apart from the model so that a replay can do it on another thread.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Tip {
-    digest: LedgerDigest,
-    last_hash: Hash,
-}
-
-impl Tip {
-    pub(crate) fn of(state: &Snapshot) -> Tip {
-        Tip {
-            digest: state.digest,
-            last_hash: state.last_hash,
+impl Config {
+    pub fn in_memory() -> Config {
+        Config {
+            file: None,
+            cache_bytes: 16 << 20,
+            options: model::Options::default(),
         }
-    }
-
-    pub(crate) fn set(self, state: &mut Snapshot) {
-        state.digest = self.digest;
-        state.last_hash = self.last_hash;
-    }
-
-    fn check_next(&self, position: u64) -> Result<(), Error> {
-        let expected = self.digest.position + 1;
-        if position != expected {
-            return Err(Error::Fold {
-                position,
-                reason: format!("expected position {expected}: the log has a gap or a repeat"),
-            });
-        }
-        Ok(())
-    }
-
-    /// Folds the event at `position` into the digest; events must come in
-    /// position order with no gap.
-    pub(crate) fn fold(&mut self, position: u64, hash: &Hash) -> Result<(), Error> {
-        self.check_next(position)?;
-        self.digest.fold(position, hash);
-        self.last_hash = *hash;
-        Ok(())
     }
 }
 
@@ -176,81 +65,106 @@ impl Tip {
 struct Progress {
     applied: u64,
     stopped: Option<Arc<str>>,
+    /// Why the model is being rebuilt, while it is.
+    rebuilding: Option<Arc<str>>,
 }
 
 #[derive(Debug)]
 pub struct Projector {
     store: Arc<dyn EventStore>,
-    state: RwLock<Snapshot>,
+    config: Config,
+    model: RwLock<Arc<Model>>,
+    /// One folder at a time: the store's commit hook, or the follower.
+    fold: Mutex<()>,
     progress: watch::Sender<Progress>,
 }
 
-/// How the projector began: from a trusted snapshot, or from scratch and why.
+/// How the projector began: from a store that matched the log, or afresh.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Start {
-    Snapshot { position: u64 },
-    Empty { reason: String },
+    Resumed { position: u64 },
+    Fresh { reason: Option<String> },
 }
 
 impl Projector {
-    /// Starts from the snapshot in `file` if it matches the log, else from nothing.
-    /// Catching up happens in [`Projector::run`].
-    pub async fn open(store: Arc<dyn EventStore>, file: Option<&Path>) -> (Arc<Projector>, Start) {
-        Self::open_loaded(store, file.map(Snapshot::load)).await
-    }
-
-    /// [`Projector::open`] with the snapshot file already read (or the reason it
-    /// could not be), so a restart can load it while the store opens.
-    pub async fn open_loaded(
+    /// Opens the read model `config` names, checks it against the log, and
+    /// sets it aside for a fresh one if it does not match. Catching up happens
+    /// in [`Projector::run`].
+    pub async fn open(
         store: Arc<dyn EventStore>,
-        loaded: Option<Result<Snapshot, crate::snapshot::Error>>,
-    ) -> (Arc<Projector>, Start) {
-        let (snapshot, start) = match loaded {
-            None => (
-                Snapshot::default(),
-                Start::Empty {
-                    reason: "no snapshot file configured".into(),
-                },
-            ),
-            Some(loaded) => match trusted_snapshot(store.as_ref(), loaded).await {
-                Ok(snapshot) => {
-                    let position = snapshot.position();
-                    (snapshot, Start::Snapshot { position })
-                }
-                Err(reason) => (Snapshot::default(), Start::Empty { reason }),
-            },
-        };
+        config: Config,
+    ) -> Result<(Arc<Projector>, Start), Error> {
+        let (model, start) = open_model(store.as_ref(), &config).await?;
         let progress = watch::Sender::new(Progress {
-            applied: snapshot.position(),
-            stopped: None,
+            applied: model.applied(),
+            ..Progress::default()
         });
         let projector = Arc::new(Projector {
             store,
-            state: RwLock::new(snapshot),
+            config,
+            model: RwLock::new(Arc::new(model)),
+            fold: Mutex::new(()),
             progress,
         });
         // Fold each batch as the store commits it, before its writers hear back:
         // a writer then finds its event in the model at once, instead of waking
-        // the projector task to read it back and waking again when it is folded.
-        // Weak: the store must not keep the projector alive.
+        // the follower to read it back. Weak: the store must not keep the
+        // projector alive.
         let hooked = Arc::downgrade(&projector);
         projector.store.on_commit(Box::new(move |events| {
             if let Some(projector) = hooked.upgrade() {
                 projector.take_committed(events);
             }
         }));
-        (projector, start)
+        Ok((projector, start))
+    }
+
+    /// The model as it stands; hold it briefly.
+    pub fn model(&self) -> Arc<Model> {
+        self.model.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// A view to read from, or why there is none to trust.
+    pub fn view(&self) -> Result<View, Error> {
+        let progress = self.progress.borrow().clone();
+        if let Some(reason) = progress.rebuilding {
+            return Err(Error::Rebuilding(reason));
+        }
+        if let Some(reason) = progress.stopped {
+            return Err(Error::Stopped(reason));
+        }
+        Ok(self.model().view())
     }
 
     /// Feeds the model from the store forever: catches up, then follows the head.
     /// Transient read errors are retried; an event that cannot be folded stops it.
     pub async fn run(self: Arc<Self>) {
+        if let Err(e) = self.catch_up_long_tail().await {
+            self.fail(e);
+        }
+        let mut progress = self.progress.subscribe();
         loop {
+            if self.stopped().is_some() {
+                return;
+            }
+            if self.rebuilding().is_some() {
+                self.rebuild_after_damage().await;
+                continue;
+            }
             match self.step().await {
                 Ok(0) => {
-                    if let Err(e) = self.store.wait_beyond(self.position()).await {
-                        tracing::warn!(error = %e, "waiting for new events failed; retrying");
-                        tokio::time::sleep(Duration::from_millis(200)).await;
+                    let damaged = async {
+                        let _ = progress
+                            .wait_for(|p| p.rebuilding.is_some() || p.stopped.is_some())
+                            .await
+                            .map(drop);
+                    };
+                    tokio::select! {
+                        waited = self.store.wait_beyond(self.position()) => if let Err(e) = waited {
+                            tracing::warn!(error = %e, "waiting for new events failed; retrying");
+                            tokio::time::sleep(Duration::from_millis(200)).await;
+                        },
+                        () = damaged => {}
                     }
                 }
                 Ok(_) => {}
@@ -258,14 +172,40 @@ impl Projector {
                     tracing::error!(error = %e, "reading the log failed; retrying");
                     tokio::time::sleep(Duration::from_millis(200)).await;
                 }
-                Err(e) => {
-                    tracing::error!(error = %e, "the projector stopped");
-                    let reason: Arc<str> = e.to_string().into();
-                    self.progress.send_modify(|p| p.stopped = Some(reason));
-                    return;
-                }
+                Err(e) => self.fail(e),
             }
         }
+    }
+
+    /// A long tail (a fresh model, or one far behind) is replayed with the
+    /// pipelined replay, saying how far it got as it goes.
+    async fn catch_up_long_tail(&self) -> Result<(), Error> {
+        let head = self.store.sync_head().await?;
+        let from = self.position();
+        if head.saturating_sub(from) < LONG_TAIL {
+            return Ok(());
+        }
+        tracing::info!(from, head, "catching the read model up with the log");
+        let started = Instant::now();
+        let model = self.model();
+        let mut last_line = Instant::now();
+        let progress = self.progress.clone();
+        let _fold = self.fold.lock().await;
+        replay(self.store.as_ref(), model.clone(), BATCH, move |position| {
+            progress.send_modify(|p| p.applied = p.applied.max(position));
+            if last_line.elapsed() >= Duration::from_secs(5) {
+                last_line = Instant::now();
+                let rate = (position - from) as f64 / started.elapsed().as_secs_f64().max(1e-9);
+                tracing::info!(position, head, events_per_second = rate as u64, "catching up");
+            }
+        })
+        .await?;
+        tracing::info!(
+            position = model.applied(),
+            seconds = started.elapsed().as_secs_f64(),
+            "the read model caught up with the log"
+        );
+        Ok(())
     }
 
     /// Applies the next batch of events; returns how many.
@@ -275,16 +215,18 @@ impl Projector {
         if events.is_empty() {
             return Ok(0);
         }
-        let mut state = self.state.write().unwrap_or_else(|e| e.into_inner());
-        // Another caller of `step` may have applied part of this batch meanwhile.
-        let position = state.position();
-        for event in events.iter().filter(|e| e.position > position) {
-            state.apply(event)?;
-        }
-        let applied = state.position();
-        drop(state);
+        let _fold = self.fold.lock().await;
+        let model = self.model();
+        // The commit hook may have folded part of this batch meanwhile.
+        let applied = model.applied();
+        let fresh: Vec<&RecordedEvent> = events.iter().filter(|e| e.position > applied).collect();
+        let decoded = fresh
+            .iter()
+            .map(|e| Decoded::new(&EventRef::from(*e)))
+            .collect::<Result<Vec<_>, _>>()?;
+        model.apply(&decoded)?;
         self.progress
-            .send_modify(|p| p.applied = p.applied.max(applied));
+            .send_modify(|p| p.applied = p.applied.max(model.applied()));
         Ok(events.len())
     }
 
@@ -293,33 +235,114 @@ impl Projector {
     /// decode) is left to [`Projector::run`], which reads it from the log and
     /// stops with the reason if it cannot be folded.
     fn take_committed(&self, events: &[RecordedEvent]) {
-        if self.stopped().is_some() {
+        if self.stopped().is_some() || self.progress.borrow().rebuilding.is_some() {
             return;
         }
-        let mut state = self.state.write().unwrap_or_else(|e| e.into_inner());
-        let before = state.position();
-        for event in events {
-            if event.position <= state.position() {
-                continue;
+        let Ok(_fold) = self.fold.try_lock() else {
+            // A catch-up holds the model; it will read these from the log.
+            return;
+        };
+        let model = self.model();
+        let applied = model.applied();
+        let fresh = events.iter().skip_while(|e| e.position <= applied);
+        let mut decoded = Vec::with_capacity(events.len());
+        let mut next = applied + 1;
+        for event in fresh {
+            if event.position != next {
+                break;
             }
-            let Ok(decoded) = Decoded::new(&EventRef::from(event)) else {
-                break;
-            };
-            if state.apply_decoded(&decoded).is_err() {
-                break;
+            match Decoded::new(&EventRef::from(event)) {
+                Ok(d) => decoded.push(d),
+                Err(_) => break,
+            }
+            next += 1;
+        }
+        if decoded.is_empty() {
+            return;
+        }
+        match model.apply(&decoded) {
+            Ok(()) => self
+                .progress
+                .send_modify(|p| p.applied = p.applied.max(model.applied())),
+            Err(e) => self.fail(e.into()),
+        }
+    }
+
+    /// Stops the projector, or starts a rebuild if the model's store is damaged.
+    fn fail(&self, e: Error) {
+        let reason: Arc<str> = e.to_string().into();
+        match e {
+            Error::Model(m) if m.is_damage() => {
+                tracing::error!(error = %reason, "the read model is damaged; rebuilding it from the log");
+                self.progress.send_modify(|p| p.rebuilding = Some(reason));
+            }
+            _ => {
+                tracing::error!(error = %reason, "the projector stopped");
+                self.progress.send_modify(|p| p.stopped = Some(reason));
             }
         }
-        let applied = state.position();
-        drop(state);
-        if applied > before {
-            self.progress
-                .send_modify(|p| p.applied = p.applied.max(applied));
+    }
+
+    /// Reports an error a reader met; damage starts a rebuild.
+    pub fn report(&self, e: &model::Error) {
+        if e.is_damage() && self.progress.borrow().rebuilding.is_none() {
+            tracing::error!(error = %e, "the read model is damaged; rebuilding it from the log");
+            let reason: Arc<str> = e.to_string().into();
+            self.progress.send_modify(|p| p.rebuilding = Some(reason));
+        }
+    }
+
+    /// Replaces a damaged model with a fresh one built from the whole log.
+    async fn rebuild_after_damage(&self) {
+        let result = async {
+            let _fold = self.fold.lock().await;
+            let old = self.model();
+            let _ = old.close();
+            drop(old);
+            let fresh = match &self.config.file {
+                Some(file) => {
+                    // Every handle to the damaged store must be gone before it moves.
+                    let aside = model::set_aside(file).map_err(|e| {
+                        Error::Stopped(format!("cannot set the damaged read model aside: {e}").into())
+                    })?;
+                    tracing::warn!(file = %aside.display(), "set the damaged read model aside");
+                    fresh_model(&self.config)?
+                }
+                None => fresh_model(&self.config)?,
+            };
+            *self.model.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(fresh);
+            self.progress.send_modify(|p| p.applied = 0);
+            Ok::<_, Error>(())
+        }
+        .await;
+        match result {
+            Ok(()) => {
+                let started = Instant::now();
+                let caught_up = async {
+                    self.catch_up_long_tail().await?;
+                    self.catch_up().await
+                };
+                match caught_up.await {
+                    Ok(_) => {
+                        tracing::info!(seconds = started.elapsed().as_secs_f64(), "rebuilt the read model");
+                        self.progress.send_modify(|p| p.rebuilding = None);
+                    }
+                    Err(e) => self.progress.send_modify(|p| {
+                        p.rebuilding = None;
+                        p.stopped = Some(e.to_string().into());
+                    }),
+                }
+            }
+            Err(e) => self.progress.send_modify(|p| {
+                p.rebuilding = None;
+                p.stopped = Some(e.to_string().into());
+            }),
         }
     }
 
     /// Applies events until the model reaches the store's head as it is now.
     pub async fn catch_up(&self) -> Result<u64, Error> {
-        let head = self.store.head();
+        let head = self.store.sync_head().await?;
         while self.position() < head {
             if self.step().await? == 0 {
                 break;
@@ -338,16 +361,26 @@ impl Projector {
         self.progress.borrow().stopped.clone()
     }
 
+    /// Why the model is being rebuilt, while it is.
+    pub fn rebuilding(&self) -> Option<Arc<str>> {
+        self.progress.borrow().rebuilding.clone()
+    }
+
     /// Whether the model has caught up with the log's head.
     pub fn caught_up(&self) -> bool {
-        self.stopped().is_none() && self.position() >= self.store.head()
+        let progress = self.progress.borrow();
+        progress.stopped.is_none()
+            && progress.rebuilding.is_none()
+            && progress.applied >= self.store.head()
     }
 
     /// Resolves once the model reflects `position`.
     pub async fn wait_for(&self, position: u64) -> Result<(), Error> {
         let mut progress = self.progress.subscribe();
         let reached = progress
-            .wait_for(|p| p.applied >= position || p.stopped.is_some())
+            .wait_for(|p| {
+                (p.applied >= position && p.rebuilding.is_none()) || p.stopped.is_some()
+            })
             .await
             .map_err(|_| Error::Stopped("projector dropped".into()))?;
         match &reached.stopped {
@@ -356,71 +389,87 @@ impl Projector {
         }
     }
 
-    /// A read view of the model; hold it briefly, never across an await.
-    pub fn read(&self) -> RwLockReadGuard<'_, Snapshot> {
-        self.state.read().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// Saves the current state as the snapshot in `file`.
-    pub fn save(&self, file: &Path) -> Result<u64, crate::snapshot::Error> {
-        let bytes_and_position = {
-            let state = self.read();
-            (state.encode(), state.position())
-        };
-        let (bytes, position) = bytes_and_position;
-        crate::snapshot::write_atomically(file, &bytes)?;
-        Ok(position)
-    }
-
-    /// Saves a snapshot every `every` while the model keeps moving.
-    pub async fn save_periodically(self: Arc<Self>, file: PathBuf, every: Duration) {
-        let mut saved = self.position();
-        let mut tick = tokio::time::interval(every);
-        tick.tick().await;
-        loop {
-            tick.tick().await;
-            if self.position() == saved {
-                continue;
-            }
-            let projector = self.clone();
-            let target = file.clone();
-            match tokio::task::spawn_blocking(move || projector.save(&target)).await {
-                Ok(Ok(position)) => saved = position,
-                Ok(Err(e)) => tracing::warn!(error = %e, "saving the snapshot failed"),
-                Err(e) => tracing::warn!(error = %e, "the snapshot task failed"),
-            }
-        }
+    /// Writes everything folded so far to disk, durably.
+    pub fn close(&self) -> Result<(), Error> {
+        Ok(self.model().close()?)
     }
 }
 
-/// Loads the snapshot and checks it against the log; any doubt means rebuild.
-async fn trusted_snapshot(
-    store: &dyn EventStore,
-    loaded: Result<Snapshot, crate::snapshot::Error>,
-) -> Result<Snapshot, String> {
-    let snapshot = loaded.map_err(|e| e.to_string())?;
-    let position = snapshot.position();
-    if position == 0 {
-        return Ok(snapshot);
+/// Opens the model `config` names if it matches the log; else a fresh one.
+async fn open_model(store: &dyn EventStore, config: &Config) -> Result<(Model, Start), Error> {
+    let Some(file) = &config.file else {
+        return Ok((fresh_model(config)?, Start::Fresh { reason: None }));
+    };
+    let reason = match model::open(file, config.cache_bytes) {
+        Ok(stored) => match trusted(store, &stored).await {
+            Ok(()) => {
+                let position = stored.tip.position();
+                let model = Model::start(stored.kv, stored.tip, stored.log_id, config.options)?;
+                return Ok((model, Start::Resumed { position }));
+            }
+            Err(reason) => reason,
+        },
+        Err(model::Error::Kv(kv::Error::Locked(path))) => return Err(Error::Locked(path)),
+        Err(e) => e.to_string(),
+    };
+    if store.head() > 0 || file.exists() {
+        tracing::warn!(%reason, file = %file.display(), "setting the read model aside; it is rebuilt from the log");
     }
-    if position > store.head() {
+    model::set_aside(file)
+        .map_err(|e| Error::Stopped(format!("cannot set {} aside: {e}", file.display()).into()))?;
+    Ok((fresh_model(config)?, Start::Fresh { reason: Some(reason) }))
+}
+
+fn fresh_model(config: &Config) -> Result<Model, Error> {
+    let kv: Arc<dyn kv::Kv> = match &config.file {
+        Some(file) => model::open(file, config.cache_bytes)?.kv,
+        None => Arc::new(RedbKv::in_memory(&model::tables::ALL).map_err(model::Error::from)?),
+    };
+    Ok(Model::start(kv, Tip::default(), None, config.options)?)
+}
+
+/// Whether a store's contents can be trusted to be this log's up to its
+/// position; the reason it cannot be, if not.
+pub(crate) async fn trusted(store: &dyn EventStore, stored: &model::Stored) -> Result<(), String> {
+    let position = stored.tip.position();
+    match stored.format {
+        None if position == 0 => return Ok(()),
+        Some(model::tables::FORMAT) => {}
+        Some(other) => {
+            return Err(format!(
+                "it is of format {other}; this build reads format {}",
+                model::tables::FORMAT
+            ));
+        }
+        None => return Err("it has no format record".into()),
+    }
+    if position == 0 {
+        return Ok(());
+    }
+    let head = store.sync_head().await.map_err(|e| e.to_string())?;
+    if position > head {
         return Err(format!(
-            "snapshot is at position {position} but the log ends at {}",
-            store.head()
+            "it is at position {position} but the log ends at {head}"
         ));
     }
-    let event = store
-        .read_all(position, 1)
-        .await
-        .map_err(|e| format!("cannot read position {position} to check the snapshot: {e}"))?;
-    match event.first() {
-        Some(event) if event.position == position && event.hash == snapshot.last_hash => {
-            Ok(snapshot)
-        }
-        _ => Err(format!(
-            "snapshot does not match the log at position {position}"
-        )),
+    let hash_at = |position: u64| async move {
+        let events = store
+            .read_all(position, 1)
+            .await
+            .map_err(|e| format!("cannot read position {position} to check it: {e}"))?;
+        events
+            .first()
+            .filter(|e| e.position == position)
+            .map(|e| e.hash)
+            .ok_or_else(|| format!("the log has no position {position}"))
+    };
+    if stored.log_id != Some(hash_at(1).await?) {
+        return Err("it was built from another log".into());
     }
+    if hash_at(position).await? != stored.tip.last_hash {
+        return Err(format!("it does not match the log at position {position}"));
+    }
+    Ok(())
 }
 
 #[cfg(test)]

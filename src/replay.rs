@@ -1,5 +1,5 @@
-//! Replaying the log into a snapshot from its position to the head, as
-//! `projections rebuild` does: as fast as two cores allow, so in stages on
+//! Replaying the log into a read model from its position to the head, as
+//! `projections rebuild` and a long catch-up do: as fast as two cores allow, so in stages on
 //! their own threads, with one batch waiting between each two to keep both
 //! cores busy. No more: each batch in flight is memory that a fresh process
 //! must fault in and zero, which costs more than the pipeline gains by it.
@@ -8,7 +8,8 @@
 //! 2. chain: each event's archive is checked and its hash folded into the
 //!    ledger digest, in position order;
 //! 3. decode: each event is decoded as the folds need it;
-//! 4. fold: the read model takes the decoded events.
+//! 4. fold: the read model takes the decoded events (and writes its
+//!    overlays to disk on a thread of its own as they fill up).
 //!
 //! A stage hands what it is done with back to the one that made it, to be
 //! reused, or freed on the thread that allocated it: a free from another
@@ -16,29 +17,30 @@
 //! position order, after the events before them, so the one reported is the
 //! first in the log.
 
+use std::sync::Arc;
 use std::sync::mpsc as std_mpsc;
 
 use tokio::sync::mpsc;
 
-use crate::projector::{Decoded, Error, Tip};
-use crate::snapshot::Snapshot;
+use crate::model::{Decoded, Model, Tip};
+use crate::projector::Error;
 use crate::store::{Batch, EventRef, EventStore};
 
-/// Folds the log into `state` from its position to the head; `progress`
+/// Folds the log into `model` from its position to the head; `progress`
 /// hears each folded position.
 pub async fn replay(
     store: &dyn EventStore,
-    mut state: Snapshot,
+    model: Arc<Model>,
     batch: usize,
     mut progress: impl FnMut(u64) + Send + 'static,
-) -> Result<Snapshot, Error> {
-    let from = state.position() + 1;
+) -> Result<(), Error> {
+    let from = model.applied() + 1;
     let (read_tx, mut read_rx) = mpsc::channel::<Batch>(1);
     let (chained_tx, mut chained_rx) = mpsc::channel::<Result<Chained, Error>>(1);
     let (decoded_tx, mut decoded_rx) = mpsc::channel::<Result<Folded, Error>>(1);
     let (spent_tx, spent_rx) = std_mpsc::channel::<Batch>();
     let (done_tx, done_rx) = std_mpsc::channel::<Vec<Decoded>>();
-    let mut tip = Tip::of(&state);
+    let mut tip = model.tip();
     let chain = tokio::task::spawn_blocking(move || {
         while let Some(events) = read_rx.blocking_recv() {
             let mut good = 0;
@@ -73,14 +75,16 @@ pub async fn replay(
             let mut decoded = done_rx.try_recv().unwrap_or_default();
             let failed = decode_batch(events.iter().take(good), &mut decoded).err();
             let _ = spent_tx.send(events);
+            // A batch that failed to decode is not folded in part: the chain
+            // covers all of it, and the replay fails at the first bad event.
+            if let Some(e) = failed {
+                let _ = decoded_tx.blocking_send(Err(e));
+                return;
+            }
             if decoded_tx
                 .blocking_send(Ok(Folded { decoded, tip }))
                 .is_err()
             {
-                return;
-            }
-            if let Some(e) = failed {
-                let _ = decoded_tx.blocking_send(Err(e));
                 return;
             }
         }
@@ -88,16 +92,13 @@ pub async fn replay(
     let folder = tokio::task::spawn_blocking(move || {
         while let Some(folded) = decoded_rx.blocking_recv() {
             let Folded { decoded, tip } = folded?;
-            for event in &decoded {
-                state.model.apply(&event.recorded);
-            }
-            tip.set(&mut state);
-            progress(state.position());
+            model.apply_chained(&decoded, tip)?;
+            progress(tip.position());
             let _ = done_tx.send(decoded);
         }
-        Ok::<_, Error>(state)
+        Ok::<_, Error>(())
     });
-    let read = read_ahead(store, &read_tx, &spent_rx, from, batch).await;
+    let read = read_ahead(store, &read_tx, spent_rx, from, batch).await;
     drop(read_tx);
     let _ = chain.await;
     let _ = decoder.await;
@@ -105,8 +106,8 @@ pub async fn replay(
         .await
         .map_err(|e| Error::Stopped(format!("the fold task failed: {e}").into()))?;
     // An error of a later stage comes first: it is at an earlier position than a read error.
-    let state = folded?;
-    read.map(|()| state)
+    folded?;
+    read
 }
 
 /// A batch whose first `good` events passed their checks, and the chain
@@ -154,7 +155,7 @@ fn decode_batch<'a>(
 async fn read_ahead(
     store: &dyn EventStore,
     tx: &mpsc::Sender<Batch>,
-    spent: &std_mpsc::Receiver<Batch>,
+    spent: std_mpsc::Receiver<Batch>,
     mut from: u64,
     batch: usize,
 ) -> Result<(), Error> {

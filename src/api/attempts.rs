@@ -12,7 +12,6 @@ use axum::routing::get;
 use axum::{Json, Router};
 use projections::event::stream;
 use projections::values::{AttemptStatus, HttpStatusCode, NonEmptyString, RetryAt, Timestamp};
-use projections::view::EventSnapshot;
 use projections::{Command, Event};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -24,7 +23,7 @@ use super::error::{ApiError, FieldError};
 use super::extract::{Caller, Id, IdempotencyKey, IfMatch, Params, Validated, ValidatedJson};
 use super::input::{Errors, Field, integer, object, type_name};
 use super::page::{self, List, Page};
-use super::{AppState, etag, reply_event};
+use super::{AppState, etag, event_answer, reply_event};
 use crate::ledger::Outcome;
 use crate::store::RecordedEvent;
 
@@ -160,22 +159,16 @@ async fn record(
 ) -> Result<Response, ApiError> {
     let org = &caller.organization_id;
     let delivery_id = id.0;
-    let version =
-        |state: &AppState| state.tenant(org, |t| t.delivery(&delivery_id).map(|d| d.version));
-    let mut version_now = version(&state)?;
-    if version_now.is_none() {
-        // The delivery may have been created through another process sharing
-        // the store, and not be in this one's model yet.
-        state.ledger().sync().await?;
-        version_now = version(&state)?;
-    }
-    let Some(version_now) = version_now else {
-        return Err(not_found(&delivery_id));
+    // Only an If-Match with several tags needs the version the delivery is at.
+    let current = if if_match.is_several() {
+        state.read(|v| Ok(v.delivery(org, &delivery_id)?.map(|d| d.version)))?
+    } else {
+        None
     };
     let ctx = caller.context(idempotency.bind(&body.sha256));
     let attempt = body.value;
     let command = Command::RecordAttempt {
-        delivery_id: delivery_id.clone(),
+        delivery_id,
         organization_id: org.clone(),
         status: attempt.status,
         response_status_code: attempt.response_status_code,
@@ -183,51 +176,16 @@ async fn record(
         last_error: attempt.last_error,
         next_retry_at: attempt.next_retry_at,
     };
-    let written = state
-        .execute(command, &ctx, if_match.expected(Some(version_now)))
-        .await?;
+    let written = state.execute(command, &ctx, if_match.expected(current)).await?;
     let replayed = written.outcome == Outcome::Replayed;
-    // The answer must show the delivery right after this attempt, even when
-    // other attempts landed since: the live model if it is still there, else
-    // the log folded up to this write.
-    let live = match written.stream_version {
-        Some(version) if !replayed => state
-            .tenant(org, |t| {
-                let at_ours = t
-                    .delivery(&delivery_id)
-                    .is_some_and(|d| d.version == version);
-                at_ours
-                    .then(|| t.event_snapshot(&written.resource_id))
-                    .flatten()
-            })?
-            .map(|snapshot| (snapshot, version)),
-        _ => None,
-    };
-    let (snapshot, version) = match live {
-        Some(found) => found,
-        None => {
-            let snapshot = state
-                .ledger()
-                .event_as_of(org, &written.resource_id, written.position)
-                .await?
-                .ok_or_else(|| {
-                    ApiError::Internal(format!("event {} vanished", written.resource_id))
-                })?;
-            let version = attempt_count(&snapshot, &delivery_id);
-            (snapshot, version)
-        }
-    };
+    // The answer is the event as it stood right after this attempt, whatever
+    // landed since: the ledger reads it so.
+    let (snapshot, version) = event_answer(written)?;
     let mut response = reply_event(StatusCode::OK, &snapshot, replayed);
-    response.headers_mut().insert(header::ETAG, etag(version));
+    response
+        .headers_mut()
+        .insert(header::ETAG, etag(version.unwrap_or(0)));
     Ok(response)
-}
-
-fn attempt_count(snapshot: &EventSnapshot, delivery_id: &str) -> u64 {
-    snapshot
-        .deliveries
-        .iter()
-        .find(|d| d.id == delivery_id)
-        .map_or(0, |d| d.attempt_count)
 }
 
 /// One attempt as the sender reported it, with its place in the log.
@@ -288,9 +246,8 @@ async fn stream_page(
         },
     };
     errors.check()?;
-    let exists = state.tenant(&caller.organization_id, |t| {
-        t.delivery(delivery_id).is_some()
-    })?;
+    let org = &caller.organization_id;
+    let exists = state.read(|v| Ok(v.delivery(org, delivery_id)?.is_some()))?;
     if !exists {
         return Err(not_found(delivery_id));
     }
@@ -318,9 +275,9 @@ async fn history(
     let (events, next_cursor) = stream_page(&state, &caller, &id.0, &params, "attempts").await?;
     let mut data = Vec::with_capacity(events.len());
     for stored in &events {
-        let recorded =
-            crate::projector::decode(stored).map_err(|e| ApiError::Unavailable(e.to_string()))?;
-        let Event::AttemptRecorded(attempt) = recorded.event else {
+        let event = Event::decode(&stored.event_type, stored.schema_version, &stored.data)
+            .map_err(|e| ApiError::Unavailable(format!("stored event {}: {e}", stored.position)))?;
+        let Event::AttemptRecorded(attempt) = event else {
             return Err(ApiError::Internal(format!(
                 "a {} event in the stream of delivery {}",
                 stored.event_type, id.0
@@ -333,7 +290,7 @@ async fn history(
             response_body: attempt.response_body,
             last_error: attempt.last_error,
             next_retry_at: attempt.next_retry_at,
-            recorded_at: recorded.recorded_at,
+            recorded_at: Timestamp::from_micros(stored.recorded_at),
             version: stored.version,
             position: stored.position,
             hash: hex::encode(stored.hash),

@@ -14,7 +14,8 @@ use tracing::instrument;
 use super::error::{ApiError, FieldError};
 use super::extract::{Caller, Id, Params};
 use super::input::Errors;
-use super::page::{List, Page, newest_first};
+use super::page::{self, List, Page};
+use crate::model::DeliveryFilter;
 use super::{AppState, etag};
 
 pub fn router() -> Router<AppState> {
@@ -58,13 +59,12 @@ impl Filters {
         }
     }
 
-    fn keep(&self, d: &projections::Delivery) -> bool {
-        self.status.is_none_or(|s| d.status == s)
-            && self
-                .endpoint_id
-                .as_ref()
-                .is_none_or(|id| d.endpoint_id == *id)
-            && self.event_id.as_ref().is_none_or(|id| d.event_id == *id)
+    fn to_model(&self) -> DeliveryFilter {
+        DeliveryFilter {
+            status: self.status,
+            endpoint_id: self.endpoint_id.clone(),
+            event_id: self.event_id.clone(),
+        }
     }
 }
 
@@ -85,16 +85,10 @@ async fn list(
     let filters = Filters::read(&params, &mut errors);
     let page = Page::read(&params, "dlv", &mut errors);
     errors.check()?;
-    let list = state.tenant(&caller.organization_id, |t| {
-        newest_first(
-            &t.deliveries,
-            &page,
-            "dlv",
-            |d| filters.keep(d),
-            |d| DeliveryView::from(d),
-        )
+    let listed = state.read(|v| {
+        v.delivery_list(&caller.organization_id, &filters.to_model(), &page.to_model())
     })?;
-    Ok(Json(list))
+    Ok(Json(page::list("dlv", listed, |d| DeliveryView::from(&d))))
 }
 
 #[instrument(skip_all, fields(org = %caller.organization_id, delivery = %id.0))]
@@ -115,28 +109,27 @@ async fn show(
             .transpose()
         })
         .map_err(|e| ApiError::Invalid(vec![e]))?;
-    let current = state
-        .tenant(org, |t| {
-            t.delivery(&id.0)
-                .map(|d| (DeliveryView::from(d), d.version))
-        })?
-        .ok_or_else(|| not_found(&id.0))?;
-    let (view, version) = match as_of {
-        None => current,
-        Some(n) if n > current.1 => {
+    let (current, then) = state.read(|v| {
+        let Some(current) = v.delivery(org, &id.0)? else {
+            return Ok((None, None));
+        };
+        let then = match as_of {
+            Some(n) if n < current.version => v.delivery_at_version(org, &id.0, n)?,
+            _ => None,
+        };
+        Ok((Some(current), then))
+    })?;
+    let current = current.ok_or_else(|| not_found(&id.0))?;
+    let delivery = match as_of {
+        Some(n) if n > current.version => {
             return Err(ApiError::field(
                 "asOfVersion",
-                format!("must be at most {}, the delivery's version", current.1),
+                format!("must be at most {}, the delivery's version", current.version),
             ));
         }
-        Some(n) => {
-            let view = state
-                .ledger()
-                .delivery_as_of_version(org, &id.0, n)
-                .await?
-                .ok_or_else(|| not_found(&id.0))?;
-            (view, n)
-        }
+        Some(n) if n < current.version => then.ok_or_else(|| not_found(&id.0))?,
+        _ => current,
     };
-    Ok(([(header::ETAG, etag(version))], Json(view)).into_response())
+    let version = delivery.version;
+    Ok(([(header::ETAG, etag(version))], Json(DeliveryView::from(&delivery))).into_response())
 }

@@ -14,8 +14,8 @@ use tracing::instrument;
 use super::error::{ApiError, FieldError};
 use super::extract::{Caller, Id, IdempotencyKey, Params, Validated, ValidatedJson};
 use super::input::{Errors, Field, boolean, http_url, string_list, text};
-use super::page::{List, Page, newest_first};
-use super::{AppState, reply};
+use super::page::{self, List, Page};
+use super::{AppState, endpoint_answer, reply};
 use crate::ledger::{self, Outcome};
 
 pub const MAX_NAME: usize = 256;
@@ -170,16 +170,7 @@ async fn create(
     };
     let written = state.execute(command, &ctx, None).await?;
     let replayed = written.outcome == Outcome::Replayed;
-    let view = if replayed {
-        state
-            .ledger()
-            .endpoint_as_of(org, &written.resource_id, written.position)
-            .await?
-    } else {
-        current(&state, org, &written.resource_id)?
-    };
-    let view = view
-        .ok_or_else(|| ApiError::Internal(format!("endpoint {} vanished", written.resource_id)))?;
+    let view = endpoint_answer(written)?;
     Ok(reply(StatusCode::CREATED, &view, replayed))
 }
 
@@ -192,16 +183,8 @@ async fn list(
     let mut errors = Errors::default();
     let page = Page::read(&params, "ep", &mut errors);
     errors.check()?;
-    let list = state.tenant(&caller.organization_id, |t| {
-        newest_first(
-            &t.endpoints,
-            &page,
-            "ep",
-            |_| true,
-            |e| EndpointView::from(e),
-        )
-    })?;
-    Ok(Json(list))
+    let listed = state.read(|v| v.endpoint_list(&caller.organization_id, &page.to_model()))?;
+    Ok(Json(page::list("ep", listed, |e| EndpointView::from(&e))))
 }
 
 #[instrument(skip_all, fields(org = %caller.organization_id, endpoint = %id.0))]
@@ -231,13 +214,12 @@ async fn update(
         event_types: patch.event_types,
         enabled: patch.enabled,
     };
-    state.execute(command, &caller.context(None), None).await?;
-    let view = current(&state, &caller.organization_id, &id.0)?.ok_or_else(|| not_found(&id.0))?;
-    Ok(reply(StatusCode::OK, &view, false))
+    let written = state.execute(command, &caller.context(None), None).await?;
+    Ok(reply(StatusCode::OK, &endpoint_answer(written)?, false))
 }
 
 fn current(state: &AppState, org: &str, id: &str) -> Result<Option<EndpointView>, ApiError> {
-    state.tenant(org, |t| t.endpoints.get(id).map(EndpointView::from))
+    state.read(|v| Ok(v.endpoint(org, id)?.as_ref().map(EndpointView::from)))
 }
 
 fn not_found(id: &str) -> ApiError {

@@ -152,6 +152,7 @@ impl From<ledger::Error> for ApiError {
             ledger::Error::IdempotencyKeyReused => ApiError::IdempotencyKeyReused,
             ledger::Error::Store(e) => e.into(),
             ledger::Error::Projector(e) => ApiError::Unavailable(e.to_string()),
+            ledger::Error::Model(e) => ApiError::Unavailable(e.to_string()),
         }
     }
 }

@@ -18,8 +18,9 @@ use tracing::instrument;
 use super::error::{ApiError, FieldError};
 use super::extract::{Caller, Id, IdempotencyKey, Params, Validated, ValidatedJson};
 use super::input::{Errors, Field, object, text};
-use super::page::{List, Page, newest_first};
-use super::{AppState, reply_event};
+use super::page::{self, List, Page};
+use super::{AppState, event_answer, reply_event};
+use crate::model::{EventFilter, Listed};
 use crate::ledger::{self, Outcome};
 
 pub const MAX_EVENT_TYPE: usize = 256;
@@ -104,27 +105,13 @@ async fn accept(
         payload: event.payload,
     };
     let written = state.execute(command, &ctx, None).await?;
-    let (status, snapshot) = match written.outcome {
-        Outcome::Replayed => (
-            StatusCode::CREATED,
-            state
-                .ledger()
-                .event_as_of(org, &written.resource_id, written.position)
-                .await?,
-        ),
-        Outcome::Existing => (StatusCode::OK, current(&state, org, &written.resource_id)?),
-        Outcome::Appended | Outcome::Unchanged => (
-            StatusCode::CREATED,
-            current(&state, org, &written.resource_id)?,
-        ),
+    let outcome = written.outcome;
+    let status = match outcome {
+        Outcome::Existing => StatusCode::OK,
+        Outcome::Replayed | Outcome::Appended | Outcome::Unchanged => StatusCode::CREATED,
     };
-    let snapshot = snapshot
-        .ok_or_else(|| ApiError::Internal(format!("event {} vanished", written.resource_id)))?;
-    Ok(reply_event(
-        status,
-        &snapshot,
-        written.outcome == Outcome::Replayed,
-    ))
+    let (snapshot, _) = event_answer(written)?;
+    Ok(reply_event(status, &snapshot, outcome == Outcome::Replayed))
 }
 
 /// The list filters; each unknown value is a 400 naming its parameter.
@@ -167,11 +154,13 @@ impl Filters {
         }
     }
 
-    fn keep(&self, e: &projections::WebhookEvent) -> bool {
-        self.status.is_none_or(|s| e.status == s)
-            && self.event_type.as_ref().is_none_or(|t| e.event_type == *t)
-            && self.created_after.is_none_or(|at| e.created_at > at)
-            && self.created_before.is_none_or(|at| e.created_at < at)
+    fn to_model(&self) -> EventFilter {
+        EventFilter {
+            status: self.status,
+            event_type: self.event_type.clone(),
+            created_after: self.created_after,
+            created_before: self.created_before,
+        }
     }
 }
 
@@ -196,16 +185,21 @@ async fn list(
     let filters = Filters::read(&params, &mut errors);
     let page = Page::read(&params, "evt", &mut errors);
     errors.check()?;
-    let list = state.tenant(&caller.organization_id, |t| {
-        newest_first(
-            &t.events,
-            &page,
-            "evt",
-            |e| filters.keep(e),
-            |e| EventSnapshot::new(e, t),
-        )
+    let org = &caller.organization_id;
+    let snapshots = state.read(|v| {
+        let listed = v.event_list(org, &filters.to_model(), &page.to_model())?;
+        let mut snapshots = Vec::with_capacity(listed.items.len());
+        for event in &listed.items {
+            if let Some(snapshot) = v.event_snapshot(org, &event.id, None)? {
+                snapshots.push(snapshot);
+            }
+        }
+        Ok(Listed {
+            items: snapshots,
+            next: listed.next,
+        })
     })?;
-    Ok(Json(list))
+    Ok(Json(page::list("evt", snapshots, |s| s)))
 }
 
 #[instrument(skip_all, fields(org = %caller.organization_id, event = %id.0))]
@@ -216,5 +210,5 @@ async fn show(State(state): State<AppState>, caller: Caller, id: Id) -> Result<R
 }
 
 fn current(state: &AppState, org: &str, id: &str) -> Result<Option<EventSnapshot>, ApiError> {
-    state.tenant(org, |t| t.event_snapshot(id))
+    state.read(|v| v.event_snapshot(org, id, None))
 }

@@ -300,6 +300,12 @@ impl<S: Send + Sync> FromRequestParts<S> for IfMatch {
 }
 
 impl IfMatch {
+    /// Whether several tags were sent, so the one to use depends on the
+    /// version the delivery is at.
+    pub fn is_several(&self) -> bool {
+        self.0.as_ref().is_some_and(|v| v.len() > 1)
+    }
+
     /// The one version to hand the ledger: with several tags, the one the
     /// delivery is at now if listed (the ledger checks again atomically).
     pub fn expected(&self, current: Option<u64>) -> Option<u64> {

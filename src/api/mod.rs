@@ -21,12 +21,13 @@ use axum::response::{IntoResponse, Response};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
-use projections::view::EventSnapshot;
-use projections::{Command, Tenant, Timestamp};
+use projections::view::{EndpointView, EventSnapshot};
+use projections::{Command, Timestamp};
 use tokio::sync::Semaphore;
 use tower_http::catch_panic::CatchPanicLayer;
 
-use crate::ledger::{Context, Ledger, Written};
+use crate::ledger::{Answer, Context, Ledger, Written};
+use crate::model::View;
 use crate::node::Node;
 
 pub mod attempts;
@@ -130,21 +131,47 @@ impl AppState {
 }
 
 impl AppState {
-    /// Runs `f` on the caller's organization in the read model (an empty one if
-    /// it has nothing yet). 503 if the projector stopped: its model may lack
-    /// acknowledged writes. The read guard is held only for `f`, never across an await.
-    pub(crate) fn tenant<T>(&self, org: &str, f: impl FnOnce(&Tenant) -> T) -> Result<T, ApiError> {
+    /// Reads the model through `f`. 503 while the model cannot be trusted
+    /// (its projector stopped, or it is being rebuilt), and when a read fails;
+    /// a read that finds the model's file damaged starts its rebuild.
+    pub(crate) fn read<T>(
+        &self,
+        f: impl FnOnce(&View) -> Result<T, crate::model::Error>,
+    ) -> Result<T, ApiError> {
         let projector = &self.node.projector;
-        if let Some(reason) = projector.stopped() {
-            return Err(ApiError::Unavailable(format!(
-                "the projector stopped: {reason}"
-            )));
-        }
-        let snapshot = projector.read();
-        Ok(match snapshot.model.tenant(org) {
-            Some(tenant) => f(tenant),
-            None => f(&Tenant::default()),
+        let view = projector
+            .view()
+            .map_err(|e| ApiError::Unavailable(e.to_string()))?;
+        f(&view).map_err(|e| {
+            projector.report(&e);
+            ApiError::Unavailable(e.to_string())
         })
+    }
+}
+
+/// The endpoint a command answered with.
+pub(crate) fn endpoint_answer(written: Written) -> Result<EndpointView, ApiError> {
+    match written.answer {
+        Answer::Endpoint(view) => Ok(view),
+        _ => Err(ApiError::Internal(format!(
+            "no endpoint in the answer about {}",
+            written.resource_id
+        ))),
+    }
+}
+
+/// The webhook event a command answered with, and for an attempt the
+/// delivery's version right after it.
+pub(crate) fn event_answer(written: Written) -> Result<(EventSnapshot, Option<u64>), ApiError> {
+    match written.answer {
+        Answer::Event {
+            snapshot,
+            delivery_version,
+        } => Ok((snapshot, delivery_version)),
+        _ => Err(ApiError::Internal(format!(
+            "no event in the answer about {}",
+            written.resource_id
+        ))),
     }
 }
 

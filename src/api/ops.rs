@@ -56,10 +56,8 @@ struct Readiness {
 
 async fn readyz(State(state): State<AppState>) -> Result<Json<Readiness>, ApiError> {
     let node = state.node();
-    if let Some(reason) = node.projector.stopped() {
-        return Err(ApiError::Unavailable(format!(
-            "the projector stopped: {reason}"
-        )));
+    if let Err(e) = node.projector.view() {
+        return Err(ApiError::Unavailable(e.to_string()));
     }
     let (position, head) = (node.projector.position(), node.store.head());
     if !node.projector.caught_up() {
@@ -94,14 +92,12 @@ struct Digest {
 #[instrument(skip_all, fields(org = %caller.organization_id))]
 async fn digest(State(state): State<AppState>, caller: Caller) -> Result<Json<Digest>, ApiError> {
     let projector = &state.node().projector;
-    if let Some(reason) = projector.stopped() {
-        return Err(ApiError::Unavailable(format!(
-            "the projector stopped: {reason}"
-        )));
-    }
-    let snapshot = projector.read();
+    projector
+        .view()
+        .map_err(|e| ApiError::Unavailable(e.to_string()))?;
+    let digest = projector.model().tip().digest;
     Ok(Json(Digest {
-        position: snapshot.digest.position,
-        digest: snapshot.digest.hex(),
+        position: digest.position,
+        digest: digest.hex(),
     }))
 }

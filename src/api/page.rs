@@ -5,14 +5,12 @@
 //! new items arrive at the front. It is hex so clients treat it as opaque and
 //! cannot build one by hand; a cursor for another kind of list is refused.
 
-use std::collections::BTreeMap;
-use std::ops::Bound;
-
 use serde::Serialize;
 
 use super::error::FieldError;
 use super::extract::Params;
 use super::input::Errors;
+use crate::model::Listed;
 
 pub const DEFAULT_LIMIT: usize = 50;
 pub const MAX_LIMIT: usize = 250;
@@ -79,37 +77,23 @@ fn decode(kind: &str, cursor: &str) -> Result<String, FieldError> {
     Ok(value.to_owned())
 }
 
-/// Newest first by id: the items of `map` that `keep` accepts, after the cursor.
-pub fn newest_first<K, V, T>(
-    map: &BTreeMap<K, V>,
-    page: &Page,
-    kind: &str,
-    keep: impl Fn(&V) -> bool,
-    view: impl Fn(&V) -> T,
-) -> List<T>
-where
-    K: Ord + AsRef<str> + for<'a> From<&'a str>,
-{
-    let upper = match &page.after {
-        Some(id) => Bound::Excluded(K::from(id.as_str())),
-        None => Bound::Unbounded,
-    };
-    let mut items = map
-        .range((Bound::Unbounded, upper))
-        .rev()
-        .filter(|(_, v)| keep(v))
-        .take(page.limit + 1);
-    let mut data = Vec::with_capacity(page.limit.min(64));
-    let mut last = None;
-    for (id, value) in items.by_ref().take(page.limit) {
-        data.push(view(value));
-        last = Some(id);
+impl Page {
+    /// The page as the read model's lists take it.
+    pub fn to_model(&self) -> crate::model::Page {
+        crate::model::Page {
+            limit: self.limit,
+            before: self.after.clone(),
+        }
     }
-    let next_cursor = match (items.next(), last) {
-        (Some(_), Some(last)) => Some(encode(kind, last.as_ref())),
-        _ => None,
-    };
-    List { data, next_cursor }
+}
+
+/// A page of the read model as the API answers it: each row through `view`,
+/// and a cursor of this list's `kind` if the list goes on.
+pub fn list<R, T>(kind: &str, listed: Listed<R>, view: impl FnMut(R) -> T) -> List<T> {
+    List {
+        data: listed.items.into_iter().map(view).collect(),
+        next_cursor: listed.next.map(|id| encode(kind, &id)),
+    }
 }
 
 #[cfg(test)]
@@ -149,21 +133,16 @@ mod tests {
     }
 
     #[test]
-    fn pages_walk_newest_first_to_the_end() {
-        let map: BTreeMap<String, u32> = (1..=5).map(|i| (format!("ep_{i}"), i)).collect();
-        let mut page = Page {
-            limit: 2,
-            after: None,
+    fn a_page_of_the_model_keeps_its_order_and_goes_on_with_a_cursor_of_its_kind() {
+        let listed = Listed {
+            items: vec![3, 2],
+            next: Some("ep_2".to_owned()),
         };
-        let mut seen = Vec::new();
-        loop {
-            let list = newest_first(&map, &page, "ep", |_| true, |v| *v);
-            seen.extend(list.data);
-            match list.next_cursor {
-                Some(c) => page.after = Some(decode("ep", &c).unwrap()),
-                None => break,
-            }
-        }
-        assert_eq!(seen, vec![5, 4, 3, 2, 1]);
+        let page = list("ep", listed, |n| n * 10);
+        assert_eq!(page.data, vec![30, 20]);
+        let next = page.next_cursor.expect("the list goes on");
+        assert_eq!(decode("ep", &next).unwrap(), "ep_2");
+        let last = list("ep", Listed { items: vec![1], next: None }, |n: i32| n);
+        assert_eq!(last.next_cursor, None);
     }
 }

@@ -5,7 +5,7 @@
 use std::io::Write;
 
 use clap::{Args, Subcommand};
-use projections::ReadModel;
+use projections::{Event, MemoryRows};
 use projections::event::stream;
 use projections::view::DeliveryView;
 use serde_json::json;
@@ -14,8 +14,6 @@ use crate::audit::{self, Expected, Exported};
 use crate::chain::{Hash, LedgerDigest};
 use crate::cli::projections::Progress;
 use crate::cli::{Error, StoreArgs, open};
-use crate::node::snapshot_file;
-use crate::projector::{Projector, decode};
 use crate::store::{EventStore, RecordedEvent, read_whole_stream};
 
 #[derive(Debug, Subcommand)]
@@ -153,7 +151,7 @@ async fn export(args: &StoreArgs, org: Option<&str>) -> Result<(), Error> {
     let mut out = std::io::BufWriter::new(stdout.lock());
     for_each_event(store.as_ref(), |event| {
         if let Some(org) = org {
-            let data = decode(event).map_err(|e| Error::CheckFailed(e.to_string()))?;
+            let data = decode(event)?;
             if data.event.organization_id() != org {
                 return Ok(());
             }
@@ -169,26 +167,12 @@ async fn export(args: &StoreArgs, org: Option<&str>) -> Result<(), Error> {
         .map_err(|e| Error::setup("writing the export failed", e))
 }
 
+/// Each event of a delivery with the delivery's state after it, folded from
+/// the log alone, so it runs beside a live server. The delivery's own stream
+/// names its event; a delivery with no attempt yet is found by its event's
+/// acceptance, which takes a walk through the log.
 async fn replay(args: &StoreArgs, delivery_id: &str) -> Result<(), Error> {
     let store = open::store_for_reading(args).await?;
-    let (projector, _) = Projector::open(store.clone(), Some(&snapshot_file(&args.data))).await;
-    projector
-        .catch_up()
-        .await
-        .map_err(|e| Error::CheckFailed(format!("cannot fold the log: {e}")))?;
-    let (org, event_id) = {
-        let state = projector.read();
-        state
-            .model
-            .tenants
-            .iter()
-            .find_map(|(org, tenant)| {
-                tenant
-                    .delivery(delivery_id)
-                    .map(|d| (org.clone(), d.event_id.clone()))
-            })
-            .ok_or_else(|| Error::Setup(format!("no delivery {delivery_id} in the ledger")))?
-    };
     let read = |name: String| {
         let store = store.clone();
         async move {
@@ -197,12 +181,22 @@ async fn replay(args: &StoreArgs, delivery_id: &str) -> Result<(), Error> {
                 .map_err(|e| Error::CheckFailed(format!("reading {name} failed: {e}")))
         }
     };
+    let attempts = read(stream::delivery(delivery_id)).await?;
+    let owner = match attempts.first() {
+        Some(first) => match decode(first)?.event {
+            Event::AttemptRecorded(a) => Some((a.organization_id, a.event_id)),
+            _ => None,
+        },
+        None => accepting_event(store.as_ref(), delivery_id).await?,
+    };
+    let (org, event_id) =
+        owner.ok_or_else(|| Error::Setup(format!("no delivery {delivery_id} in the ledger")))?;
     let mut history = read(stream::event(&event_id)).await?;
-    history.extend(read(stream::delivery(delivery_id)).await?);
-    let mut model = ReadModel::default();
+    history.extend(attempts);
+    let mut rows = MemoryRows::default();
     for event in &history {
-        model.apply(&decode(event).map_err(|e| Error::CheckFailed(e.to_string()))?);
-        let state = model
+        let Ok(()) = projections::apply(&mut rows, &decode(event)?, &args.settings());
+        let state = rows
             .tenant(&org)
             .and_then(|t| t.delivery(delivery_id))
             .map(DeliveryView::from);
@@ -213,6 +207,30 @@ async fn replay(args: &StoreArgs, delivery_id: &str) -> Result<(), Error> {
         println!("{line}");
     }
     Ok(())
+}
+
+fn decode(event: &RecordedEvent) -> Result<projections::Recorded, Error> {
+    crate::model::decode(event).map_err(|e| Error::CheckFailed(e.to_string()))
+}
+
+/// The organization and event that fanned out `delivery_id`, found by walking the log.
+async fn accepting_event(
+    store: &dyn EventStore,
+    delivery_id: &str,
+) -> Result<Option<(String, String)>, Error> {
+    let mut found = None;
+    for_each_event(store, |event| {
+        if found.is_none()
+            && event.event_type == "WebhookEventAccepted"
+            && let Event::WebhookEventAccepted(e) = decode(event)?.event
+            && e.deliveries.iter().any(|d| d.delivery_id == delivery_id)
+        {
+            found = Some((e.organization_id, e.event_id));
+        }
+        Ok(())
+    })
+    .await?;
+    Ok(found)
 }
 
 /// Calls `f` on every event in position order.

@@ -11,7 +11,7 @@ use clap::Subcommand;
 
 use crate::admin::{self, Request, Response};
 use crate::cli::{Error, StoreArgs, open};
-use crate::node::{Node, snapshot_file};
+use crate::node::Node;
 
 #[derive(Debug, Subcommand)]
 pub enum KeysCommand {
@@ -37,18 +37,30 @@ pub async fn run(args: &StoreArgs, command: KeysCommand) -> Result<(), Error> {
         KeysCommand::Revoke { key_id } => Request::RevokeKey { key_id },
     };
     let response = match open::try_store_for_writing(args).await {
-        Ok(store) => {
-            let node = Node::start(store, Some(snapshot_file(&args.data))).await;
-            node.ready()
-                .await
-                .map_err(|e| Error::setup("cannot load the read model", e))?;
-            let response = admin::handle(&node.ledger, request).await;
-            // Keeps the next start fast; a failure only costs a longer replay later.
-            if let Err(e) = node.save_snapshot() {
-                tracing::warn!(error = %e, "could not save the read-model snapshot");
+        Ok(store) => match Node::start(store, args.projector_config()).await {
+            Ok(node) => {
+                node.ready()
+                    .await
+                    .map_err(|e| Error::setup("cannot load the read model", e))?;
+                let response = admin::handle(&node.ledger, request).await;
+                // Keeps the next start fast; a failure only costs a longer replay later.
+                if let Err(e) = node.close() {
+                    tracing::warn!(error = %e, "could not write the read model out");
+                }
+                response
             }
-            response
-        }
+            // A server on a shared database holds this data directory's model:
+            // ask it, as with the embedded log.
+            Err(crate::projector::Error::Locked(_)) => admin::call(&args.data, &request)
+                .await
+                .map_err(|e| {
+                    Error::Setup(format!(
+                        "the read model in {} is held by another process and its admin socket did not answer: {e}",
+                        args.data.display()
+                    ))
+                })?,
+            Err(e) => return Err(Error::setup("cannot open the read model", e)),
+        },
         Err(crate::store::Error::Unavailable(reason)) => admin::call(&args.data, &request)
             .await
             .map_err(|e| {

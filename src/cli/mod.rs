@@ -13,6 +13,7 @@ pub mod keys;
 pub mod open;
 pub mod projections;
 pub mod serve;
+pub mod units;
 
 /// hookledger: an event-sourced ledger of outbound webhook deliveries.
 #[derive(Debug, Parser)]
@@ -33,7 +34,7 @@ pub struct Cli {
 #[derive(Debug, Clone, Args)]
 pub struct StoreArgs {
     /// Data directory: the embedded store's log, and with any backend this
-    /// process's read-model snapshots and admin socket (one per server process).
+    /// process's read model and admin socket (one per server process).
     #[arg(long, global = true, env = "HOOKLEDGER_DATA", default_value = "./data")]
     pub data: PathBuf,
 
@@ -50,6 +51,61 @@ pub struct StoreArgs {
         hide_env_values = true
     )]
     pub postgres_url: Option<Secret>,
+
+    /// Memory for the read model's page cache (the model itself lives on
+    /// disk in `DATA/model`). With the embedded backend the log's index
+    /// shares it. Takes B, KiB, MiB, GiB.
+    #[arg(long, global = true, env = "HOOKLEDGER_CACHE_SIZE", default_value = "256MiB", value_parser = units::parse_bytes)]
+    pub cache_size: usize,
+
+    /// How long an `Idempotency-Key` is kept: a key used again after this is
+    /// a new request. At least 24h. Every process on one ledger must use the
+    /// same value (it is part of how the log is folded).
+    #[arg(long, global = true, env = "HOOKLEDGER_IDEMPOTENCY_TTL", default_value = "7d", value_parser = idempotency_ttl)]
+    pub idempotency_ttl: std::time::Duration,
+}
+
+fn idempotency_ttl(text: &str) -> Result<std::time::Duration, String> {
+    let ttl = units::parse_duration(text)?;
+    if ttl < std::time::Duration::from_secs(24 * 3600) {
+        return Err("must be at least 24h: clients retry for longer than that".into());
+    }
+    Ok(ttl)
+}
+
+impl StoreArgs {
+    /// What every fold of this ledger shares.
+    pub fn settings(&self) -> ::projections::Settings {
+        ::projections::Settings {
+            idempotency_ttl: i64::try_from(self.idempotency_ttl.as_micros()).unwrap_or(i64::MAX),
+        }
+    }
+
+    /// Where this process keeps its read model, and how much memory it gets.
+    pub fn projector_config(&self) -> crate::projector::Config {
+        crate::projector::Config {
+            file: Some(crate::model::file_in(&self.data)),
+            cache_bytes: self.model_cache(),
+            options: crate::model::Options {
+                settings: self.settings(),
+                ..crate::model::Options::default()
+            },
+        }
+    }
+
+    /// The read model's share of `--cache-size`: all of it, but for the
+    /// quarter the embedded log's index takes.
+    pub fn model_cache(&self) -> usize {
+        match self.backend {
+            Backend::Embedded => self.cache_size - self.cache_size / 4,
+            Backend::Postgres => self.cache_size,
+        }
+    }
+
+    /// The embedded log index's share of `--cache-size`.
+    pub fn log_cache(&self) -> usize {
+        self.cache_size / 4
+    }
 }
 
 /// The storage backends the command line can open.

@@ -24,14 +24,14 @@ pub async fn try_store_for_writing(
     match args.backend {
         Backend::Embedded => {
             let options = embedded::Options {
-                claims_of: Some(crate::ledger::store_claims_of()),
+                claims_of: Some(crate::ledger::store_claims_of(args.settings())),
                 ..embedded::Options::default()
             };
             Ok(Arc::new(EmbeddedStore::open_with(&args.data, options)?))
         }
         Backend::Postgres => {
-            // The data directory still holds this process's snapshots and socket.
-            std::fs::create_dir_all(&args.data).map_err(|e| {
+            // The data directory still holds this process's read model and socket.
+            crate::fsutil::create_private_dir(&args.data).map_err(|e| {
                 crate::store::Error::io(format!("creating {}", args.data.display()), e)
             })?;
             let store = PostgresStore::open(postgres_url(args)?, postgres::Options::default());

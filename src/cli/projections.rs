@@ -1,28 +1,32 @@
-//! `hookledger projections rebuild [--verify]`: replay the log from position 1 into
-//! fresh read models, write a new snapshot, and with `--verify` list every
-//! difference from the live snapshot.
+//! `hookledger projections rebuild [--verify]`: replay the log from position 1
+//! into a fresh read-model store beside the live one, swap it in atomically,
+//! and with `--verify` list every row where the live model differs.
+//!
+//! The live model is held open by a running server, so the command refuses to
+//! run beside one rather than change its files under it.
 
 use std::io::IsTerminal;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::{Args, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::cli::{Error, StoreArgs, open};
-use crate::node::snapshot_file;
-use crate::snapshot::Snapshot;
+use crate::kv;
+use crate::model::{self, Model, Tip};
 use crate::store::EventStore;
 
 #[derive(Debug, Subcommand)]
 pub enum ProjectionsCommand {
-    /// Replay the whole log into fresh read models and write a new snapshot.
+    /// Replay the whole log into a fresh read model and swap it in.
     Rebuild(RebuildArgs),
 }
 
 #[derive(Debug, Args)]
 pub struct RebuildArgs {
-    /// Compare the rebuilt models with the live snapshot and list every difference;
-    /// exit 1 if there is any.
+    /// Compare the rebuilt model with the live one row by row and list every
+    /// difference; exit 1 if there is any.
     #[arg(long)]
     pub verify: bool,
 }
@@ -33,71 +37,125 @@ const BATCH: usize = 4096;
 
 pub async fn run(args: &StoreArgs, command: ProjectionsCommand) -> Result<(), Error> {
     let ProjectionsCommand::Rebuild(rebuild) = command;
-    let store = open::store_for_reading(args).await?;
-    let file = snapshot_file(&args.data);
-    let live = if rebuild.verify {
-        Some(
-            Snapshot::load(&file)
-                .map_err(|e| Error::CheckFailed(format!("nothing to verify against: {e}")))?,
-        )
-    } else {
-        None
+    let file = model::file_in(&args.data);
+    // Held until the swap: no server can open the model meanwhile.
+    let live = match model::open(&file, args.model_cache()) {
+        Ok(stored) => Some(stored),
+        Err(model::Error::Kv(kv::Error::Locked(_))) => {
+            return Err(Error::Setup(format!(
+                "the read model in {} is open in a running server; stop it before rebuilding \
+                 (`audit verify` and `audit export` work beside a running server)",
+                args.data.display()
+            )));
+        }
+        Err(e) if rebuild.verify => {
+            return Err(Error::CheckFailed(format!(
+                "the live read model cannot be read, so there is nothing to verify against: {e}"
+            )));
+        }
+        Err(e) => {
+            eprintln!("the live read model cannot be read ({e}); it will be replaced");
+            None
+        }
     };
+    let store = open::store_for_reading(args).await?;
+    let fresh_file = file.with_file_name("rebuild.redb");
+    match std::fs::remove_file(&fresh_file) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(Error::setup(&format!("cannot remove {}", fresh_file.display()), e)),
+    }
+    let fresh = model::open(&fresh_file, args.model_cache())
+        .map_err(|e| Error::setup("cannot create the new read model", e))?;
+    let rebuilt = Arc::new(
+        Model::start(fresh.kv, Tip::default(), None, model::Options::bulk(args.settings()))
+            .map_err(|e| Error::setup("cannot start the new read model", e))?,
+    );
     let started = Instant::now();
-    let rebuilt = replay(store.as_ref(), Snapshot::default(), "rebuild").await?;
+    replay(store.as_ref(), rebuilt.clone(), "rebuild").await?;
+    rebuilt
+        .close()
+        .map_err(|e| Error::setup("cannot write the new read model", e))?;
     let elapsed = started.elapsed();
-    let events = rebuilt.position();
+    let events = rebuilt.applied();
     println!(
         "rebuilt {events} events in {:.2} s ({:.0} events/s)",
         elapsed.as_secs_f64(),
         events as f64 / elapsed.as_secs_f64().max(1e-9)
     );
     let differences = match live {
-        Some(live) => {
-            let from = live.position();
-            // The live snapshot may lag the log; a server would replay the tail too.
-            let live = replay(store.as_ref(), live, "catch up live").await?;
-            let differences = crate::diff::snapshots(&live, &rebuilt);
-            if differences.is_empty() {
-                println!(
-                    "verify: no difference between the live snapshot (position {from}, caught up to {}) and the rebuild",
-                    live.position()
-                );
-            } else {
-                println!("verify: {} difference(s):", differences.len());
-                for difference in &differences {
-                    println!("  {difference}");
-                }
-            }
-            differences.len()
-        }
-        None => 0,
+        Some(live) if rebuild.verify => verify(args, store.as_ref(), live, &rebuilt).await?,
+        _ => Vec::new(),
     };
-    rebuilt
-        .save(&file)
-        .map_err(|e| Error::setup("cannot write the new snapshot", e))?;
-    println!("wrote {} at position {events}", file.display());
-    if differences > 0 {
+    if !differences.is_empty() {
+        println!("verify: {} difference(s):", differences.len());
+        for difference in &differences {
+            println!("  {difference}");
+        }
+    }
+    drop(rebuilt);
+    std::fs::rename(&fresh_file, &file)
+        .and_then(|()| crate::fsutil::sync_dir(&model::dir_in(&args.data)))
+        .map_err(|e| Error::setup("cannot swap the new read model in", e))?;
+    println!("swapped in the new read model at position {events}: {}", file.display());
+    if !differences.is_empty() {
         return Err(Error::CheckFailed(format!(
-            "the live snapshot differs from the log in {differences} place(s)"
+            "the live read model differs from the log in {} place(s)",
+            differences.len()
         )));
     }
     Ok(())
 }
 
-/// Folds the log from `state`'s position to the head, showing progress.
-pub async fn replay(
+/// Every difference between the live model, caught up with the log as a
+/// server would, and the rebuilt one.
+async fn verify(
+    args: &StoreArgs,
     store: &dyn EventStore,
-    state: Snapshot,
-    label: &str,
-) -> Result<Snapshot, Error> {
-    let progress = std::sync::Arc::new(Progress::new(label, state.position(), store.head()));
+    live: model::Stored,
+    rebuilt: &Model,
+) -> Result<Vec<String>, Error> {
+    if let Err(reason) = crate::projector::trusted(store, &live).await {
+        return Ok(vec![format!(
+            "the live read model does not belong to this log as it stands: {reason}"
+        )]);
+    }
+    let from = live.tip.position();
+    let live = Arc::new(
+        Model::start(live.kv, live.tip, live.log_id, model::Options::bulk(args.settings()))
+            .map_err(|e| Error::setup("cannot open the live read model", e))?,
+    );
+    replay(store, live.clone(), "catch up live").await?;
+    live.flush()
+        .map_err(|e| Error::setup("cannot write the live read model", e))?;
+    let differences = model::compare::stores(
+        live.snapshot().map_err(|e| Error::setup("cannot read the live model", e))?.as_ref(),
+        rebuilt
+            .snapshot()
+            .map_err(|e| Error::setup("cannot read the rebuilt model", e))?
+            .as_ref(),
+    )
+    .map_err(|e| Error::CheckFailed(format!("comparing the models failed: {e}")))?;
+    if differences.is_empty() {
+        println!(
+            "verify: no difference between the live read model (position {from}, caught up to {}) and the rebuild",
+            live.applied()
+        );
+    }
+    live.close()
+        .map_err(|e| Error::setup("cannot close the live read model", e))?;
+    Ok(differences)
+}
+
+/// Folds the log into `model` from its position to the head, showing progress.
+pub async fn replay(store: &dyn EventStore, model: Arc<Model>, label: &str) -> Result<(), Error> {
+    let progress = Arc::new(Progress::new(label, model.applied(), store.head()));
     let shown = progress.clone();
-    let state = crate::projector::replay(store, state, BATCH, move |p| shown.at(p))
+    crate::projector::replay(store, model.clone(), BATCH, move |p| shown.at(p))
         .await
         .map_err(|e| Error::CheckFailed(e.to_string()))?;
-    progress.done(state.position());
-    Ok(state)
+    progress.done(model.applied());
+    Ok(())
 }
 
 /// A progress bar on a terminal, a plain line every few seconds elsewhere.

@@ -1,6 +1,6 @@
 //! `hookledger serve`: open the ledger, catch the read model up, serve the API,
-//! and on SIGTERM or Ctrl-C stop accepting, finish in-flight requests and write a
-//! final snapshot.
+//! and on SIGTERM or Ctrl-C stop accepting, finish in-flight requests and write
+//! the read model out.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -10,17 +10,13 @@ use clap::Args;
 use crate::api::metrics::StoreStats;
 use crate::api::{self, AppState};
 use crate::cli::{Error, StoreArgs, open};
-use crate::node::{Node, snapshot_file};
+use crate::node::Node;
 
 #[derive(Debug, Args)]
 pub struct ServeArgs {
     /// Address to listen on.
     #[arg(long, env = "HOOKLEDGER_LISTEN", default_value = "127.0.0.1:3001")]
     pub listen: SocketAddr,
-
-    /// Seconds between read-model snapshots while events arrive.
-    #[arg(long, env = "HOOKLEDGER_SNAPSHOT_INTERVAL", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
-    pub snapshot_interval: u64,
 
     /// Seconds a client may take to send a request's headers, and again its body;
     /// a connection idle for as long is closed.
@@ -42,11 +38,10 @@ impl ServeArgs {
 }
 
 pub async fn run(store_args: &StoreArgs, args: ServeArgs) -> Result<(), Error> {
-    let node = Node::open(
-        open::store_for_writing(store_args),
-        snapshot_file(&store_args.data),
-    )
-    .await?;
+    let store = open::store_for_writing(store_args).await?;
+    let node = Node::start(store, store_args.projector_config())
+        .await
+        .map_err(|e| Error::setup("cannot open the read model", e))?;
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .map_err(|e| Error::setup(&format!("cannot listen on {}", args.listen), e))?;
@@ -60,10 +55,6 @@ pub async fn run(store_args: &StoreArgs, args: ServeArgs) -> Result<(), Error> {
         node.clone(),
         store_args.data.display().to_string(),
     ));
-    let snapshots = tokio::spawn(node.projector.clone().save_periodically(
-        snapshot_file(&store_args.data),
-        Duration::from_secs(args.snapshot_interval),
-    ));
     let mut state = AppState::new(node.clone());
     if node.store.commit_stats().is_some() {
         let store = node.store.clone();
@@ -76,17 +67,18 @@ pub async fn run(store_args: &StoreArgs, args: ServeArgs) -> Result<(), Error> {
         });
     }
     let served = api::serve_with(listener, state, args.limits(), shutdown_signal()).await;
-    snapshots.abort();
     admin.abort();
     tracing::info!("stopped accepting; in-flight requests are done");
-    let saver = node.clone();
-    match tokio::task::spawn_blocking(move || saver.save_snapshot()).await {
-        Ok(Ok(Some(position))) => tracing::info!(position, "wrote the final snapshot"),
-        Ok(Ok(None)) => {}
+    let closing = node.clone();
+    match tokio::task::spawn_blocking(move || closing.close()).await {
+        Ok(Ok(())) => tracing::info!(
+            position = node.projector.position(),
+            "wrote the read model out"
+        ),
         Ok(Err(e)) => {
-            tracing::warn!(error = %e, "could not write the final snapshot; the next start replays more")
+            tracing::warn!(error = %e, "could not write the read model out; the next start replays more")
         }
-        Err(e) => tracing::warn!(error = %e, "the final snapshot task failed"),
+        Err(e) => tracing::warn!(error = %e, "writing the read model out failed"),
     }
     served.map_err(|e| Error::setup("the server failed", e))
 }
@@ -96,7 +88,12 @@ async fn hint_when_keyless(node: Node, data: String) {
     if node.ready().await.is_err() {
         return;
     }
-    if node.projector.read().model.api_keys.is_empty() {
+    let keyless = node
+        .ledger
+        .view()
+        .and_then(|v| Ok(!v.has_api_keys()?))
+        .unwrap_or(false);
+    if keyless {
         tracing::info!(
             "no API keys yet: create one with `hookledger keys create --org <ORGANIZATION> --data {data}` \
              and send it as `authorization: Bearer <key>` with `x-organization-id: <ORGANIZATION>`"

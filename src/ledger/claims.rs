@@ -3,21 +3,22 @@
 
 use std::sync::Arc;
 
-use projections::{Command, Metadata};
+use projections::{Command, Metadata, Settings};
 
 use super::Context;
-use crate::store::{self, RecordedEvent};
+use crate::store::{self, Claim, RecordedEvent};
 
 /// The claims a command takes in the store (see
-/// [`EventStore::append_claimed`]): its `Idempotency-Key` per organization and
-/// route, and an accepted event's `sourceKey` per organization. The store makes
-/// them unique across every process that shares it, which the in-process locks
-/// in [`Ledger::execute`] cannot.
-pub fn claims(command: &Command, ctx: &Context) -> Vec<String> {
+/// [`EventStore::append_claimed`](crate::store::EventStore::append_claimed)):
+/// its `Idempotency-Key` per organization and route, for as long as keys are
+/// kept, and an accepted event's `sourceKey` per organization, for good. The
+/// store makes them unique across every process that shares it, which the
+/// in-process locks in [`Ledger::execute`](super::Ledger::execute) cannot.
+pub fn claims(command: &Command, ctx: &Context, settings: &Settings) -> Vec<Claim> {
     let org = &ctx.organization_id;
     let mut claims = Vec::new();
     if let Some(i) = &ctx.idempotency {
-        claims.push(idempotency_claim(org, &i.route, &i.key));
+        claims.push(idempotency_claim(org, &i.route, &i.key, settings));
     }
     if let Command::AcceptEvent {
         source_key: Some(key),
@@ -30,17 +31,20 @@ pub fn claims(command: &Command, ctx: &Context) -> Vec<String> {
     claims
 }
 
-fn idempotency_claim(org: &str, route: &str, key: &str) -> String {
-    format!("idempotency\n{org}\n{route}\n{key}")
+fn idempotency_claim(org: &str, route: &str, key: &str, settings: &Settings) -> Claim {
+    Claim {
+        name: format!("idempotency\n{org}\n{route}\n{key}"),
+        ttl: Some(settings.idempotency_ttl),
+    }
 }
 
-fn source_key_claim(org: &str, key: &str) -> String {
-    format!("sourceKey\n{org}\n{key}")
+fn source_key_claim(org: &str, key: &str) -> Claim {
+    Claim::forever(format!("sourceKey\n{org}\n{key}"))
 }
 
 /// The claims [`claims`] gave the append that recorded `event`, recognised from
 /// the event itself, so a store that keeps no claims can rebuild them on open.
-pub fn claims_of(event: &RecordedEvent) -> Vec<String> {
+pub fn claims_of(event: &RecordedEvent, settings: &Settings) -> Vec<Claim> {
     #[derive(serde::Deserialize)]
     #[serde(rename_all = "camelCase")]
     struct Owner {
@@ -64,7 +68,12 @@ pub fn claims_of(event: &RecordedEvent) -> Vec<String> {
             ..
         }) = Metadata::decode(&event.metadata)
     {
-        claims.push(idempotency_claim(&owner.organization_id, &i.route, &i.key));
+        claims.push(idempotency_claim(
+            &owner.organization_id,
+            &i.route,
+            &i.key,
+            settings,
+        ));
     }
     if accepted && let Some(key) = &owner.source_key {
         claims.push(source_key_claim(&owner.organization_id, key));
@@ -77,8 +86,8 @@ fn memchr_find(haystack: &[u8], needle: &[u8]) -> bool {
 }
 
 /// [`claims_of`] in the form the embedded store's options take.
-pub fn store_claims_of() -> store::ClaimsOf {
-    store::ClaimsOf(Arc::new(claims_of))
+pub fn store_claims_of(settings: Settings) -> store::ClaimsOf {
+    store::ClaimsOf(Arc::new(move |event| claims_of(event, &settings)))
 }
 
 #[cfg(test)]
@@ -109,11 +118,12 @@ mod tests {
             source_key: Some("order-42".into()),
             payload: serde_json::json!({"n": 1}),
         };
-        let taken = claims(&command, &ctx);
+        let settings = Settings::default();
+        let taken = claims(&command, &ctx, &settings);
         assert_eq!(taken.len(), 2);
         node.ledger.execute(command, &ctx, None).await.unwrap();
         let recorded = node.ledger.read_stream("event-evt_1").await.unwrap();
-        assert_eq!(claims_of(&recorded[0]), taken);
+        assert_eq!(claims_of(&recorded[0], &settings), taken);
 
         // Without either key, nothing is claimed and nothing is recognised.
         let plain = Context {
@@ -127,9 +137,9 @@ mod tests {
             source_key: None,
             payload: serde_json::json!({"n": 2}),
         };
-        assert!(claims(&command, &plain).is_empty());
+        assert!(claims(&command, &plain, &settings).is_empty());
         node.ledger.execute(command, &plain, None).await.unwrap();
         let recorded = node.ledger.read_stream("event-evt_2").await.unwrap();
-        assert!(claims_of(&recorded[0]).is_empty());
+        assert!(claims_of(&recorded[0], &settings).is_empty());
     }
 }

@@ -47,12 +47,9 @@ impl Ledger {
 
     pub async fn revoke_key(&self, key_id: &str) -> Result<(), Error> {
         let org = self
-            .projector
-            .read()
-            .model
-            .api_keys
-            .get(key_id)
-            .map(|k| k.organization_id.clone())
+            .view()?
+            .api_key(key_id)?
+            .map(|k| k.organization_id)
             .ok_or_else(|| Rejection::ApiKeyNotFound(key_id.to_owned()))?;
         let ctx = Context {
             organization_id: org,
@@ -68,24 +65,30 @@ impl Ledger {
     /// after catching it up with the store: a key issued through another process
     /// sharing the store works at once.
     pub async fn authenticate_synced(&self, token: &str) -> Result<Option<ApiKey>, Error> {
-        if let Some(key) = self.authenticate(token) {
+        if let Some(key) = self.authenticate(token)? {
             return Ok(Some(key));
         }
         if !token.starts_with("hlk_") {
             return Ok(None);
         }
         self.sync().await?;
-        Ok(self.authenticate(token))
+        self.authenticate(token)
     }
 
     /// The live key a bearer token belongs to, if it is valid and not revoked.
     /// The secret is compared in constant time.
-    pub fn authenticate(&self, token: &str) -> Option<ApiKey> {
-        let (ulid, secret) = token.strip_prefix("hlk_")?.split_once('_')?;
+    pub fn authenticate(&self, token: &str) -> Result<Option<ApiKey>, Error> {
+        let Some((ulid, secret)) = token
+            .strip_prefix("hlk_")
+            .and_then(|t| t.split_once('_'))
+        else {
+            return Ok(None);
+        };
         let presented: [u8; 32] = Sha256::digest(secret.as_bytes()).into();
-        let state = self.projector.read();
-        let key = state.model.api_keys.get(&format!("key_{ulid}"))?;
+        let Some(key) = self.view()?.api_key(&format!("key_{ulid}"))? else {
+            return Ok(None);
+        };
         let matches: bool = key.secret_sha256.ct_eq(&presented).into();
-        (matches && key.revoked_at.is_none()).then(|| key.clone())
+        Ok((matches && key.revoked_at.is_none()).then_some(key))
     }
 }

@@ -1,15 +1,18 @@
-//! The write path: load state, decide, append with the expected version, wait for
-//! the read model to reflect the append. Every command appends to one stream.
+//! The write path: load what the command needs, decide, append with the
+//! expected version, wait for the read model to reflect the append, and
+//! answer with the resource as it stands right after this write.
 //!
-//! Beside it: API keys ([`keys`]), answers from the log at a past position
-//! ([`history`]), the uniqueness claims the store enforces ([`claims`]) and the
-//! in-process locks that serialise repeats ([`locks`]).
+//! Beside it: API keys ([`keys`]), the uniqueness claims the store enforces
+//! ([`claims`]) and the in-process locks that serialise repeats ([`locks`]).
 
 use std::sync::{Arc, Mutex};
 
 use projections::event::Idempotency;
-use projections::{Command, Metadata, Rejection};
+use projections::model::idempotency_slot;
+use projections::view::{EndpointView, EventSnapshot};
+use projections::{Command, MemoryRows, Metadata, Rejection, Rows, Settings, Timestamp};
 
+use crate::model::{self, View};
 use crate::projector::{self, Projector};
 use crate::store::{self, EventStore, ExpectedVersion, NewEvent};
 
@@ -32,6 +35,8 @@ pub enum Error {
     Store(#[from] store::Error),
     #[error(transparent)]
     Projector(#[from] projector::Error),
+    #[error(transparent)]
+    Model(#[from] model::Error),
 }
 
 /// Who is asking, for the event metadata.
@@ -43,15 +48,29 @@ pub struct Context {
     pub idempotency: Option<Idempotency>,
 }
 
-/// What a command did. `position` is where the answer stands in the log.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// What a command did, and the answer to give.
+#[derive(Debug, Clone)]
 pub struct Written {
     pub outcome: Outcome,
+    /// Where the answer stands in the log.
     pub position: u64,
-    /// The endpoint or webhook event the response is about.
+    /// The endpoint, webhook event or key the command was about.
     pub resource_id: String,
-    /// For an append: how many events the written stream holds after it.
-    pub stream_version: Option<u64>,
+    pub answer: Answer,
+}
+
+/// The resource a command answers with, as it stood right after the write
+/// (for a repeat, right after the first one).
+#[derive(Debug, Clone)]
+pub enum Answer {
+    Endpoint(EndpointView),
+    Event {
+        snapshot: EventSnapshot,
+        /// For an attempt: the delivery's stream version right after it.
+        delivery_version: Option<u64>,
+    },
+    /// Commands of the command line answer with nothing but the outcome.
+    Nothing,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -66,18 +85,28 @@ pub enum Outcome {
     Existing,
 }
 
+/// What a command did to the log, before the answer is read.
+struct Done {
+    outcome: Outcome,
+    /// `None`: the answer is the resource as it stands now.
+    position: Option<u64>,
+    resource_id: String,
+}
+
 #[derive(Debug)]
 pub struct Ledger {
     store: Arc<dyn EventStore>,
     projector: Arc<Projector>,
+    settings: Settings,
     locks: KeyedLocks,
 }
 
 impl Ledger {
-    pub fn new(store: Arc<dyn EventStore>, projector: Arc<Projector>) -> Self {
+    pub fn new(store: Arc<dyn EventStore>, projector: Arc<Projector>, settings: Settings) -> Self {
         Ledger {
             store,
             projector,
+            settings,
             locks: KeyedLocks::default(),
         }
     }
@@ -90,7 +119,18 @@ impl Ledger {
         &self.projector
     }
 
-    /// Runs a command. `if_match` is the number of events the client expects the
+    /// Every event of one stream, in version order.
+    pub async fn read_stream(&self, stream: &str) -> Result<Vec<store::RecordedEvent>, Error> {
+        Ok(store::read_whole_stream(self.store.as_ref(), stream).await?)
+    }
+
+    /// A view of the read model, or why there is none to trust.
+    pub fn view(&self) -> Result<View, Error> {
+        Ok(self.projector.view()?)
+    }
+
+    /// Runs a command and answers with its resource as it stands right after
+    /// the write. `if_match` is the number of events the client expects the
     /// target delivery's stream to hold (its `ETag`); only attempts take it.
     pub async fn execute(
         &self,
@@ -98,11 +138,17 @@ impl Ledger {
         ctx: &Context,
         if_match: Option<u64>,
     ) -> Result<Written, Error> {
-        // A stopped projector's model may lack acknowledged writes: deciding
-        // against it could repeat an idempotent write, so refuse before appending.
-        if let Some(reason) = self.projector.stopped() {
-            return Err(projector::Error::Stopped(reason).into());
+        let result = self.run(command, ctx, if_match).await;
+        if let Err(Error::Model(e)) = &result {
+            self.projector.report(e);
         }
+        result
+    }
+
+    async fn run(&self, command: Command, ctx: &Context, if_match: Option<u64>) -> Result<Written, Error> {
+        // A model that cannot be trusted may lack acknowledged writes: deciding
+        // against it could repeat an idempotent write, so refuse before appending.
+        self.view()?;
         let org = &ctx.organization_id;
         // Requests that must not run twice are serialised on their key, so a race
         // of repeats produces one event and the others find it in the model.
@@ -121,7 +167,8 @@ impl Ledger {
             } => Some(self.locks.lock(format!("{org}\nsource\n{key}")).await),
             _ => None,
         };
-        let claims = claims(&command, ctx);
+        let wants = Wants::of(&command);
+        let claims = claims(&command, ctx, &self.settings);
         // The model may lag appends made by other processes sharing the store;
         // before answering "not found" or 412 from it, catch it up once.
         let mut synced = false;
@@ -129,12 +176,13 @@ impl Ledger {
             if let Some(i) = &ctx.idempotency
                 && let Some(done) = self.idempotent_answer(org, i)?
             {
-                return Ok(done);
+                return self.answer(&wants, org, done);
             }
             match self
                 .try_execute(command.clone(), ctx, if_match, claims.clone())
                 .await
             {
+                Ok(done) => return self.answer(&wants, org, done),
                 Err(Error::Store(store::Error::Conflict { actual, .. })) => {
                     if let Some(expected) = if_match {
                         return Err(Error::PreconditionFailed {
@@ -164,7 +212,7 @@ impl Ledger {
                     synced = true;
                     self.sync().await?;
                 }
-                other => return other,
+                Err(other) => return Err(other),
             }
         }
         Err(Error::Store(store::Error::Unavailable(
@@ -180,24 +228,63 @@ impl Ledger {
         Ok(())
     }
 
-    fn idempotent_answer(&self, org: &str, i: &Idempotency) -> Result<Option<Written>, Error> {
-        let state = self.projector.read();
-        let Some(record) = state
-            .model
-            .tenant(org)
-            .and_then(|t| t.idempotency(&i.route, &i.key))
-        else {
+    /// The first answer to this `Idempotency-Key`, while it is kept.
+    fn idempotent_answer(&self, org: &str, i: &Idempotency) -> Result<Option<Done>, Error> {
+        let view = self.view()?;
+        let Some(record) = view.idempotency(org, &idempotency_slot(&i.route, &i.key))? else {
             return Ok(None);
         };
+        let now = Timestamp::from_datetime(chrono::Utc::now());
+        if !record.live_at(now, &self.settings) {
+            return Ok(None);
+        }
         if record.request_sha256 != i.request_sha256 {
             return Err(Error::IdempotencyKeyReused);
         }
-        Ok(Some(Written {
+        Ok(Some(Done {
             outcome: Outcome::Replayed,
-            position: record.position,
-            resource_id: record.resource_id.clone(),
-            stream_version: None,
+            position: Some(record.position),
+            resource_id: record.resource_id,
         }))
+    }
+
+    /// Reads the answer `wants` names, as it stood at `done.position`.
+    fn answer(&self, wants: &Wants, org: &str, done: Done) -> Result<Written, Error> {
+        let view = self.view()?;
+        let position = done.position.unwrap_or_else(|| view.position());
+        let vanished = || {
+            model::Error::Inconsistent(format!("{} is not in the read model", done.resource_id))
+        };
+        let answer = match wants {
+            Wants::Endpoint => Answer::Endpoint(EndpointView::from(
+                &view
+                    .endpoint_as_of(org, &done.resource_id, position)?
+                    .ok_or_else(vanished)?,
+            )),
+            Wants::Event { delivery_id } => {
+                let snapshot = view
+                    .event_snapshot(org, &done.resource_id, done.position)?
+                    .ok_or_else(vanished)?;
+                let delivery_version = delivery_id.as_ref().map(|id| {
+                    snapshot
+                        .deliveries
+                        .iter()
+                        .find(|d| d.id == *id)
+                        .map_or(0, |d| d.attempt_count)
+                });
+                Answer::Event {
+                    snapshot,
+                    delivery_version,
+                }
+            }
+            Wants::Nothing => Answer::Nothing,
+        };
+        Ok(Written {
+            outcome: done.outcome,
+            position,
+            resource_id: done.resource_id,
+            answer,
+        })
     }
 
     async fn try_execute(
@@ -205,70 +292,62 @@ impl Ledger {
         command: Command,
         ctx: &Context,
         if_match: Option<u64>,
-        claims: Vec<String>,
-    ) -> Result<Written, Error> {
-        let (stream, expected, resource_id, events) = {
-            let state = self.projector.read();
-            let model = &state.model;
-            let org = &ctx.organization_id;
-            let stream = command.stream(model);
-            let (expected, resource_id) = match &command {
-                Command::CreateEndpoint { endpoint_id, .. } => {
-                    (ExpectedVersion::NoStream, endpoint_id.clone())
-                }
-                Command::AcceptEvent { event_id, .. } => {
-                    (ExpectedVersion::NoStream, event_id.clone())
-                }
-                Command::UpdateEndpoint { endpoint_id, .. } => {
-                    let version = model
-                        .tenant(org)
-                        .and_then(|t| t.endpoints.get(endpoint_id))
-                        .map_or(0, |e| e.version);
-                    (ExpectedVersion::count(version), endpoint_id.clone())
-                }
-                Command::RecordAttempt { delivery_id, .. } => {
-                    let delivery = model.tenant(org).and_then(|t| t.delivery(delivery_id));
-                    let Some(delivery) = delivery else {
-                        return Err(Rejection::DeliveryNotFound(delivery_id.clone()).into());
-                    };
-                    let expected = match if_match {
-                        // Refuse early from the model; the store checks again.
-                        Some(n) if n != delivery.version => {
-                            return Err(Error::PreconditionFailed {
-                                expected: n,
-                                current: delivery.version,
-                            });
-                        }
-                        Some(n) => ExpectedVersion::count(n),
-                        None => ExpectedVersion::Any,
-                    };
-                    (expected, delivery.event_id.clone())
-                }
-                Command::IssueApiKey { key_id, .. } | Command::RevokeApiKey { key_id } => {
-                    (ExpectedVersion::Any, key_id.clone())
-                }
-            };
-            let decided = projections::decide(model, command, &mut || new_id("dlv"));
-            let events = match decided {
-                Ok(events) => events,
-                Err(Rejection::DuplicateSourceKey(existing)) => {
-                    return Ok(Written {
-                        outcome: Outcome::Existing,
-                        position: model.position,
-                        resource_id: existing,
-                        stream_version: None,
-                    });
-                }
-                Err(rejection) => return Err(rejection.into()),
-            };
-            (stream, expected, resource_id, events)
+        claims: Vec<store::Claim>,
+    ) -> Result<Done, Error> {
+        let view = self.view()?;
+        let rows = load(&view, &command)?;
+        let org = &ctx.organization_id;
+        let stream = command.stream(&rows);
+        let (expected, resource_id) = match &command {
+            Command::CreateEndpoint { endpoint_id, .. } => {
+                (ExpectedVersion::NoStream, endpoint_id.clone())
+            }
+            Command::AcceptEvent { event_id, .. } => (ExpectedVersion::NoStream, event_id.clone()),
+            Command::UpdateEndpoint { endpoint_id, .. } => {
+                let version = rows
+                    .tenant(org)
+                    .and_then(|t| t.endpoints.get(endpoint_id))
+                    .map_or(0, |e| e.version);
+                (ExpectedVersion::count(version), endpoint_id.clone())
+            }
+            Command::RecordAttempt { delivery_id, .. } => {
+                let delivery = rows.tenant(org).and_then(|t| t.delivery(delivery_id));
+                let Some(delivery) = delivery else {
+                    return Err(Rejection::DeliveryNotFound(delivery_id.clone()).into());
+                };
+                let expected = match if_match {
+                    // Refuse early from the model; the store checks again.
+                    Some(n) if n != delivery.version => {
+                        return Err(Error::PreconditionFailed {
+                            expected: n,
+                            current: delivery.version,
+                        });
+                    }
+                    Some(n) => ExpectedVersion::count(n),
+                    None => ExpectedVersion::Any,
+                };
+                (expected, delivery.event_id.clone())
+            }
+            Command::IssueApiKey { key_id, .. } | Command::RevokeApiKey { key_id } => {
+                (ExpectedVersion::Any, key_id.clone())
+            }
+        };
+        let events = match projections::decide(&rows, command, &mut || new_id("dlv")) {
+            Ok(events) => events,
+            Err(Rejection::DuplicateSourceKey(existing)) => {
+                return Ok(Done {
+                    outcome: Outcome::Existing,
+                    position: None,
+                    resource_id: existing,
+                });
+            }
+            Err(rejection) => return Err(rejection.into()),
         };
         if events.is_empty() {
-            return Ok(Written {
+            return Ok(Done {
                 outcome: Outcome::Unchanged,
-                position: self.projector.position(),
+                position: None,
                 resource_id,
-                stream_version: None,
             });
         }
         let metadata = Metadata {
@@ -292,13 +371,70 @@ impl Ledger {
             .await?;
         let position = *appended.positions.end();
         self.projector.wait_for(position).await?;
-        Ok(Written {
+        Ok(Done {
             outcome: Outcome::Appended,
-            position,
+            position: Some(position),
             resource_id,
-            stream_version: Some(appended.last_version + 1),
         })
     }
+}
+
+/// What a command answers with.
+enum Wants {
+    Endpoint,
+    Event { delivery_id: Option<String> },
+    Nothing,
+}
+
+impl Wants {
+    fn of(command: &Command) -> Wants {
+        match command {
+            Command::CreateEndpoint { .. } | Command::UpdateEndpoint { .. } => Wants::Endpoint,
+            Command::AcceptEvent { .. } => Wants::Event { delivery_id: None },
+            Command::RecordAttempt { delivery_id, .. } => Wants::Event {
+                delivery_id: Some(delivery_id.clone()),
+            },
+            Command::IssueApiKey { .. } | Command::RevokeApiKey { .. } => Wants::Nothing,
+        }
+    }
+}
+
+/// The rows `decide` reads for `command`, loaded from the model.
+fn load(view: &View, command: &Command) -> Result<MemoryRows, model::Error> {
+    let needs = command.needs();
+    let mut rows = MemoryRows::default();
+    // Putting rows into memory cannot fail.
+    let put = |done: Result<(), std::convert::Infallible>| {
+        let Ok(()) = done;
+    };
+    if let Some(org) = needs.organization_id {
+        if let Some(id) = needs.endpoint
+            && let Some(endpoint) = view.endpoint(org, id)?
+        {
+            put(rows.put_endpoint(endpoint));
+        }
+        if needs.all_endpoints {
+            for endpoint in view.endpoints(org)? {
+                put(rows.put_endpoint(endpoint));
+            }
+        }
+        if let Some(id) = needs.delivery
+            && let Some(delivery) = view.delivery(org, id)?
+        {
+            put(rows.put_delivery(delivery));
+        }
+        if let Some(key) = needs.source_key
+            && let Some(event) = view.source_key(org, key)?
+        {
+            put(rows.put_source_key(org, key, &event));
+        }
+    }
+    if let Some(id) = needs.api_key
+        && let Some(key) = view.api_key(id)?
+    {
+        put(rows.put_api_key(key));
+    }
+    Ok(rows)
 }
 
 /// A fresh id: the type prefix and a ULID, so ids sort by creation time.
@@ -317,7 +453,6 @@ fn new_ulid() -> ulid::Ulid {
 }
 
 mod claims;
-mod history;
 mod keys;
 mod locks;
 

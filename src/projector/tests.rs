@@ -1,5 +1,6 @@
-//! The projector against a store: snapshots trusted only when they match the log,
-//! tails replayed, and a stop on an event that cannot be folded.
+//! The projector against a store: a stored model trusted only when it matches
+//! the log, tails replayed, damage rebuilt, and a stop on an event that cannot
+//! be folded.
 
 use super::*;
 use crate::store::memory::MemoryStore;
@@ -47,85 +48,114 @@ async fn endpoint_history(store: &dyn EventStore, id: &str, renames: usize) {
     }
 }
 
-async fn rebuilt(store: Arc<dyn EventStore>) -> Snapshot {
-    let (projector, _) = Projector::open(store, None).await;
+fn on_disk(dir: &std::path::Path) -> Config {
+    Config {
+        file: Some(crate::model::file_in(dir)),
+        cache_bytes: 4 << 20,
+        options: crate::model::Options::default(),
+    }
+}
+
+/// Every row of a model, as the comparison of `projections rebuild --verify` sees it.
+fn differences(a: &Model, b: &Model) -> Vec<String> {
+    a.flush().unwrap();
+    b.flush().unwrap();
+    crate::model::compare::stores(a.snapshot().unwrap().as_ref(), b.snapshot().unwrap().as_ref())
+        .unwrap()
+}
+
+/// The model a fresh projector folds the whole log into.
+async fn rebuilt(store: Arc<dyn EventStore>) -> Arc<Projector> {
+    let (projector, _) = Projector::open(store, Config::in_memory()).await.unwrap();
     projector.catch_up().await.unwrap();
-    projector.read().clone()
+    projector
 }
 
 #[tokio::test]
-async fn a_restart_loads_the_snapshot_and_replays_only_the_tail() {
+async fn a_restart_resumes_from_the_stored_position_and_replays_only_the_tail() {
     let dir = tempfile::tempdir().unwrap();
-    let file = crate::snapshot::path_in(dir.path());
     let store: Arc<dyn EventStore> = Arc::new(MemoryStore::new());
     endpoint_history(store.as_ref(), "ep_1", 3).await;
-    let (first, _) = Projector::open(store.clone(), Some(&file)).await;
+    let (first, _) = Projector::open(store.clone(), on_disk(dir.path())).await.unwrap();
     first.catch_up().await.unwrap();
-    assert_eq!(first.save(&file).unwrap(), 4);
+    first.close().unwrap();
+    drop(first);
 
     endpoint_history(store.as_ref(), "ep_2", 2).await;
-    let (second, start) = Projector::open(store.clone(), Some(&file)).await;
-    assert_eq!(start, Start::Snapshot { position: 4 });
-    assert_eq!(
-        second.position(),
-        4,
-        "nothing before the snapshot is replayed"
-    );
+    let (second, start) = Projector::open(store.clone(), on_disk(dir.path())).await.unwrap();
+    assert_eq!(start, Start::Resumed { position: 4 });
+    assert_eq!(second.position(), 4, "nothing before the stored position is replayed");
     second.catch_up().await.unwrap();
     assert_eq!(second.position(), 7);
     let expected = rebuilt(store).await;
-    assert_eq!(*second.read(), expected);
+    assert_eq!(differences(&second.model(), &expected.model()), Vec::<String>::new());
 }
 
 #[tokio::test]
-async fn a_damaged_snapshot_is_rebuilt_from_the_log() {
+async fn a_damaged_model_file_is_set_aside_and_rebuilt_from_the_log() {
     let dir = tempfile::tempdir().unwrap();
-    let file = crate::snapshot::path_in(dir.path());
     let store: Arc<dyn EventStore> = Arc::new(MemoryStore::new());
     endpoint_history(store.as_ref(), "ep_1", 2).await;
-    let (first, _) = Projector::open(store.clone(), Some(&file)).await;
+    let (first, _) = Projector::open(store.clone(), on_disk(dir.path())).await.unwrap();
     first.catch_up().await.unwrap();
-    first.save(&file).unwrap();
+    first.close().unwrap();
+    drop(first);
+    let file = crate::model::file_in(dir.path());
     let mut bytes = std::fs::read(&file).unwrap();
-    let middle = bytes.len() / 2;
-    bytes[middle] ^= 0x40;
+    let header = 4096.min(bytes.len() / 2);
+    for b in &mut bytes[..header] {
+        *b ^= 0x5a;
+    }
     std::fs::write(&file, bytes).unwrap();
 
-    let (second, start) = Projector::open(store.clone(), Some(&file)).await;
+    let (second, start) = Projector::open(store.clone(), on_disk(dir.path())).await.unwrap();
     assert!(
-        matches!(&start, Start::Empty { reason } if reason.contains("unusable")),
+        matches!(&start, Start::Fresh { reason: Some(_) }),
         "{start:?}"
     );
+    assert!(file.with_extension("redb.set-aside").exists(), "the damaged file is kept aside");
     second.catch_up().await.unwrap();
     let expected = rebuilt(store).await;
-    assert_eq!(*second.read(), expected);
+    assert_eq!(differences(&second.model(), &expected.model()), Vec::<String>::new());
 }
 
 #[tokio::test]
-async fn a_snapshot_of_another_log_or_ahead_of_the_log_is_not_trusted() {
+async fn a_model_of_another_log_or_ahead_of_the_log_is_not_trusted() {
     let dir = tempfile::tempdir().unwrap();
-    let file = crate::snapshot::path_in(dir.path());
     let one: Arc<dyn EventStore> = Arc::new(MemoryStore::new());
     endpoint_history(one.as_ref(), "ep_1", 2).await;
-    let (projector, _) = Projector::open(one, Some(&file)).await;
+    let (projector, _) = Projector::open(one, on_disk(dir.path())).await.unwrap();
     projector.catch_up().await.unwrap();
-    projector.save(&file).unwrap();
+    projector.close().unwrap();
+    drop(projector);
 
     let other: Arc<dyn EventStore> = Arc::new(MemoryStore::new());
     endpoint_history(other.as_ref(), "ep_9", 2).await;
-    let (_, start) = Projector::open(other, Some(&file)).await;
+    let (again, start) = Projector::open(other, on_disk(dir.path())).await.unwrap();
     assert!(
-        matches!(&start, Start::Empty { reason } if reason.contains("does not match")),
+        matches!(&start, Start::Fresh { reason: Some(reason) } if reason.contains("another log")),
         "{start:?}"
     );
+    again.catch_up().await.unwrap();
+    again.close().unwrap();
+    drop(again);
 
     let shorter: Arc<dyn EventStore> = Arc::new(MemoryStore::new());
-    endpoint_history(shorter.as_ref(), "ep_1", 0).await;
-    let (_, start) = Projector::open(shorter, Some(&file)).await;
+    endpoint_history(shorter.as_ref(), "ep_9", 0).await;
+    let (_, start) = Projector::open(shorter, on_disk(dir.path())).await.unwrap();
     assert!(
-        matches!(&start, Start::Empty { reason } if reason.contains("log ends at 1")),
+        matches!(&start, Start::Fresh { reason: Some(reason) } if reason.contains("log ends at 1")),
         "{start:?}"
     );
+}
+
+#[tokio::test]
+async fn a_second_process_cannot_open_a_model_that_is_in_use() {
+    let dir = tempfile::tempdir().unwrap();
+    let store: Arc<dyn EventStore> = Arc::new(MemoryStore::new());
+    let (_first, _) = Projector::open(store.clone(), on_disk(dir.path())).await.unwrap();
+    let second = Projector::open(store, on_disk(dir.path())).await;
+    assert!(matches!(second, Err(Error::Locked(_))), "{second:?}");
 }
 
 #[tokio::test]
@@ -144,16 +174,17 @@ async fn an_event_that_cannot_be_folded_stops_the_projector_and_fails_waiters() 
         )
         .await
         .unwrap();
-    let (projector, _) = Projector::open(store, None).await;
+    let (projector, _) = Projector::open(store, Config::in_memory()).await.unwrap();
     tokio::spawn(projector.clone().run());
     let waited = projector.wait_for(1).await;
     assert!(matches!(waited, Err(Error::Stopped(_))), "{waited:?}");
     assert!(projector.stopped().unwrap().contains("EndpointExploded"));
     assert!(!projector.caught_up());
+    assert!(projector.view().is_err(), "a stopped model is not read from");
 }
 
-#[tokio::test]
-async fn a_replay_in_batches_equals_the_projector_folding_event_by_event() {
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replay_in_batches_equals_the_projector_folding_batch_by_batch() {
     let store: Arc<dyn EventStore> = Arc::new(MemoryStore::new());
     for e in 0..6 {
         endpoint_history(store.as_ref(), &format!("ep_{e}"), 5).await;
@@ -161,21 +192,27 @@ async fn a_replay_in_batches_equals_the_projector_folding_event_by_event() {
     let expected = rebuilt(store.clone()).await;
     assert_eq!(expected.position(), 36);
     for batch in [1, 7, 36, 1000] {
-        let replayed = replay(store.as_ref(), Snapshot::default(), batch, |_| {})
-            .await
-            .unwrap();
-        assert_eq!(replayed, expected, "batch of {batch}");
+        let (fresh, _) = Projector::open(store.clone(), Config::in_memory()).await.unwrap();
+        let model = fresh.model();
+        replay(store.as_ref(), model.clone(), batch, |_| {}).await.unwrap();
+        assert_eq!(model.applied(), 36);
+        assert_eq!(model.tip(), expected.model().tip(), "batch of {batch}");
+        assert_eq!(differences(&model, &expected.model()), Vec::<String>::new(), "batch of {batch}");
     }
-    // From a snapshot part of the way: only the tail is folded on.
-    let mut part = Snapshot::default();
-    for event in store.read_all(1, 20).await.unwrap() {
-        part.apply(&event).unwrap();
-    }
-    let replayed = replay(store.as_ref(), part, 7, |_| {}).await.unwrap();
-    assert_eq!(replayed, expected);
+    // From part of the way: only the tail is folded on.
+    let (part, _) = Projector::open(store.clone(), Config::in_memory()).await.unwrap();
+    let model = part.model();
+    let first = store.read_all(1, 20).await.unwrap();
+    let decoded: Vec<_> = first
+        .iter()
+        .map(|e| crate::model::Decoded::new(&EventRef::from(e)).unwrap())
+        .collect();
+    model.apply(&decoded).unwrap();
+    replay(store.as_ref(), model.clone(), 7, |_| {}).await.unwrap();
+    assert_eq!(differences(&model, &expected.model()), Vec::<String>::new());
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replay_fails_naming_the_first_event_that_cannot_be_folded() {
     let store: Arc<dyn EventStore> = Arc::new(MemoryStore::new());
     endpoint_history(store.as_ref(), "ep_1", 10).await;
@@ -191,10 +228,38 @@ async fn a_replay_fails_naming_the_first_event_that_cannot_be_folded() {
         .unwrap();
     endpoint_history(store.as_ref(), "ep_3", 10).await;
     for batch in [1, 4, 1000] {
-        let failed = replay(store.as_ref(), Snapshot::default(), batch, |_| {}).await;
+        let (fresh, _) = Projector::open(store.clone(), Config::in_memory()).await.unwrap();
+        let failed = replay(store.as_ref(), fresh.model(), batch, |_| {}).await;
         assert!(
-            matches!(&failed, Err(Error::Fold { position: 12, reason }) if reason.contains("EndpointExploded")),
+            matches!(&failed, Err(Error::Model(crate::model::Error::Fold { position: 12, reason })) if reason.contains("EndpointExploded")),
             "batch of {batch}: {failed:?}"
         );
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_model_found_damaged_while_serving_is_rebuilt_from_the_log() {
+    let store: Arc<dyn EventStore> = Arc::new(MemoryStore::new());
+    endpoint_history(store.as_ref(), "ep_1", 3).await;
+    let (projector, _) = Projector::open(store.clone(), Config::in_memory()).await.unwrap();
+    tokio::spawn(projector.clone().run());
+    projector.wait_for(4).await.unwrap();
+    let before = projector.model();
+
+    projector.report(&crate::model::Error::Kv(crate::kv::Error::Corrupt {
+        file: "readmodel.redb".into(),
+        reason: "a planted fault".into(),
+    }));
+    assert!(projector.view().is_err(), "a damaged model is not read from while it is rebuilt");
+    // The rebuild ends with a new model caught up with the log.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while projector.rebuilding().is_some() {
+        assert!(std::time::Instant::now() < deadline, "the rebuild did not end");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(!Arc::ptr_eq(&before, &projector.model()), "a fresh model took its place");
+    let view = projector.view().unwrap();
+    assert_eq!(view.endpoint("org_1", "ep_1").unwrap().unwrap().name, "name 2");
+    let expected = rebuilt(store).await;
+    assert_eq!(differences(&projector.model(), &expected.model()), Vec::<String>::new());
 }

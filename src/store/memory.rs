@@ -52,7 +52,7 @@ impl EventStore for MemoryStore {
         stream: &str,
         expected: ExpectedVersion,
         events: Vec<NewEvent>,
-        claims: Vec<String>,
+        claims: Vec<crate::store::Claim>,
     ) -> Result<Appended> {
         let mut state = self.state();
         let mut batch = state.sequencer.batch();

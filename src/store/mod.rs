@@ -69,6 +69,49 @@ pub struct NewEvent {
     pub metadata: Vec<u8>,
 }
 
+/// A name an append takes, unique across the store while it holds: see
+/// [`EventStore::append_claimed`].
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Claim {
+    pub name: String,
+    /// How long the claim holds after the append that took it, in
+    /// microseconds of log time; `None`: for good.
+    pub ttl: Option<i64>,
+}
+
+impl Claim {
+    pub fn forever(name: impl Into<String>) -> Claim {
+        Claim {
+            name: name.into(),
+            ttl: None,
+        }
+    }
+}
+
+/// A claim as the store holds it: the append that took it, and until when.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Held {
+    /// The last position of the append that took it.
+    pub position: u64,
+    /// The last log time (microseconds) at which it holds; `None`: for good.
+    pub expires_at: Option<i64>,
+}
+
+impl Held {
+    /// The hold of `claim` by an append ending at `position`, stamped `at`.
+    pub fn taken(claim: &Claim, position: u64, at: i64) -> Held {
+        Held {
+            position,
+            expires_at: claim.ttl.map(|ttl| at.saturating_add(ttl)),
+        }
+    }
+
+    /// Whether it still holds for an append stamped `at`.
+    pub fn holds_at(&self, at: i64) -> bool {
+        self.expires_at.is_none_or(|end| at <= end)
+    }
+}
+
 /// An event as stored. Everything but `position` is covered by `hash`.
 #[derive(Debug, Clone, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub struct RecordedEvent {
@@ -174,18 +217,20 @@ pub trait EventStore: Send + Sync + std::fmt::Debug {
     }
 
     /// [`EventStore::append`] that also takes `claims`: names unique across the
-    /// whole store, for good. If an earlier append took any of them, nothing is
-    /// appended and the answer is [`Error::Duplicate`]; the check and the append
-    /// are one atomic step, so of racing appends with one claim exactly one wins,
-    /// in whichever process it runs. Claims are how a request that must not run
-    /// twice (an `Idempotency-Key`, a `sourceKey`) stays single across processes.
-    /// Every backend enforces claims and keeps them as long as its events.
+    /// whole store, each for its time to live (or for good). If an earlier
+    /// append took any of them and it still holds at this append's time, nothing
+    /// is appended and the answer is [`Error::Duplicate`]; the check and the
+    /// append are one atomic step, so of racing appends with one claim exactly
+    /// one wins, in whichever process it runs. Claims are how a request that
+    /// must not run twice (an `Idempotency-Key`, a `sourceKey`) stays single
+    /// across processes. Every backend enforces claims and keeps them as long
+    /// as they hold.
     async fn append_claimed(
         &self,
         stream: &str,
         expected: ExpectedVersion,
         events: Vec<NewEvent>,
-        claims: Vec<String>,
+        claims: Vec<Claim>,
     ) -> Result<Appended>;
 
     /// Up to `max` events of `stream` from version `from`, in version order.
@@ -256,7 +301,7 @@ pub struct CommitStats {
 pub struct ClaimsOf(pub Arc<ClaimsFn>);
 
 /// See [`ClaimsOf`].
-pub type ClaimsFn = dyn Fn(&RecordedEvent) -> Vec<String> + Send + Sync;
+pub type ClaimsFn = dyn Fn(&RecordedEvent) -> Vec<Claim> + Send + Sync;
 
 impl std::fmt::Debug for ClaimsOf {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

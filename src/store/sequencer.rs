@@ -10,7 +10,9 @@
 use std::collections::HashMap;
 
 use crate::chain::{Hash, Hashed, ZERO};
-use crate::store::{Appended, ClaimsOf, Error, ExpectedVersion, NewEvent, RecordedEvent, Result};
+use crate::store::{
+    Appended, Claim, ClaimsOf, Error, ExpectedVersion, Held, NewEvent, RecordedEvent, Result,
+};
 
 /// The tip of one stream: its last version and the hash that the next event chains to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -25,8 +27,8 @@ pub struct Sequencer {
     tips: HashMap<String, Tip>,
     head: u64,
     clock: i64,
-    /// Claim -> the last position of the append that took it.
-    claims: HashMap<String, u64>,
+    /// Claim -> the append that took it.
+    claims: HashMap<String, Held>,
     /// How [`Sequencer::observe`] learns the claims of recorded events.
     claims_of: Option<ClaimsOf>,
 }
@@ -48,7 +50,7 @@ impl Sequencer {
         head: u64,
         clock: i64,
         tips: HashMap<String, Tip>,
-        claims: HashMap<String, u64>,
+        claims: HashMap<String, Held>,
     ) -> Sequencer {
         Sequencer {
             tips,
@@ -74,7 +76,8 @@ impl Sequencer {
             for claim in (claims_of.0)(event) {
                 // Each event of an append may report its claims; the last one
                 // seen leaves the append's last position, as a live append does.
-                self.claims.insert(claim, event.position);
+                let held = Held::taken(&claim, event.position, event.recorded_at);
+                self.claims.insert(claim.name, held);
             }
         }
     }
@@ -87,7 +90,7 @@ impl Sequencer {
         tips: HashMap<String, Tip>,
         head: u64,
         clock: i64,
-        claims: HashMap<String, u64>,
+        claims: HashMap<String, Held>,
         claims_of: Option<ClaimsOf>,
     ) -> Self {
         Sequencer {
@@ -99,9 +102,9 @@ impl Sequencer {
         }
     }
 
-    /// Every claim taken, with the last position of the append that took it.
-    pub fn claims(&self) -> impl ExactSizeIterator<Item = (&str, u64)> {
-        self.claims.iter().map(|(c, &p)| (c.as_str(), p))
+    /// Every claim taken, with the append that took it.
+    pub fn claims(&self) -> impl ExactSizeIterator<Item = (&str, Held)> {
+        self.claims.iter().map(|(c, &h)| (c.as_str(), h))
     }
 
     pub fn head(&self) -> u64 {
@@ -117,8 +120,8 @@ impl Sequencer {
         self.tips.get(stream).copied()
     }
 
-    /// The last position of the append that took `claim`, if one did.
-    pub fn claim(&self, claim: &str) -> Option<u64> {
+    /// The append that took `claim`, if one did.
+    pub fn claim(&self, claim: &str) -> Option<Held> {
         self.claims.get(claim).copied()
     }
 
@@ -151,7 +154,7 @@ pub struct Batch<'a> {
     head: u64,
     clock: i64,
     records: Vec<RecordedEvent>,
-    claims: HashMap<String, u64>,
+    claims: HashMap<String, Held>,
 }
 
 /// The state changes of a finished batch, to hand to [`Sequencer::commit`].
@@ -160,13 +163,13 @@ pub struct Staged {
     tips: HashMap<String, Tip>,
     head: u64,
     clock: i64,
-    claims: HashMap<String, u64>,
+    claims: HashMap<String, Held>,
 }
 
 impl Staged {
-    /// The claims the batch took, each with the last position of its append.
-    pub fn claims(&self) -> impl Iterator<Item = (&str, u64)> {
-        self.claims.iter().map(|(c, &p)| (c.as_str(), p))
+    /// The claims the batch took, each with the append that took it.
+    pub fn claims(&self) -> impl Iterator<Item = (&str, Held)> {
+        self.claims.iter().map(|(c, &h)| (c.as_str(), h))
     }
 }
 
@@ -203,20 +206,23 @@ impl Batch<'_> {
         stream: &str,
         expected: ExpectedVersion,
         events: Vec<NewEvent>,
-        claims: &[String],
+        claims: &[Claim],
         now: i64,
     ) -> Result<Appended> {
         crate::store::check_append(stream, &events)?;
+        // Time never runs backwards in the log, even if the system clock does.
+        let stamp = self.clock.max(now);
         for claim in claims {
             let taken = self
                 .claims
-                .get(claim)
+                .get(&claim.name)
                 .copied()
-                .or_else(|| self.base.claim(claim));
-            if let Some(position) = taken {
+                .or_else(|| self.base.claim(&claim.name))
+                .filter(|held| held.holds_at(stamp));
+            if let Some(held) = taken {
                 return Err(Error::Duplicate {
-                    claim: claim.clone(),
-                    position,
+                    claim: claim.name.clone(),
+                    position: held.position,
                 });
             }
         }
@@ -229,8 +235,7 @@ impl Batch<'_> {
         if !expected.matches(actual) {
             return Err(Error::Conflict { expected, actual });
         }
-        // Time never runs backwards in the log, even if the system clock does.
-        self.clock = self.clock.max(now);
+        self.clock = stamp;
         let recorded_at = self.clock;
         let mut prev_hash = tip.map_or(ZERO, |t| t.hash);
         let mut version = actual.map_or(0, |v| v + 1);
@@ -271,7 +276,8 @@ impl Batch<'_> {
             },
         );
         for claim in claims {
-            self.claims.insert(claim.clone(), self.head);
+            let held = Held::taken(claim, self.head, recorded_at);
+            self.claims.insert(claim.name.clone(), held);
         }
         Ok(Appended {
             positions: first..=self.head,
@@ -311,7 +317,7 @@ pub struct Pending {
     pub stream: String,
     pub expected: ExpectedVersion,
     pub events: Vec<NewEvent>,
-    pub claims: Vec<String>,
+    pub claims: Vec<Claim>,
     pub reply: tokio::sync::oneshot::Sender<Result<Appended>>,
 }
 

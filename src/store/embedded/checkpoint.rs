@@ -21,7 +21,7 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use crate::chain::Hash;
-use crate::store::ClaimsOf;
+use crate::store::{ClaimsOf, Held};
 use crate::store::embedded::frame;
 use crate::store::embedded::segment::{self, Scanned};
 use crate::store::sequencer::{Sequencer, Tip};
@@ -30,7 +30,7 @@ pub const FILE: &str = "index.ckpt";
 const MAGIC: &[u8; 8] = b"HKLGIDX\0";
 /// Bump on any change to the body's layout. 2: a CRC per segment. 3: the
 /// claims appends took.
-const FORMAT: u32 = 3;
+const FORMAT: u32 = 4;
 /// Magic, format, body length, body CRC32C.
 const HEADER_LEN: usize = 8 + 4 + 8 + 4;
 
@@ -84,10 +84,13 @@ pub fn encode<'a>(
         }
     }
     // Sorted, so the same state always encodes to the same bytes.
-    let mut claims: Vec<(&str, u64)> = sequencer.claims().collect();
-    claims.sort_unstable();
+    let mut claims: Vec<(&str, Held)> = sequencer.claims().collect();
+    claims.sort_unstable_by_key(|(claim, _)| *claim);
     put(&mut body, claims.len() as u64);
-    for (claim, position) in claims {
+    for (claim, held) in claims {
+        let position = held.position;
+        // 0: for good; else 1 + the last log time it holds at, as stored bits.
+        put(&mut body, held.expires_at.map_or(0, |at| 1 + at as u64));
         put(&mut body, claim.len() as u64);
         body.extend_from_slice(claim.as_bytes());
         put(&mut body, position);
@@ -283,10 +286,12 @@ fn decode_streams(r: &mut Reader<'_>, head: u64) -> Result<Streams, String> {
 }
 
 /// The claims section, the body's last.
-fn decode_claims(r: &mut Reader<'_>, head: u64) -> Result<HashMap<String, u64>, String> {
-    let count = r.count(3)?;
+fn decode_claims(r: &mut Reader<'_>, head: u64) -> Result<HashMap<String, Held>, String> {
+    let count = r.count(4)?;
     let mut claims = HashMap::with_capacity(count);
     for _ in 0..count {
+        let expires = r.varint()?;
+        let expires_at = expires.checked_sub(1).map(|bits| bits as i64);
         let len = r.count(1)?;
         let claim = std::str::from_utf8(r.take(len)?)
             .map_err(|_| "a claim is not UTF-8")?
@@ -297,7 +302,16 @@ fn decode_claims(r: &mut Reader<'_>, head: u64) -> Result<HashMap<String, u64>, 
                 "claim {claim:?} at position {position}, head is {head}"
             ));
         }
-        if claims.insert(claim, position).is_some() {
+        if claims
+            .insert(
+                claim,
+                Held {
+                    position,
+                    expires_at,
+                },
+            )
+            .is_some()
+        {
             return Err("a claim is named twice".into());
         }
     }

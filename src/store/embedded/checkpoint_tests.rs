@@ -7,6 +7,7 @@ use std::path::Path;
 
 use super::scan_tests::new_event;
 use super::*;
+use crate::store::Claim;
 
 fn options(segment_size: u64) -> Options {
     Options {
@@ -213,7 +214,7 @@ async fn claims_come_back_from_the_persisted_index_without_a_scan() {
                 "s-0",
                 ExpectedVersion::Any,
                 vec![new_event(i)],
-                vec![format!("claim-{i}")],
+                vec![Claim::forever(format!("claim-{i}"))],
             )
             .await
             .unwrap();
@@ -226,7 +227,7 @@ async fn claims_come_back_from_the_persisted_index_without_a_scan() {
     let mut claims: Vec<(String, u64)> = loaded
         .sequencer
         .claims()
-        .map(|(c, p)| (c.to_owned(), p))
+        .map(|(c, held)| (c.to_owned(), held.position))
         .collect();
     claims.sort();
     let expected: Vec<(String, u64)> = (0..5).map(|i| (format!("claim-{i}"), i + 1)).collect();
@@ -239,7 +240,7 @@ async fn claims_come_back_from_the_persisted_index_without_a_scan() {
             "s-1",
             ExpectedVersion::Any,
             vec![new_event(7)],
-            vec!["claim-3".into()],
+            vec![Claim::forever("claim-3")],
         )
         .await;
     assert!(

@@ -411,7 +411,7 @@ impl EventStore for EmbeddedStore {
         stream: &str,
         expected: ExpectedVersion,
         events: Vec<NewEvent>,
-        claims: Vec<String>,
+        claims: Vec<crate::store::Claim>,
     ) -> Result<Appended> {
         check_append(stream, &events)?;
         if let Some(e) = events.iter().find(|e| !frame::fits(stream, e)) {

@@ -183,7 +183,7 @@ impl EventStore for PostgresStore {
         stream: &str,
         expected: ExpectedVersion,
         events: Vec<NewEvent>,
-        claims: Vec<String>,
+        claims: Vec<crate::store::Claim>,
     ) -> Result<Appended> {
         check_append(stream, &events)?;
         let (reply, answer) = oneshot::channel();

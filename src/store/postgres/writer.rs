@@ -25,7 +25,7 @@ use tokio::sync::{mpsc, watch};
 use crate::store::postgres::tail::Tail;
 use crate::store::postgres::{CHANNEL, Params, claim_key, db_error, pool_error, raise};
 use crate::store::sequencer::{Sequencer, Tip, now_micros};
-use crate::store::{Appended, Error, RecordedEvent, Result};
+use crate::store::{Appended, Error, Held, RecordedEvent, Result};
 
 /// Event bytes one transaction takes at most; later appends wait for the next.
 const BATCH_BYTES: usize = 16 * 1024 * 1024;
@@ -157,7 +157,7 @@ impl Writer {
             .map_err(|e| db_error("preparing the tip read", e))?;
         let taken = tx
             .prepare_cached(
-                "SELECT claim, position FROM hookledger_claims WHERE claim_sha256 = ANY($1)",
+                "SELECT claim, position, expires_at FROM hookledger_claims WHERE claim_sha256 = ANY($1)",
             )
             .await
             .map_err(|e| db_error("preparing the claim read", e))?;
@@ -167,7 +167,7 @@ impl Writer {
         streams.dedup();
         let claim_keys: Vec<Vec<u8>> = requests
             .iter()
-            .flat_map(|r| r.claims.iter().map(|c| claim_key(c)))
+            .flat_map(|r| r.claims.iter().map(|c| claim_key(&c.name)))
             .collect();
         // One round trip: the lock first, then the reads it protects.
         let (head_row, tip_rows, claim_rows) = tokio::try_join!(
@@ -195,9 +195,15 @@ impl Writer {
                 (row.get::<_, String>(0), tip)
             })
             .collect();
-        let taken: HashMap<String, u64> = claim_rows
+        let taken: HashMap<String, Held> = claim_rows
             .iter()
-            .map(|row| (row.get::<_, String>(0), row.get::<_, i64>(1) as u64))
+            .map(|row| {
+                let held = Held {
+                    position: row.get::<_, i64>(1) as u64,
+                    expires_at: row.get(2),
+                };
+                (row.get::<_, String>(0), held)
+            })
             .collect();
         let sequencer = Sequencer::resume(head, clock, tips, taken);
         let mut batch = sequencer.batch();
@@ -211,7 +217,7 @@ impl Writer {
             return Ok((results, Vec::new()));
         };
         let (new_head, new_clock) = (last.position, last.recorded_at);
-        let claims: Vec<(String, u64)> = staged.claims().map(|(c, p)| (c.to_owned(), p)).collect();
+        let claims: Vec<(String, Held)> = staged.claims().map(|(c, h)| (c.to_owned(), h)).collect();
 
         let insert = tx
             .prepare_cached(
@@ -224,8 +230,10 @@ impl Writer {
             .map_err(|e| db_error("preparing the event insert", e))?;
         let insert_claims = tx
             .prepare_cached(
-                "INSERT INTO hookledger_claims (claim_sha256, claim, position) \
-                 SELECT * FROM unnest($1::bytea[], $2::text[], $3::bigint[])",
+                "INSERT INTO hookledger_claims (claim_sha256, claim, position, expires_at) \
+                 SELECT * FROM unnest($1::bytea[], $2::text[], $3::bigint[], $4::bigint[]) \
+                 ON CONFLICT (claim_sha256) DO UPDATE \
+                 SET position = EXCLUDED.position, expires_at = EXCLUDED.expires_at",
             )
             .await
             .map_err(|e| db_error("preparing the claim insert", e))?;
@@ -243,7 +251,8 @@ impl Writer {
         let claim_columns = (
             claims.iter().map(|(c, _)| claim_key(c)).collect::<Vec<_>>(),
             claims.iter().map(|(c, _)| c.as_str()).collect::<Vec<_>>(),
-            claims.iter().map(|&(_, p)| p as i64).collect::<Vec<_>>(),
+            claims.iter().map(|(_, h)| h.position as i64).collect::<Vec<_>>(),
+            claims.iter().map(|(_, h)| h.expires_at).collect::<Vec<_>>(),
         );
         let head_text = new_head.to_string();
         let (new_head_i64, channel) = (new_head as i64, CHANNEL);
@@ -255,7 +264,12 @@ impl Writer {
                 } else {
                     tx.execute(
                         &insert_claims,
-                        &[&claim_columns.0, &claim_columns.1, &claim_columns.2],
+                        &[
+                            &claim_columns.0,
+                            &claim_columns.1,
+                            &claim_columns.2,
+                            &claim_columns.3,
+                        ],
                     )
                     .await
                 }

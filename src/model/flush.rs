@@ -1,0 +1,59 @@
+//! Writing an overlay to the store: its rows, the index entries that moved,
+//! and the chain position they all reflect, as one batch.
+
+use super::overlay::{IndexEntries, Overlay};
+use super::tables::{self, Row};
+use crate::chain::Hash;
+use crate::kv::{Table, WriteBatch};
+
+/// The meta row keys.
+pub const META_FORMAT: &[u8] = b"format";
+pub const META_TIP: &[u8] = b"tip";
+pub const META_LOG: &[u8] = b"log";
+
+/// The batch that writes `overlay` over what `below` holds.
+pub fn batch(overlay: &Overlay, log_id: Option<Hash>) -> WriteBatch {
+    let mut batch = WriteBatch::default();
+    rows(&mut batch, tables::ENDPOINTS, &overlay.endpoints);
+    rows(&mut batch, tables::ENDPOINT_VERSIONS, &overlay.endpoint_versions);
+    rows(&mut batch, tables::PAYLOADS, &overlay.payloads);
+    rows(&mut batch, tables::ATTEMPTS, &overlay.attempts);
+    rows(&mut batch, tables::SOURCE_KEYS, &overlay.source_keys);
+    rows(&mut batch, tables::IDEMPOTENCY, &overlay.idempotency);
+    rows(&mut batch, tables::API_KEYS, &overlay.api_keys);
+    for (key, delivery) in &overlay.deliveries {
+        batch.put(tables::DELIVERIES, key.clone(), delivery.encode());
+        let old = overlay.delivery_index.get(key).cloned();
+        tables::reindex(&mut batch, old, tables::delivery_index(delivery));
+    }
+    for (key, event) in &overlay.events {
+        batch.put(tables::EVENTS, key.clone(), event.encode());
+        let old: Option<IndexEntries> = overlay.event_index.get(key).cloned();
+        tables::reindex(&mut batch, old, tables::event_index(event));
+    }
+    batch.put(
+        tables::META,
+        META_FORMAT.to_vec(),
+        tables::FORMAT.to_be_bytes().to_vec(),
+    );
+    batch.put(tables::META, META_TIP.to_vec(), encode_tip(overlay));
+    if let Some(log_id) = log_id {
+        batch.put(tables::META, META_LOG.to_vec(), log_id.to_vec());
+    }
+    batch
+}
+
+fn rows<R: Row>(batch: &mut WriteBatch, table: Table, rows: &std::collections::BTreeMap<Vec<u8>, R>) {
+    for (key, row) in rows {
+        batch.put(table, key.clone(), row.encode());
+    }
+}
+
+fn encode_tip(overlay: &Overlay) -> Vec<u8> {
+    let tip = &overlay.tip;
+    let mut out = Vec::with_capacity(72);
+    out.extend_from_slice(&tip.digest.position.to_be_bytes());
+    out.extend_from_slice(&tip.digest.digest);
+    out.extend_from_slice(&tip.last_hash);
+    out
+}

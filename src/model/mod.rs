@@ -1,0 +1,227 @@
+//! The read model on disk: the rows the folds of `projections` write, kept
+//! in an embedded store in the data directory (`DIR/model/readmodel.redb`),
+//! with the position, ledger digest and hash they reflect, committed together.
+//!
+//! - [`live`]: the [`Model`] of a running node: an overlay in memory that
+//!   the folds write into, written to the store as one batch at a time.
+//! - [`overlay`]: that overlay, and the store-backed `projections::Rows`.
+//! - [`view`] and [`list`]: reading through the layers, answers as of a past
+//!   position, and the lists with their indexes.
+//! - [`tables`] and [`keys`]: what is stored where, and how keys sort.
+//! - [`compare`]: two stores row by row, for `projections rebuild --verify`.
+//!
+//! The store is derived data: [`open`] reads what it reflects, and the
+//! projector checks that against the log before trusting it. Memory is the
+//! store's page cache (`--cache-size`) and the overlays, whatever the size of
+//! the history.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use crate::chain::{Hash, LedgerDigest};
+use crate::kv::{self, Kv, RedbKv};
+use crate::store::EventRef;
+
+pub mod compare;
+pub mod keys;
+mod flush;
+pub mod list;
+pub mod live;
+pub mod overlay;
+pub mod tables;
+pub mod view;
+
+pub use list::{DeliveryFilter, EventFilter, Listed, Page};
+pub use live::{Model, Options};
+pub use overlay::Tip;
+pub use view::View;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Kv(#[from] kv::Error),
+    #[error(transparent)]
+    Decode(#[from] tables::DecodeError),
+    #[error("event at position {position} does not follow the model, which expects {expected}")]
+    Gap { position: u64, expected: u64 },
+    #[error("the read model is inconsistent: {0}")]
+    Inconsistent(String),
+    #[error("the read model takes no more events: {0}")]
+    Failed(String),
+    #[error("event at position {position} cannot be folded: {reason}")]
+    Fold { position: u64, reason: String },
+}
+
+impl Error {
+    /// Whether the store's file is damaged, so the model must be rebuilt.
+    pub fn is_damage(&self) -> bool {
+        matches!(
+            self,
+            Error::Kv(kv::Error::Corrupt { .. }) | Error::Decode(_) | Error::Inconsistent(_)
+        )
+    }
+}
+
+/// An event decoded for the folds, with its hash for the ledger digest.
+#[derive(Debug, Clone)]
+pub struct Decoded {
+    pub recorded: projections::Recorded,
+    pub hash: Hash,
+}
+
+impl Decoded {
+    /// Decodes `event` as the folds need it: what they do not read (an
+    /// attempt's response body, the request and key ids) is checked and dropped.
+    pub fn new(event: &EventRef<'_>) -> Result<Decoded, Error> {
+        let fold_error = |reason: String| Error::Fold {
+            position: event.position,
+            reason,
+        };
+        let data = projections::fold_decode::event(event.event_type, event.schema_version, event.data)
+            .map_err(|e| fold_error(e.to_string()))?;
+        let metadata = projections::fold_decode::metadata(event.metadata)
+            .map_err(|e| fold_error(e.to_string()))?;
+        Ok(Decoded {
+            recorded: projections::Recorded {
+                position: event.position,
+                version: event.version,
+                recorded_at: projections::Timestamp::from_micros(event.recorded_at),
+                metadata,
+                event: data,
+            },
+            hash: *event.hash,
+        })
+    }
+
+    /// [`Decoded::new`] into `self`, reusing the memory of what it holds.
+    /// On an error `self` is unspecified.
+    pub fn refill(&mut self, event: &EventRef<'_>) -> Result<(), Error> {
+        let fold_error = |reason: String| Error::Fold {
+            position: event.position,
+            reason,
+        };
+        let recorded = &mut self.recorded;
+        projections::fold_decode::event_into(
+            event.event_type,
+            event.schema_version,
+            event.data,
+            &mut recorded.event,
+        )
+        .map_err(|e| fold_error(e.to_string()))?;
+        recorded.metadata =
+            projections::fold_decode::metadata(event.metadata).map_err(|e| fold_error(e.to_string()))?;
+        recorded.position = event.position;
+        recorded.version = event.version;
+        recorded.recorded_at = projections::Timestamp::from_micros(event.recorded_at);
+        self.hash = *event.hash;
+        Ok(())
+    }
+}
+
+/// Decodes a stored event whole, response bodies and metadata included, as
+/// an auditor's tool reads it.
+pub fn decode(event: &crate::store::RecordedEvent) -> Result<projections::Recorded, Error> {
+    let fold_error = |reason: String| Error::Fold {
+        position: event.position,
+        reason,
+    };
+    let data = projections::Event::decode(&event.event_type, event.schema_version, &event.data)
+        .map_err(|e| fold_error(e.to_string()))?;
+    let metadata =
+        projections::Metadata::decode(&event.metadata).map_err(|e| fold_error(e.to_string()))?;
+    Ok(projections::Recorded {
+        position: event.position,
+        version: event.version,
+        recorded_at: projections::Timestamp::from_micros(event.recorded_at),
+        metadata,
+        event: data,
+    })
+}
+
+/// A store as [`open`] found it: what it says it reflects.
+#[derive(Debug)]
+pub struct Stored {
+    pub kv: Arc<dyn Kv>,
+    /// The row format it was written in; `None` for a new, empty store.
+    pub format: Option<u64>,
+    pub tip: Tip,
+    /// The hash of the log's first event, which ties the store to one log.
+    pub log_id: Option<Hash>,
+}
+
+/// The directory of the read model in a data directory.
+pub fn dir_in(data_dir: &Path) -> PathBuf {
+    data_dir.join("model")
+}
+
+/// The store's file in a data directory.
+pub fn file_in(data_dir: &Path) -> PathBuf {
+    dir_in(data_dir).join("readmodel.redb")
+}
+
+/// Opens (or creates) the store at `file` and reads what it reflects;
+/// `cache` bytes of its pages stay in memory.
+pub fn open(file: &Path, cache: usize) -> Result<Stored, Error> {
+    if let Some(dir) = file.parent() {
+        crate::fsutil::create_private_dir(dir)
+            .map_err(|e| Error::Failed(format!("cannot create {}: {e}", dir.display())))?;
+    }
+    let kv = Arc::new(RedbKv::open(file, &tables::ALL, cache)?);
+    let snapshot = kv.read()?;
+    let format = snapshot
+        .get(tables::META, flush::META_FORMAT)?
+        .map(|b| decode_u64(&b))
+        .transpose()?;
+    let tip = match snapshot.get(tables::META, flush::META_TIP)? {
+        Some(bytes) => decode_tip(&bytes)?,
+        None => Tip::default(),
+    };
+    let log_id = snapshot
+        .get(tables::META, flush::META_LOG)?
+        .map(|b| {
+            <Hash>::try_from(b.as_slice())
+                .map_err(|_| Error::Inconsistent("the log id is not 32 bytes".into()))
+        })
+        .transpose()?;
+    Ok(Stored {
+        kv,
+        format,
+        tip,
+        log_id,
+    })
+}
+
+/// Moves a store that cannot be used out of the way, keeping the latest one
+/// set aside for inspection; returns where it went.
+pub fn set_aside(file: &Path) -> std::io::Result<PathBuf> {
+    let aside = file.with_extension("redb.set-aside");
+    match std::fs::rename(file, &aside) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    if let Some(dir) = file.parent() {
+        crate::fsutil::sync_dir(dir)?;
+    }
+    Ok(aside)
+}
+
+fn decode_u64(bytes: &[u8]) -> Result<u64, Error> {
+    <[u8; 8]>::try_from(bytes)
+        .map(u64::from_be_bytes)
+        .map_err(|_| Error::Inconsistent("a meta number is not 8 bytes".into()))
+}
+
+fn decode_tip(bytes: &[u8]) -> Result<Tip, Error> {
+    let bad = || Error::Inconsistent("the model's position record is malformed".into());
+    if bytes.len() != 72 {
+        return Err(bad());
+    }
+    let position = decode_u64(&bytes[..8])?;
+    let digest = <Hash>::try_from(&bytes[8..40]).map_err(|_| bad())?;
+    let last_hash = <Hash>::try_from(&bytes[40..72]).map_err(|_| bad())?;
+    Ok(Tip {
+        digest: LedgerDigest { position, digest },
+        last_hash,
+    })
+}

@@ -1,0 +1,292 @@
+//! The rows folded since they were last written to the store: an
+//! [`Overlay`], kept in memory by table and store key, and [`Folding`], the
+//! store-backed implementation of `projections::Rows` that the folds write
+//! through. A row the fold asks for is found in the overlay, else in the
+//! layers below it (an overlay being written out, then the store), and copied
+//! up to be changed; the overlay is written to the store as one batch later.
+//!
+//! A row copied up remembers the index entries it had below, so that writing
+//! it out moves exactly the entries that changed.
+
+use std::collections::{BTreeMap, HashMap};
+
+use projections::Rows;
+use projections::model::{ApiKey, Attempt, Delivery, Endpoint, IdempotencyRecord, WebhookEvent};
+
+use super::Error;
+use super::tables::{self, Row, key};
+use crate::chain::{Hash, LedgerDigest};
+use crate::kv::{KvRead, Table};
+
+/// The chain after the last event folded: the ledger digest and that event's hash.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Tip {
+    pub digest: LedgerDigest,
+    pub last_hash: Hash,
+}
+
+impl Tip {
+    pub fn position(&self) -> u64 {
+        self.digest.position
+    }
+
+    /// Folds the event at `position` into the digest; events must come in
+    /// position order with no gap.
+    pub fn fold(&mut self, position: u64, hash: &Hash) -> Result<(), Error> {
+        let expected = self.digest.position + 1;
+        if position != expected {
+            return Err(Error::Gap { position, expected });
+        }
+        self.digest.fold(position, hash);
+        self.last_hash = *hash;
+        Ok(())
+    }
+}
+
+/// Rows changed since the last write to the store.
+#[derive(Debug, Default)]
+pub struct Overlay {
+    pub endpoints: BTreeMap<Vec<u8>, Endpoint>,
+    pub endpoint_versions: BTreeMap<Vec<u8>, Endpoint>,
+    pub events: BTreeMap<Vec<u8>, WebhookEvent>,
+    pub payloads: BTreeMap<Vec<u8>, String>,
+    pub deliveries: BTreeMap<Vec<u8>, Delivery>,
+    pub attempts: BTreeMap<Vec<u8>, Attempt>,
+    pub source_keys: BTreeMap<Vec<u8>, String>,
+    pub idempotency: BTreeMap<Vec<u8>, IdempotencyRecord>,
+    pub api_keys: BTreeMap<Vec<u8>, ApiKey>,
+    /// The index entries of rows copied up from below, as they were there;
+    /// a row absent here is new.
+    pub delivery_index: HashMap<Vec<u8>, IndexEntries>,
+    pub event_index: HashMap<Vec<u8>, IndexEntries>,
+    /// The chain after the last event folded in.
+    pub tip: Tip,
+    /// Roughly what the rows take in memory, to decide when to write them out.
+    pub bytes: usize,
+}
+
+/// What a row roughly costs in memory besides its strings.
+const ROW_BYTES: usize = 160;
+
+impl Overlay {
+    /// An empty overlay that goes on from `tip`.
+    pub fn after(tip: Tip) -> Overlay {
+        Overlay {
+            tip,
+            ..Overlay::default()
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.bytes == 0
+    }
+}
+
+/// A map of an overlay, to look a row up in every layer the same way.
+pub type Field<R> = fn(&Overlay) -> &BTreeMap<Vec<u8>, R>;
+
+/// Looks `key` up in `overlays` (newest first), then in `kv`.
+pub fn lookup<R: Row + Clone>(
+    overlays: &[&Overlay],
+    kv: &dyn KvRead,
+    table: Table,
+    key: &[u8],
+    field: Field<R>,
+) -> Result<Option<R>, Error> {
+    for overlay in overlays {
+        if let Some(row) = field(overlay).get(key) {
+            return Ok(Some(row.clone()));
+        }
+    }
+    kv.get(table, key)?
+        .map(|bytes| R::decode(&bytes).map_err(Error::from))
+        .transpose()
+}
+
+/// The rows a fold writes: the overlay being filled, over the layers below.
+#[allow(missing_debug_implementations)]
+pub struct Folding<'a> {
+    pub overlay: &'a mut Overlay,
+    /// An overlay being written to the store, if any.
+    pub frozen: Option<&'a Overlay>,
+    pub kv: &'a dyn KvRead,
+}
+
+impl Folding<'_> {
+    fn below<R: Row + Clone>(
+        &self,
+        table: Table,
+        key: &[u8],
+        field: Field<R>,
+    ) -> Result<Option<R>, Error> {
+        let frozen: Vec<&Overlay> = self.frozen.into_iter().collect();
+        lookup(&frozen, self.kv, table, key, field)
+    }
+
+    fn added(&mut self, strings: usize) {
+        self.overlay.bytes += ROW_BYTES + strings;
+    }
+}
+
+/// A row's index entries, as [`tables::delivery_index`] gives them.
+pub type IndexEntries = [(Table, Vec<u8>); 3];
+type FieldMut<R> = fn(&mut Overlay) -> &mut BTreeMap<Vec<u8>, R>;
+/// How to compute a row's index entries, and where to remember them.
+type Remember<R> = (fn(&R) -> IndexEntries, fn(&mut Overlay) -> &mut HashMap<Vec<u8>, IndexEntries>);
+
+impl Folding<'_> {
+    /// The row at `key`, ready to change: copied up from below if it is not
+    /// in the overlay yet.
+    fn copy_up<R: Row + Clone>(
+        &mut self,
+        table: Table,
+        key: Vec<u8>,
+        field: Field<R>,
+        field_mut: FieldMut<R>,
+        remember: Option<Remember<R>>,
+    ) -> Result<Option<&mut R>, Error> {
+        if !field(self.overlay).contains_key(&key) {
+            let Some(row) = self.below(table, &key, field)? else {
+                return Ok(None);
+            };
+            if let Some((entries, remembered)) = remember {
+                remembered(self.overlay)
+                    .entry(key.clone())
+                    .or_insert_with(|| entries(&row));
+            }
+            self.added(0);
+            field_mut(self.overlay).insert(key.clone(), row);
+        }
+        Ok(field_mut(self.overlay).get_mut(&key))
+    }
+}
+
+impl Rows for Folding<'_> {
+    type Error = Error;
+
+    fn endpoint_mut(&mut self, org: &str, id: &str) -> Result<Option<&mut Endpoint>, Error> {
+        self.copy_up(
+            tables::ENDPOINTS,
+            key::endpoint(org, id),
+            |o| &o.endpoints,
+            |o| &mut o.endpoints,
+            None,
+        )
+    }
+
+    fn put_endpoint(&mut self, endpoint: Endpoint) -> Result<(), Error> {
+        let org = &endpoint.organization_id;
+        self.added(endpoint.url.len() + endpoint.name.len());
+        self.overlay.endpoint_versions.insert(
+            key::endpoint_version(org, &endpoint.id, endpoint.version),
+            endpoint.clone(),
+        );
+        self.overlay
+            .endpoints
+            .insert(key::endpoint(org, &endpoint.id), endpoint);
+        Ok(())
+    }
+
+    fn event_mut(&mut self, org: &str, id: &str) -> Result<Option<&mut WebhookEvent>, Error> {
+        self.copy_up(
+            tables::EVENTS,
+            key::event(org, id),
+            |o| &o.events,
+            |o| &mut o.events,
+            Some((tables::event_index, |o| &mut o.event_index)),
+        )
+    }
+
+    fn put_event(&mut self, event: WebhookEvent, payload: String) -> Result<(), Error> {
+        let key = key::event(&event.organization_id, &event.id);
+        self.added(payload.len() + 40 * event.delivery_ids.len());
+        self.overlay.payloads.insert(key.clone(), payload);
+        self.overlay.events.insert(key, event);
+        Ok(())
+    }
+
+    fn delivery_mut(&mut self, org: &str, id: &str) -> Result<Option<&mut Delivery>, Error> {
+        self.copy_up(
+            tables::DELIVERIES,
+            key::delivery(org, id),
+            |o| &o.deliveries,
+            |o| &mut o.deliveries,
+            Some((tables::delivery_index, |o| &mut o.delivery_index)),
+        )
+    }
+
+    fn put_delivery(&mut self, delivery: Delivery) -> Result<(), Error> {
+        self.added(delivery.endpoint_url.len());
+        self.overlay.deliveries.insert(
+            key::delivery(&delivery.organization_id, &delivery.id),
+            delivery,
+        );
+        Ok(())
+    }
+
+    fn put_attempt(&mut self, attempt: Attempt) -> Result<(), Error> {
+        self.added(attempt.last_error.as_ref().map_or(0, String::len));
+        self.overlay.attempts.insert(
+            key::attempt(
+                &attempt.organization_id,
+                &attempt.delivery_id,
+                attempt.version,
+            ),
+            attempt,
+        );
+        Ok(())
+    }
+
+    fn source_key(&mut self, org: &str, source_key: &str) -> Result<Option<String>, Error> {
+        let key = key::source_key(org, source_key);
+        if let Some(event) = self.overlay.source_keys.get(&key) {
+            return Ok(Some(event.clone()));
+        }
+        self.below(tables::SOURCE_KEYS, &key, |o| &o.source_keys)
+    }
+
+    fn put_source_key(&mut self, org: &str, source_key: &str, event_id: &str) -> Result<(), Error> {
+        self.added(source_key.len());
+        self.overlay
+            .source_keys
+            .insert(key::source_key(org, source_key), event_id.to_owned());
+        Ok(())
+    }
+
+    fn idempotency(&mut self, org: &str, slot: &str) -> Result<Option<IdempotencyRecord>, Error> {
+        let key = key::idempotency(org, slot);
+        if let Some(record) = self.overlay.idempotency.get(&key) {
+            return Ok(Some(record.clone()));
+        }
+        self.below(tables::IDEMPOTENCY, &key, |o| &o.idempotency)
+    }
+
+    fn put_idempotency(
+        &mut self,
+        org: &str,
+        slot: &str,
+        record: IdempotencyRecord,
+    ) -> Result<(), Error> {
+        self.added(slot.len());
+        self.overlay
+            .idempotency
+            .insert(key::idempotency(org, slot), record);
+        Ok(())
+    }
+
+    fn api_key_mut(&mut self, id: &str) -> Result<Option<&mut ApiKey>, Error> {
+        self.copy_up(
+            tables::API_KEYS,
+            key::api_key(id),
+            |o| &o.api_keys,
+            |o| &mut o.api_keys,
+            None,
+        )
+    }
+
+    fn put_api_key(&mut self, api_key: ApiKey) -> Result<(), Error> {
+        self.added(0);
+        self.overlay.api_keys.insert(key::api_key(&api_key.id), api_key);
+        Ok(())
+    }
+}

@@ -1,0 +1,267 @@
+//! The read model's tables: their names, their keys, how rows are encoded,
+//! and the secondary indexes each row adds. One place, so the writer, the
+//! readers and the comparison of two stores all agree.
+//!
+//! Rows are the `projections` row types archived with rkyv, after one byte of
+//! row format. Index entries carry no value: the key is the whole fact.
+
+use projections::model::{ApiKey, Attempt, Delivery, Endpoint, IdempotencyRecord, WebhookEvent};
+use projections::{AttemptStatus, EventStatus};
+use rkyv::rancor;
+use rkyv::util::AlignedVec;
+
+use super::keys::Key;
+use crate::kv::{Table, WriteBatch};
+
+pub const META: Table = Table("meta");
+pub const ENDPOINTS: Table = Table("endpoints");
+pub const ENDPOINT_VERSIONS: Table = Table("endpoint_versions");
+pub const EVENTS: Table = Table("events");
+pub const PAYLOADS: Table = Table("payloads");
+pub const DELIVERIES: Table = Table("deliveries");
+pub const ATTEMPTS: Table = Table("attempts");
+pub const SOURCE_KEYS: Table = Table("source_keys");
+pub const IDEMPOTENCY: Table = Table("idempotency");
+pub const API_KEYS: Table = Table("api_keys");
+/// `(org, status, delivery id)`.
+pub const DELIVERIES_BY_STATUS: Table = Table("deliveries_by_status");
+/// `(org, endpoint id, delivery id)`.
+pub const DELIVERIES_BY_ENDPOINT: Table = Table("deliveries_by_endpoint");
+/// `(org, endpoint id, status, delivery id)`.
+pub const DELIVERIES_BY_ENDPOINT_STATUS: Table = Table("deliveries_by_endpoint_status");
+/// `(org, status, event id)`.
+pub const EVENTS_BY_STATUS: Table = Table("events_by_status");
+/// `(org, event type, event id)`.
+pub const EVENTS_BY_TYPE: Table = Table("events_by_type");
+/// `(org, event type, status, event id)`.
+pub const EVENTS_BY_TYPE_STATUS: Table = Table("events_by_type_status");
+
+/// Every table, in the order a comparison walks them.
+pub const ALL: [Table; 16] = [
+    META,
+    API_KEYS,
+    ENDPOINTS,
+    ENDPOINT_VERSIONS,
+    EVENTS,
+    PAYLOADS,
+    DELIVERIES,
+    ATTEMPTS,
+    SOURCE_KEYS,
+    IDEMPOTENCY,
+    DELIVERIES_BY_STATUS,
+    DELIVERIES_BY_ENDPOINT,
+    DELIVERIES_BY_ENDPOINT_STATUS,
+    EVENTS_BY_STATUS,
+    EVENTS_BY_TYPE,
+    EVENTS_BY_TYPE_STATUS,
+];
+
+/// Bump on any change to a row's archived form, a key or an index: a store
+/// of another format is set aside and rebuilt from the log.
+pub const FORMAT: u64 = 1;
+
+/// The first byte of every encoded row.
+const ROW_FORMAT: u8 = 1;
+
+pub mod key {
+    use super::Key;
+
+    pub fn org(org: &str) -> Key {
+        Key::new().str(org)
+    }
+
+    pub fn endpoint(org: &str, id: &str) -> Vec<u8> {
+        Key::new().str(org).str(id).into_bytes()
+    }
+
+    pub fn endpoint_version(org: &str, id: &str, version: u64) -> Vec<u8> {
+        Key::new().str(org).str(id).u64(version).into_bytes()
+    }
+
+    pub fn event(org: &str, id: &str) -> Vec<u8> {
+        Key::new().str(org).str(id).into_bytes()
+    }
+
+    pub fn delivery(org: &str, id: &str) -> Vec<u8> {
+        Key::new().str(org).str(id).into_bytes()
+    }
+
+    pub fn attempt(org: &str, delivery_id: &str, version: u64) -> Vec<u8> {
+        Key::new().str(org).str(delivery_id).u64(version).into_bytes()
+    }
+
+    pub fn source_key(org: &str, source_key: &str) -> Vec<u8> {
+        Key::new().str(org).str(source_key).into_bytes()
+    }
+
+    pub fn idempotency(org: &str, slot: &str) -> Vec<u8> {
+        Key::new().str(org).str(slot).into_bytes()
+    }
+
+    pub fn api_key(id: &str) -> Vec<u8> {
+        Key::new().str(id).into_bytes()
+    }
+}
+
+/// What a row could not be decoded for.
+#[derive(Debug, thiserror::Error)]
+#[error("a {what} row does not decode: {reason}")]
+pub struct DecodeError {
+    pub what: &'static str,
+    pub reason: String,
+}
+
+/// A row type of the model.
+pub trait Row: Sized {
+    const WHAT: &'static str;
+    fn encode(&self) -> Vec<u8>;
+    fn decode(bytes: &[u8]) -> Result<Self, DecodeError>;
+}
+
+macro_rules! archived_row {
+    ($ty:ty, $what:literal) => {
+        impl Row for $ty {
+            const WHAT: &'static str = $what;
+
+            fn encode(&self) -> Vec<u8> {
+                let body = rkyv::to_bytes::<rancor::Error>(self).expect("a row always serialises");
+                let mut out = Vec::with_capacity(1 + body.len());
+                out.push(ROW_FORMAT);
+                out.extend_from_slice(&body);
+                out
+            }
+
+            fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
+                let error = |reason: String| DecodeError {
+                    what: $what,
+                    reason,
+                };
+                let Some((&format, body)) = bytes.split_first() else {
+                    return Err(error("empty".into()));
+                };
+                if format != ROW_FORMAT {
+                    return Err(error(format!("row format {format}, not {ROW_FORMAT}")));
+                }
+                // rkyv reads archives in place, so they must be aligned.
+                let mut aligned = AlignedVec::<16>::with_capacity(body.len());
+                aligned.extend_from_slice(body);
+                rkyv::from_bytes::<$ty, rancor::Error>(&aligned).map_err(|e| error(e.to_string()))
+            }
+        }
+    };
+}
+
+archived_row!(Endpoint, "endpoint");
+archived_row!(WebhookEvent, "event");
+archived_row!(Delivery, "delivery");
+archived_row!(Attempt, "attempt");
+archived_row!(ApiKey, "API key");
+archived_row!(IdempotencyRecord, "idempotency");
+
+/// Strings (payloads, source keys' event ids) are stored as their bytes.
+impl Row for String {
+    const WHAT: &'static str = "text";
+
+    fn encode(&self) -> Vec<u8> {
+        self.as_bytes().to_vec()
+    }
+
+    fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
+        String::from_utf8(bytes.to_vec()).map_err(|e| DecodeError {
+            what: "text",
+            reason: e.to_string(),
+        })
+    }
+}
+
+pub fn attempt_status_byte(status: AttemptStatus) -> u8 {
+    match status {
+        AttemptStatus::Pending => 0,
+        AttemptStatus::RetryScheduled => 1,
+        AttemptStatus::Delivered => 2,
+        AttemptStatus::Failed => 3,
+    }
+}
+
+pub fn event_status_byte(status: EventStatus) -> u8 {
+    match status {
+        EventStatus::Pending => 0,
+        EventStatus::Delivered => 1,
+        EventStatus::Failed => 2,
+        EventStatus::Skipped => 3,
+    }
+}
+
+/// The index entries of a delivery.
+pub fn delivery_index(d: &Delivery) -> [(Table, Vec<u8>); 3] {
+    let status = attempt_status_byte(d.status);
+    let org = &d.organization_id;
+    [
+        (
+            DELIVERIES_BY_STATUS,
+            Key::new().str(org).byte(status).str(&d.id).into_bytes(),
+        ),
+        (
+            DELIVERIES_BY_ENDPOINT,
+            Key::new()
+                .str(org)
+                .str(&d.endpoint_id)
+                .str(&d.id)
+                .into_bytes(),
+        ),
+        (
+            DELIVERIES_BY_ENDPOINT_STATUS,
+            Key::new()
+                .str(org)
+                .str(&d.endpoint_id)
+                .byte(status)
+                .str(&d.id)
+                .into_bytes(),
+        ),
+    ]
+}
+
+/// The index entries of an event.
+pub fn event_index(e: &WebhookEvent) -> [(Table, Vec<u8>); 3] {
+    let status = event_status_byte(e.status);
+    let org = &e.organization_id;
+    [
+        (
+            EVENTS_BY_STATUS,
+            Key::new().str(org).byte(status).str(&e.id).into_bytes(),
+        ),
+        (
+            EVENTS_BY_TYPE,
+            Key::new().str(org).str(&e.event_type).str(&e.id).into_bytes(),
+        ),
+        (
+            EVENTS_BY_TYPE_STATUS,
+            Key::new()
+                .str(org)
+                .str(&e.event_type)
+                .byte(status)
+                .str(&e.id)
+                .into_bytes(),
+        ),
+    ]
+}
+
+/// Writes the change of a row's index entries from `old` to `new`: entries
+/// that stay are not written again.
+pub fn reindex(batch: &mut WriteBatch, old: Option<[(Table, Vec<u8>); 3]>, new: [(Table, Vec<u8>); 3]) {
+    match old {
+        None => {
+            for (table, key) in new {
+                batch.put(table, key, Vec::new());
+            }
+        }
+        Some(old) => {
+            for ((table, old), (_, new)) in old.into_iter().zip(new) {
+                if old != new {
+                    batch.delete(table, old);
+                    batch.put(table, new, Vec::new());
+                }
+            }
+        }
+    }
+}
