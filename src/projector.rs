@@ -52,6 +52,15 @@ pub struct Config {
 }
 
 impl Config {
+    /// The read model of the data directory `data_dir`, with a small cache.
+    pub fn in_dir(data_dir: &std::path::Path) -> Config {
+        Config {
+            file: Some(model::file_in(data_dir)),
+            cache_bytes: 16 << 20,
+            options: model::Options::default(),
+        }
+    }
+
     pub fn in_memory() -> Config {
         Config {
             file: None,

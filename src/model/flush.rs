@@ -3,7 +3,6 @@
 
 use super::overlay::{IndexEntries, Overlay};
 use super::tables::{self, Row};
-use crate::chain::Hash;
 use crate::kv::{Table, WriteBatch};
 
 /// The meta row keys.
@@ -11,25 +10,25 @@ pub const META_FORMAT: &[u8] = b"format";
 pub const META_TIP: &[u8] = b"tip";
 pub const META_LOG: &[u8] = b"log";
 
-/// The batch that writes `overlay` over what `below` holds.
-pub fn batch(overlay: &Overlay, log_id: Option<Hash>) -> WriteBatch {
-    let mut batch = WriteBatch::default();
-    rows(&mut batch, tables::ENDPOINTS, &overlay.endpoints);
-    rows(&mut batch, tables::ENDPOINT_VERSIONS, &overlay.endpoint_versions);
-    rows(&mut batch, tables::PAYLOADS, &overlay.payloads);
-    rows(&mut batch, tables::ATTEMPTS, &overlay.attempts);
-    rows(&mut batch, tables::SOURCE_KEYS, &overlay.source_keys);
-    rows(&mut batch, tables::IDEMPOTENCY, &overlay.idempotency);
-    rows(&mut batch, tables::API_KEYS, &overlay.api_keys);
+/// Adds to `batch` the writes that put `overlay` into the store.
+pub fn write_out(overlay: &Overlay, batch: &mut WriteBatch) {
+    let batch = &mut *batch;
+    rows(batch, tables::ENDPOINTS, &overlay.endpoints);
+    rows(batch, tables::ENDPOINT_VERSIONS, &overlay.endpoint_versions);
+    rows(batch, tables::PAYLOADS, &overlay.payloads);
+    rows(batch, tables::ATTEMPTS, &overlay.attempts);
+    rows(batch, tables::SOURCE_KEYS, &overlay.source_keys);
+    rows(batch, tables::IDEMPOTENCY, &overlay.idempotency);
+    rows(batch, tables::API_KEYS, &overlay.api_keys);
     for (key, delivery) in &overlay.deliveries {
         batch.put(tables::DELIVERIES, key.clone(), delivery.encode());
         let old = overlay.delivery_index.get(key).cloned();
-        tables::reindex(&mut batch, old, tables::delivery_index(delivery));
+        tables::reindex(batch, old, tables::delivery_index(delivery));
     }
     for (key, event) in &overlay.events {
         batch.put(tables::EVENTS, key.clone(), event.encode());
         let old: Option<IndexEntries> = overlay.event_index.get(key).cloned();
-        tables::reindex(&mut batch, old, tables::event_index(event));
+        tables::reindex(batch, old, tables::event_index(event));
     }
     batch.put(
         tables::META,
@@ -37,10 +36,9 @@ pub fn batch(overlay: &Overlay, log_id: Option<Hash>) -> WriteBatch {
         tables::FORMAT.to_be_bytes().to_vec(),
     );
     batch.put(tables::META, META_TIP.to_vec(), encode_tip(overlay));
-    if let Some(log_id) = log_id {
+    if let Some(log_id) = overlay.log_id {
         batch.put(tables::META, META_LOG.to_vec(), log_id.to_vec());
     }
-    batch
 }
 
 fn rows<R: Row>(batch: &mut WriteBatch, table: Table, rows: &std::collections::BTreeMap<Vec<u8>, R>) {

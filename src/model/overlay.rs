@@ -16,7 +16,8 @@ use projections::model::{ApiKey, Attempt, Delivery, Endpoint, IdempotencyRecord,
 use super::Error;
 use super::tables::{self, Row, key};
 use crate::chain::{Hash, LedgerDigest};
-use crate::kv::{KvRead, Table};
+use crate::kv::layered::Memtable;
+use crate::kv::{KvRead, Table, WriteBatch};
 
 /// The chain after the last event folded: the ledger digest and that event's hash.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -61,6 +62,8 @@ pub struct Overlay {
     pub event_index: HashMap<Vec<u8>, IndexEntries>,
     /// The chain after the last event folded in.
     pub tip: Tip,
+    /// The hash of the log's first event, once folded.
+    pub log_id: Option<Hash>,
     /// Roughly what the rows take in memory, to decide when to write them out.
     pub bytes: usize,
 }
@@ -70,15 +73,30 @@ const ROW_BYTES: usize = 160;
 
 impl Overlay {
     /// An empty overlay that goes on from `tip`.
-    pub fn after(tip: Tip) -> Overlay {
+    pub fn after(tip: Tip, log_id: Option<Hash>) -> Overlay {
         Overlay {
             tip,
+            log_id,
             ..Overlay::default()
         }
     }
+}
 
-    pub fn is_empty(&self) -> bool {
+impl Memtable for Overlay {
+    fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    fn is_empty(&self) -> bool {
         self.bytes == 0
+    }
+
+    fn successor(&self) -> Overlay {
+        Overlay::after(self.tip, self.log_id)
+    }
+
+    fn write_out(&self, batch: &mut WriteBatch) {
+        super::flush::write_out(self, batch);
     }
 }
 

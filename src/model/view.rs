@@ -15,7 +15,7 @@ use projections::model::{ApiKey, Attempt, Delivery, Endpoint, IdempotencyRecord,
 use projections::view::{DeliverySnapshot, EventSnapshot};
 
 use super::Error;
-use super::live::Layers;
+use crate::kv::layered::Layers;
 use super::overlay::{Field, Overlay, lookup};
 use super::tables::{self, Row, key};
 use crate::kv::{Flow, Table};
@@ -23,7 +23,7 @@ use crate::kv::{Flow, Table};
 /// A consistent view of the model for reading.
 #[derive(Clone)]
 pub struct View {
-    layers: Layers,
+    layers: Layers<Overlay>,
     position: u64,
 }
 
@@ -40,7 +40,7 @@ fn read(layer: &std::sync::RwLock<Overlay>) -> RwLockReadGuard<'_, Overlay> {
 }
 
 impl View {
-    pub(super) fn new(layers: Layers, position: u64) -> View {
+    pub(super) fn new(layers: Layers<Overlay>, position: u64) -> View {
         View { layers, position }
     }
 

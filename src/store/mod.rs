@@ -88,6 +88,13 @@ impl Claim {
     }
 }
 
+/// A name alone is a claim for good.
+impl From<&str> for Claim {
+    fn from(name: &str) -> Claim {
+        Claim::forever(name)
+    }
+}
+
 /// A claim as the store holds it: the append that took it, and until when.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Held {

@@ -59,6 +59,7 @@ macro_rules! conformance {
                 reopen_keeps_everything_and_continues,
                 read_batch_after_reopen_gives_what_read_all_gives,
                 claims_survive_reopen,
+                an_expired_claim_is_free_again,
             );
         }
     };

@@ -117,6 +117,6 @@ async fn the_digest_moves_with_every_event() {
     let after = app.get("/v1/ledger/digest").await;
     assert_eq!(after.body["position"], app.head());
     assert_ne!(after.body["digest"], before.body["digest"]);
-    let digest = app.node.projector.read().digest.hex();
+    let digest = app.node.projector.model().tip().digest.hex();
     assert_eq!(after.body["digest"], digest.as_str());
 }

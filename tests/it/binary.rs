@@ -139,8 +139,8 @@ impl Server {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
-    /// SIGTERM, then wait for a clean exit.
-    pub fn stop(mut self) {
+    /// SIGTERM, then wait for a clean exit; returns the server's whole log.
+    pub fn stop(mut self) -> String {
         nix::sys::signal::kill(self.pid(), nix::sys::signal::Signal::SIGTERM).unwrap();
         let status = self.child.wait().unwrap();
         assert!(
@@ -148,6 +148,7 @@ impl Server {
             "serve exited with {status:?} after SIGTERM:\n{}",
             self.log()
         );
+        self.log()
     }
 
     /// SIGKILL: the process dies wherever it is, with no chance to clean up.

@@ -1,5 +1,5 @@
 //! The command line end to end: the real `hookledger` binary serving, issuing
-//! keys beside a running server, stopping on SIGTERM with a final snapshot, and
+//! keys beside a running server, stopping on SIGTERM with the read model written out, and
 //! the operator and auditor commands on the data it left.
 
 use std::time::Duration;
@@ -7,7 +7,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
-use crate::binary::{Client, Server, create_key, hookledger, key_id, stdout, succeeds, walk};
+use crate::binary::{log_lines, Client, Server, create_key, hookledger, key_id, stdout, succeeds, walk};
 
 const ORG: &str = "org_cli";
 
@@ -99,14 +99,19 @@ async fn rebuild_verify_and_audit_agree_with_the_live_ledger_and_catch_one_chang
         .get("/v1/outbound-webhook-deliveries?limit=250")
         .await;
     let events_before = client.get("/v1/outbound-webhook-events?limit=250").await;
-    server.stop();
-    assert!(
-        data.join("snapshots/readmodel.snap").exists(),
-        "SIGTERM wrote a final snapshot"
-    );
+    let server_log = server.stop();
+    let stopped = log_lines(&server_log, "wrote the read model out");
+    assert!(!stopped.is_empty(), "SIGTERM wrote the read model out");
 
-    // A restart serves every snapshot exactly as before.
+    // A restart resumes from the model on disk, at the position it stopped
+    // at, and serves everything exactly as before.
     let server = Server::start(&data).await;
+    let opened = log_lines(&server.log(), "opened the read model; replaying the log's tail");
+    assert_eq!(
+        opened.last().expect("the restart opened the stored model")["fields"]["position"],
+        stopped.last().unwrap()["fields"]["position"],
+        "nothing is replayed that was written out"
+    );
     let client = Client::new(&server, ORG, &client.key);
     assert_eq!(
         client

@@ -12,7 +12,6 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::time::Duration;
 
-use hookledger::snapshot::Snapshot;
 use reqwest::Method;
 use serde_json::json;
 use tokio::task::JoinSet;
@@ -173,7 +172,7 @@ async fn check_ledger(
 }
 
 /// `audit verify` on the data, and `projections rebuild --verify` on a copy (the
-/// rebuild writes a snapshot, and the server's own snapshots are under test).
+/// rebuild swaps in a new model, and the server's own model is under test).
 fn check_offline(data: &Path, context: &str) {
     let out = hookledger(data, &["audit", "verify"]);
     assert!(
@@ -198,8 +197,7 @@ async fn sigkill_at_random_moments_loses_no_acknowledged_attempt() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let key = create_key(&data, ORG);
-    let serve_args = ["--snapshot-interval", "1"];
-    let mut server = Server::start_with(&data, &serve_args).await;
+    let mut server = Server::start(&data).await;
     let client = Client::new(&server, ORG, &key);
     client
         .post(
@@ -237,7 +235,7 @@ async fn sigkill_at_random_moments_loses_no_acknowledged_attempt() {
         }
 
         check_offline(&data, &context);
-        server = Server::start_with(&data, &serve_args).await;
+        server = Server::start(&data).await;
         let client = Client::new(&server, ORG, &key);
         last = check_ledger(&client, &deliveries, &events, &sent, &context).await;
     }
@@ -259,27 +257,24 @@ async fn sigkill_at_random_moments_loses_no_acknowledged_attempt() {
     );
 }
 
-/// True when the snapshot directory shows a write under way: a temp file, or
-/// the snapshot file itself changed since `before`.
-fn snapshot_write_started(dir: &Path, before: &[u8]) -> bool {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return false;
-    };
-    entries.flatten().any(|e| {
-        let name = e.file_name();
-        name != "readmodel.snap" || e.metadata().map(|m| m.len()).ok() != Some(before.len() as u64)
-    }) || std::fs::read(dir.join("readmodel.snap")).is_ok_and(|b| b != before)
+/// How much the servers on `data` have logged so far.
+fn server_log_len(data: &Path) -> usize {
+    std::fs::read_to_string(crate::binary::log_path(data)).map_or(0, |l| l.len())
+}
+
+/// The read model file's size and modification time, to see a write land.
+fn model_stamp(file: &Path) -> Option<(u64, std::time::SystemTime)> {
+    let meta = std::fs::metadata(file).ok()?;
+    Some((meta.len(), meta.modified().ok()?))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_sigkill_during_a_snapshot_write_leaves_the_previous_snapshot_usable() {
+async fn a_sigkill_during_a_read_model_write_leaves_it_at_a_committed_position() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let snapshots = data.join("snapshots");
-    let file = hookledger::node::snapshot_file(&data);
+    let file = hookledger::model::file_in(&data);
     let key = create_key(&data, ORG);
-    let serve_args = ["--snapshot-interval", "1"];
-    let server = Server::start_with(&data, &serve_args).await;
+    let server = Server::start(&data).await;
     let client = Client::new(&server, ORG, &key);
     client
         .post(
@@ -287,91 +282,78 @@ async fn a_sigkill_during_a_snapshot_write_leaves_the_previous_snapshot_usable()
             json!({"name": "r", "url": "https://r.example.com/hook"}),
         )
         .await;
-    // A read model of a few MiB, so that writing its snapshot takes a while.
-    let filler = "x".repeat(200 * 1024);
-    let mut delivery = String::new();
-    for i in 0..20 {
-        let event = client
-            .post(
-                "/v1/outbound-webhook-events",
-                json!({"eventType": "big", "payload": {"i": i, "filler": filler}}),
-            )
-            .await;
-        delivery = event["deliveries"][0]["id"].as_str().unwrap().to_owned();
-    }
     server.stop();
-    let attempts = format!("/v1/outbound-webhook-deliveries/{delivery}/attempts");
 
-    let mut landed = None;
-    for try_ in 0..30 {
-        let previous = std::fs::read(&file).expect("a snapshot exists");
-        let position = Snapshot::load(&file)
-            .expect("the previous snapshot loads")
-            .position();
-        let server = Server::start_with(&data, &serve_args).await;
+    // Each try writes a few MiB of events, so the model has much to write,
+    // and kills the server the moment the model's file changes on disk.
+    let filler = "x".repeat(100 * 1024);
+    let mut acknowledged = Vec::new();
+    let mut resumed = 0;
+    const TRIES: usize = 8;
+    for try_ in 0..TRIES {
+        let server = Server::start(&data).await;
         let client = Client::new(&server, ORG, &key);
-        client
-            .post(
-                &attempts,
-                json!({"status": "failed", "lastError": format!("try {try_}")}),
-            )
-            .await;
-        // Watch for the periodic snapshot to start, and kill the server at once.
-        let watched = snapshots.clone();
+        let before = model_stamp(&file);
+        let watched = file.clone();
         let seen = tokio::task::spawn_blocking(move || {
-            let deadline = std::time::Instant::now() + Duration::from_secs(10);
+            let deadline = std::time::Instant::now() + Duration::from_secs(15);
             while std::time::Instant::now() < deadline {
-                if snapshot_write_started(&watched, &previous) {
+                if model_stamp(&watched) != before {
                     return true;
                 }
             }
             false
         });
-        let started = seen.await.unwrap();
+        let writing = async {
+            for i in 0.. {
+                let (status, body) = client
+                    .send(
+                        Method::POST,
+                        "/v1/outbound-webhook-events",
+                        Some(json!({"eventType": "big", "payload": {"try": try_, "i": i, "filler": filler}})),
+                    )
+                    .await;
+                if status != 201 {
+                    return;
+                }
+                acknowledged.push(body["id"].as_str().unwrap().to_owned());
+            }
+        };
+        let started = tokio::select! {
+            started = seen => started.unwrap(),
+            () = writing => false,
+        };
         server.kill();
-        assert!(started, "try {try_}: no snapshot write began within 10 s");
+        assert!(started, "try {try_}: the model was not written within 15 s");
 
-        let after = Snapshot::load(&file).unwrap_or_else(|e| {
-            panic!("try {try_}: the snapshot left by a kill during its write is unusable: {e}")
-        });
-        let temp_left = std::fs::read_dir(&snapshots)
-            .unwrap()
-            .flatten()
-            .any(|e| e.file_name() != "readmodel.snap");
-        if temp_left {
-            // The kill landed between creating the new file and renaming it.
-            assert_eq!(
-                after.position(),
-                position,
-                "try {try_}: the previous snapshot changed"
-            );
-            landed = Some((try_, position));
-            break;
+        let earlier = server_log_len(&data);
+        let server = Server::start(&data).await;
+        let log = server.log()[earlier..].to_owned();
+        let opened = log_lines(&log, "opened the read model; replaying the log's tail");
+        let set_aside = log_lines(&log, "setting the read model aside; it is rebuilt from the log");
+        assert!(set_aside.is_empty(), "try {try_}: a kill damaged the model: {set_aside:?}");
+        resumed += opened.len();
+        let client = Client::new(&server, ORG, &key);
+        for id in &acknowledged {
+            client
+                .get(&format!("/v1/outbound-webhook-events/{id}"))
+                .await;
         }
+        server.stop();
     }
-    let (tries, position) = landed.expect("no kill landed inside a snapshot write in 30 tries");
-
-    let server = Server::start_with(&data, &serve_args).await;
-    let loaded = log_lines(&server.log(), "loaded the read-model snapshot");
-    let last_start = loaded.last().expect("the restart loaded a snapshot");
-    assert_eq!(
-        last_start["fields"]["position"], position,
-        "the restart used the previous snapshot"
+    assert_eq!(resumed, TRIES, "every restart resumed from the stored model");
+    succeeds(hookledger(&data, &["audit", "verify"]));
+    let out = hookledger(&data, &["projections", "rebuild", "--verify"]);
+    assert!(
+        out.status.success() && stdout(&out).contains("no difference"),
+        "{}",
+        stdout(&out)
     );
-    let client = Client::new(&server, ORG, &key);
-    let history = client.all(&attempts).await;
-    assert_eq!(
-        history.len(),
-        tries + 1,
-        "every acknowledged attempt is served"
-    );
-    server.stop();
-    succeeds(hookledger(&data, &["projections", "rebuild", "--verify"]));
     record_figures(
-        "snapshot-kill",
+        "model-kill",
         &format!(
-            "snapshot kill: landed inside a snapshot write on try {}",
-            tries + 1
+            "read-model kill: {TRIES} SIGKILLs as the model file changed, {} acknowledged events all served, every restart resumed from a committed position",
+            acknowledged.len()
         ),
     );
 }

@@ -36,7 +36,7 @@ impl EventStore for FlakyStore {
         stream: &str,
         expected: ExpectedVersion,
         events: Vec<NewEvent>,
-        claims: Vec<String>,
+        claims: Vec<hookledger::store::Claim>,
     ) -> store::Result<Appended> {
         if self.failing.load(Ordering::SeqCst) {
             return Err(store::Error::io(
@@ -74,7 +74,9 @@ impl EventStore for FlakyStore {
 #[tokio::test]
 async fn a_failing_store_is_503_with_retry_after_and_no_cause() {
     let store = Arc::new(FlakyStore::default());
-    let node = Node::start(store.clone(), None).await;
+    let node = Node::start(store.clone(), hookledger::projector::Config::in_memory())
+        .await
+        .expect("the node opens");
     let app = spawn_app_with(node, |state| state).await;
     let d = app.delivery().await;
     let head = app.head();
@@ -265,7 +267,9 @@ async fn faulty_app(dir: &Path) -> (TestApp, Arc<Faults>) {
         ..Options::default()
     };
     let store = EmbeddedStore::open_with(dir, options).expect("the store opens");
-    let node = Node::start(Arc::new(store), Some(hookledger::node::snapshot_file(dir))).await;
+    let node = Node::start(Arc::new(store), hookledger::projector::Config::in_dir(dir))
+        .await
+        .expect("the node opens");
     let app = spawn_app_with(TestNode { node, dir: None }, |state| state).await;
     (app, faults)
 }

@@ -26,9 +26,9 @@ impl From<Node> for TestNode {
 }
 
 /// The node under test: the durable embedded store in a fresh temp directory,
-/// with snapshots. The one place that chooses the store: with
+/// with its read model there. The one place that chooses the store: with
 /// `HOOKLEDGER_TEST_BACKEND=postgres`, a fresh PostgreSQL database instead
-/// (snapshots still in the temp directory), which is how `postgres.rs` runs
+/// (the read model still in the temp directory), which is how `postgres.rs` runs
 /// these tests again on PostgreSQL.
 pub async fn new_node() -> TestNode {
     let dir = tempfile::tempdir().expect("a temp dir");
@@ -46,7 +46,9 @@ pub async fn new_node() -> TestNode {
                 .expect("open the store");
             std::sync::Arc::new(store)
         };
-    let node = Node::start(store, Some(hookledger::node::snapshot_file(dir.path()))).await;
+    let node = Node::start(store, hookledger::projector::Config::in_dir(dir.path()))
+        .await
+        .expect("open the node");
     TestNode {
         node,
         dir: Some(dir),

@@ -239,7 +239,7 @@ async fn two_serve_processes_share_one_database_and_a_killed_one_loses_nothing()
             assert!(killed, "an attempt failed before A was killed: {status}");
         }
         if acknowledged.len() == 8 && !killed {
-            // SIGKILL: no shutdown, no final snapshot, requests cut mid-way.
+            // SIGKILL: no shutdown, no last write of the model, requests cut mid-way.
             let pid = nix::unistd::Pid::from_raw(a.child.id() as i32);
             nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL).unwrap();
             killed = true;
@@ -260,7 +260,7 @@ async fn two_serve_processes_share_one_database_and_a_killed_one_loses_nothing()
         64 - acknowledged.len()
     );
     let rebuilt = succeeds(hookledger(&url, &data_cli, &["projections", "rebuild"]));
-    assert!(rebuilt.contains("wrote"), "{rebuilt}");
+    assert!(rebuilt.contains("swapped in the new read model"), "{rebuilt}");
     let report = succeeds(hookledger(&url, &data_cli, &["audit", "verify"]));
     assert!(report.starts_with("ok: "), "{report}");
     let printed: Value =

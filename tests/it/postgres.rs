@@ -75,7 +75,7 @@ fn the_api_tests_pass_on_postgres() {
     eprintln!("on PostgreSQL: {summary}");
 }
 
-/// A node on the database at `url`, with its own snapshot directory.
+/// A node on the database at `url`, with its own read model.
 async fn node_on(url: &str) -> TestNode {
     let dir = tempfile::tempdir().expect("a temp dir");
     let store = PostgresStore::open(url, Default::default())
@@ -83,9 +83,10 @@ async fn node_on(url: &str) -> TestNode {
         .expect("open the PostgreSQL store");
     let node = Node::start(
         Arc::new(store),
-        Some(hookledger::node::snapshot_file(dir.path())),
+        hookledger::projector::Config::in_dir(dir.path()),
     )
-    .await;
+    .await
+    .expect("open the node");
     TestNode {
         node,
         dir: Some(dir),

@@ -1,11 +1,14 @@
-//! Checks of claims: a name an append takes for good, so that a request that
-//! must not run twice stays single even across processes. A claim is taken
-//! only by an append that succeeds, atomically with it; of racing appends with
-//! one claim exactly one wins; and a durable store keeps its claims.
+//! Checks of claims: a name an append takes, for good or for a time to live,
+//! so that a request that must not run twice stays single even across
+//! processes. A claim is taken only by an append that succeeds, atomically
+//! with it; of racing appends with one claim exactly one wins; an expired
+//! claim is free again; and a durable store keeps its claims.
 
 use std::sync::Arc;
 
-use hookledger::store::{ClaimsOf, Error, EventStore, ExpectedVersion, NewEvent, RecordedEvent};
+use hookledger::store::{
+    Claim, ClaimsOf, Error, EventStore, ExpectedVersion, NewEvent, RecordedEvent,
+};
 
 use super::{assert_conflict, event, within};
 use crate::{Backend, Durable};
@@ -19,14 +22,28 @@ pub fn claimed(id: &str, claim: &str) -> NewEvent {
     }
 }
 
-/// How the suite's stores recognise the claims of the events [`claimed`] makes.
+/// [`claimed`] for a claim that holds `ttl` microseconds.
+pub fn claimed_for(id: &str, claim: &str, ttl: i64) -> NewEvent {
+    NewEvent {
+        metadata: format!(r#"{{"claim":"{claim}","ttl":{ttl}}}"#).into_bytes(),
+        ..event(id)
+    }
+}
+
+/// How the suite's stores recognise the claims of the events [`claimed`] and
+/// [`claimed_for`] make.
 pub fn test_claims_of() -> ClaimsOf {
     ClaimsOf(Arc::new(|event: &RecordedEvent| {
         let metadata: serde_json::Value =
             serde_json::from_slice(&event.metadata).unwrap_or_default();
         metadata["claim"]
             .as_str()
-            .map(|c| vec![c.to_owned()])
+            .map(|c| {
+                vec![Claim {
+                    name: c.to_owned(),
+                    ttl: metadata["ttl"].as_i64(),
+                }]
+            })
             .unwrap_or_default()
     }))
 }
@@ -177,5 +194,56 @@ pub async fn claims_survive_reopen(mut backend: impl Durable) {
             .await
             .unwrap(),
         4
+    );
+}
+
+/// A claim with a time to live holds until it has passed, and is then free
+/// for the next append that names it, which holds it anew; after a reopen too.
+pub async fn an_expired_claim_is_free_again(mut backend: impl Durable) {
+    // Long enough to hold across the appends below, short enough to wait out.
+    const TTL: i64 = 300_000;
+    let short = |name: &str| Claim {
+        name: name.to_owned(),
+        ttl: Some(TTL),
+    };
+    let store = backend.open().await;
+    let first = store
+        .append_claimed("a", ExpectedVersion::Any, vec![claimed_for("a0", "k", TTL)], vec![short("k")])
+        .await
+        .unwrap();
+    let taken_at = first.recorded_at;
+    assert_duplicate(
+        store
+            .append_claimed("b", ExpectedVersion::Any, vec![claimed_for("b0", "k", TTL)], vec![short("k")])
+            .await,
+        "k",
+        1,
+    );
+    // A claim for good next to it never expires.
+    store
+        .append_claimed("g", ExpectedVersion::Any, vec![claimed("g0", "kept")], vec!["kept".into()])
+        .await
+        .unwrap();
+    let store = backend.reopen(store).await;
+    tokio::time::sleep(std::time::Duration::from_micros(TTL as u64 + 50_000)).await;
+    let again = store
+        .append_claimed("b", ExpectedVersion::Any, vec![claimed_for("b0", "k", TTL)], vec![short("k")])
+        .await
+        .expect("the claim expired");
+    assert!(again.recorded_at > taken_at + TTL, "{again:?}");
+    // Taken anew: it holds again for its time to live.
+    assert_duplicate(
+        store
+            .append_claimed("c", ExpectedVersion::Any, vec![claimed_for("c0", "k", TTL)], vec![short("k")])
+            .await,
+        "k",
+        *again.positions.end(),
+    );
+    assert_duplicate(
+        store
+            .append_claimed("h", ExpectedVersion::Any, vec![claimed("h0", "kept")], vec!["kept".into()])
+            .await,
+        "kept",
+        2,
     );
 }

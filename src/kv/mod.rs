@@ -14,6 +14,8 @@ use std::sync::Arc;
 
 use redb::{ReadableDatabase, TableDefinition};
 
+pub mod layered;
+
 /// A table of a store; every table a store uses is named when it opens.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Table(pub &'static str);
