@@ -7,7 +7,7 @@ use serde_json::value::RawValue;
 use crate::model::{Delivery, Endpoint, Tenant, WebhookEvent};
 use crate::values::{AttemptStatus, EventStatus, Timestamp};
 
-/// `OutboundWebhookDeliverySnapshot` of the published contract.
+/// `OutboundWebhookDeliverySnapshot` of the record-attempt contract (`docs/DESIGN.md` §1).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct DeliverySnapshot {
