@@ -2,7 +2,8 @@
 //! but deserialized by collecting the archive's entries, which come out in key
 //! order, and building the map in one pass, instead of inserting them one at a
 //! time (a descent from the root and a dozen key comparisons each). Loading a
-//! snapshot of a million deliveries is mostly this.
+//! snapshot of a million deliveries is mostly this (BENCHMARKS.md, "What the
+//! profiles showed", Restart).
 
 use std::collections::BTreeMap;
 use std::ops::ControlFlow;
