@@ -111,7 +111,7 @@ fn main() {
         "rebuild rate (replay through the projections)",
         rebuild / rounds,
         "events/s",
-        "the issue's target",
+        "the target",
         2e6,
         Target::AtLeast(2e6),
     );

@@ -5,7 +5,7 @@
 //! looked at everything once would cost at the least.
 //!
 //! `cargo bench --bench restart`; `HOOKLEDGER_BENCH_EVENTS` sets the log's size
-//! (default 10 million, the figure) and `HOOKLEDGER_BENCH_TAIL` the events
+//! (default 10 million, the size the restart target is set at) and `HOOKLEDGER_BENCH_TAIL` the events
 //! written after the snapshot (default 10 000).
 
 mod common;

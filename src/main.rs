@@ -6,7 +6,8 @@ use clap::Parser;
 
 /// mimalloc rather than glibc's malloc: replaying the log and answering
 /// attempts allocate and free many small strings, often on different threads,
-/// and glibc's free and fastbin consolidation were a fifth of those profiles.
+/// and glibc's free and fastbin consolidation weighed heavily in those
+/// profiles (BENCHMARKS.md, "What the profiles showed").
 /// The benches use the same allocator, built without transparent huge pages
 /// (see the workspace `Cargo.toml`).
 #[global_allocator]

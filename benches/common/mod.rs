@@ -3,7 +3,7 @@
 //!
 //! Figures are printed as one `figure:` line each so that a run's output can be
 //! pasted into BENCHMARKS.md as is; nothing here decides whether a target is met
-//! beyond comparing the measured ratio or value with the number the issue gives.
+//! beyond comparing the measured ratio or value with its target (BENCHMARKS.md).
 
 #![allow(dead_code)]
 

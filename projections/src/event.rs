@@ -313,7 +313,7 @@ pub struct Recorded {
     pub event: Event,
 }
 
-/// Stream names (PRODUCT §4). Every command appends to exactly one stream.
+/// Stream names (`docs/DESIGN.md` §4). Every command appends to exactly one stream.
 pub mod stream {
     pub fn endpoint(id: &str) -> String {
         format!("endpoint-{id}")

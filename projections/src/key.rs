@@ -5,9 +5,10 @@
 //!
 //! Ids are a type prefix and a ULID (`dlv_01J…`), so neighbouring keys share a
 //! long prefix: comparing them as `String`s meant a call to `memcmp` and a trip
-//! to the heap for every key a B-tree search passed, which was a fifth of a
-//! replay. A key of up to 32 bytes (every id) needs no allocation at all, so a
-//! fold can build one to look up with for free.
+//! to the heap for every key a B-tree search passed, the largest share of a
+//! replay's profile (BENCHMARKS.md, "What the profiles showed", Rebuild). A key
+//! of up to 32 bytes (every id) needs no allocation at all, so a fold can build
+//! one to look up with for free.
 
 use std::borrow::Cow;
 use std::cmp::Ordering;

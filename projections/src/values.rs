@@ -1,5 +1,6 @@
 //! Domain values that arrive from clients: each constructor is the only way in,
-//! so a value of these types has already passed the published contract's rules.
+//! so a value of these types has already passed the record-attempt contract's
+//! rules (`docs/DESIGN.md` §1).
 //!
 //! Nothing here reads a clock or the environment; parsing is total and never panics.
 
@@ -228,9 +229,9 @@ impl EventStatus {
         Self::ALL.into_iter().find(|s| s.as_str() == text)
     }
 
-    /// The contract's rule: no deliveries is `skipped`; any delivery still
-    /// `pending` or `retry_scheduled` keeps the event `pending`; all delivered is
-    /// `delivered`; anything else is `failed`.
+    /// The rule of `docs/DESIGN.md` §3: no deliveries is `skipped`; any delivery
+    /// still `pending` or `retry_scheduled` keeps the event `pending`; all
+    /// delivered is `delivered`; anything else is `failed`.
     pub fn derive(deliveries: impl IntoIterator<Item = AttemptStatus>) -> Self {
         let mut any = false;
         let mut all_delivered = true;
@@ -406,7 +407,7 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
-    /// The pattern exactly as the published contract page gives it.
+    /// The pattern exactly as `docs/DESIGN.md` §1 gives it.
     const CONTRACT_PATTERN: &str = r"^(?:(?:\d\d[2468][048]|\d\d[13579][26]|\d\d0[48]|[02468][048]00|[13579][26]00)-02-29|\d{4}-(?:(?:0[13578]|1[02])-(?:0[1-9]|[12]\d|3[01])|(?:0[469]|11)-(?:0[1-9]|[12]\d|30)|(?:02)-(?:0[1-9]|1\d|2[0-8])))T(?:(?:[01]\d|2[0-3]):[0-5]\d(?::[0-5]\d(?:\.\d+)?)?(?:Z))$";
 
     fn contract() -> regex::Regex {

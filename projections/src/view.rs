@@ -8,7 +8,7 @@ use crate::model::{Delivery, Endpoint, WebhookEvent};
 use crate::rows::Tenant;
 use crate::values::{AttemptStatus, EventStatus, Timestamp};
 
-/// `OutboundWebhookDeliverySnapshot` of the published contract.
+/// `OutboundWebhookDeliverySnapshot` of the record-attempt contract (`docs/DESIGN.md` §1).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct DeliverySnapshot {

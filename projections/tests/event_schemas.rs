@@ -20,7 +20,8 @@ use projections::event::{
 use projections::values::{AttemptStatus, HttpStatusCode, NonEmptyString, RetryAt};
 use projections::{Event, Metadata};
 
-/// `nextRetryAt`'s pattern exactly as the published contract page gives it.
+/// `nextRetryAt`'s pattern exactly as the record-attempt contract gives it
+/// (`docs/DESIGN.md` §1).
 const CONTRACT_PATTERN: &str = r"^(?:(?:\d\d[2468][048]|\d\d[13579][26]|\d\d0[48]|[02468][048]00|[13579][26]00)-02-29|\d{4}-(?:(?:0[13578]|1[02])-(?:0[1-9]|[12]\d|3[01])|(?:0[469]|11)-(?:0[1-9]|[12]\d|30)|(?:02)-(?:0[1-9]|1\d|2[0-8])))T(?:(?:[01]\d|2[0-3]):[0-5]\d(?::[0-5]\d(?:\.\d+)?)?(?:Z))$";
 
 const DRAFT_2020_12: &str = "https://json-schema.org/draft/2020-12/schema";
@@ -461,7 +462,7 @@ fn a_missing_required_field_is_refused() {
                 .is_some_and(|types| types.contains(&json!("null")));
             if nullable {
                 // The writer always writes nullable fields; the decoder reads an
-                // absent one as null (PRODUCT §3: absent fields count as null).
+                // absent one as null (`docs/DESIGN.md` §3: absent fields count as null).
                 let mut null = data.clone();
                 null[field] = Value::Null;
                 assert_eq!(

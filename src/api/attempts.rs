@@ -1,5 +1,5 @@
 //! A delivery's attempts: `POST .../attempts` records one, exactly per the
-//! published contract (`contract/record-attempt.txt`), and answers the parent
+//! record-attempt contract (`docs/DESIGN.md` §1), and answers the parent
 //! event with all its deliveries; `GET .../attempts` is the history oldest first;
 //! `GET .../events` is the raw hash-chained stream for auditors.
 //!

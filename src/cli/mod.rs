@@ -1,4 +1,4 @@
-//! The command line (PRODUCT §7): one module per command. `--help` text comes from
+//! The command line (`docs/DESIGN.md` §8): one module per command. `--help` text comes from
 //! the doc comments here. Exit codes: 0 ok, 1 a check failed, 2 usage or setup.
 
 use std::path::PathBuf;

@@ -55,6 +55,17 @@ pub async fn new_node() -> TestNode {
     }
 }
 
+/// With `RUST_LOG` set, what the in-process server logs goes to the test's
+/// output, which libtest shows for a failing test or with `--nocapture`.
+pub fn show_logs() {
+    if std::env::var_os("RUST_LOG").is_some() {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_test_writer()
+            .try_init();
+    }
+}
+
 pub struct TestApp {
     pub base: String,
     pub node: Node,
@@ -121,6 +132,7 @@ pub async fn spawn_app_with(
     node: impl Into<TestNode>,
     configure: impl FnOnce(AppState) -> AppState,
 ) -> TestApp {
+    show_logs();
     let TestNode { node, dir } = node.into();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await

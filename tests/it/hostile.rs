@@ -535,7 +535,8 @@ fn nasty_bodies_on_every_write_route_are_refused_without_a_write() {
     );
 }
 
-/// The record-attempt contract as a predicate, to hold the server's answers to.
+/// The record-attempt contract (`docs/DESIGN.md` §1) as a predicate, to hold the
+/// server's answers to.
 fn contract_allows(body: &serde_json::Map<String, Value>) -> Vec<&'static str> {
     static RETRY: LazyLock<regex::Regex> = LazyLock::new(|| {
         let doc: Value = serde_json::from_str(hookledger::api::ops::OPENAPI).unwrap();

@@ -9,6 +9,7 @@ mod cli;
 mod concurrency;
 mod corruption;
 mod crash;
+mod docs;
 mod faults;
 mod flow;
 mod helpers;

@@ -1,4 +1,4 @@
-//! Every rule of the published record-attempt contract, each with a value just
+//! Every rule of the record-attempt contract (`docs/DESIGN.md` §1), each with a value just
 //! inside and just outside it. A refused attempt is a 400 problem naming the
 //! field, and nothing is appended.
 

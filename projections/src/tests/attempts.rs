@@ -1,4 +1,4 @@
-//! Recording attempts and folding them into a delivery (PRODUCT §3): the latest
+//! Recording attempts and folding them into a delivery (`docs/DESIGN.md` §3): the latest
 //! attempt decides status, response code, error and retry time, absent fields
 //! count as null, `attemptCount` counts, `attemptedAt` is the latest server time,
 //! `deliveredAt` is the first success and stays set. Every attempt is appended,

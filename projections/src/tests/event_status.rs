@@ -1,4 +1,4 @@
-//! A webhook event's status follows from its deliveries (PRODUCT §3): none is
+//! A webhook event's status follows from its deliveries (`docs/DESIGN.md` §3): none is
 //! `skipped`, any `pending` or `retry_scheduled` is `pending`, all `delivered` is
 //! `delivered`, anything else `failed`. `updatedAt` is its latest change.
 

@@ -1,4 +1,4 @@
-//! Accepting an event fans it out (PRODUCT §2): one delivery per enabled endpoint
+//! Accepting an event fans it out (`docs/DESIGN.md` §2): one delivery per enabled endpoint
 //! subscribed to its type (empty `eventTypes` = all), each with the endpoint's
 //! name and url as they stood; `skipped` when none matches.
 

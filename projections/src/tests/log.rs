@@ -1,4 +1,4 @@
-//! The read model as a function of the log (PRODUCT §4, §5): idempotency records
+//! The read model as a function of the log (`docs/DESIGN.md` §4, §6): idempotency records
 //! folded from metadata, positions applied once, rebuilds equal to live state, and
 //! rkyv snapshots that restore the same model.
 

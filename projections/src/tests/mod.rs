@@ -1,6 +1,6 @@
-//! The rules of PRODUCT §3 and the folds of §5, one file per concern, each test a
+//! The rules of `docs/DESIGN.md` §3 and the folds of §6, one file per concern, each test a
 //! given / when / then over [`crate::testing`]. Property tests compare the folds
-//! with a straightforward reference; `views` pins the JSON the contract publishes.
+//! with a straightforward reference; `views` pins the JSON of the record-attempt contract (§1).
 
 mod api_keys;
 mod attempts;

@@ -183,7 +183,7 @@ proptest! {
             .collect();
         let event = model.event(ORG, "evt_1");
         prop_assert_eq!(event.status, EventStatus::derive(statuses.iter().copied()));
-        // And the rule of PRODUCT §3 read literally.
+        // And the rule of `docs/DESIGN.md` §3 read literally.
         let by_rule = if statuses.is_empty() {
             EventStatus::Skipped
         } else if statuses.iter().any(|s| matches!(s, AttemptStatus::Pending | AttemptStatus::RetryScheduled)) {

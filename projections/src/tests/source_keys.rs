@@ -1,4 +1,4 @@
-//! Event acceptance is idempotent on (organization, `sourceKey`) (PRODUCT §2): a
+//! Event acceptance is idempotent on (organization, `sourceKey`) (`docs/DESIGN.md` §3): a
 //! repeat is answered with the first event and appends nothing.
 
 use crate::Rejection;

@@ -1,4 +1,4 @@
-//! Organizations are isolated (PRODUCT §3): another organization's resource does
+//! Organizations are isolated (`docs/DESIGN.md` §3): another organization's resource does
 //! not exist for you, and its endpoints never see your events.
 
 use crate::Rejection;

@@ -1,4 +1,4 @@
-//! The JSON the API returns (PRODUCT §1): the record-attempt response is the parent
+//! The JSON the API returns (`docs/DESIGN.md` §1): the record-attempt response is the parent
 //! event's snapshot; every nullable field is present, as `null` when empty, and
 //! every timestamp is RFC 3339 UTC with a literal `Z`.
 
@@ -11,7 +11,7 @@ use crate::testing::*;
 use crate::values::AttemptStatus;
 use crate::view::{DeliverySnapshot, DeliveryView, EndpointView, EventSnapshot};
 
-/// `OutboundWebhookDeliverySnapshot` as the contract page lists it, plus `status`.
+/// `OutboundWebhookDeliverySnapshot` as `docs/DESIGN.md` §1 lists it, plus `status`.
 const DELIVERY_KEYS: [&str; 14] = [
     "id",
     "organizationId",
@@ -29,7 +29,7 @@ const DELIVERY_KEYS: [&str; 14] = [
     "status",
 ];
 
-/// The record-attempt response as the contract page lists it.
+/// The record-attempt response as `docs/DESIGN.md` §1 lists it.
 const EVENT_KEYS: [&str; 10] = [
     "id",
     "organizationId",

@@ -90,8 +90,9 @@ impl LogFile for RealFile {
         reserve(&self.0, len)?;
         // Zeros written for real: blocks fallocate reserves stay marked
         // unwritten, and the sync after the first write into them would have
-        // to record the change. On ext4 here, a 2 KiB write + fdatasync runs
-        // about 8 000/s into fallocated space and 10 000/s into written zeros.
+        // to record the change; on ext4 a small write + fdatasync runs faster
+        // into written zeros than into fallocated space (BENCHMARKS.md, "What
+        // the profiles showed", HTTP record-attempt).
         const CHUNK: u64 = 1 << 20;
         let zeros = vec![0; usize::try_from(CHUNK.min(len - from)).map_err(io::Error::other)?];
         let mut at = from;

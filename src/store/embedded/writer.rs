@@ -29,8 +29,9 @@ const BATCH_BYTES: usize = 16 * 1024 * 1024;
 /// the sync after it flushes data and no inode: one device round trip fewer
 /// per batch. The zeros past the last frame read as the end of the log (see
 /// [`segment::data_end`]); a segment is cut back to its last frame when the
-/// next one starts. Small, because allocating pauses appends (zeros are
-/// written and synced: about 2 ms for 2 MiB here).
+/// next one starts. Small, because allocating pauses appends while the zeros
+/// are written and synced (what that costs: BENCHMARKS.md, "Figures behind
+/// the code's constants").
 const ALLOCATE_AHEAD: u64 = 2 * 1024 * 1024;
 
 /// In a lull, the writer allocates again when less than this is left, so a
@@ -166,8 +167,9 @@ impl Writer {
                 let need = active.len + ALLOCATE_LOW;
                 active.allocate_ahead(need, self.segment_size, &mut self.allocate_failing);
             }
-            // Persist the index in a lull: encoding it pauses appends (about
-            // 0.15 s per million streams), so never while appends are queued.
+            // Persist the index in a lull: encoding it pauses appends (for a
+            // noticeable time at millions of streams: BENCHMARKS.md, "Figures
+            // behind the code's constants"), so never while appends are queued.
             self.pending.extend(requests.try_iter());
             if self.pending.is_empty()
                 && self.finish_saving(false)
