@@ -14,7 +14,7 @@ use crate::audit::{self, Expected, Exported};
 use crate::chain::{Hash, LedgerDigest};
 use crate::cli::projections::Progress;
 use crate::cli::{Error, StoreArgs, open};
-use crate::store::{EventStore, RecordedEvent, read_whole_stream};
+use crate::store::{EventStore, RecordedEvent};
 
 #[derive(Debug, Subcommand)]
 pub enum AuditCommand {
@@ -168,31 +168,29 @@ async fn export(args: &StoreArgs, org: Option<&str>) -> Result<(), Error> {
 }
 
 /// Each event of a delivery with the delivery's state after it, folded from
-/// the log alone, so it runs beside a live server. The delivery's own stream
-/// names its event; a delivery with no attempt yet is found by its event's
-/// acceptance, which takes a walk through the log.
+/// the log alone in one pass through it, so it runs beside a live server: the
+/// acceptance that fanned the delivery out, then its attempts.
 async fn replay(args: &StoreArgs, delivery_id: &str) -> Result<(), Error> {
     let store = open::store_for_reading(args).await?;
-    let read = |name: String| {
-        let store = store.clone();
-        async move {
-            read_whole_stream(store.as_ref(), &name)
-                .await
-                .map_err(|e| Error::CheckFailed(format!("reading {name} failed: {e}")))
+    let own_stream = stream::delivery(delivery_id);
+    let mut history: Vec<RecordedEvent> = Vec::new();
+    let mut owner: Option<(String, String)> = None;
+    for_each_event(store.as_ref(), |event| {
+        if event.stream == own_stream {
+            history.push(event.clone());
+        } else if owner.is_none()
+            && event.event_type == "WebhookEventAccepted"
+            && let Event::WebhookEventAccepted(e) = decode(event)?.event
+            && e.deliveries.iter().any(|d| d.delivery_id == delivery_id)
+        {
+            owner = Some((e.organization_id, e.event_id));
+            history.push(event.clone());
         }
-    };
-    let attempts = read(stream::delivery(delivery_id)).await?;
-    let owner = match attempts.first() {
-        Some(first) => match decode(first)?.event {
-            Event::AttemptRecorded(a) => Some((a.organization_id, a.event_id)),
-            _ => None,
-        },
-        None => accepting_event(store.as_ref(), delivery_id).await?,
-    };
-    let (org, event_id) =
+        Ok(())
+    })
+    .await?;
+    let (org, _) =
         owner.ok_or_else(|| Error::Setup(format!("no delivery {delivery_id} in the ledger")))?;
-    let mut history = read(stream::event(&event_id)).await?;
-    history.extend(attempts);
     let mut rows = MemoryRows::default();
     for event in &history {
         let Ok(()) = projections::apply(&mut rows, &decode(event)?, &args.settings());
@@ -211,26 +209,6 @@ async fn replay(args: &StoreArgs, delivery_id: &str) -> Result<(), Error> {
 
 fn decode(event: &RecordedEvent) -> Result<projections::Recorded, Error> {
     crate::model::decode(event).map_err(|e| Error::CheckFailed(e.to_string()))
-}
-
-/// The organization and event that fanned out `delivery_id`, found by walking the log.
-async fn accepting_event(
-    store: &dyn EventStore,
-    delivery_id: &str,
-) -> Result<Option<(String, String)>, Error> {
-    let mut found = None;
-    for_each_event(store, |event| {
-        if found.is_none()
-            && event.event_type == "WebhookEventAccepted"
-            && let Event::WebhookEventAccepted(e) = decode(event)?.event
-            && e.deliveries.iter().any(|d| d.delivery_id == delivery_id)
-        {
-            found = Some((e.organization_id, e.event_id));
-        }
-        Ok(())
-    })
-    .await?;
-    Ok(found)
 }
 
 /// Calls `f` on every event in position order.

@@ -25,6 +25,7 @@ pub async fn try_store_for_writing(
         Backend::Embedded => {
             let options = embedded::Options {
                 claims_of: Some(crate::ledger::store_claims_of(args.settings())),
+                index_cache: args.log_cache(),
                 ..embedded::Options::default()
             };
             Ok(Arc::new(EmbeddedStore::open_with(&args.data, options)?))

@@ -31,6 +31,25 @@ pub struct Sequencer {
     claims: HashMap<String, Held>,
     /// How [`Sequencer::observe`] learns the claims of recorded events.
     claims_of: Option<ClaimsOf>,
+    /// Where tips and claims not held here are found (a persisted index).
+    fallback: Option<Fallback>,
+}
+
+/// Looks up a stream's tip and a claim's hold that a [`Sequencer`] does not
+/// hold itself.
+pub trait Lookup: Send + Sync {
+    fn tip(&self, stream: &str) -> Option<Tip>;
+    fn claim(&self, claim: &str) -> Option<Held>;
+}
+
+/// A shared [`Lookup`].
+#[derive(Clone)]
+pub struct Fallback(pub std::sync::Arc<dyn Lookup>);
+
+impl std::fmt::Debug for Fallback {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Fallback(..)")
+    }
 }
 
 impl Sequencer {
@@ -58,7 +77,21 @@ impl Sequencer {
             clock,
             claims,
             claims_of: None,
+            fallback: None,
         }
+    }
+
+    /// Looks up in `fallback` the tips and claims it does not hold itself.
+    pub fn with_fallback(mut self, fallback: Fallback) -> Sequencer {
+        self.fallback = Some(fallback);
+        self
+    }
+
+    /// Drops the tips and claims it holds, keeping the head and clock: a
+    /// caller that has written them to the fallback keeps memory bounded.
+    pub fn forget(&mut self) {
+        self.tips = HashMap::new();
+        self.claims = HashMap::new();
     }
 
     /// Takes a committed event into the state, e.g. while scanning a log on open.
@@ -99,6 +132,7 @@ impl Sequencer {
             clock,
             claims,
             claims_of,
+            fallback: None,
         }
     }
 
@@ -117,12 +151,23 @@ impl Sequencer {
     }
 
     pub fn tip(&self, stream: &str) -> Option<Tip> {
-        self.tips.get(stream).copied()
+        self.tips
+            .get(stream)
+            .copied()
+            .or_else(|| self.fallback.as_ref()?.0.tip(stream))
+    }
+
+    /// The tips observed since the last [`Sequencer::forget`].
+    pub fn tips(&self) -> impl ExactSizeIterator<Item = (&str, Tip)> {
+        self.tips.iter().map(|(s, &t)| (s.as_str(), t))
     }
 
     /// The append that took `claim`, if one did.
     pub fn claim(&self, claim: &str) -> Option<Held> {
-        self.claims.get(claim).copied()
+        self.claims
+            .get(claim)
+            .copied()
+            .or_else(|| self.fallback.as_ref()?.0.claim(claim))
     }
 
     /// Starts a batch of appends on top of the committed state.
@@ -170,6 +215,21 @@ impl Staged {
     /// The claims the batch took, each with the append that took it.
     pub fn claims(&self) -> impl Iterator<Item = (&str, Held)> {
         self.claims.iter().map(|(c, &h)| (c.as_str(), h))
+    }
+
+    /// The tip each stream the batch appended to reached.
+    pub fn tips(&self) -> impl Iterator<Item = (&str, Tip)> {
+        self.tips.iter().map(|(s, &t)| (s.as_str(), t))
+    }
+
+    /// The head after the batch.
+    pub fn head(&self) -> u64 {
+        self.head
+    }
+
+    /// The latest time stamped by the batch.
+    pub fn clock(&self) -> i64 {
+        self.clock
     }
 }
 

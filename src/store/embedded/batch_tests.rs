@@ -6,7 +6,7 @@
 
 use std::path::{Path, PathBuf};
 
-use super::checkpoint_tests::append_each;
+use super::index_tests::append_each;
 use super::*;
 use crate::store::Batch;
 

@@ -63,6 +63,15 @@ pub struct Frame<'a> {
     pub continues: bool,
 }
 
+/// The whole length of the frame whose header starts `bytes`, header
+/// included, without checking it: `None` where no frame can start (a length
+/// of zero, as in the zeros allocated past the last frame, or beyond the limit).
+pub fn length(bytes: &[u8]) -> Option<usize> {
+    let header = bytes.first_chunk::<4>()?;
+    let len = (u32::from_le_bytes(*header) & !CONTINUES) as usize;
+    (len > 0 && len <= MAX_PAYLOAD).then_some(HEADER_LEN + len)
+}
+
 /// Checks the frame at the start of `bytes`, which may run on past its end.
 pub fn parse(bytes: &[u8]) -> Result<Frame<'_>, String> {
     let Some((header, rest)) = bytes.split_first_chunk::<HEADER_LEN>() else {

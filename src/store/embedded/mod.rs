@@ -1,11 +1,13 @@
 //! The embedded backend: hookledger's own append-only segment log in the data
 //! directory, and the default store.
 //!
-//! [`EmbeddedStore`] ties the pieces together: `segment` scans and checks the log
-//! on open, `writer` group-commits appends on its own thread, `index` finds and
-//! re-checks frames for reads, `frame` is the record format and `fs` the file
-//! layer that tests use to inject faults. One process at a time may open a data
-//! directory for writing (a lock file guards it); any number may open it read-only.
+//! [`EmbeddedStore`] ties the pieces together: `open` checks the persisted
+//! index against the log and scans the tail after it, `segment` scans and
+//! checks segment files, `writer` group-commits appends on its own thread,
+//! `index` keeps the index on disk and finds and re-checks frames for reads,
+//! `frame` is the record format and `fs` the file layer that tests use to
+//! inject faults. One process at a time may open a data directory for writing
+//! (a lock file guards it); any number may open it read-only.
 
 use std::fs::{File, OpenOptions, TryLockError};
 use std::path::{Path, PathBuf};
@@ -15,7 +17,6 @@ use std::thread::JoinHandle;
 
 use tokio::sync::{oneshot, watch};
 
-use crate::store::sequencer::Sequencer;
 use crate::store::{
     Appended, Batch, ClaimsOf, Error, EventStore, ExpectedVersion, NewEvent, RecordedEvent, Result,
     check_append,
@@ -23,14 +24,14 @@ use crate::store::{
 
 #[cfg(test)]
 mod batch_tests;
-mod checkpoint;
-#[cfg(test)]
-mod checkpoint_tests;
 #[cfg(test)]
 mod fault_tests;
 mod frame;
 pub mod fs;
 mod index;
+#[cfg(test)]
+mod index_tests;
+mod open;
 #[cfg(test)]
 mod scan_tests;
 mod segment;
@@ -58,6 +59,8 @@ pub struct Options {
     /// claims an append took, so the open rebuilds them with this; without it,
     /// claims are enforced among the appends made since the open only.
     pub claims_of: Option<ClaimsOf>,
+    /// Bytes of the persisted index's pages kept in memory.
+    pub index_cache: usize,
 }
 
 impl Default for Options {
@@ -66,13 +69,14 @@ impl Default for Options {
             fs: Arc::new(RealFs),
             segment_size: 64 * 1024 * 1024,
             claims_of: None,
+            index_cache: 64 << 20,
         }
     }
 }
 
 /// What the writer has done since the store opened.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Stats {
+pub struct WriterStats {
     /// Appends acknowledged as durable.
     pub appends: u64,
     /// Group commits that made appends durable.
@@ -83,7 +87,7 @@ pub struct Stats {
 
 /// The log as readers see it: what the writer has made durable.
 struct Shared {
-    index: RwLock<Index>,
+    index: Index,
     /// Told of each batch after it is readable, before it is acknowledged.
     hook: RwLock<Option<crate::store::CommitHook>>,
     head: watch::Sender<Head>,
@@ -103,7 +107,7 @@ impl Shared {
     fn new(index: Index, open: bool) -> Shared {
         let position = index.head();
         Shared {
-            index: RwLock::new(index),
+            index,
             hook: RwLock::new(None),
             head: watch::Sender::new(Head { position, open }),
             appends: AtomicU64::new(0),
@@ -112,39 +116,27 @@ impl Shared {
         }
     }
 
-    fn index(&self) -> std::sync::RwLockReadGuard<'_, Index> {
-        // Every index change is made whole under the lock, so a panic elsewhere
-        // cannot leave it half-changed.
-        self.index.read().unwrap_or_else(|e| e.into_inner())
-    }
-
-    fn index_mut(&self) -> std::sync::RwLockWriteGuard<'_, Index> {
-        self.index.write().unwrap_or_else(|e| e.into_inner())
-    }
-
-    fn add_segment(&self, file: Arc<SegmentFile>, end: u64, crc: u32) {
-        self.index_mut().add_segment(file, end, crc);
+    fn add_segment(&self, file: Arc<SegmentFile>) {
+        self.index.add_segment(file);
     }
 
     /// Makes durable records visible, tells the hook, then wakes whoever
-    /// waits for them.
-    fn publish(&self, records: Vec<RecordedEvent>, offsets: &[u64], end: u64, crc: u32) {
+    /// waits for them. An index that cannot take them stops the store's
+    /// appends (the records are durable all the same; the next open indexes
+    /// them from the log).
+    fn publish(&self, records: Vec<RecordedEvent>, places: &[index::Place], claims: &[(String, crate::store::Held)]) -> Result<()> {
         let count = records.len();
         let position = records.last().map(|r| r.position);
-        self.index_mut().extend(records, offsets, end, crc);
+        let indexed = self.index.extend(records, places, claims);
         let hook = self.hook.read().unwrap_or_else(|e| e.into_inner());
         if let Some(hook) = hook.as_ref() {
-            let index = self.index();
-            for part in index.recent_tail(count) {
-                if !part.is_empty() {
-                    hook(part);
-                }
-            }
+            self.index.with_recent_tail(count, |part| hook(part));
         }
         drop(hook);
         if let Some(position) = position {
             self.head.send_modify(|h| h.position = position);
         }
+        indexed
     }
 
     fn count_fsync(&self) {
@@ -160,7 +152,7 @@ impl Shared {
 impl std::fmt::Debug for Shared {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Shared")
-            .field("index", &self.index)
+            .field("index", &self.index.head())
             .field("head", &self.head)
             .finish_non_exhaustive()
     }
@@ -204,7 +196,9 @@ impl EmbeddedStore {
             }
         }
         let lock = lock(dir)?;
-        let (scan, checkpointed) = scan_for_writing(&log_dir, options.claims_of.clone())?;
+        let files = segment::list(&log_dir)?;
+        let opened = open::for_writing(&log_dir, &files, options.claims_of.clone(), options.index_cache)?;
+        let scan = opened.scan;
         let sync = |what: &str, path: &Path, r: std::io::Result<()>| {
             r.map_err(|e| Error::io(format!("{what} {}", path.display()), e))
         };
@@ -229,22 +223,27 @@ impl EmbeddedStore {
                     .map_err(|e| Error::io(format!("opening {}", last.path.display()), e))?,
                 path: last.path.clone(),
                 len: last.end,
-                crc: last.crc,
                 size: std::fs::metadata(&last.path)
                     .map_err(|e| Error::io(format!("opening {}", last.path.display()), e))?
                     .len(),
             }),
             None => None,
         };
-        let shared = Arc::new(Shared::new(Index::new(scan.segments, scan.streams)?, true));
+        let files: Vec<(u64, PathBuf)> = files
+            .into_iter()
+            .filter(|(_, path)| Some(path) != scan.torn_header.as_ref())
+            .collect();
+        let head = scan.sequencer.head();
+        let index = Index::new(Some(opened.kv), opened.pending, &files, head)?;
+        let shared = Arc::new(Shared::new(index, true));
         let writer = Writer::new(
             fs,
             log_dir,
             options.segment_size,
-            scan.sequencer,
+            head,
+            scan.sequencer.clock(),
             active,
             shared.clone(),
-            checkpointed,
         );
         let (requests, receiver) = mpsc::channel();
         let thread = std::thread::Builder::new()
@@ -259,21 +258,23 @@ impl EmbeddedStore {
         })
     }
 
-    /// Opens `dir` for reading alongside a running writer: takes no lock, never
-    /// writes, and reads a torn tail as absent. Sees the log as it was at open.
-    /// Like a writer's open it starts from the persisted index when that checks
-    /// out; `audit verify` still reads and checks every frame after opening.
+    /// Opens `dir` for reading alongside a running writer: takes no lock,
+    /// never writes, and reads a torn tail as absent. Sees the log as it was
+    /// at open. The persisted index is the writer's: this reads the log in
+    /// position order only (`read_all`, `read_batch`), which is what the
+    /// audit and rebuild commands do; `read_stream` is refused.
     pub fn open_read_only(dir: &Path) -> Result<EmbeddedStore> {
         let log_dir = dir.join("log");
-        let scan = if log_dir.exists() {
-            // A reader takes no appends, so it needs no claims.
-            scan_for_writing(&log_dir, None)?.0
+        let (files, head) = if log_dir.exists() {
+            let files = segment::list(&log_dir)?;
+            let head = segment::head_of_last(&files)?;
+            (files, head)
         } else {
             std::fs::metadata(dir)
                 .map_err(|e| Error::io(format!("opening {}", dir.display()), e))?;
-            segment::Scan::default()
+            (Vec::new(), 0)
         };
-        let index = Index::new(scan.segments, scan.streams)?;
+        let index = Index::new(None, index::Pending::default(), &files, head)?;
         Ok(EmbeddedStore {
             dir: dir.to_owned(),
             shared: Arc::new(Shared::new(index, false)),
@@ -286,16 +287,16 @@ impl EmbeddedStore {
         &self.dir
     }
 
-    pub fn stats(&self) -> Stats {
-        Stats {
+    pub fn stats(&self) -> WriterStats {
+        WriterStats {
             appends: self.shared.appends.load(Ordering::Relaxed),
             batches: self.shared.batches.load(Ordering::Relaxed),
             fsyncs: self.shared.fsyncs.load(Ordering::Relaxed),
         }
     }
 
-    /// Stops taking appends, lets the writer finish the batch in hand, and
-    /// releases the directory. Reads keep working.
+    /// Stops taking appends, lets the writer finish the batch in hand,
+    /// writes the index out, and releases the directory. Reads keep working.
     pub async fn close(&self) {
         let handle = self.writer_handle().take();
         if let Some(WriterHandle { requests, thread }) = handle {
@@ -307,6 +308,9 @@ impl EmbeddedStore {
 
     fn release(&self) {
         self.shared.head.send_modify(|h| h.open = false);
+        if let Err(e) = self.shared.index.close() {
+            tracing::warn!(error = %e, "writing the log's index out failed; the next open scans more of the log");
+        }
         self.lock.lock().unwrap_or_else(|e| e.into_inner()).take();
     }
 
@@ -333,42 +337,6 @@ impl Drop for EmbeddedStore {
         }
         self.release();
     }
-}
-
-/// The log as an open finds it: from the persisted index when it checks out,
-/// with only what came after it walked and decoded; otherwise (no index, or any
-/// doubt about it) the whole log, scanned and decoded. Changes nothing on disk,
-/// so a read-only open beside a running writer uses it too. Also returns the
-/// head the index covered, 0 without one.
-fn scan_for_writing(log_dir: &Path, claims_of: Option<ClaimsOf>) -> Result<(segment::Scan, u64)> {
-    let files = segment::list(log_dir)?;
-    match checkpoint::load(log_dir, &files, claims_of.clone()) {
-        Ok(loaded) => {
-            let head = loaded.sequencer.head();
-            let resumed = segment::Scan {
-                sequencer: loaded.sequencer,
-                segments: loaded.segments,
-                streams: loaded.streams,
-                ..segment::Scan::default()
-            };
-            match segment::scan_files(&files, resumed) {
-                Ok(scan) => return Ok((scan, head)),
-                // The whole scan names the damage the same way, or finds none.
-                Err(e) => {
-                    tracing::warn!(error = %e, "the log after the persisted index does not scan; scanning it whole")
-                }
-            }
-        }
-        Err(reason) if files.is_empty() => tracing::debug!(%reason, "no persisted index"),
-        Err(reason) => {
-            tracing::warn!(%reason, "not using the persisted index; scanning the whole log")
-        }
-    }
-    let scan = segment::Scan {
-        sequencer: Sequencer::with_claims_of(claims_of),
-        ..segment::Scan::default()
-    };
-    Ok((segment::scan_files(&files, scan)?, 0))
 }
 
 /// Takes the directory's lock file, or names the directory that is taken.
@@ -446,32 +414,28 @@ impl EventStore for EmbeddedStore {
 
     #[tracing::instrument(level = "debug", skip(self))]
     async fn read_stream(&self, stream: &str, from: u64, max: usize) -> Result<Vec<RecordedEvent>> {
-        let locs = self.shared.index().locate_stream(stream, from, max);
+        let locs = self.shared.index.locate_stream(stream, from, max)?;
         self.read(locs).await
     }
 
     #[tracing::instrument(level = "debug", skip(self))]
     async fn read_all(&self, from: u64, max: usize) -> Result<Vec<RecordedEvent>> {
-        let locs = {
-            let index = self.shared.index();
-            // The projector asks for what was just committed: serve it from memory.
-            if let Some(events) = index.recent_from(from.max(1), max) {
-                return Ok(events);
-            }
-            index.locate_all(from, max)
-        };
+        let index = &self.shared.index;
+        // The projector asks for what was just committed: serve it from memory.
+        if let Some(events) = index.recent_from(from.max(1), max) {
+            return Ok(events);
+        }
+        let locs = index.locate_all(from, max, self.head())?;
         self.read(locs).await
     }
 
     #[tracing::instrument(level = "debug", skip(self, spent))]
     async fn read_batch(&self, from: u64, max: usize, mut spent: Batch) -> Result<Batch> {
-        let locs = {
-            let index = self.shared.index();
-            if let Some(events) = index.recent_from(from.max(1), max) {
-                return Ok(Batch::from(events));
-            }
-            index.locate_all(from, max)
-        };
+        let index = &self.shared.index;
+        if let Some(events) = index.recent_from(from.max(1), max) {
+            return Ok(Batch::from(events));
+        }
+        let locs = index.locate_all(from, max, self.head())?;
         spent.clear();
         if locs.is_empty() {
             return Ok(spent);

@@ -110,11 +110,10 @@ pub fn data_end(bytes: &[u8]) -> usize {
         .map_or(0, |i| i + 1)
 }
 
-/// The frames of one segment that checked out, and the first one that did not.
+/// How far a walk through one segment got, and the first frame that did not
+/// check out.
 #[derive(Debug, Default)]
 pub struct Walk {
-    /// Offset of each good frame, in position order.
-    pub offsets: Vec<u64>,
     /// Where the last whole batch ends: the cut for a torn tail.
     pub end: u64,
     pub bad: Option<Bad>,
@@ -134,13 +133,13 @@ pub struct Bad {
 }
 
 /// Walks the frames after a segment's header, taking each whole batch into
-/// `seq` and handing its events to `accept`.
-/// The walk starts at offset `from`: the end of the header, or of a batch.
+/// `seq` and handing its events to `accept` with their frames' offsets and
+/// lengths. The walk starts at offset `from`: the end of the header, or of a batch.
 pub fn walk_from(
     bytes: &[u8],
     from: usize,
     seq: &mut Sequencer,
-    accept: &mut dyn FnMut(RecordedEvent),
+    accept: &mut dyn FnMut(u64, u64, RecordedEvent),
 ) -> Walk {
     let mut walk = Walk {
         end: from as u64,
@@ -154,7 +153,7 @@ pub fn walk_from(
     walk.bad = loop {
         let position = seq.head() + 1 + batch.events.len() as u64;
         if at >= data_end {
-            let Some(&(offset, _)) = batch.events.first() else {
+            let Some(&(offset, _, _)) = batch.events.first() else {
                 break None;
             };
             break Some(Bad {
@@ -184,14 +183,13 @@ pub fn walk_from(
             Ok(event) => event,
             Err(reason) => break Some(bad(reason, true)),
         };
-        batch.events.push((at as u64, event));
+        batch.events.push((at as u64, frame.len as u64, event));
         at += frame.len;
         if !frame.continues {
             batch.tips.clear();
-            for (offset, event) in batch.events.drain(..) {
+            for (offset, len, event) in batch.events.drain(..) {
                 seq.observe(&event);
-                walk.offsets.push(offset);
-                accept(event);
+                accept(offset, len, event);
             }
             walk.end = at as u64;
         }
@@ -202,7 +200,8 @@ pub fn walk_from(
 /// The checked frames of an unfinished batch, and the stream tips they set.
 #[derive(Debug, Default)]
 struct Pending {
-    events: Vec<(u64, RecordedEvent)>,
+    /// Offset, frame length and event.
+    events: Vec<(u64, u64, RecordedEvent)>,
     tips: HashMap<String, Tip>,
 }
 
@@ -259,14 +258,13 @@ pub fn later_frame(bytes: &[u8], from: usize, after: u64) -> Option<(u64, u64)> 
 }
 
 /// One segment as the scan found it.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Scanned {
     pub path: PathBuf,
     pub first_position: u64,
-    pub offsets: Vec<u64>,
+    /// Where its last whole batch ends.
     pub end: u64,
-    /// CRC32C of the file's bytes up to `end`: what the persisted index keeps
-    /// so that an open can check a whole segment in one pass.
+    /// CRC32C of the file's bytes up to `end`.
     pub crc: u32,
 }
 
@@ -275,8 +273,6 @@ pub struct Scanned {
 pub struct Scan {
     pub sequencer: Sequencer,
     pub segments: Vec<Scanned>,
-    /// Stream name -> positions of its events, in version order.
-    pub streams: HashMap<String, Vec<u64>>,
     /// Bytes at the end of the last segment that a crash cut short.
     pub torn_tail: Option<TornTail>,
     /// A last segment whose header a crash cut short: it holds no events.
@@ -291,15 +287,38 @@ pub struct TornTail {
     pub reason: String,
 }
 
+/// What a scan does with what it finds, as it goes.
+pub trait Found {
+    /// A durable event, with its frame's segment, offset and length.
+    fn event(&mut self, segment: &Scanned, offset: u64, len: u64, event: RecordedEvent);
+
+    /// A segment has been walked to its end (or to its torn tail); `seq`
+    /// holds what the walk observed so far, and may be trimmed.
+    fn segment_done(&mut self, segment: &Scanned, seq: &mut Sequencer) -> Result<()>;
+}
+
+/// Finds nothing worth keeping: a scan that only checks.
+#[derive(Debug)]
+pub struct Check;
+
+impl Found for Check {
+    fn event(&mut self, _: &Scanned, _: u64, _: u64, _: RecordedEvent) {}
+
+    fn segment_done(&mut self, _: &Scanned, _: &mut Sequencer) -> Result<()> {
+        Ok(())
+    }
+}
+
 /// Reads and checks every segment in `log_dir`; changes nothing on disk.
 pub fn scan_log(log_dir: &Path) -> Result<Scan> {
-    scan_files(&list(log_dir)?, Scan::default())
+    scan_files(&list(log_dir)?, Scan::default(), &mut Check)
 }
 
 /// Goes on with a scan of `files` (the segment files, by first position) after
 /// what `scan` already holds: its last segment is walked on from where it ends,
-/// and the files after it whole. Changes nothing on disk.
-pub fn scan_files(files: &[(u64, PathBuf)], mut scan: Scan) -> Result<Scan> {
+/// and the files after it whole. Tells `found` of each event and segment.
+/// Changes nothing on disk.
+pub fn scan_files(files: &[(u64, PathBuf)], mut scan: Scan, found: &mut dyn Found) -> Result<Scan> {
     let resume = scan.segments.pop();
     let skip = scan.segments.len();
     for (i, (named_first, path)) in files.iter().enumerate().skip(skip) {
@@ -335,25 +354,20 @@ pub fn scan_files(files: &[(u64, PathBuf)], mut scan: Scan) -> Result<Scan> {
                 ),
             ));
         }
-        let streams = &mut scan.streams;
         let from = resumed.map_or(HEADER_LEN as u64, |r| r.end);
         let from = usize::try_from(from).unwrap_or(usize::MAX);
-        let mut walk = walk_from(
+        let mut here = Scanned {
+            path: path.clone(),
+            first_position: first,
+            end: from as u64,
+            crc: 0,
+        };
+        let walk = walk_from(
             &bytes,
             from,
             &mut scan.sequencer,
-            &mut |event| match streams.get_mut(event.stream.as_str()) {
-                Some(positions) => positions.push(event.position),
-                None => {
-                    streams.insert(event.stream, vec![event.position]);
-                }
-            },
+            &mut |offset, len, event| found.event(&here, offset, len, event),
         );
-        if let Some(resumed) = resumed {
-            let mut offsets = resumed.offsets.clone();
-            offsets.append(&mut walk.offsets);
-            walk.offsets = offsets;
-        }
         if let Some(bad) = walk.bad {
             let after = scan.sequencer.head();
             if !last {
@@ -383,15 +397,50 @@ pub fn scan_files(files: &[(u64, PathBuf)], mut scan: Scan) -> Result<Scan> {
             });
         }
         let covered = usize::try_from(walk.end).map_or(&bytes[..], |end| &bytes[..end]);
-        scan.segments.push(Scanned {
-            path: path.clone(),
-            first_position: first,
-            offsets: walk.offsets,
-            end: walk.end,
-            crc: crc32c::crc32c(covered),
-        });
+        here.end = walk.end;
+        here.crc = crc32c::crc32c(covered);
+        found.segment_done(&here, &mut scan.sequencer)?;
+        scan.segments.push(here);
     }
     Ok(scan)
+}
+
+/// The last position of the log, for a reader beside a running writer: the
+/// last frame of the last whole batch in the last segment, found from the
+/// frames' checksums and lengths alone. Every read checks its frames again.
+pub fn head_of_last(files: &[(u64, PathBuf)]) -> Result<u64> {
+    let Some((first, path)) = files.last() else {
+        return Ok(0);
+    };
+    let bytes =
+        std::fs::read(path).map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
+    let end = data_end(&bytes);
+    if let Err(reason) = parse_header(&bytes) {
+        if end <= HEADER_LEN {
+            // A segment whose creation a crash cut short holds nothing.
+            return Ok(first.saturating_sub(1));
+        }
+        return Err(Error::Corrupt {
+            file: path.clone(),
+            offset: 0,
+            position: *first,
+            reason,
+        });
+    }
+    let mut at = HEADER_LEN;
+    let mut position = first.saturating_sub(1);
+    let mut whole = position;
+    while at < end {
+        let Ok(frame) = frame::parse(&bytes[at..]) else {
+            break;
+        };
+        position += 1;
+        at += frame.len;
+        if !frame.continues {
+            whole = position;
+        }
+    }
+    Ok(whole)
 }
 
 /// What a read-only scan of a data directory found.
@@ -400,7 +449,6 @@ pub struct ScanReport {
     /// The last position whose frame and all before it check out.
     pub head: u64,
     pub segments: usize,
-    pub streams: usize,
     /// Bytes after the last good frame that a crash cut short; left in place.
     pub torn_tail: Option<TornTail>,
 }
@@ -413,7 +461,6 @@ pub fn scan(dir: &Path) -> Result<ScanReport> {
     Ok(ScanReport {
         head: scan.sequencer.head(),
         segments: scan.segments.len(),
-        streams: scan.streams.len(),
         torn_tail: scan.torn_tail,
     })
 }

@@ -1,25 +1,26 @@
 //! The group-commit writer: one thread that owns the active segment.
 //!
 //! Appends queue up on a channel while the previous fsync runs; the writer then
-//! takes all of them, stages them in one [`Batch`](crate::store::sequencer::Batch),
-//! writes their frames in one write (all but the last marked as continuing, so a
-//! crash mid-write drops the whole batch), syncs once, and only after the sync succeeds
-//! commits the sequencer, extends the index, publishes the head and replies. A
-//! failed write or sync fails every append of the batch and cuts the file back to
-//! its last durable length before anything else is written; nothing is ever
+//! takes all of them, looks up the tips and claims they touch in the index,
+//! stages them in one [`Staging`](crate::store::sequencer::Staging), writes their
+//! frames in one write (all but the last marked as continuing, so a crash
+//! mid-write drops the whole batch), syncs once, and only after the sync
+//! succeeds extends the index, publishes the head and replies. A failed write
+//! or sync fails every append of the batch and cuts the file back to its last
+//! durable length before anything else is written; nothing is ever
 //! acknowledged that a sync did not cover.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::io;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::mpsc::Receiver;
 
 use crate::store::embedded::fs::{Fs, LogFile};
-use crate::store::embedded::index::SegmentFile;
-use crate::store::embedded::{Shared, checkpoint, frame, segment};
+use crate::store::embedded::index::{Place, SegmentFile};
+use crate::store::embedded::{Shared, frame, segment};
 use crate::store::sequencer::{Sequencer, now_micros};
-use crate::store::{Appended, Error, Result};
+use crate::store::{Appended, Error, Held, Result};
 
 /// Event bytes one batch takes at most; later appends wait for the next batch.
 const BATCH_BYTES: usize = 16 * 1024 * 1024;
@@ -38,11 +39,6 @@ const ALLOCATE_AHEAD: u64 = 2 * 1024 * 1024;
 /// batch under steady load rarely waits for it.
 const ALLOCATE_LOW: u64 = 1024 * 1024;
 
-/// Events after which the writer persists the index again, at the first moment
-/// no append is waiting; one is also written when the writer stops. Under
-/// appends that never pause, a crash is recovered by scanning from the last one.
-const CHECKPOINT_EVERY: u64 = 1_000_000;
-
 /// One append waiting for the writer.
 pub use crate::store::sequencer::Pending as Request;
 
@@ -53,8 +49,6 @@ pub struct Active {
     pub path: PathBuf,
     /// Where the last durable frame ends; the next write goes here.
     pub len: u64,
-    /// CRC32C of the file's bytes up to `len`.
-    pub crc: u32,
     /// The file's size as this writer last set it; zeros lie between `len` and it.
     pub size: u64,
 }
@@ -93,16 +87,18 @@ pub struct Writer {
     pub fs: Arc<dyn Fs>,
     pub log_dir: PathBuf,
     pub segment_size: u64,
-    pub sequencer: Sequencer,
+    /// The last durable position.
+    head: u64,
+    /// The latest time stamped on an event.
+    clock: i64,
     pub active: Option<Active>,
     pub shared: Arc<Shared>,
     /// The active file may hold bytes past `active.len` from a failed write.
     damaged: bool,
+    /// Why the index stopped taking batches: appends are refused until a
+    /// restart indexes the log's tail again.
+    broken: Option<String>,
     pending: VecDeque<Request>,
-    /// The head the last persisted index covers.
-    checkpointed: u64,
-    /// A persisted index being written on its own thread, and the head it covers.
-    saving: Option<std::thread::JoinHandle<(u64, io::Result<()>)>>,
     /// The last allocation failed; it is tried again all the same.
     allocate_failing: bool,
 }
@@ -112,22 +108,22 @@ impl Writer {
         fs: Arc<dyn Fs>,
         log_dir: PathBuf,
         segment_size: u64,
-        sequencer: Sequencer,
+        head: u64,
+        clock: i64,
         active: Option<Active>,
         shared: Arc<Shared>,
-        checkpointed: u64,
     ) -> Writer {
         Writer {
             fs,
             log_dir,
             segment_size,
-            sequencer,
+            head,
+            clock,
             active,
             shared,
             damaged: false,
+            broken: None,
             pending: VecDeque::new(),
-            checkpointed,
-            saving: None,
             allocate_failing: false,
         }
     }
@@ -138,13 +134,7 @@ impl Writer {
             if self.pending.is_empty() {
                 match requests.recv() {
                     Ok(request) => self.pending.push_back(request),
-                    Err(_) => {
-                        self.finish_saving(true);
-                        if self.sequencer.head() != self.checkpointed {
-                            self.checkpoint(true);
-                        }
-                        return;
-                    }
+                    Err(_) => return,
                 }
             }
             self.pending.extend(requests.try_iter());
@@ -167,73 +157,25 @@ impl Writer {
                 let need = active.len + ALLOCATE_LOW;
                 active.allocate_ahead(need, self.segment_size, &mut self.allocate_failing);
             }
-            // Persist the index in a lull: encoding it pauses appends (for a
-            // noticeable time at millions of streams: BENCHMARKS.md, "Figures
-            // behind the code's constants"), so never while appends are queued.
-            self.pending.extend(requests.try_iter());
-            if self.pending.is_empty()
-                && self.finish_saving(false)
-                && self.sequencer.head().saturating_sub(self.checkpointed) >= CHECKPOINT_EVERY
-            {
-                self.checkpoint(false);
-            }
-        }
-    }
-
-    /// Persists the index of everything durable so far, so the next open need
-    /// not decode the whole log. A failure costs only that: the log is intact.
-    /// The index is encoded here, where it cannot change underneath, and
-    /// written and synced on a thread of its own unless `wait`: appends pause
-    /// only for the encoding.
-    fn checkpoint(&mut self, wait: bool) {
-        let head = self.sequencer.head();
-        let bytes = self.shared.index().checkpoint(&self.sequencer);
-        let log_dir = self.log_dir.clone();
-        if !wait {
-            let spawned = std::thread::Builder::new()
-                .name("hookledger-index-save".into())
-                .spawn(move || (head, checkpoint::write(&log_dir, &bytes)));
-            match spawned {
-                Ok(thread) => self.saving = Some(thread),
-                Err(e) => {
-                    tracing::warn!(error = %e, head, "cannot start saving the persisted index")
-                }
-            }
-            return;
-        }
-        let written = checkpoint::write(&log_dir, &bytes);
-        self.saved(head, written);
-    }
-
-    /// Takes in the result of a save in progress, waiting for it if `wait`;
-    /// true when none is in progress any more.
-    fn finish_saving(&mut self, wait: bool) -> bool {
-        let Some(saving) = self.saving.take() else {
-            return true;
-        };
-        if !wait && !saving.is_finished() {
-            self.saving = Some(saving);
-            return false;
-        }
-        match saving.join() {
-            Ok((head, written)) => self.saved(head, written),
-            Err(_) => tracing::warn!("saving the persisted index panicked"),
-        }
-        true
-    }
-
-    fn saved(&mut self, head: u64, written: io::Result<()>) {
-        match written {
-            Ok(()) => self.checkpointed = self.checkpointed.max(head),
-            Err(e) => tracing::warn!(error = %e, head, "writing the persisted index failed"),
         }
     }
 
     fn commit(&mut self, mut requests: Vec<Request>) {
+        if let Some(reason) = &self.broken {
+            let e = io::Error::other(reason.clone());
+            return fail(requests, "the log's index failed; restart to index the log again", &e);
+        }
         if let Err(e) = self.recover().and_then(|()| self.roll_if_full()) {
             return fail(requests, "log not writable", &e);
         }
-        let mut batch = self.sequencer.batch();
+        let sequencer = match self.sequencer_for(&requests) {
+            Ok(sequencer) => sequencer,
+            Err(e) => {
+                let results = requests.iter().map(|_| Err(copy_error(&e))).collect();
+                return reply(requests, results);
+            }
+        };
+        let mut batch = sequencer.batch();
         let mut results = batch.stage_pending(&mut requests, now_micros());
         let (records, staged) = batch.finish();
         if records.is_empty() {
@@ -247,15 +189,21 @@ impl Writer {
             );
         };
         let mut buf = Vec::new();
-        let mut offsets = Vec::with_capacity(records.len());
+        let mut places = Vec::with_capacity(records.len());
         for (i, record) in records.iter().enumerate() {
             let at = active.len + buf.len() as u64;
             let continues = i + 1 < records.len();
-            if let Err(reason) = frame::encode(record, continues, &mut buf) {
-                let e = io::Error::new(io::ErrorKind::InvalidData, reason);
-                return fail(requests, "encoding a frame", &e);
+            match frame::encode(record, continues, &mut buf) {
+                Ok(len) => places.push(Place {
+                    position: record.position,
+                    offset: at,
+                    len: len as u64,
+                }),
+                Err(reason) => {
+                    let e = io::Error::new(io::ErrorKind::InvalidData, reason);
+                    return fail(requests, "encoding a frame", &e);
+                }
             }
-            offsets.push(at);
         }
         let end = active.len + buf.len() as u64;
         active.allocate_ahead(end, self.segment_size, &mut self.allocate_failing);
@@ -277,12 +225,39 @@ impl Writer {
         }
         active.len = end;
         active.size = active.size.max(end);
-        active.crc = crc32c::crc32c_append(active.crc, &buf);
-        self.sequencer.commit(staged);
-        self.shared.publish(records, &offsets, end, active.crc);
+        self.head = staged.head();
+        self.clock = staged.clock();
+        let claims: Vec<(String, Held)> = staged.claims().map(|(c, h)| (c.to_owned(), h)).collect();
+        if let Err(e) = self.shared.publish(records, &places, &claims) {
+            tracing::error!(error = %e, "the log's index stopped taking batches; appends are refused until a restart");
+            self.broken = Some(e.to_string());
+        }
         let acknowledged = results.iter().filter(|r| r.is_ok()).count() as u64;
         self.shared.count_batch(acknowledged);
         reply(requests, results);
+    }
+
+    /// The state `requests` are decided against: the head and clock, and the
+    /// tips and claims they touch, from the index.
+    fn sequencer_for(&self, requests: &[Request]) -> Result<Sequencer> {
+        let lookup = self.shared.index.lookup();
+        let mut tips = HashMap::new();
+        let mut claims = HashMap::new();
+        for request in requests {
+            if !tips.contains_key(&request.stream)
+                && let Some(tip) = lookup.tip(&request.stream)?
+            {
+                tips.insert(request.stream.clone(), tip);
+            }
+            for claim in &request.claims {
+                if !claims.contains_key(&claim.name)
+                    && let Some(held) = lookup.claim(&claim.name)?
+                {
+                    claims.insert(claim.name.clone(), held);
+                }
+            }
+        }
+        Ok(Sequencer::resume(self.head, self.clock, tips, claims))
     }
 
     /// Cuts the active file back to its durable length after a failed write.
@@ -320,12 +295,12 @@ impl Writer {
             active.file.sync()?;
             active.size = active.len;
         }
-        let first = self.sequencer.head() + 1;
+        let first = self.head + 1;
         let path = self.log_dir.join(segment::file_name(first));
         match self.create_segment(&path, first) {
             Ok(active) => {
                 let reader = SegmentFile::open(path).map_err(io::Error::other)?;
-                self.shared.add_segment(reader, active.len, active.crc);
+                self.shared.add_segment(reader);
                 self.active = Some(active);
                 Ok(())
             }
@@ -351,7 +326,6 @@ impl Writer {
             file,
             path: path.to_owned(),
             len: header.len() as u64,
-            crc: crc32c::crc32c(&header),
             size: header.len() as u64,
         })
     }
@@ -361,6 +335,11 @@ fn active_path(active: &Option<Active>) -> String {
     active
         .as_ref()
         .map_or_else(String::new, |a| a.path.display().to_string())
+}
+
+/// An error for each append of a batch: the store's error type is not Clone.
+fn copy_error(e: &Error) -> Error {
+    Error::Unavailable(e.to_string())
 }
 
 fn io_error(context: &str, e: &io::Error) -> Error {
