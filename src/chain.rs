@@ -65,19 +65,6 @@ impl Hashed<'_> {
     }
 }
 
-impl<'a> From<&'a crate::store::RecordedEvent> for Hashed<'a> {
-    fn from(e: &'a crate::store::RecordedEvent) -> Self {
-        Hashed {
-            stream: &e.stream,
-            version: e.version,
-            event_type: &e.event_type,
-            schema_version: e.schema_version,
-            recorded_at: e.recorded_at,
-            data: &e.data,
-            metadata: &e.metadata,
-        }
-    }
-}
 
 /// The running ledger digest, folded in position order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]

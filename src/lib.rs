@@ -63,6 +63,5 @@ pub mod ledger;
 pub mod model;
 pub mod node;
 pub mod projector;
-mod replay;
 pub mod store;
 pub mod telemetry;

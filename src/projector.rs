@@ -17,10 +17,12 @@ use std::time::{Duration, Instant};
 use tokio::sync::{Mutex, watch};
 
 use crate::kv::{self, RedbKv};
-use crate::model::{self, Decoded, Model, Tip, View};
+use crate::model::{self, Decoded, Model, Chain, View};
 use crate::store::{EventRef, EventStore, RecordedEvent};
 
-pub use crate::replay::replay;
+mod replay;
+
+pub use replay::replay;
 
 /// How many events one read from the store may return.
 const BATCH: usize = 4096;
@@ -434,7 +436,7 @@ fn fresh_model(config: &Config) -> Result<Model, Error> {
         Some(file) => model::open(file, config.cache_bytes)?.kv,
         None => Arc::new(RedbKv::in_memory(&model::tables::ALL).map_err(model::Error::from)?),
     };
-    Ok(Model::start(kv, Tip::default(), None, config.options)?)
+    Ok(Model::start(kv, Chain::default(), None, config.options)?)
 }
 
 /// Whether a store's contents can be trusted to be this log's up to its

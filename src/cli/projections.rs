@@ -14,7 +14,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::cli::{Error, StoreArgs, open};
 use crate::kv;
-use crate::model::{self, Model, Tip};
+use crate::model::{self, Model, Chain};
 use crate::store::EventStore;
 
 #[derive(Debug, Subcommand)]
@@ -68,7 +68,7 @@ pub async fn run(args: &StoreArgs, command: ProjectionsCommand) -> Result<(), Er
     let fresh = model::open(&fresh_file, args.model_cache())
         .map_err(|e| Error::setup("cannot create the new read model", e))?;
     let rebuilt = Arc::new(
-        Model::start(fresh.kv, Tip::default(), None, model::Options::bulk(args.settings()))
+        Model::start(fresh.kv, Chain::default(), None, model::Options::bulk(args.settings()))
             .map_err(|e| Error::setup("cannot start the new read model", e))?,
     );
     let started = Instant::now();

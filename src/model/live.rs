@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use projections::Settings;
 
-use super::overlay::{Folding, Overlay, Tip};
+use super::overlay::{Folding, Overlay, Chain};
 use super::view::View;
 use super::{Decoded, Error};
 use crate::chain::Hash;
@@ -77,7 +77,7 @@ impl Model {
     /// Starts a model on `kv`, which holds everything up to `tip`.
     pub fn start(
         kv: Arc<dyn Kv>,
-        tip: Tip,
+        tip: Chain,
         log_id: Option<Hash>,
         options: Options,
     ) -> Result<Model, Error> {
@@ -100,7 +100,7 @@ impl Model {
     }
 
     /// The chain after the last event folded.
-    pub fn tip(&self) -> Tip {
+    pub fn tip(&self) -> Chain {
         self.layered.layers().active().tip
     }
 
@@ -113,11 +113,11 @@ impl Model {
 
     /// [`Model::apply`] for events whose chain the caller folded already,
     /// on another thread: `tip` is the chain after the last of them.
-    pub fn apply_chained(&self, events: &[Decoded], tip: Tip) -> Result<(), Error> {
+    pub fn apply_chained(&self, events: &[Decoded], tip: Chain) -> Result<(), Error> {
         self.fold(events, Some(tip))
     }
 
-    fn fold(&self, events: &[Decoded], chained: Option<Tip>) -> Result<(), Error> {
+    fn fold(&self, events: &[Decoded], chained: Option<Chain>) -> Result<(), Error> {
         let (Some(first), Some(last)) = (events.first(), events.last()) else {
             return Ok(());
         };

@@ -33,7 +33,7 @@ pub mod view;
 
 pub use list::{DeliveryFilter, EventFilter, Listed, Page};
 pub use live::{Model, Options};
-pub use overlay::Tip;
+pub use overlay::Chain;
 pub use view::View;
 
 #[derive(Debug, thiserror::Error)]
@@ -144,7 +144,7 @@ pub struct Stored {
     pub kv: Arc<dyn Kv>,
     /// The row format it was written in; `None` for a new, empty store.
     pub format: Option<u64>,
-    pub tip: Tip,
+    pub tip: Chain,
     /// The hash of the log's first event, which ties the store to one log.
     pub log_id: Option<Hash>,
 }
@@ -174,7 +174,7 @@ pub fn open(file: &Path, cache: usize) -> Result<Stored, Error> {
         .transpose()?;
     let tip = match snapshot.get(tables::META, flush::META_TIP)? {
         Some(bytes) => decode_tip(&bytes)?,
-        None => Tip::default(),
+        None => Chain::default(),
     };
     let log_id = snapshot
         .get(tables::META, flush::META_LOG)?
@@ -212,7 +212,7 @@ fn decode_u64(bytes: &[u8]) -> Result<u64, Error> {
         .map_err(|_| Error::Inconsistent("a meta number is not 8 bytes".into()))
 }
 
-fn decode_tip(bytes: &[u8]) -> Result<Tip, Error> {
+fn decode_tip(bytes: &[u8]) -> Result<Chain, Error> {
     let bad = || Error::Inconsistent("the model's position record is malformed".into());
     if bytes.len() != 72 {
         return Err(bad());
@@ -220,7 +220,7 @@ fn decode_tip(bytes: &[u8]) -> Result<Tip, Error> {
     let position = decode_u64(&bytes[..8])?;
     let digest = <Hash>::try_from(&bytes[8..40]).map_err(|_| bad())?;
     let last_hash = <Hash>::try_from(&bytes[40..72]).map_err(|_| bad())?;
-    Ok(Tip {
+    Ok(Chain {
         digest: LedgerDigest { position, digest },
         last_hash,
     })

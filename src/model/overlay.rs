@@ -21,12 +21,12 @@ use crate::kv::{KvRead, Table, WriteBatch};
 
 /// The chain after the last event folded: the ledger digest and that event's hash.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Tip {
+pub struct Chain {
     pub digest: LedgerDigest,
     pub last_hash: Hash,
 }
 
-impl Tip {
+impl Chain {
     pub fn position(&self) -> u64 {
         self.digest.position
     }
@@ -61,7 +61,7 @@ pub struct Overlay {
     pub delivery_index: HashMap<Vec<u8>, IndexEntries>,
     pub event_index: HashMap<Vec<u8>, IndexEntries>,
     /// The chain after the last event folded in.
-    pub tip: Tip,
+    pub tip: Chain,
     /// The hash of the log's first event, once folded.
     pub log_id: Option<Hash>,
     /// Roughly what the rows take in memory, to decide when to write them out.
@@ -73,7 +73,7 @@ const ROW_BYTES: usize = 160;
 
 impl Overlay {
     /// An empty overlay that goes on from `tip`.
-    pub fn after(tip: Tip, log_id: Option<Hash>) -> Overlay {
+    pub fn after(tip: Chain, log_id: Option<Hash>) -> Overlay {
         Overlay {
             tip,
             log_id,

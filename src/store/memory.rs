@@ -55,7 +55,7 @@ impl EventStore for MemoryStore {
         claims: Vec<crate::store::Claim>,
     ) -> Result<Appended> {
         let mut state = self.state();
-        let mut batch = state.sequencer.batch();
+        let mut batch = state.sequencer.staging();
         let appended = batch.stage_claimed(stream, expected, events, &claims, now_micros())?;
         let (records, staged) = batch.finish();
         state.sequencer.commit(staged);

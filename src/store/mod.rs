@@ -10,7 +10,7 @@ use std::ops::RangeInclusive;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use crate::chain::Hash;
+use crate::chain::{Hash, Hashed};
 
 pub use batch::{Batch, EventRef};
 
@@ -137,6 +137,21 @@ pub struct RecordedEvent {
     pub metadata: Vec<u8>,
     pub prev_hash: Hash,
     pub hash: Hash,
+}
+
+/// The fields of a stored event that its hash covers.
+impl<'a> From<&'a RecordedEvent> for Hashed<'a> {
+    fn from(e: &'a RecordedEvent) -> Self {
+        Hashed {
+            stream: &e.stream,
+            version: e.version,
+            event_type: &e.event_type,
+            schema_version: e.schema_version,
+            recorded_at: e.recorded_at,
+            data: &e.data,
+            metadata: &e.metadata,
+        }
+    }
 }
 
 /// Where an append landed.

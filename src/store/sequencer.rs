@@ -2,7 +2,7 @@
 //! give out the next positions and versions, stamp the time and extend each
 //! stream's hash chain. Backends differ only in how they make the result durable.
 //!
-//! Work happens in a [`Batch`] over the committed state, so a group commit can
+//! Work happens in a [`Staging`] over the committed state, so a group commit can
 //! stage many appends and then commit all of them, or none if the write fails.
 //! The state also holds the claims appends took (see
 //! [`EventStore::append_claimed`](crate::store::EventStore::append_claimed)).
@@ -16,7 +16,7 @@ use crate::store::{
 
 /// The tip of one stream: its last version and the hash that the next event chains to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Tip {
+pub struct StreamTip {
     pub version: u64,
     pub hash: Hash,
 }
@@ -24,7 +24,7 @@ pub struct Tip {
 /// The committed state every append is decided against.
 #[derive(Debug, Default)]
 pub struct Sequencer {
-    tips: HashMap<String, Tip>,
+    tips: HashMap<String, StreamTip>,
     head: u64,
     clock: i64,
     /// Claim -> the append that took it.
@@ -38,7 +38,7 @@ pub struct Sequencer {
 /// Looks up a stream's tip and a claim's hold that a [`Sequencer`] does not
 /// hold itself.
 pub trait Lookup: Send + Sync {
-    fn tip(&self, stream: &str) -> Option<Tip>;
+    fn tip(&self, stream: &str) -> Option<StreamTip>;
     fn claim(&self, claim: &str) -> Option<Held>;
 }
 
@@ -68,7 +68,7 @@ impl Sequencer {
     pub fn resume(
         head: u64,
         clock: i64,
-        tips: HashMap<String, Tip>,
+        tips: HashMap<String, StreamTip>,
         claims: HashMap<String, Held>,
     ) -> Sequencer {
         Sequencer {
@@ -98,7 +98,7 @@ impl Sequencer {
     pub fn observe(&mut self, event: &RecordedEvent) {
         self.tips.insert(
             event.stream.clone(),
-            Tip {
+            StreamTip {
                 version: event.version,
                 hash: event.hash,
             },
@@ -120,7 +120,7 @@ impl Sequencer {
     /// and the claims taken; `claims_of` goes on recognising claims in events
     /// observed after it.
     pub fn restore(
-        tips: HashMap<String, Tip>,
+        tips: HashMap<String, StreamTip>,
         head: u64,
         clock: i64,
         claims: HashMap<String, Held>,
@@ -150,7 +150,7 @@ impl Sequencer {
         self.clock
     }
 
-    pub fn tip(&self, stream: &str) -> Option<Tip> {
+    pub fn tip(&self, stream: &str) -> Option<StreamTip> {
         self.tips
             .get(stream)
             .copied()
@@ -158,7 +158,7 @@ impl Sequencer {
     }
 
     /// The tips observed since the last [`Sequencer::forget`].
-    pub fn tips(&self) -> impl ExactSizeIterator<Item = (&str, Tip)> {
+    pub fn tips(&self) -> impl ExactSizeIterator<Item = (&str, StreamTip)> {
         self.tips.iter().map(|(s, &t)| (s.as_str(), t))
     }
 
@@ -171,8 +171,8 @@ impl Sequencer {
     }
 
     /// Starts a batch of appends on top of the committed state.
-    pub fn batch(&self) -> Batch<'_> {
-        Batch {
+    pub fn staging(&self) -> Staging<'_> {
+        Staging {
             base: self,
             tips: HashMap::new(),
             head: self.head,
@@ -193,9 +193,9 @@ impl Sequencer {
 
 /// Appends staged on top of a [`Sequencer`], not yet committed.
 #[derive(Debug)]
-pub struct Batch<'a> {
+pub struct Staging<'a> {
     base: &'a Sequencer,
-    tips: HashMap<String, Tip>,
+    tips: HashMap<String, StreamTip>,
     head: u64,
     clock: i64,
     records: Vec<RecordedEvent>,
@@ -205,7 +205,7 @@ pub struct Batch<'a> {
 /// The state changes of a finished batch, to hand to [`Sequencer::commit`].
 #[derive(Debug)]
 pub struct Staged {
-    tips: HashMap<String, Tip>,
+    tips: HashMap<String, StreamTip>,
     head: u64,
     clock: i64,
     claims: HashMap<String, Held>,
@@ -218,7 +218,7 @@ impl Staged {
     }
 
     /// The tip each stream the batch appended to reached.
-    pub fn tips(&self) -> impl Iterator<Item = (&str, Tip)> {
+    pub fn tips(&self) -> impl Iterator<Item = (&str, StreamTip)> {
         self.tips.iter().map(|(s, &t)| (s.as_str(), t))
     }
 
@@ -233,7 +233,7 @@ impl Staged {
     }
 }
 
-impl Batch<'_> {
+impl Staging<'_> {
     /// Stages one append at server time `now` (microseconds). On a conflict nothing
     /// is staged and the batch stays usable for the other appends.
     pub fn stage(
@@ -258,7 +258,7 @@ impl Batch<'_> {
             .collect()
     }
 
-    /// [`Batch::stage`] for an append that takes `claims`: refused with
+    /// [`Staging::stage`] for an append that takes `claims`: refused with
     /// [`Error::Duplicate`] if the committed state or an earlier append of this
     /// batch took one of them.
     pub fn stage_claimed(
@@ -330,7 +330,7 @@ impl Batch<'_> {
         let last_version = version - 1;
         self.tips.insert(
             stream.to_owned(),
-            Tip {
+            StreamTip {
                 version: last_version,
                 hash: prev_hash,
             },

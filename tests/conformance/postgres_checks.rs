@@ -215,7 +215,7 @@ async fn the_hash_chain_is_the_one_the_shared_sequencer_makes() {
             .iter()
             .take_while(|e| e.stream == first.stream && e.recorded_at == first.recorded_at)
             .collect();
-        let mut batch = sequencer.batch();
+        let mut batch = sequencer.staging();
         batch
             .stage(
                 &first.stream,

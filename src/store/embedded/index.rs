@@ -26,7 +26,7 @@ use crate::chain::Hash;
 use crate::kv::layered::{Flushing, Layered, Memtable};
 use crate::kv::{self, Flow, Kv, KvRead, RedbKv, Table, WriteBatch};
 use crate::store::embedded::frame;
-use crate::store::sequencer::{Lookup, Tip};
+use crate::store::sequencer::{Lookup, StreamTip};
 use crate::store::{Batch, Error, Held, RecordedEvent, Result};
 
 /// A segment file open for positioned reads.
@@ -89,7 +89,7 @@ pub struct Head {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct StreamRow {
     pub id: u64,
-    pub tip: Tip,
+    pub tip: StreamTip,
 }
 
 /// What was indexed since the index was last written out.
@@ -149,7 +149,7 @@ impl Memtable for Pending {
 impl Pending {
     /// Takes in one durable event, in position order.
     pub fn add(&mut self, event: &RecordedEvent, place: Place, lookup: &dyn Fn(&str) -> Option<StreamRow>) {
-        let tip = Tip {
+        let tip = StreamTip {
             version: event.version,
             hash: event.hash,
         };
@@ -212,7 +212,7 @@ fn encode_stream(row: &StreamRow) -> Vec<u8> {
 fn decode_stream(bytes: &[u8]) -> Option<StreamRow> {
     (bytes.len() == 48).then(|| StreamRow {
         id: be(&bytes[..8]),
-        tip: Tip {
+        tip: StreamTip {
             version: be(&bytes[8..16]),
             hash: bytes[16..48].try_into().unwrap_or([0; 32]),
         },
@@ -323,6 +323,8 @@ pub struct Loc {
 /// The index: on disk, the memtable, the segments and the recent records.
 #[derive(Debug)]
 pub struct Index {
+    /// Where a damage marker goes when a read of the index finds damage.
+    log_dir: Option<PathBuf>,
     /// The index on disk; `None` beside a running writer, or once closed.
     layered: RwLock<Option<Arc<Layered<Pending>>>>,
     segments: RwLock<Vec<Segment>>,
@@ -349,6 +351,10 @@ impl Index {
         segments: &[(u64, PathBuf)],
         head: u64,
     ) -> Result<Index> {
+        let log_dir = segments
+            .first()
+            .and_then(|(_, p)| p.parent().map(Path::to_path_buf))
+            .or_else(|| kv.as_ref().and_then(|kv| kv.path().parent().map(Path::to_path_buf)));
         let layered = match kv {
             Some(kv) => Some(Arc::new(
                 Layered::start(
@@ -375,6 +381,7 @@ impl Index {
             })
             .collect::<Result<Vec<_>>>()?;
         Ok(Index {
+            log_dir,
             layered: RwLock::new(layered),
             segments: RwLock::new(segments),
             recent: RwLock::new(Recent {
@@ -475,7 +482,7 @@ impl Index {
         let layers = layered.layers();
         let active = layers.active();
         let frozen = layers.frozen();
-        stream_row(Some(&active), frozen.as_deref(), layers.kv.as_ref(), stream).map_err(store_error)
+        stream_row(Some(&active), frozen.as_deref(), layers.kv.as_ref(), stream).map_err(|e| self.fail(e))
     }
 
     fn claim(&self, name: &str) -> Result<Option<Held>> {
@@ -491,7 +498,7 @@ impl Index {
         Ok(layers
             .kv
             .get(CLAIMS, name.as_bytes())
-            .map_err(store_error)?
+            .map_err(|e| self.fail(e))?
             .and_then(|b| decode_held(&b)))
     }
 
@@ -533,7 +540,7 @@ impl Index {
                 }
                 Ok(if places.len() >= max { Flow::Stop } else { Flow::Continue })
             })
-            .map_err(store_error)?;
+            .map_err(|e| self.fail(e))?;
         if let Some(reason) = failure {
             return Err(Error::Unavailable(format!("the log index is damaged: {reason}")));
         }
@@ -635,7 +642,7 @@ impl Index {
                 }
                 Ok(Flow::Stop)
             })
-            .map_err(store_error)?;
+            .map_err(|e| self.fail(e))?;
         Ok(best)
     }
 
@@ -674,6 +681,28 @@ fn store_error(e: kv::Error) -> Error {
     Error::Unavailable(format!("the log index: {e}"))
 }
 
+/// The file whose presence tells the next open that the index was found
+/// damaged and must be rebuilt from the log.
+pub fn damage_marker(log_dir: &Path) -> PathBuf {
+    log_dir.join("index.damaged")
+}
+
+impl Index {
+    /// Turns an error of the index into the store's, leaving a marker for the
+    /// next open when it is damage: a damaged index is never trusted again.
+    fn fail(&self, e: kv::Error) -> Error {
+        if matches!(e, kv::Error::Corrupt { .. })
+            && let Some(dir) = &self.log_dir
+        {
+            tracing::error!(error = %e, "the log's index is damaged; the next start rebuilds it from the log");
+            if let Err(marking) = std::fs::write(damage_marker(dir), e.to_string()) {
+                tracing::error!(error = %marking, "cannot mark the log's index damaged");
+            }
+        }
+        store_error(e)
+    }
+}
+
 /// The index as the sequencer looks tips and claims up in it. A lookup that
 /// fails answers nothing: the append it was for then fails its checks, or
 /// the open that asked refuses the log, rather than guess.
@@ -681,7 +710,7 @@ fn store_error(e: kv::Error) -> Error {
 pub struct IndexLookup<'a>(&'a Index);
 
 impl IndexLookup<'_> {
-    pub fn tip(&self, stream: &str) -> Result<Option<Tip>> {
+    pub fn tip(&self, stream: &str) -> Result<Option<StreamTip>> {
         Ok(self.0.stream(stream)?.map(|row| row.tip))
     }
 
@@ -700,7 +729,7 @@ impl std::fmt::Debug for StoredLookup {
 }
 
 impl Lookup for StoredLookup {
-    fn tip(&self, stream: &str) -> Option<Tip> {
+    fn tip(&self, stream: &str) -> Option<StreamTip> {
         stream_row(None, None, self.0.as_ref(), stream)
             .ok()
             .flatten()

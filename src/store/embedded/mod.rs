@@ -267,7 +267,10 @@ impl EmbeddedStore {
         let log_dir = dir.join("log");
         let (files, head) = if log_dir.exists() {
             let files = segment::list(&log_dir)?;
-            let head = segment::head_of_last(&files)?;
+            let head = match files.last() {
+                Some((first, path)) => segment::check_last(*first, path)?.head,
+                None => 0,
+            };
             (files, head)
         } else {
             std::fs::metadata(dir)

@@ -16,7 +16,7 @@ use crate::kv::{self, Kv, KvRead, WriteBatch};
 use crate::store::embedded::frame;
 use crate::store::embedded::index::{self, Head, Pending, Place};
 use crate::store::embedded::segment::{self, Found, Scan, Scanned};
-use crate::store::sequencer::{Fallback, Lookup, Sequencer, Tip};
+use crate::store::sequencer::{Fallback, Lookup, Sequencer, StreamTip};
 use crate::store::{ClaimsOf, Error, Held, RecordedEvent, Result};
 
 /// What an open for writing found.
@@ -35,6 +35,14 @@ pub fn for_writing(
     claims_of: Option<ClaimsOf>,
     cache: usize,
 ) -> Result<Opened> {
+    let marker = index::damage_marker(log_dir);
+    if marker.exists() {
+        let reason = std::fs::read_to_string(&marker).unwrap_or_default();
+        tracing::warn!(%reason, "not using the log's index, found damaged while serving; rebuilding it from the whole log");
+        set_aside(log_dir)?;
+        std::fs::remove_file(&marker)
+            .map_err(|e| Error::io(format!("removing {}", marker.display()), e))?;
+    }
     let (kv, stored) = open_index(log_dir, cache)?;
     let resume = match trusted(&stored, files) {
         Ok(resume) => resume,
@@ -74,6 +82,13 @@ pub fn for_writing(
         tracing::debug!(position = r.head.place.position, "the log's index holds the log up to here");
         // Only the segments from the one the index ends in are read.
         scan.segments.truncate(r.file + 1);
+        // The last segment is checked whole: its frames before the index's
+        // end too, since they are the ones a crash or a bad disk touched last.
+        // Sealed segments are checked on every read and by `audit verify`.
+        if r.file + 1 == files.len() {
+            let (first, path) = &files[r.file];
+            segment::check_last(*first, path)?;
+        }
     }
     let mut indexer = Indexer {
         kv: kv.clone(),
@@ -176,7 +191,7 @@ impl Stored {
 }
 
 impl Lookup for Stored {
-    fn tip(&self, stream: &str) -> Option<Tip> {
+    fn tip(&self, stream: &str) -> Option<StreamTip> {
         index::StoredLookup(self.now()).tip(stream)
     }
 

@@ -19,7 +19,7 @@ pub(super) fn new_event(i: u64) -> NewEvent {
 /// `n` records over two streams, linked as the sequencer links them.
 fn records(n: u64) -> Vec<RecordedEvent> {
     let seq = Sequencer::default();
-    let mut batch = seq.batch();
+    let mut batch = seq.staging();
     for i in 0..n {
         let stream = if i % 2 == 0 { "a" } else { "b" };
         batch

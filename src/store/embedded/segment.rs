@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 
 use crate::chain::ZERO;
 use crate::store::embedded::frame;
-use crate::store::sequencer::{Sequencer, Tip};
+use crate::store::sequencer::{Sequencer, StreamTip};
 use crate::store::{Error, RecordedEvent, Result};
 
 const MAGIC: &[u8; 8] = b"HKLGSEG\0";
@@ -202,7 +202,7 @@ pub fn walk_from(
 struct Pending {
     /// Offset, frame length and event.
     events: Vec<(u64, u64, RecordedEvent)>,
-    tips: HashMap<String, Tip>,
+    tips: HashMap<String, StreamTip>,
 }
 
 impl Pending {
@@ -238,7 +238,7 @@ impl Pending {
                 event.stream
             ));
         }
-        let tip = Tip {
+        let tip = StreamTip {
             version,
             hash: event.hash,
         };
@@ -405,42 +405,112 @@ pub fn scan_files(files: &[(u64, PathBuf)], mut scan: Scan, found: &mut dyn Foun
     Ok(scan)
 }
 
-/// The last position of the log, for a reader beside a running writer: the
-/// last frame of the last whole batch in the last segment, found from the
-/// frames' checksums and lengths alone. Every read checks its frames again.
-pub fn head_of_last(files: &[(u64, PathBuf)]) -> Result<u64> {
-    let Some((first, path)) = files.last() else {
-        return Ok(0);
-    };
+/// The last segment as a check of its frames alone finds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Checked {
+    /// The last position of its last whole batch.
+    pub head: u64,
+    /// Where that batch ends.
+    pub end: u64,
+    /// Bytes after it that a crash cut short.
+    pub torn_tail: Option<TornTail>,
+}
+
+/// Checks every frame of the segment at `path` (the log's last, starting at
+/// position `first`) without the stream links, which need the tips of the
+/// segments before it: each checksum, each decoding and positions in order.
+/// Damage is refused with its place, as the scan refuses it; a tail a crash
+/// cut short is reported, not refused. Reads one segment, whatever the log's size.
+pub fn check_last(first: u64, path: &Path) -> Result<Checked> {
     let bytes =
         std::fs::read(path).map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
     let end = data_end(&bytes);
+    let corrupt = |offset: u64, position: u64, reason: String| Error::Corrupt {
+        file: path.to_owned(),
+        offset,
+        position,
+        reason,
+    };
     if let Err(reason) = parse_header(&bytes) {
         if end <= HEADER_LEN {
             // A segment whose creation a crash cut short holds nothing.
-            return Ok(first.saturating_sub(1));
+            return Ok(Checked {
+                head: first.saturating_sub(1),
+                end: 0,
+                torn_tail: None,
+            });
         }
-        return Err(Error::Corrupt {
-            file: path.clone(),
-            offset: 0,
-            position: *first,
-            reason,
-        });
+        return Err(corrupt(0, first, reason));
     }
     let mut at = HEADER_LEN;
     let mut position = first.saturating_sub(1);
-    let mut whole = position;
+    let mut whole = (position, at as u64);
+    let mut batch_start = at;
+    let mut aligned = rkyv::util::AlignedVec::new();
     while at < end {
-        let Ok(frame) = frame::parse(&bytes[at..]) else {
-            break;
+        let next = position + 1;
+        let bad = match frame::parse(&bytes[at..]) {
+            Err(reason) => Some((reason, false)),
+            Ok(frame) => match frame::decode_in(frame.payload, &mut aligned) {
+                Err(reason) => Some((reason, true)),
+                Ok(event) if event.position != next => Some((
+                    format!("frame holds position {}, expected {next}", event.position),
+                    true,
+                )),
+                Ok(_) => {
+                    position = next;
+                    at += frame.len;
+                    if !frame.continues {
+                        whole = (position, at as u64);
+                        batch_start = at;
+                    }
+                    None
+                }
+            },
         };
-        position += 1;
-        at += frame.len;
-        if !frame.continues {
-            whole = position;
+        if let Some((reason, checksummed)) = bad {
+            if checksummed {
+                return Err(corrupt(
+                    at as u64,
+                    next,
+                    format!("{reason} (its checksum holds, so no crash wrote it)"),
+                ));
+            }
+            if let Some((found_at, found)) = later_frame(&bytes, at + 1, whole.0) {
+                return Err(corrupt(
+                    at as u64,
+                    next,
+                    format!("{reason}; a valid frame for position {found} follows at offset {found_at}"),
+                ));
+            }
+            return Ok(Checked {
+                head: whole.0,
+                end: whole.1,
+                torn_tail: Some(TornTail {
+                    file: path.to_owned(),
+                    offset: batch_start as u64,
+                    reason,
+                }),
+            });
         }
     }
-    Ok(whole)
+    if batch_start != at {
+        // The file ends inside a batch: a write a crash cut short.
+        return Ok(Checked {
+            head: whole.0,
+            end: whole.1,
+            torn_tail: Some(TornTail {
+                file: path.to_owned(),
+                offset: batch_start as u64,
+                reason: "the file ends inside a batch".into(),
+            }),
+        });
+    }
+    Ok(Checked {
+        head: whole.0,
+        end: whole.1,
+        torn_tail: None,
+    })
 }
 
 /// What a read-only scan of a data directory found.

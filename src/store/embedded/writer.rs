@@ -175,7 +175,7 @@ impl Writer {
                 return reply(requests, results);
             }
         };
-        let mut batch = sequencer.batch();
+        let mut batch = sequencer.staging();
         let mut results = batch.stage_pending(&mut requests, now_micros());
         let (records, staged) = batch.finish();
         if records.is_empty() {

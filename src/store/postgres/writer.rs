@@ -4,7 +4,7 @@
 //! The transaction takes the head row `FOR UPDATE` (the global write lock, held
 //! by one transaction of one process at a time), reads the tips of the streams
 //! and the claims the batch touches, and stages the appends in one
-//! [`Batch`](crate::store::sequencer::Batch), exactly as the embedded writer
+//! [`Staging`](crate::store::sequencer::Staging), exactly as the embedded writer
 //! does: each append is checked against its own expected version and claims,
 //! and a refused one leaves the others in. It then inserts the events and
 //! claims, moves the head, announces it with `pg_notify` and commits. Nothing
@@ -24,7 +24,7 @@ use tokio::sync::{mpsc, watch};
 
 use crate::store::postgres::tail::Tail;
 use crate::store::postgres::{CHANNEL, Params, claim_key, db_error, pool_error, raise};
-use crate::store::sequencer::{Sequencer, Tip, now_micros};
+use crate::store::sequencer::{Sequencer, StreamTip, now_micros};
 use crate::store::{Appended, Error, Held, RecordedEvent, Result};
 
 /// Event bytes one transaction takes at most; later appends wait for the next.
@@ -184,11 +184,11 @@ impl Writer {
         .map_err(|e| db_error("locking the head", e))?;
         let head = head_row.get::<_, i64>(0) as u64;
         let clock: i64 = head_row.get(1);
-        let tips: HashMap<String, Tip> = tip_rows
+        let tips: HashMap<String, StreamTip> = tip_rows
             .iter()
             .map(|row| {
                 let hash: &[u8] = row.get(2);
-                let tip = Tip {
+                let tip = StreamTip {
                     version: row.get::<_, i64>(1) as u64,
                     hash: hash.try_into().unwrap_or([0; 32]),
                 };
@@ -206,7 +206,7 @@ impl Writer {
             })
             .collect();
         let sequencer = Sequencer::resume(head, clock, tips, taken);
-        let mut batch = sequencer.batch();
+        let mut batch = sequencer.staging();
         let results = batch.stage_pending(requests, now_micros());
         let (records, staged) = batch.finish();
         let Some(last) = records.last() else {

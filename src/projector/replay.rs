@@ -22,8 +22,8 @@ use std::sync::mpsc as std_mpsc;
 
 use tokio::sync::mpsc;
 
-use crate::model::{Decoded, Model, Tip};
-use crate::projector::Error;
+use crate::model::{Decoded, Model, Chain};
+use super::Error;
 use crate::store::{Batch, EventRef, EventStore};
 
 /// Folds the log into `model` from its position to the head; `progress`
@@ -118,14 +118,14 @@ pub async fn replay(
 struct Chained {
     events: Batch,
     good: usize,
-    tip: Tip,
+    tip: Chain,
 }
 
 /// Decoded events for the model, and the chain folded up to the last of them.
 #[derive(Debug)]
 struct Folded {
     decoded: Vec<Decoded>,
-    tip: Tip,
+    tip: Chain,
 }
 
 /// Decodes `events` into `decoded`, up to the first that fails. `decoded`
