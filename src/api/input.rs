@@ -176,9 +176,21 @@ pub fn string_list(name: &str, value: &Value, max: usize) -> Result<Vec<String>,
         .collect()
 }
 
-/// An absolute `http` or `https` URL of at most `max` characters.
+/// An absolute `http` or `https` URL of at most `max` characters, as sent:
+/// no control character (NUL, CR, LF, tab, ...) and no white space anywhere,
+/// which a URL parser would quietly strip or encode while the sender's text,
+/// the one stored, kept them.
 pub fn http_url(name: &str, value: &Value, max: usize) -> Result<String, FieldError> {
     let text = text(name, value, max)?;
+    if let Some(c) = text.chars().find(|c| c.is_control() || c.is_whitespace()) {
+        return Err(FieldError::new(
+            name,
+            format!(
+                "must be an absolute http or https URL without spaces or control characters (found U+{:04X})",
+                u32::from(c)
+            ),
+        ));
+    }
     let parsed = url::Url::parse(&text).map_err(|e| {
         FieldError::new(name, format!("must be an absolute http or https URL ({e})"))
     })?;
@@ -218,5 +230,19 @@ mod tests {
         assert!(http_url("u", &json!("ftp://example.com"), 2048).is_err());
         assert!(http_url("u", &json!("/relative"), 2048).is_err());
         assert!(http_url("u", &json!("mailto:a@b.c"), 2048).is_err());
+        for bad in [
+            "https://a.example/\u{0}",
+            "https://a.example/x\r\nHost: evil",
+            "https://a.example/\tx",
+            " https://a.example/",
+            "https://a.example/a b",
+            "https://a.example/\u{7f}",
+            "https://a.example/\u{85}",
+            "https://a.example/\u{2028}",
+            "https://a.example/\u{3000}",
+        ] {
+            assert!(http_url("u", &json!(bad), 2048).is_err(), "{bad:?}");
+        }
+        assert!(http_url("u", &json!("https://bücher.example/ä?q=%20"), 2048).is_ok());
     }
 }

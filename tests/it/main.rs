@@ -4,6 +4,7 @@
 
 mod audit;
 mod auth;
+mod backends;
 mod binary;
 mod cli;
 mod concurrency;
