@@ -18,6 +18,7 @@ mod http;
 mod idempotency;
 mod lists;
 mod multinode;
+mod operator;
 mod ops;
 mod postgres;
 mod raw;
@@ -28,3 +29,4 @@ mod security;
 mod support_frames;
 #[path = "../support/postgres.rs"]
 mod support_postgres;
+mod wire;
