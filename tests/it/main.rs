@@ -21,6 +21,7 @@ mod multinode;
 mod operator;
 mod ops;
 mod postgres;
+mod postgres_tls;
 mod raw;
 mod record_attempt;
 mod schema;
