@@ -307,6 +307,10 @@ async fn an_append_the_database_refuses_fails_alone_not_its_batch() {
     );
     assert!(stored.iter().all(|e| e.stream.starts_with("good-")));
     let stats = store.stats();
+    eprintln!(
+        "{APPENDS} appends, {refused} refused, {} acknowledged in {} transactions",
+        stats.appends, stats.batches
+    );
     assert_eq!(stats.appends, (APPENDS - refused) as u64);
     assert!(
         stats.batches < stats.appends,

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::binary::{Client, Server, create_key};
+use crate::binary::{Client, Server, create_key, record_figures};
 use crate::raw::{RawReply, connect, parse, send_bytes};
 
 const ORG: &str = "org_wire";
@@ -130,6 +130,13 @@ fn made_up_methods_and_paths_do_not_grow_metrics() {
         after.len()
     );
     assert!(after.contains("method=\"other\""), "{after}");
+    record_figures(
+        "metrics_cardinality",
+        &format!(
+            "3 000 requests with unique methods and paths: /metrics {before} -> {} bytes",
+            after.len()
+        ),
+    );
     assert!(
         !after.contains("0000000000"),
         "a made-up name became a label"
@@ -285,6 +292,13 @@ fn a_client_that_never_reads_its_answers_is_disconnected_after_the_client_timeou
     assert!(
         received < one.body.len() * count,
         "every answer arrived ({ended}): the server waited for the reader"
+    );
+    record_figures(
+        "slow_reader",
+        &format!(
+            "{received} of {} bytes reached the client before the server closed ({ended})",
+            one.body.len() * count
+        ),
     );
     // The server is fine and serves others.
     assert_eq!(
