@@ -1,6 +1,7 @@
 //! The same request gets the same answer on every backend. A property test
 //! puts arbitrary text (NUL, line breaks, controls, any Unicode scalar) in
-//! every string field a client can send, sends each request to a server on
+//! every string field a client can send (and in `Idempotency-Key`, as raw
+//! bytes), sends each request to a server on
 //! the embedded log and to one on PostgreSQL, and compares the status codes;
 //! where both accept it, each must give back exactly the text that was sent.
 
@@ -31,9 +32,11 @@ enum Field {
     LastError,
     ResponseBodyKey,
     ResponseBodyValue,
+    /// Sent as raw bytes: a header a client library would refuse to build.
+    IdempotencyKey,
 }
 
-const FIELDS: [Field; 11] = [
+const FIELDS: [Field; 12] = [
     Field::EndpointName,
     Field::EndpointUrlPath,
     Field::EndpointEventType,
@@ -45,6 +48,7 @@ const FIELDS: [Field; 11] = [
     Field::LastError,
     Field::ResponseBodyKey,
     Field::ResponseBodyValue,
+    Field::IdempotencyKey,
 ];
 
 /// Text with the characters a database is likeliest to refuse mixed in.
@@ -132,6 +136,25 @@ impl Side {
                 };
                 let body = json!({"eventType": "x", "payload": payload});
                 (app.post(events, &body).await, payload, "/payload")
+            }
+            Field::IdempotencyKey => {
+                let body = br#"{"eventType":"x","payload":{}}"#;
+                let mut request = format!(
+                    "POST {events} HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {}\r\n\
+                     x-organization-id: {}\r\ncontent-type: application/json\r\n\
+                     content-length: {}\r\nconnection: close\r\nidempotency-key: ",
+                    app.key.token,
+                    app.org,
+                    body.len()
+                )
+                .into_bytes();
+                request.extend_from_slice(text.as_bytes());
+                request.extend_from_slice(b"\r\n\r\n");
+                request.extend_from_slice(body);
+                let addr = app.base.trim_start_matches("http://").parse().unwrap();
+                let reply = crate::raw::send_bytes(addr, &request).unwrap();
+                let status = StatusCode::from_u16(reply.status).unwrap();
+                return (status, Ok(()));
             }
             Field::LastError => (
                 app.record_attempt(
