@@ -43,6 +43,37 @@ impl Target {
         }
     }
 
+    /// [`Target::start`] on a fresh PostgreSQL database, or `None` (having
+    /// said why) where PostgreSQL cannot run.
+    fn start_on_postgres(test: &str, args: &[&str]) -> Option<Target> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let url = runtime.block_on(crate::support_postgres::database(test))?;
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        let backend = ["--backend", "postgres", "--postgres-url", &url];
+        let created = crate::binary::hookledger(
+            &data,
+            &[&backend[..], &["keys", "create", "--org", ORG]].concat(),
+        );
+        let key = crate::binary::succeeds(created)
+            .lines()
+            .last()
+            .unwrap()
+            .trim()
+            .to_owned();
+        let server = runtime.block_on(Server::start_with(&data, &[&backend[..], args].concat()));
+        Some(Target {
+            _dir: dir,
+            server,
+            runtime,
+            key,
+        })
+    }
+
     fn addr(&self) -> SocketAddr {
         self.server.addr
     }
@@ -314,7 +345,19 @@ fn a_client_that_never_reads_its_answers_is_disconnected_after_the_client_timeou
 
 #[test]
 fn unknown_keys_and_ids_have_a_budget_and_a_miss_is_remembered() {
-    let target = Target::start(&["--unknown-lookups-per-second", "1"]);
+    lookup_budgets(&Target::start(&["--unknown-lookups-per-second", "1"]));
+}
+
+/// On PostgreSQL, where each lookup is a query.
+#[test]
+fn unknown_keys_and_ids_have_a_budget_and_a_miss_is_remembered_on_postgres() {
+    let test = "wire::unknown_keys_and_ids_have_a_budget_and_a_miss_is_remembered_on_postgres";
+    if let Some(target) = Target::start_on_postgres(test, &["--unknown-lookups-per-second", "1"]) {
+        lookup_budgets(&target);
+    }
+}
+
+fn lookup_budgets(target: &Target) {
     let client = target.client();
     let delivery = target.runtime.block_on(client.one_delivery());
     let get = |token: &str, path: &str| {
