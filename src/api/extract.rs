@@ -5,9 +5,9 @@
 //! Handlers never see axum's own rejections, so no input reaches a client as a
 //! plain-text error or a 500.
 
-use axum::body::Bytes;
 use std::net::SocketAddr;
 
+use axum::body::Bytes;
 use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Path, Request};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, Method, header};

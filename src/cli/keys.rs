@@ -7,10 +7,10 @@
 //! PostgreSQL the command appends straight to the shared database, and every
 //! server hears of it from there.
 
-use clap::Subcommand;
-
 use std::sync::Arc;
 use std::time::Duration;
+
+use clap::Subcommand;
 
 use crate::admin::{self, Request, Response};
 use crate::cli::{Backend, Error, StoreArgs, open};
