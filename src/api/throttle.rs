@@ -6,9 +6,10 @@
 //! per request, so a client sending unknown keys or ids could keep the
 //! database busy for everyone. Two things bound it:
 //!
-//! - **Budgets.** Each client address may fail authentication, and each key
-//!   may look up unknown delivery or endpoint ids, at a sustained rate with
-//!   bursts of [`BURST_SECONDS`] worth; past it the answer is 429 with
+//! - **Budgets.** Each client address (an IPv6 one by its /64) may fail
+//!   authentication, and each key may look up unknown delivery or endpoint
+//!   ids, at a sustained rate with bursts of [`BURST_SECONDS`] worth; past it
+//!   the answer is 429 with
 //!   `Retry-After` and nothing is asked of the store. Valid keys from an
 //!   address over its budget are still served: they are known without a lookup.
 //! - **A short memory of misses.** A key or id looked up in vain is answered
@@ -69,7 +70,7 @@ impl Throttle {
     pub fn charge_address(&self, address: Option<IpAddr>) -> Result<(), ApiError> {
         // Connections always have a peer; a request served some other way
         // (a test's `oneshot`) shares one budget.
-        let address = address.unwrap_or(IpAddr::from([0, 0, 0, 0]));
+        let address = client(address.unwrap_or(IpAddr::from([0, 0, 0, 0])));
         let mut buckets = lock(&self.addresses);
         self.charge(&mut buckets, address)
             .map_err(|retry_after| ApiError::TooManyRequests {
@@ -159,6 +160,19 @@ struct Bucket {
     at: Instant,
 }
 
+/// The client an address stands for: an IPv4 address itself (also when
+/// mapped into IPv6), an IPv6 address by its /64 prefix, since one host
+/// commonly holds a whole /64 and could otherwise take a new budget per request.
+fn client(address: IpAddr) -> IpAddr {
+    match address {
+        IpAddr::V4(v4) => IpAddr::V4(v4),
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6((u128::from(v6) & !u128::from(u64::MAX)).into()),
+        },
+    }
+}
+
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|e| e.into_inner())
 }
@@ -192,6 +206,21 @@ mod tests {
         throttle
             .charge_address(Some(IpAddr::from([127, 0, 0, 2])))
             .unwrap();
+    }
+
+    #[test]
+    fn an_ipv6_client_is_counted_by_its_slash_64() {
+        let throttle = Throttle::new(1, Duration::from_secs(2));
+        for host in 0..BURST_SECONDS {
+            let address: std::net::Ipv6Addr = format!("2001:db8:1:2::{host}").parse().unwrap();
+            throttle.charge_address(Some(address.into())).unwrap();
+        }
+        let same_prefix: std::net::Ipv6Addr = "2001:db8:1:2:ffff::1".parse().unwrap();
+        assert!(throttle.charge_address(Some(same_prefix.into())).is_err());
+        let other_prefix: std::net::Ipv6Addr = "2001:db8:1:3::1".parse().unwrap();
+        throttle.charge_address(Some(other_prefix.into())).unwrap();
+        let mapped: std::net::Ipv6Addr = "::ffff:192.0.2.1".parse().unwrap();
+        assert_eq!(client(mapped.into()), IpAddr::from([192, 0, 2, 1]));
     }
 
     #[test]
