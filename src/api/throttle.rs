@@ -9,9 +9,9 @@
 //! - **Budgets.** Each client address (an IPv6 one by its /64) may fail
 //!   authentication, and each key may look up unknown delivery or endpoint
 //!   ids, at a sustained rate with bursts of [`BURST_SECONDS`] worth; past it
-//!   the answer is 429 with
-//!   `Retry-After` and nothing is asked of the store. Valid keys from an
-//!   address over its budget are still served: they are known without a lookup.
+//!   the answer is 429 with `Retry-After` and nothing is asked of the store.
+//!   Valid keys from an address over its budget are still served: they are
+//!   known without a lookup.
 //! - **A short memory of misses.** A key or id looked up in vain is answered
 //!   from memory for [`Throttle::forget_after`] without another lookup or any
 //!   budget: a client retrying one bad key or id in a loop costs nothing.
