@@ -7,7 +7,7 @@
 //! request fail. So the rest of a small body is read and dropped before the
 //! answer goes out, and the connection stays usable; a large one, one sent
 //! with `Expect: 100-continue` (the client is waiting to be asked for it), or
-//! one that does not arrive promptly, gets `connection: close` on the answer.
+//! one that does not arrive within 5 s, gets `connection: close` on the answer.
 
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
@@ -23,8 +23,10 @@ use http_body_util::BodyExt;
 
 /// The most of a body read and dropped to keep a connection.
 pub const MAX_DRAINED: usize = 64 * 1024;
-/// How long the rest of a body may take to arrive before the connection closes.
-const DRAIN_TIMEOUT: Duration = Duration::from_secs(1);
+/// How long the rest of a body may take to arrive before the connection
+/// closes: generous, since a client that sent a head sends its body at once,
+/// and a short wait would close connections of clients that are merely slow.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Where the unread rest of a request's body ends up once the handler drops it.
 #[derive(Debug, Default)]
