@@ -58,6 +58,7 @@ pub mod audit;
 pub mod chain;
 pub mod cli;
 pub mod diff;
+pub mod files;
 pub mod ledger;
 pub mod node;
 pub mod projector;

@@ -183,10 +183,10 @@ pub fn write_atomically(file: &Path, bytes: &[u8]) -> Result<(), Error> {
     let dir = file
         .parent()
         .expect("a snapshot path has a parent directory");
-    fs::create_dir_all(dir).map_err(io)?;
+    crate::files::create_dir_all(dir).map_err(io)?;
     // One temp name per process: `projections rebuild` may save beside a server.
     let tmp = file.with_extension(format!("snap.tmp.{}", std::process::id()));
-    let mut out = File::create(&tmp).map_err(io)?;
+    let mut out = crate::files::create(&tmp).map_err(io)?;
     out.write_all(bytes).map_err(io)?;
     out.sync_all().map_err(io)?;
     drop(out);

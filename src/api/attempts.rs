@@ -166,8 +166,9 @@ async fn record(
     if version_now.is_none() {
         // The delivery may have been created through another process sharing
         // the store, and not be in this one's model yet.
-        state.ledger().sync().await?;
-        version_now = version(&state)?;
+        version_now = state
+            .look_up(&caller, &delivery_id, || version(&state))
+            .await?;
     }
     let Some(version_now) = version_now else {
         return Err(not_found(&delivery_id));

@@ -222,6 +222,17 @@ async fn update(
     id: Id,
     body: ValidatedJson<EndpointPatch>,
 ) -> Result<Response, ApiError> {
+    let org = &caller.organization_id;
+    // An endpoint created through another process sharing the store may not
+    // be in this node's model yet; one that is nowhere is 404 without a write.
+    if current(&state, org, &id.0)?.is_none()
+        && state
+            .look_up(&caller, &id.0, || current(&state, org, &id.0))
+            .await?
+            .is_none()
+    {
+        return Err(not_found(&id.0));
+    }
     let patch = body.value;
     let command = Command::UpdateEndpoint {
         endpoint_id: id.0.clone(),

@@ -66,9 +66,19 @@ pub enum ApiError {
     /// 413: the request body is over the limit (or would make an oversized event).
     #[error("{0}")]
     PayloadTooLarge(String),
+    /// 414: the request target is over the 64 KB hyper reads.
+    #[error("the request target (path and query) is over 64 KB")]
+    UriTooLong,
     /// 415: POST and PATCH take `application/json` (PATCH also `application/merge-patch+json`).
     #[error("{0}")]
     UnsupportedMediaType(String),
+    /// 429: too many requests with unknown keys or ids, which cost the store
+    /// a lookup each; retry after `retry_after` seconds.
+    #[error("{what}; retry in {retry_after} s")]
+    TooManyRequests { what: String, retry_after: u64 },
+    /// 431: more headers, or longer ones, than the server reads.
+    #[error("the request headers are too many or too large")]
+    HeaderFieldsTooLarge,
     /// 503: the store or the read model cannot serve now; the cause is only logged.
     #[error("the ledger is temporarily unavailable; retry shortly")]
     Unavailable(String),
@@ -104,7 +114,10 @@ impl ApiError {
             ApiError::IdempotencyKeyReused => StatusCode::CONFLICT,
             ApiError::PreconditionFailed { .. } => StatusCode::PRECONDITION_FAILED,
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::UriTooLong => StatusCode::URI_TOO_LONG,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::HeaderFieldsTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -125,9 +138,17 @@ impl ApiError {
                 ("/problems/precondition-failed", "Precondition failed")
             }
             ApiError::PayloadTooLarge(_) => ("/problems/payload-too-large", "Payload too large"),
+            ApiError::UriTooLong => ("/problems/uri-too-long", "URI too long"),
             ApiError::UnsupportedMediaType(_) => {
                 ("/problems/unsupported-media-type", "Unsupported media type")
             }
+            ApiError::TooManyRequests { .. } => {
+                ("/problems/too-many-requests", "Too many requests")
+            }
+            ApiError::HeaderFieldsTooLarge => (
+                "/problems/header-fields-too-large",
+                "Request header fields too large",
+            ),
             ApiError::Unavailable(_) => ("/problems/unavailable", "Service unavailable"),
             ApiError::Internal(_) => ("/problems/internal", "Internal error"),
         }
@@ -172,11 +193,10 @@ impl From<store::Error> for ApiError {
     }
 }
 
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        let status = self.status();
-        let (kind, title) = self.kind_and_title();
-        let detail = match &self {
+impl ApiError {
+    /// The detail line: what went wrong, never how the server is built.
+    fn detail(&self) -> String {
+        match self {
             ApiError::Unavailable(cause) => {
                 tracing::error!(%cause, "answering 503");
                 self.to_string()
@@ -191,12 +211,27 @@ impl IntoResponse for ApiError {
                 .collect::<Vec<_>>()
                 .join("; "),
             other => other.to_string(),
-        };
-        let errors: &[FieldError] = match &self {
+        }
+    }
+
+    fn errors(&self) -> &[FieldError] {
+        match self {
             ApiError::Invalid(errors) => errors,
             _ => &[],
-        };
-        let mut response = problem(status, kind, title, detail, errors);
+        }
+    }
+
+    /// The problem+json body of this error.
+    pub fn problem_body(&self) -> Vec<u8> {
+        let (kind, title) = self.kind_and_title();
+        problem_body(self.status(), kind, title, self.detail(), self.errors())
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        let mut response = problem_response(status, self.problem_body());
         let headers = response.headers_mut();
         match self {
             ApiError::Unavailable(_) => {
@@ -204,6 +239,9 @@ impl IntoResponse for ApiError {
                     header::RETRY_AFTER,
                     HeaderValue::from_static(RETRY_AFTER_SECONDS),
                 );
+            }
+            ApiError::TooManyRequests { retry_after, .. } => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from(retry_after));
             }
             ApiError::Unauthorized => {
                 headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
@@ -249,14 +287,27 @@ fn problem(
     detail: String,
     errors: &[FieldError],
 ) -> Response {
-    let body = serde_json::to_vec(&Problem {
+    problem_response(status, problem_body(status, kind, title, detail, errors))
+}
+
+fn problem_body(
+    status: StatusCode,
+    kind: &str,
+    title: &str,
+    detail: String,
+    errors: &[FieldError],
+) -> Vec<u8> {
+    serde_json::to_vec(&Problem {
         kind,
         title,
         status: status.as_u16(),
         detail,
         errors,
     })
-    .unwrap_or_default();
+    .unwrap_or_default()
+}
+
+fn problem_response(status: StatusCode, body: Vec<u8>) -> Response {
     let mut response = (status, body).into_response();
     response
         .headers_mut()

@@ -5,10 +5,13 @@
 //! Handlers never see axum's own rejections, so no input reaches a client as a
 //! plain-text error or a 500.
 
+use std::net::SocketAddr;
+
 use axum::body::Bytes;
-use axum::extract::{FromRequest, FromRequestParts, Path, Request};
+use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Path, Request};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, Method, header};
+use projections::ApiKey;
 use projections::event::Idempotency;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
@@ -55,13 +58,11 @@ impl FromRequestParts<AppState> for Caller {
                 let (scheme, token) = v.trim().split_once(' ')?;
                 scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
             })
-            .filter(|t| !t.is_empty())
-            .ok_or(ApiError::Unauthorized)?;
-        let key = state
-            .ledger()
-            .authenticate_synced(token)
-            .await?
-            .ok_or(ApiError::Unauthorized)?;
+            .filter(|t| !t.is_empty());
+        let key = match token.and_then(|t| state.ledger().authenticate(t)) {
+            Some(key) => key,
+            None => authenticate_unknown(parts, state, token).await?,
+        };
         let organization = parts
             .headers
             .get("x-organization-id")
@@ -78,6 +79,34 @@ impl FromRequestParts<AppState> for Caller {
             key_id: key.id,
             request_id: parts.extensions.get::<RequestId>().map(|r| r.0.clone()),
         })
+    }
+}
+
+/// A key this node's model does not know (or none): it may have been issued
+/// through another process sharing the store, so the store is asked, within
+/// the client address's budget of such requests, unless the same key was
+/// asked about in vain a moment ago.
+async fn authenticate_unknown(
+    parts: &Parts,
+    state: &AppState,
+    token: Option<&str>,
+) -> Result<ApiKey, ApiError> {
+    let address = parts
+        .extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.ip());
+    let throttle = state.throttle();
+    throttle.charge_address(address)?;
+    let token = token.ok_or(ApiError::Unauthorized)?;
+    if throttle.recently_missed(&["key", token]) {
+        return Err(ApiError::Unauthorized);
+    }
+    match state.ledger().authenticate_synced(token).await? {
+        Some(key) => Ok(key),
+        None => {
+            throttle.missed(&["key", token]);
+            Err(ApiError::Unauthorized)
+        }
     }
 }
 

@@ -176,9 +176,19 @@ pub fn string_list(name: &str, value: &Value, max: usize) -> Result<Vec<String>,
         .collect()
 }
 
-/// An absolute `http` or `https` URL of at most `max` characters.
+/// An absolute `http` or `https` URL of at most `max` characters, and a URI
+/// as RFC 3986 has it (the API document's `format: uri`), as sent: ASCII
+/// only, anything else percent-encoded, so no control character (NUL, CR,
+/// LF, tab) and no white space, which a URL parser would quietly strip or
+/// encode while the sender's text, the one stored, kept them.
 pub fn http_url(name: &str, value: &Value, max: usize) -> Result<String, FieldError> {
     let text = text(name, value, max)?;
+    if let Err(problem) = rfc3986_characters(&text) {
+        return Err(FieldError::new(
+            name,
+            format!("must be an absolute http or https URL: {problem}"),
+        ));
+    }
     let parsed = url::Url::parse(&text).map_err(|e| {
         FieldError::new(name, format!("must be an absolute http or https URL ({e})"))
     })?;
@@ -189,6 +199,52 @@ pub fn http_url(name: &str, value: &Value, max: usize) -> Result<String, FieldEr
         ));
     }
     Ok(text)
+}
+
+/// Whether `uri` uses only the characters RFC 3986 allows where it uses
+/// them: unreserved and reserved ASCII, `%` with two hex digits, and `[`
+/// `]` only around an IPv6 host.
+fn rfc3986_characters(uri: &str) -> Result<(), String> {
+    let authority_end = uri
+        .find("://")
+        .map(|start| {
+            let from = start + 3;
+            from + uri[from..]
+                .find(['/', '?', '#'])
+                .unwrap_or(uri.len() - from)
+        })
+        .unwrap_or(0);
+    let bytes = uri.as_bytes();
+    for (i, c) in uri.char_indices() {
+        let allowed = match c {
+            'A'..='Z' | 'a'..='z' | '0'..='9' => true,
+            '-' | '.' | '_' | '~' | ':' | '/' | '?' | '#' | '@' | '!' | '$' | '&' | '\'' => true,
+            '(' | ')' | '*' | '+' | ',' | ';' | '=' => true,
+            '[' | ']' => i < authority_end,
+            '%' => {
+                let hex = |k: usize| bytes.get(i + k).is_some_and(u8::is_ascii_hexdigit);
+                if !(hex(1) && hex(2)) {
+                    return Err("a % must start a percent-encoded byte like %20".into());
+                }
+                true
+            }
+            _ => false,
+        };
+        if !allowed {
+            let what = if c.is_control() {
+                "a control character".to_owned()
+            } else if c.is_whitespace() {
+                "white space".to_owned()
+            } else {
+                format!("{c:?}")
+            };
+            return Err(format!(
+                "{what} (U+{:04X}) must be percent-encoded",
+                u32::from(c)
+            ));
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -218,5 +274,30 @@ mod tests {
         assert!(http_url("u", &json!("ftp://example.com"), 2048).is_err());
         assert!(http_url("u", &json!("/relative"), 2048).is_err());
         assert!(http_url("u", &json!("mailto:a@b.c"), 2048).is_err());
+        for bad in [
+            "https://a.example/\u{0}",
+            "https://a.example/x\r\nHost: evil",
+            "https://a.example/\tx",
+            " https://a.example/",
+            "https://a.example/a b",
+            "https://a.example/\u{7f}",
+            "https://a.example/\u{85}",
+            "https://a.example/\u{2028}",
+            "https://a.example/\u{3000}",
+            "https://bücher.example/",
+            "https://a.example/[x]",
+            "https://a.example/^",
+            "https://a.example/%zz",
+            "https://a.example/%2",
+        ] {
+            assert!(http_url("u", &json!(bad), 2048).is_err(), "{bad:?}");
+        }
+        for good in [
+            "https://xn--bcher-kva.example/%C3%A4?q=%20#top",
+            "http://[::1]:8080/hook",
+            "https://user@a.example/a;b=c/(d)*+,!$&'~",
+        ] {
+            assert!(http_url("u", &json!(good), 2048).is_ok(), "{good:?}");
+        }
     }
 }

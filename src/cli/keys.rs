@@ -7,11 +7,15 @@
 //! PostgreSQL the command appends straight to the shared database, and every
 //! server hears of it from there.
 
+use std::sync::Arc;
+use std::time::Duration;
+
 use clap::Subcommand;
 
 use crate::admin::{self, Request, Response};
-use crate::cli::{Error, StoreArgs, open};
+use crate::cli::{Backend, Error, StoreArgs, open};
 use crate::node::{Node, snapshot_file};
+use crate::store::EventStore;
 
 #[derive(Debug, Subcommand)]
 pub enum KeysCommand {
@@ -36,32 +40,31 @@ pub async fn run(args: &StoreArgs, command: KeysCommand) -> Result<(), Error> {
         KeysCommand::Create { org } => Request::CreateKey { org },
         KeysCommand::Revoke { key_id } => Request::RevokeKey { key_id },
     };
-    let response = match open::try_store_for_writing(args).await {
-        Ok(store) => {
-            let node = Node::start(store, Some(snapshot_file(&args.data))).await;
-            node.ready()
+    let response = match args.backend {
+        // Keys go straight into the shared database; no server is asked.
+        Backend::Postgres => {
+            let store = open::try_store_for_writing(args)
                 .await
-                .map_err(|e| Error::setup("cannot load the read model", e))?;
-            let response = admin::handle(&node.ledger, request).await;
-            // Keeps the next start fast; a failure only costs a longer replay later.
-            if let Err(e) = node.save_snapshot() {
-                tracing::warn!(error = %e, "could not save the read-model snapshot");
-            }
-            response
+                .map_err(|e| Error::setup("cannot reach the PostgreSQL database", e))?;
+            carry_out(args, store, request).await?
         }
-        Err(crate::store::Error::Unavailable(reason)) => admin::call(&args.data, &request)
-            .await
-            .map_err(|e| {
-                Error::Setup(format!(
-                    "the ledger is held by another process ({reason}) and its admin socket did not answer: {e}"
-                ))
-            })?,
-        Err(e) => {
-            return Err(Error::setup(
-                "cannot open the ledger",
-                e,
-            ));
-        }
+        // A running server holds the log: ask it first, which fails at once
+        // when none is listening, rather than wait on the log's lock.
+        Backend::Embedded => match ask_server(args, &request).await {
+            Ok(response) => response,
+            Err(_) => match open::try_store_for_writing(args).await {
+                Ok(store) => carry_out(args, store, request).await?,
+                // A server started meanwhile: it answers now.
+                Err(crate::store::Error::Unavailable(reason)) => ask_server(args, &request)
+                    .await
+                    .map_err(|e| {
+                        Error::Setup(format!(
+                            "the ledger is held by another process ({reason}) and its admin socket did not answer: {e}"
+                        ))
+                    })?,
+                Err(e) => return Err(Error::setup("cannot open the ledger", e)),
+            },
+        },
     };
     match response {
         Response::KeyCreated {
@@ -81,4 +84,30 @@ pub async fn run(args: &StoreArgs, command: KeysCommand) -> Result<(), Error> {
         }
         Response::Failed { error } => Err(Error::Setup(error)),
     }
+}
+
+/// Carries out `request` on a store this process opened.
+async fn carry_out(
+    args: &StoreArgs,
+    store: Arc<dyn EventStore>,
+    request: Request,
+) -> Result<Response, Error> {
+    let node = Node::start(store, Some(snapshot_file(&args.data))).await;
+    node.ready()
+        .await
+        .map_err(|e| Error::setup("cannot load the read model", e))?;
+    let response = admin::handle(&node.ledger, request).await;
+    // Keeps the next start fast; a failure only costs a longer replay later.
+    if let Err(e) = node.save_snapshot() {
+        tracing::warn!(error = %e, "could not save the read-model snapshot");
+    }
+    Ok(response)
+}
+
+/// Asks the server running on the data directory, if one answers in time.
+async fn ask_server(args: &StoreArgs, request: &Request) -> std::io::Result<Response> {
+    const PATIENCE: Duration = Duration::from_secs(30);
+    tokio::time::timeout(PATIENCE, admin::call(&args.data, request))
+        .await
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "no answer in 30 s"))?
 }

@@ -22,14 +22,23 @@ pub struct ServeArgs {
     #[arg(long, env = "HOOKLEDGER_SNAPSHOT_INTERVAL", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
     pub snapshot_interval: u64,
 
-    /// Seconds a client may take to send a request's headers, and again its body;
-    /// a connection idle for as long is closed.
+    /// Seconds a client may take to send a request's headers, and again its
+    /// body, and each write of an answer may wait for the client to read
+    /// before the connection is closed; a connection idle for as long is closed.
     #[arg(long, env = "HOOKLEDGER_CLIENT_TIMEOUT", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]
     pub client_timeout: u64,
 
     /// Connections served at once; more wait until one closes.
     #[arg(long, env = "HOOKLEDGER_MAX_CONNECTIONS", default_value_t = 512, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
     pub max_connections: u64,
+
+    /// Requests with an unknown or revoked API key each client address may
+    /// send per second, and lookups of unknown delivery or endpoint ids each
+    /// key may make, in bursts of up to five seconds' worth; past it, 429 with
+    /// Retry-After. Each costs the store a lookup on PostgreSQL. A key or id
+    /// found missing is answered from memory for 2 s.
+    #[arg(long, env = "HOOKLEDGER_UNKNOWN_LOOKUPS_PER_SECOND", default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..))]
+    pub unknown_lookups_per_second: u32,
 }
 
 impl ServeArgs {
@@ -37,6 +46,7 @@ impl ServeArgs {
         api::Limits {
             client_timeout: Duration::from_secs(self.client_timeout),
             max_connections: usize::try_from(self.max_connections).unwrap_or(usize::MAX),
+            unknown_lookups_per_second: self.unknown_lookups_per_second,
         }
     }
 }

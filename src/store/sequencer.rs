@@ -183,14 +183,16 @@ impl Batch<'_> {
         self.stage_claimed(stream, expected, events, &[], now)
     }
 
-    /// Stages each waiting append in turn, taking its events; the answer for
-    /// each, in order. A refused one stages nothing and leaves the others be.
+    /// Stages each waiting append in turn, taking the events of those it
+    /// stages; the answer for each, in order. A refused one stages nothing,
+    /// keeps its events and leaves the others be.
     pub fn stage_pending(&mut self, requests: &mut [Pending], now: i64) -> Vec<Result<Appended>> {
         requests
             .iter_mut()
             .map(|r| {
+                let tip = self.admit(&r.stream, r.expected, &r.events, &r.claims)?;
                 let events = std::mem::take(&mut r.events);
-                self.stage_claimed(&r.stream, r.expected, events, &r.claims, now)
+                Ok(self.stage_admitted(&r.stream, tip, events, &r.claims, now))
             })
             .collect()
     }
@@ -206,7 +208,20 @@ impl Batch<'_> {
         claims: &[String],
         now: i64,
     ) -> Result<Appended> {
-        crate::store::check_append(stream, &events)?;
+        let tip = self.admit(stream, expected, &events, claims)?;
+        Ok(self.stage_admitted(stream, tip, events, claims, now))
+    }
+
+    /// Whether an append may be staged now: its shape, its claims and its
+    /// expected version; the stream's tip if it may.
+    fn admit(
+        &self,
+        stream: &str,
+        expected: ExpectedVersion,
+        events: &[NewEvent],
+        claims: &[String],
+    ) -> Result<Option<Tip>> {
+        crate::store::check_append(stream, events)?;
         for claim in claims {
             let taken = self
                 .claims
@@ -229,6 +244,19 @@ impl Batch<'_> {
         if !expected.matches(actual) {
             return Err(Error::Conflict { expected, actual });
         }
+        Ok(tip)
+    }
+
+    /// Stages an append [`Batch::admit`] let through, on the stream's `tip`.
+    fn stage_admitted(
+        &mut self,
+        stream: &str,
+        tip: Option<Tip>,
+        events: Vec<NewEvent>,
+        claims: &[String],
+        now: i64,
+    ) -> Appended {
+        let actual = tip.map(|t| t.version);
         // Time never runs backwards in the log, even if the system clock does.
         self.clock = self.clock.max(now);
         let recorded_at = self.clock;
@@ -273,11 +301,11 @@ impl Batch<'_> {
         for claim in claims {
             self.claims.insert(claim.clone(), self.head);
         }
-        Ok(Appended {
+        Appended {
             positions: first..=self.head,
             last_version,
             recorded_at,
-        })
+        }
     }
 
     pub fn is_empty(&self) -> bool {
@@ -313,6 +341,32 @@ pub struct Pending {
     pub events: Vec<NewEvent>,
     pub claims: Vec<String>,
     pub reply: tokio::sync::oneshot::Sender<Result<Appended>>,
+}
+
+/// Hands the events of a batch that was staged but not written back to the
+/// appends they came from, so that they can be staged again: `results` are
+/// the answers [`Batch::stage_pending`] gave `requests`, `records` what it staged.
+pub fn give_back(
+    requests: &mut [Pending],
+    results: &[Result<Appended>],
+    records: Vec<RecordedEvent>,
+) {
+    let mut records = records.into_iter();
+    for (request, result) in requests.iter_mut().zip(results) {
+        if let Ok(appended) = result {
+            let staged = appended.positions.clone().count();
+            request.events = records
+                .by_ref()
+                .take(staged)
+                .map(|r| NewEvent {
+                    event_type: r.event_type,
+                    schema_version: r.schema_version,
+                    data: r.data,
+                    metadata: r.metadata,
+                })
+                .collect();
+        }
+    }
 }
 
 impl Pending {

@@ -4,6 +4,7 @@
 
 mod audit;
 mod auth;
+mod backends;
 mod binary;
 mod cli;
 mod concurrency;
@@ -18,8 +19,10 @@ mod http;
 mod idempotency;
 mod lists;
 mod multinode;
+mod operator;
 mod ops;
 mod postgres;
+mod postgres_tls;
 mod raw;
 mod record_attempt;
 mod schema;
@@ -28,3 +31,4 @@ mod security;
 mod support_frames;
 #[path = "../support/postgres.rs"]
 mod support_postgres;
+mod wire;

@@ -105,7 +105,7 @@ pub fn encode<'a>(
 pub fn write(log_dir: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let path = log_dir.join(FILE);
     let tmp = log_dir.join(format!("{FILE}.tmp"));
-    let mut out = File::create(&tmp)?;
+    let mut out = crate::files::create(&tmp)?;
     out.write_all(bytes)?;
     out.sync_data()?;
     drop(out);

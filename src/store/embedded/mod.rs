@@ -7,7 +7,7 @@
 //! layer that tests use to inject faults. One process at a time may open a data
 //! directory for writing (a lock file guards it); any number may open it read-only.
 
-use std::fs::{File, OpenOptions, TryLockError};
+use std::fs::{File, TryLockError};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock, mpsc};
@@ -193,8 +193,11 @@ impl EmbeddedStore {
     pub fn open_with(dir: &Path, options: Options) -> Result<EmbeddedStore> {
         let fs = options.fs;
         let log_dir = dir.join("log");
+        // Made (or narrowed to) 0700 on every open: it holds every tenant's data.
+        crate::files::create_dir_all(dir)
+            .map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
         if !log_dir.exists() {
-            std::fs::create_dir_all(&log_dir)
+            crate::files::create_dir_all(&log_dir)
                 .map_err(|e| Error::io(format!("creating {}", log_dir.display()), e))?;
             // The new directories must survive a crash along with what goes in them.
             let parent = dir.parent().filter(|p| !p.as_os_str().is_empty());
@@ -374,7 +377,7 @@ fn scan_for_writing(log_dir: &Path, claims_of: Option<ClaimsOf>) -> Result<(segm
 /// Takes the directory's lock file, or names the directory that is taken.
 fn lock(dir: &Path) -> Result<File> {
     let path = dir.join("LOCK");
-    let file = OpenOptions::new()
+    let file = crate::files::options()
         .create(true)
         .truncate(false)
         .write(true)

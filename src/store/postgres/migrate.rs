@@ -10,11 +10,18 @@ use crate::store::postgres::{db_error, pool_error};
 use crate::store::{Error, Result};
 
 /// `(version, name, SQL)`, in order. Never edit one that has shipped: add the next.
-pub const MIGRATIONS: &[(i32, &str, &str)] = &[(
-    1,
-    "events, head and claims",
-    include_str!("migrations/0001_events.sql"),
-)];
+pub const MIGRATIONS: &[(i32, &str, &str)] = &[
+    (
+        1,
+        "events, head and claims",
+        include_str!("migrations/0001_events.sql"),
+    ),
+    (
+        2,
+        "claims as bytes",
+        include_str!("migrations/0002_claims_as_bytes.sql"),
+    ),
+];
 
 /// An arbitrary constant naming the migration lock among advisory locks.
 const LOCK_KEY: i64 = 0x686f_6f6b_6c65_6467; // "hookledg"

@@ -179,3 +179,33 @@ pub async fn claims_survive_reopen(mut backend: impl Durable) {
         4
     );
 }
+
+/// Claims hold client text (an `Idempotency-Key`, a `sourceKey`): any string,
+/// a NUL or a line break included, is taken once like any other, and a NUL is
+/// not dropped (`k` and `k\0` are two claims).
+pub async fn any_text_is_a_claim(mut backend: impl Backend) {
+    use ExpectedVersion::{Any, NoStream};
+    let store = backend.open().await;
+    let claims = ["k\u{0}", "\u{0}", "line\nbreak\r", "\u{1F600}\u{0}x", "k"];
+    for (i, claim) in claims.iter().enumerate() {
+        let event = NewEvent {
+            metadata: serde_json::to_vec(&serde_json::json!({ "claim": claim })).unwrap(),
+            ..event(&format!("e{i}"))
+        };
+        store
+            .append_claimed(
+                &format!("s{i}"),
+                NoStream,
+                vec![event],
+                vec![(*claim).into()],
+            )
+            .await
+            .unwrap_or_else(|e| panic!("taking the claim {claim:?}: {e}"));
+    }
+    for (i, claim) in claims.iter().enumerate() {
+        let again = store
+            .append_claimed("other", Any, vec![event("x")], vec![(*claim).into()])
+            .await;
+        assert_duplicate(again, claim, i as u64 + 1);
+    }
+}
