@@ -12,6 +12,7 @@ pub mod chain;
 pub mod cli;
 pub mod diff;
 pub mod ledger;
+pub mod limits;
 pub mod node;
 pub mod projector;
 mod replay;

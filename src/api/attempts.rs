@@ -13,19 +13,19 @@ use axum::{Json, Router};
 use projections::event::stream;
 use projections::values::{AttemptStatus, HttpStatusCode, NonEmptyString, RetryAt, Timestamp};
 use projections::view::EventSnapshot;
-use projections::{Command, Event};
+use projections::{Command, Event, JsonObject};
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 use serde_json::value::RawValue;
 use tracing::instrument;
 
 use super::deliveries::not_found;
 use super::error::{ApiError, FieldError};
 use super::extract::{Caller, Id, IdempotencyKey, IfMatch, Params, Validated, ValidatedJson};
-use super::input::{Errors, Field, integer, object, type_name};
+use super::input::{Errors, Field, integer, object, text, type_name};
 use super::page::{self, List, Page};
 use super::{AppState, etag, reply_event};
 use crate::ledger::Outcome;
+use crate::limits::{Limits, name};
 use crate::store::RecordedEvent;
 
 pub fn router() -> Router<AppState> {
@@ -61,15 +61,15 @@ pub struct AttemptBody {
 pub struct Attempt {
     status: AttemptStatus,
     response_status_code: Option<HttpStatusCode>,
-    response_body: Option<Value>,
+    response_body: Option<JsonObject>,
     last_error: Option<NonEmptyString>,
     next_retry_at: Option<RetryAt>,
 }
 
-impl TryFrom<AttemptBody> for Attempt {
-    type Error = Vec<FieldError>;
+impl Validated for Attempt {
+    type Dto = AttemptBody;
 
-    fn try_from(body: AttemptBody) -> Result<Self, Self::Error> {
+    fn validate(body: AttemptBody, limits: &Limits) -> Result<Self, Vec<FieldError>> {
         let mut errors = Errors::default();
         let status = errors.take(body.status.required("status").and_then(attempt_status));
         let code = errors.take(
@@ -81,10 +81,15 @@ impl TryFrom<AttemptBody> for Attempt {
         let response_body = errors.take(
             body.response_body
                 .optional()
-                .map(|v| object("responseBody", v).map(Value::Object))
+                .map(|v| object("responseBody", v))
                 .transpose(),
         );
-        let last_error = errors.take(body.last_error.nullable().map(last_error).transpose());
+        let last_error = errors.take(
+            body.last_error
+                .nullable()
+                .map(|v| last_error(v, limits))
+                .transpose(),
+        );
         let retry = errors.take(body.next_retry_at.nullable().map(retry_at).transpose());
         let (Some(status), Some(code), Some(response_body), Some(last_error), Some(retry)) =
             (status, code, response_body, last_error, retry)
@@ -101,50 +106,50 @@ impl TryFrom<AttemptBody> for Attempt {
     }
 }
 
-impl Validated for Attempt {
-    type Dto = AttemptBody;
+/// The string a field holds, or `None` for another kind of value.
+fn string(value: &RawValue) -> Option<String> {
+    serde_json::from_str::<String>(value.get()).ok()
 }
 
-fn attempt_status(value: &Value) -> Result<AttemptStatus, FieldError> {
+fn attempt_status(value: &RawValue) -> Result<AttemptStatus, FieldError> {
     let message = "must be one of pending, retry_scheduled, delivered, failed";
-    match value {
-        Value::String(s) => {
-            AttemptStatus::parse(s).ok_or_else(|| FieldError::new("status", message))
-        }
-        other => Err(FieldError::new(
+    match string(value) {
+        Some(s) => AttemptStatus::parse(&s).ok_or_else(|| FieldError::new("status", message)),
+        None => Err(FieldError::new(
             "status",
-            format!("{message}, not {}", type_name(other)),
+            format!("{message}, not {}", type_name(value)),
         )),
     }
 }
 
-fn status_code(value: &Value) -> Result<HttpStatusCode, FieldError> {
+fn status_code(value: &RawValue) -> Result<HttpStatusCode, FieldError> {
     const NAME: &str = "responseStatusCode";
     let code = integer(NAME, value)
         .map_err(|e| FieldError::new(NAME, format!("{} or null", e.message)))?;
     HttpStatusCode::parse(code).ok_or_else(|| FieldError::new(NAME, "must be from 100 to 599"))
 }
 
-fn last_error(value: &Value) -> Result<NonEmptyString, FieldError> {
+fn last_error(value: &RawValue, limits: &Limits) -> Result<NonEmptyString, FieldError> {
     const NAME: &str = "lastError";
-    match value {
-        Value::String(s) => NonEmptyString::parse(s.as_str())
-            .ok_or_else(|| FieldError::new(NAME, "must not be empty")),
-        other => Err(FieldError::new(
+    if type_name(value) != "a string" {
+        return Err(FieldError::new(
             NAME,
-            format!("must be a string or null, not {}", type_name(other)),
-        )),
+            format!("must be a string or null, not {}", type_name(value)),
+        ));
     }
+    let max = super::input::Max::new(limits.last_error_length, name::LAST_ERROR_LENGTH);
+    let text = text(NAME, value, max)?;
+    NonEmptyString::parse(text).ok_or_else(|| FieldError::new(NAME, "must not be empty"))
 }
 
-fn retry_at(value: &Value) -> Result<RetryAt, FieldError> {
+fn retry_at(value: &RawValue) -> Result<RetryAt, FieldError> {
     const NAME: &str = "nextRetryAt";
     let message = "must be a UTC date-time with a literal Z, like 2023-11-07T05:31:56Z, or null";
-    match value {
-        Value::String(s) => RetryAt::parse(s).ok_or_else(|| FieldError::new(NAME, message)),
-        other => Err(FieldError::new(
+    match string(value) {
+        Some(s) => RetryAt::parse(&s).ok_or_else(|| FieldError::new(NAME, message)),
+        None => Err(FieldError::new(
             NAME,
-            format!("{message}, not {}", type_name(other)),
+            format!("{message}, not {}", type_name(value)),
         )),
     }
 }
@@ -172,7 +177,7 @@ async fn record(
     let Some(version_now) = version_now else {
         return Err(not_found(&delivery_id));
     };
-    let ctx = caller.context(idempotency.bind(&body.sha256));
+    let ctx = caller.context_for(idempotency, &body);
     let attempt = body.value;
     let command = Command::RecordAttempt {
         delivery_id: delivery_id.clone(),
@@ -237,7 +242,7 @@ struct AttemptView {
     attempt_number: u64,
     status: AttemptStatus,
     response_status_code: Option<HttpStatusCode>,
-    response_body: Option<Value>,
+    response_body: Option<JsonObject>,
     last_error: Option<NonEmptyString>,
     next_retry_at: Option<RetryAt>,
     recorded_at: Timestamp,

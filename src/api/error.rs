@@ -10,6 +10,7 @@ use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
 use crate::ledger;
+use crate::limits::Exceeded;
 use crate::store;
 use projections::Rejection;
 
@@ -60,6 +61,10 @@ pub enum ApiError {
     /// 409: the `Idempotency-Key` was already used with a different body.
     #[error("this Idempotency-Key was already used with a different request body")]
     IdempotencyKeyReused,
+    /// 409: the write would take the organization past one of its limits
+    /// (endpoints, or deliveries per event); the field and the limit are named.
+    #[error("{0}")]
+    LimitExceeded(Exceeded),
     /// 412: `If-Match` names a version the delivery is no longer at; nothing was appended.
     #[error("the delivery is at version {current}, not {expected}")]
     PreconditionFailed { expected: u64, current: u64 },
@@ -101,7 +106,7 @@ impl ApiError {
             ApiError::NotFound(_) | ApiError::NoRoute(_) => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::RequestTimeout(_) => StatusCode::REQUEST_TIMEOUT,
-            ApiError::IdempotencyKeyReused => StatusCode::CONFLICT,
+            ApiError::IdempotencyKeyReused | ApiError::LimitExceeded(_) => StatusCode::CONFLICT,
             ApiError::PreconditionFailed { .. } => StatusCode::PRECONDITION_FAILED,
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -121,6 +126,7 @@ impl ApiError {
             ApiError::IdempotencyKeyReused => {
                 ("/problems/idempotency-key-reused", "Idempotency key reused")
             }
+            ApiError::LimitExceeded(_) => ("/problems/limit-exceeded", "Limit exceeded"),
             ApiError::PreconditionFailed { .. } => {
                 ("/problems/precondition-failed", "Precondition failed")
             }
@@ -150,6 +156,7 @@ impl From<ledger::Error> for ApiError {
                 ApiError::PreconditionFailed { expected, current }
             }
             ledger::Error::IdempotencyKeyReused => ApiError::IdempotencyKeyReused,
+            ledger::Error::LimitExceeded(e) => ApiError::LimitExceeded(e),
             ledger::Error::Store(e) => e.into(),
             ledger::Error::Projector(e) => ApiError::Unavailable(e.to_string()),
         }
@@ -192,8 +199,13 @@ impl IntoResponse for ApiError {
                 .join("; "),
             other => other.to_string(),
         };
+        let limit_error;
         let errors: &[FieldError] = match &self {
             ApiError::Invalid(errors) => errors,
+            ApiError::LimitExceeded(e) => {
+                limit_error = [FieldError::new(e.field, e.message.clone())];
+                &limit_error
+            }
             _ => &[],
         };
         let mut response = problem(status, kind, title, detail, errors);

@@ -44,8 +44,7 @@ pub mod page;
 use error::ApiError;
 use metrics::{Metrics, StoreStats, StoreStatsFn};
 
-/// The largest request body accepted: 1 MiB.
-pub const MAX_BODY_BYTES: usize = 1024 * 1024;
+pub use crate::limits::MAX_BODY_BYTES;
 
 /// What every handler shares: the node, the metrics, and how this process began.
 #[derive(Clone)]
@@ -108,6 +107,11 @@ impl AppState {
 
     pub(crate) fn body_timeout(&self) -> Duration {
         self.body_timeout
+    }
+
+    /// The limits requests are held to: the ledger's, so there is one set.
+    pub fn limits(&self) -> crate::limits::Limits {
+        self.node.ledger.limits()
     }
 
     pub(crate) fn store_stats(&self) -> Option<StoreStats> {

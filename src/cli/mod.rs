@@ -10,6 +10,7 @@ use crate::telemetry::LogFormat;
 
 pub mod audit;
 pub mod keys;
+pub mod limit_args;
 pub mod open;
 pub mod projections;
 pub mod serve;

@@ -9,6 +9,7 @@ use clap::Args;
 
 use crate::api::metrics::StoreStats;
 use crate::api::{self, AppState};
+use crate::cli::limit_args::LimitArgs;
 use crate::cli::{Error, StoreArgs, open};
 use crate::node::{Node, snapshot_file};
 
@@ -30,6 +31,9 @@ pub struct ServeArgs {
     /// Connections served at once; more wait until one closes.
     #[arg(long, env = "HOOKLEDGER_MAX_CONNECTIONS", default_value_t = 512, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
     pub max_connections: u64,
+
+    #[command(flatten)]
+    pub limits: LimitArgs,
 }
 
 impl ServeArgs {
@@ -42,6 +46,10 @@ impl ServeArgs {
 }
 
 pub async fn run(store_args: &StoreArgs, args: ServeArgs) -> Result<(), Error> {
+    let limits = args.limits.limits();
+    limits
+        .check_fits(crate::store::MAX_EVENT_BYTES)
+        .map_err(Error::Setup)?;
     let node = Node::open(
         open::store_for_writing(store_args),
         snapshot_file(&store_args.data),
@@ -53,6 +61,7 @@ pub async fn run(store_args: &StoreArgs, args: ServeArgs) -> Result<(), Error> {
     let local = listener
         .local_addr()
         .map_err(|e| Error::setup("cannot read the listening address", e))?;
+    node.ledger.set_limits(limits);
     tracing::info!(listen = %local, data = %store_args.data.display(), head = node.store.head(), "hookledger is serving");
     let admin = crate::admin::listen(&store_args.data, node.ledger.clone())
         .map_err(|e| Error::setup("cannot open the admin socket", e))?;
