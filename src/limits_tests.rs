@@ -57,9 +57,14 @@ fn patch(id: &str, types: Option<&[&str]>, enabled: Option<bool>) -> Command {
 
 #[test]
 fn the_endpoint_past_the_organizations_limit_is_refused() {
-    let two = tenant(&[endpoint("ep_1", true, &["a"]), endpoint("ep_2", false, &["b"])]);
+    let two = tenant(&[
+        endpoint("ep_1", true, &["a"]),
+        endpoint("ep_2", false, &["b"]),
+    ]);
     assert!(limits(100, 3).check(Some(&two), &create(&["c"])).is_ok());
-    let e = limits(100, 2).check(Some(&two), &create(&["c"])).unwrap_err();
+    let e = limits(100, 2)
+        .check(Some(&two), &create(&["c"]))
+        .unwrap_err();
     assert_eq!(e.limit, name::ENDPOINTS_PER_ORGANIZATION);
     assert!(limits(100, 1).check(None, &create(&["c"])).is_ok());
 }
@@ -111,30 +116,47 @@ fn a_patch_is_refused_only_when_it_adds_to_a_fan_out_past_the_limit() {
     ]);
     let two = limits(2, 100);
     // Enabling the third endpoint for "a".
-    let e = two.check(Some(&org), &patch("ep_3", None, Some(true))).unwrap_err();
+    let e = two
+        .check(Some(&org), &patch("ep_3", None, Some(true)))
+        .unwrap_err();
     assert_eq!(e.field, "enabled");
     // Widening the first to every type: "b" would reach two, "a" it has already.
-    assert!(two.check(Some(&org), &patch("ep_1", Some(&[]), None)).is_ok());
+    assert!(
+        two.check(Some(&org), &patch("ep_1", Some(&[]), None))
+            .is_ok()
+    );
     // Narrowing, renaming, disabling: never refused, even over a lowered limit.
     let one = limits(1, 100);
-    assert!(one.check(Some(&org), &patch("ep_2", Some(&["a"]), None)).is_ok());
-    assert!(one.check(Some(&org), &patch("ep_2", None, Some(false))).is_ok());
+    assert!(
+        one.check(Some(&org), &patch("ep_2", Some(&["a"]), None))
+            .is_ok()
+    );
+    assert!(
+        one.check(Some(&org), &patch("ep_2", None, Some(false)))
+            .is_ok()
+    );
     assert!(one.check(Some(&org), &patch("ep_2", None, None)).is_ok());
     // Widening into a type past the limit.
-    assert!(two.check(Some(&org), &patch("ep_1", Some(&["a", "b"]), None)).is_ok());
-    assert!(one.check(Some(&org), &patch("ep_1", Some(&["a", "b"]), None)).is_err());
+    assert!(
+        two.check(Some(&org), &patch("ep_1", Some(&["a", "b"]), None))
+            .is_ok()
+    );
+    assert!(
+        one.check(Some(&org), &patch("ep_1", Some(&["a", "b"]), None))
+            .is_err()
+    );
     // An unknown endpoint is the decision's to refuse.
-    assert!(one.check(Some(&org), &patch("ep_9", None, Some(true))).is_ok());
+    assert!(
+        one.check(Some(&org), &patch("ep_9", None, Some(true)))
+            .is_ok()
+    );
 }
 
 #[test]
 fn the_largest_event_the_default_limits_allow_fits_in_one_stored_event() {
     let limits = Limits::default();
     let largest = limits.largest_event_bytes();
-    assert!(
-        largest <= MAX_EVENT_BYTES,
-        "{largest} > {MAX_EVENT_BYTES}"
-    );
+    assert!(largest <= MAX_EVENT_BYTES, "{largest} > {MAX_EVENT_BYTES}");
     // The measure is of a real event at the limits, not a guess: a body's worth.
     assert!(largest > MAX_BODY_BYTES + limits.fan_out * limits.url_length);
     assert!(limits.check_fits(MAX_EVENT_BYTES).is_ok());

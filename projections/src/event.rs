@@ -70,9 +70,8 @@ impl WebhookEventAccepted {
     /// test holds them equal to the generic path.
     fn to_canonical_bytes(&self) -> Vec<u8> {
         use crate::canonical::write_string;
-        let mut out = Vec::with_capacity(
-            128 + self.payload.get().len() + 160 * self.deliveries.len(),
-        );
+        let mut out =
+            Vec::with_capacity(128 + self.payload.get().len() + 160 * self.deliveries.len());
         out.extend_from_slice(b"{\"deliveries\":[");
         for (i, d) in self.deliveries.iter().enumerate() {
             if i > 0 {
@@ -238,15 +237,14 @@ impl Event {
     /// response body number beyond `f64` (`1e400`) has no such value, and is
     /// an error here; [`Event::to_canonical_bytes`] keeps it as sent.
     pub fn to_value(&self) -> serde_json::Result<Value> {
-        let value = match self {
+        match self {
             Event::EndpointCreated(e) => serde_json::to_value(e),
             Event::EndpointUpdated(e) => serde_json::to_value(e),
             Event::WebhookEventAccepted(e) => serde_json::to_value(e),
             Event::AttemptRecorded(e) => serde_json::to_value(e),
             Event::ApiKeyIssued(e) => serde_json::to_value(e),
             Event::ApiKeyRevoked(e) => serde_json::to_value(e),
-        };
-        value
+        }
     }
 
     /// The event's data in canonical JSON bytes: what the log stores and hashes.

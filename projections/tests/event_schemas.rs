@@ -525,7 +525,8 @@ fn full_attempt() -> Value {
         .into_iter()
         .find(|e| matches!(e, Event::AttemptRecorded(a) if a.response_status_code.is_some()))
         .unwrap()
-        .to_value().unwrap()
+        .to_value()
+        .unwrap()
 }
 
 #[test]
@@ -587,7 +588,8 @@ fn other_wrong_types_are_refused() {
             .into_iter()
             .find(|e| e.event_type() == event_type)
             .unwrap()
-            .to_value().unwrap();
+            .to_value()
+            .unwrap();
         data[field] = value;
         both_refuse(&validators, event_type, &data);
     }
@@ -613,7 +615,8 @@ fn the_schema_holds_the_writer_to_its_documented_shapes() {
             .into_iter()
             .rfind(|e| e.event_type() == event_type)
             .unwrap()
-            .to_value().unwrap();
+            .to_value()
+            .unwrap();
         data[field] = value;
         assert!(
             !validators[event_type].is_valid(&data),

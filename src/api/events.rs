@@ -9,9 +9,9 @@ use axum::http::StatusCode;
 use axum::response::Response;
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use projections::JsonObject;
 use projections::view::EventSnapshot;
 use projections::{Command, EventStatus, Timestamp};
-use projections::JsonObject;
 use serde::Deserialize;
 use tracing::instrument;
 

@@ -179,9 +179,8 @@ pub fn integer(name: &str, value: &RawValue) -> Result<i64, FieldError> {
             format!("must be an integer, not {}", type_name(value)),
         ));
     }
-    exact_integer(value.get()).ok_or_else(|| {
-        FieldError::new(name, "must be an integer, not a number with a fraction")
-    })
+    exact_integer(value.get())
+        .ok_or_else(|| FieldError::new(name, "must be an integer, not a number with a fraction"))
 }
 
 /// The integer the JSON number `text` denotes, exactly; `None` if it has a

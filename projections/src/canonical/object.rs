@@ -114,7 +114,9 @@ mod tests {
     #[test]
     fn only_objects_are_objects() {
         assert_eq!(
-            JsonObject::parse(r#" { "b": 1e400, "a": -0 } "#).unwrap().get(),
+            JsonObject::parse(r#" { "b": 1e400, "a": -0 } "#)
+                .unwrap()
+                .get(),
             r#"{"a":-0,"b":1e400}"#
         );
         for (text, kind) in [("[]", "an array"), ("\"x\"", "a string"), ("1", "a number")] {

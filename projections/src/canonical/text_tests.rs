@@ -17,7 +17,14 @@ fn numbers_are_kept_exactly_as_written() {
         canonical(r#"{ "big": 18446744073709551616, "tiny": 1e-400, "zero": -0 }"#),
         r#"{"big":18446744073709551616,"tiny":1e-400,"zero":-0}"#
     );
-    for number in ["1.0", "1E2", "-0.0", "1e400", "123456789012345678901234567890", "0.1e-7"] {
+    for number in [
+        "1.0",
+        "1E2",
+        "-0.0",
+        "1e400",
+        "123456789012345678901234567890",
+        "0.1e-7",
+    ] {
         assert_eq!(canonical(number), number);
     }
 }
