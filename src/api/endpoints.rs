@@ -14,7 +14,7 @@ use tracing::instrument;
 use super::error::{ApiError, FieldError};
 use super::extract::{Caller, Id, IdempotencyKey, Params, Validated, ValidatedJson};
 use super::input::{Errors, Field, Max, boolean, http_url, label, label_list};
-use super::page::{List, Page, newest_first};
+use super::page::{Page, newest_first, write_json};
 use super::{AppState, reply};
 use crate::ledger::{self, Outcome};
 use crate::limits::{Limits, name};
@@ -206,20 +206,21 @@ async fn list(
     State(state): State<AppState>,
     caller: Caller,
     params: Params,
-) -> Result<Json<List<EndpointView>>, ApiError> {
+) -> Result<Response, ApiError> {
     let mut errors = Errors::default();
     let page = Page::read(&params, "ep", &mut errors);
     errors.check()?;
-    let list = state.tenant(&caller.organization_id, |t| {
+    let budget = state.limits().page_bytes;
+    let body = state.tenant(&caller.organization_id, |t| {
         newest_first(
             &t.endpoints,
             &page,
-            "ep",
+            budget,
             |_| true,
-            |e| EndpointView::from(e),
+            |e, out| write_json(out, &EndpointView::from(e)),
         )
     })?;
-    Ok(Json(list))
+    Ok(body.into_response("ep"))
 }
 
 #[instrument(skip_all, fields(org = %caller.organization_id, endpoint = %id.0))]

@@ -4,11 +4,11 @@
 //! Acceptance is idempotent on `(organization, sourceKey)`: a repeat appends
 //! nothing and answers the first event with 200.
 
+use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::Response;
 use axum::routing::{get, post};
-use axum::{Json, Router};
 use projections::JsonObject;
 use projections::view::EventSnapshot;
 use projections::{Command, EventStatus, Timestamp};
@@ -18,7 +18,7 @@ use tracing::instrument;
 use super::error::{ApiError, FieldError};
 use super::extract::{Caller, Id, IdempotencyKey, Params, Validated, ValidatedJson};
 use super::input::{Errors, Field, Max, label, object, text};
-use super::page::{List, Page, newest_first};
+use super::page::{Page, newest_first};
 use super::{AppState, reply_event};
 use crate::ledger::{self, Outcome};
 use crate::limits::{Limits, name};
@@ -203,21 +203,22 @@ async fn list(
     State(state): State<AppState>,
     caller: Caller,
     params: Params,
-) -> Result<Json<List<EventSnapshot>>, ApiError> {
+) -> Result<Response, ApiError> {
     let mut errors = Errors::default();
-    let filters = Filters::read(&params, &state.limits(), &mut errors);
+    let limits = state.limits();
+    let filters = Filters::read(&params, &limits, &mut errors);
     let page = Page::read(&params, "evt", &mut errors);
     errors.check()?;
-    let list = state.tenant(&caller.organization_id, |t| {
+    let body = state.tenant(&caller.organization_id, |t| {
         newest_first(
             &t.events,
             &page,
-            "evt",
+            limits.page_bytes,
             |e| filters.keep(e),
-            |e| EventSnapshot::new(e, t),
+            |e, out| EventSnapshot::new(e, t).write_json(out),
         )
     })?;
-    Ok(Json(list))
+    Ok(body.into_response("evt"))
 }
 
 #[instrument(skip_all, fields(org = %caller.organization_id, event = %id.0))]

@@ -20,6 +20,7 @@ mod limits;
 mod lists;
 mod multinode;
 mod ops;
+mod pages;
 mod postgres;
 mod raw;
 mod record_attempt;

@@ -30,6 +30,7 @@ const ON_POSTGRES: &[&str] = &[
     "limits::",
     "lists::",
     "ops::",
+    "pages::",
     "record_attempt::",
 ];
 
