@@ -74,6 +74,14 @@ async fn a_list_of_wide_events_is_paged_by_bytes_not_only_by_items() {
             .iter()
             .all(|e| e["deliveries"].as_array().unwrap().len() == 200)
     );
+    crate::binary::record_figures(
+        "pages",
+        &format!(
+            "pages: 24 events fanned out to 200 endpoints each, ?limit=250: {} pages of at most {} bytes",
+            sizes.len(),
+            sizes.iter().max().unwrap()
+        ),
+    );
 }
 
 #[tokio::test]
