@@ -262,7 +262,7 @@ mod tests {
             let bytes = body.finish("ep");
             let parsed: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
             assert!(
-                bytes.len() <= budget || parsed["data"].as_array().unwrap().len() == 1,
+                bytes.len() <= budget || parsed["data"].as_array().unwrap().len() <= 1,
                 "a page of {} bytes past a budget of {budget}",
                 bytes.len()
             );
