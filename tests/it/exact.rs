@@ -207,3 +207,52 @@ async fn the_same_json_in_another_key_order_is_a_repeat_not_a_conflict() {
     other.assert_problem(409, None);
     assert_eq!(app.attempt_count(&d).await, 1);
 }
+
+/// Earlier versions bound an `Idempotency-Key` to the SHA-256 of the body's
+/// bytes as sent. A retry of such a request, sent again byte for byte after
+/// an upgrade, is still a repeat and not a 409.
+#[tokio::test]
+async fn a_key_recorded_against_the_bytes_as_sent_still_replays() {
+    use sha2::{Digest, Sha256};
+
+    let app = spawn_app().await;
+    let d = app.delivery().await;
+    let path = attempts_path(&d);
+    let body = r#"{ "status" : "failed",  "lastError": "as sent" }"#;
+    // What an earlier version recorded for this request.
+    let ctx = hookledger::ledger::Context {
+        organization_id: app.org.clone(),
+        key_id: Some(app.key.key_id.clone()),
+        idempotency: Some(projections::event::Idempotency {
+            key: "before-the-upgrade".into(),
+            route: format!("POST {path}"),
+            request_sha256: hex::encode(Sha256::digest(body.as_bytes())),
+        }),
+        ..Default::default()
+    };
+    let command = projections::Command::RecordAttempt {
+        delivery_id: d.clone(),
+        organization_id: app.org.clone(),
+        status: projections::AttemptStatus::Failed,
+        response_status_code: None,
+        response_body: None,
+        last_error: projections::NonEmptyString::parse("as sent"),
+        next_retry_at: None,
+    };
+    app.node.ledger.execute(command, &ctx, None).await.unwrap();
+    let head = app.head();
+
+    let retry = app
+        .send(
+            app.request(Method::POST, &path)
+                .header("content-type", "application/json")
+                .header("Idempotency-Key", "before-the-upgrade")
+                .body(body),
+        )
+        .await;
+
+    assert_eq!(retry.status, StatusCode::OK, "{}", retry.body);
+    assert_eq!(retry.header("idempotent-replayed"), Some("true"));
+    assert_eq!(app.head(), head);
+    assert_eq!(app.attempt_count(&d).await, 1);
+}
