@@ -300,8 +300,7 @@ impl Tenant {
                 organization_id: e.organization_id.clone(),
                 event_type: e.event_type.clone(),
                 source_key: e.source_key.clone(),
-                payload: String::from_utf8(crate::canonical::to_vec(&e.payload))
-                    .expect("canonical JSON is UTF-8"),
+                payload: e.payload.get().to_owned(),
                 delivery_ids: e.deliveries.iter().map(|d| d.delivery_id.clone()).collect(),
                 status,
                 open_deliveries: u32::try_from(e.deliveries.len()).unwrap_or(u32::MAX),

@@ -14,7 +14,7 @@ use tracing::instrument;
 use super::error::{ApiError, FieldError};
 use super::extract::{Caller, Id, Params};
 use super::input::Errors;
-use super::page::{List, Page, newest_first};
+use super::page::{Page, newest_first, write_json};
 use super::{AppState, etag};
 
 pub fn router() -> Router<AppState> {
@@ -80,21 +80,22 @@ async fn list(
     State(state): State<AppState>,
     caller: Caller,
     params: Params,
-) -> Result<Json<List<DeliveryView>>, ApiError> {
+) -> Result<Response, ApiError> {
     let mut errors = Errors::default();
     let filters = Filters::read(&params, &mut errors);
     let page = Page::read(&params, "dlv", &mut errors);
     errors.check()?;
-    let list = state.tenant(&caller.organization_id, |t| {
+    let budget = state.limits().page_bytes;
+    let body = state.tenant(&caller.organization_id, |t| {
         newest_first(
             &t.deliveries,
             &page,
-            "dlv",
+            budget,
             |d| filters.keep(d),
-            |d| DeliveryView::from(d),
+            |d, out| write_json(out, &DeliveryView::from(d)),
         )
     })?;
-    Ok(Json(list))
+    Ok(body.into_response("dlv"))
 }
 
 #[instrument(skip_all, fields(org = %caller.organization_id, delivery = %id.0))]

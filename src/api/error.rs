@@ -5,11 +5,14 @@
 //! request id and never put in the body: a client learns what to do, not how the
 //! server is built.
 
+use std::borrow::Cow;
+
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
 use crate::ledger;
+use crate::limits::Exceeded;
 use crate::store;
 use projections::Rejection;
 
@@ -60,6 +63,10 @@ pub enum ApiError {
     /// 409: the `Idempotency-Key` was already used with a different body.
     #[error("this Idempotency-Key was already used with a different request body")]
     IdempotencyKeyReused,
+    /// 409: the write would take the organization past one of its limits
+    /// (endpoints, or deliveries per event); the field and the limit are named.
+    #[error("{0}")]
+    LimitExceeded(Exceeded),
     /// 412: `If-Match` names a version the delivery is no longer at; nothing was appended.
     #[error("the delivery is at version {current}, not {expected}")]
     PreconditionFailed { expected: u64, current: u64 },
@@ -111,7 +118,7 @@ impl ApiError {
             ApiError::NotFound(_) | ApiError::NoRoute(_) => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::RequestTimeout(_) => StatusCode::REQUEST_TIMEOUT,
-            ApiError::IdempotencyKeyReused => StatusCode::CONFLICT,
+            ApiError::IdempotencyKeyReused | ApiError::LimitExceeded(_) => StatusCode::CONFLICT,
             ApiError::PreconditionFailed { .. } => StatusCode::PRECONDITION_FAILED,
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UriTooLong => StatusCode::URI_TOO_LONG,
@@ -134,6 +141,7 @@ impl ApiError {
             ApiError::IdempotencyKeyReused => {
                 ("/problems/idempotency-key-reused", "Idempotency key reused")
             }
+            ApiError::LimitExceeded(_) => ("/problems/limit-exceeded", "Limit exceeded"),
             ApiError::PreconditionFailed { .. } => {
                 ("/problems/precondition-failed", "Precondition failed")
             }
@@ -171,6 +179,7 @@ impl From<ledger::Error> for ApiError {
                 ApiError::PreconditionFailed { expected, current }
             }
             ledger::Error::IdempotencyKeyReused => ApiError::IdempotencyKeyReused,
+            ledger::Error::LimitExceeded(e) => ApiError::LimitExceeded(e),
             ledger::Error::Store(e) => e.into(),
             ledger::Error::Projector(e) => ApiError::Unavailable(e.to_string()),
         }
@@ -214,17 +223,21 @@ impl ApiError {
         }
     }
 
-    fn errors(&self) -> &[FieldError] {
+    /// The fields a problem names: a limit names the one it holds.
+    fn errors(&self) -> Cow<'_, [FieldError]> {
         match self {
-            ApiError::Invalid(errors) => errors,
-            _ => &[],
+            ApiError::Invalid(errors) => Cow::Borrowed(errors),
+            ApiError::LimitExceeded(e) => {
+                Cow::Owned(vec![FieldError::new(e.field, e.message.clone())])
+            }
+            _ => Cow::Borrowed(&[]),
         }
     }
 
     /// The problem+json body of this error.
     pub fn problem_body(&self) -> Vec<u8> {
         let (kind, title) = self.kind_and_title();
-        problem_body(self.status(), kind, title, self.detail(), self.errors())
+        problem_body(self.status(), kind, title, self.detail(), &self.errors())
     }
 }
 

@@ -52,8 +52,7 @@ use extract::Caller;
 use metrics::{Metrics, StoreStats, StoreStatsFn};
 use throttle::Throttle;
 
-/// The largest request body accepted: 1 MiB.
-pub const MAX_BODY_BYTES: usize = 1024 * 1024;
+pub use crate::limits::MAX_BODY_BYTES;
 
 /// What every handler shares: the node, the metrics, and how this process began.
 #[derive(Clone)]
@@ -147,6 +146,11 @@ impl AppState {
             self.throttle.missed(&[org, id]);
         }
         Ok(found)
+    }
+
+    /// The limits requests are held to: the ledger's, so there is one set.
+    pub fn limits(&self) -> crate::limits::Limits {
+        self.node.ledger.limits()
     }
 
     pub(crate) fn store_stats(&self) -> Option<StoreStats> {

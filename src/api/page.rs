@@ -1,13 +1,22 @@
 //! Lists and histories: `?limit=` (default 50, 1..=250) and an opaque `?cursor=`,
-//! answered as `{data, nextCursor}`.
+//! answered as `{data, nextCursor}`, and bounded by bytes as well as by items.
 //!
 //! A cursor names the last item of the previous page, so pages stay stable while
 //! new items arrive at the front. It is hex so clients treat it as opaque and
 //! cannot build one by hand; a cursor for another kind of list is refused.
+//!
+//! [`PageBody`] writes a page straight into its response body, item by item:
+//! it stops at `limit` items, or before the item that would take the body past
+//! its byte budget (`--max-page-bytes`), whichever comes first. A page always
+//! takes one item if one is left, so a list of large items still moves on,
+//! one at a time; `nextCursor` continues after the last item taken. Any list
+//! can feed it from wherever its items come from, in whatever order it walks.
 
 use std::collections::BTreeMap;
 use std::ops::Bound;
 
+use axum::http::{HeaderValue, header};
+use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
 use super::error::FieldError;
@@ -16,14 +25,6 @@ use super::input::Errors;
 
 pub const DEFAULT_LIMIT: usize = 50;
 pub const MAX_LIMIT: usize = 250;
-
-/// One page of a list. `next_cursor` is `None` on the last page.
-#[derive(Debug, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct List<T> {
-    pub data: Vec<T>,
-    pub next_cursor: Option<String>,
-}
 
 /// Which page the client asked for: `after` is what the cursor named.
 #[derive(Debug, Clone)]
@@ -79,14 +80,121 @@ fn decode(kind: &str, cursor: &str) -> Result<String, FieldError> {
     Ok(value.to_owned())
 }
 
-/// Newest first by id: the items of `map` that `keep` accepts, after the cursor.
-pub fn newest_first<K, V, T>(
+/// Room kept for the closing `],"nextCursor":"…"}`: a cursor is the hex of
+/// a list's kind and an id.
+const CLOSING: usize = 256;
+
+/// A page's response body, `{"data":[...],"nextCursor":...}`, being written.
+#[derive(Debug)]
+pub struct PageBody {
+    out: Vec<u8>,
+    taken: usize,
+    limit: usize,
+    budget: usize,
+    /// The cursor value of the last item taken.
+    last: Option<String>,
+    full: bool,
+}
+
+impl PageBody {
+    /// A page of at most `page.limit` items and, past its first, `budget` bytes.
+    pub fn new(page: &Page, budget: usize) -> PageBody {
+        let mut out = Vec::with_capacity(budget.min(64 * 1024));
+        out.extend_from_slice(b"{\"data\":[");
+        PageBody {
+            out,
+            taken: 0,
+            limit: page.limit,
+            budget,
+            last: None,
+            full: false,
+        }
+    }
+
+    /// Offers the next item: `write` puts its JSON, and `cursor` is what a
+    /// cursor after it names. `false` when the page is full: the item was not
+    /// taken, and the next page starts with it.
+    pub fn offer(&mut self, cursor: &str, write: impl FnOnce(&mut Vec<u8>)) -> bool {
+        if self.full || self.taken == self.limit {
+            self.full = true;
+            return false;
+        }
+        let before = self.out.len();
+        if self.taken > 0 {
+            self.out.push(b',');
+        }
+        write(&mut self.out);
+        if self.taken > 0 && self.out.len() + CLOSING > self.budget {
+            self.out.truncate(before);
+            self.full = true;
+            return false;
+        }
+        self.taken += 1;
+        self.last = Some(cursor.to_owned());
+        true
+    }
+
+    /// [`PageBody::offer`] for an item `serde_json` writes.
+    pub fn offer_serialized<T: Serialize>(&mut self, cursor: &str, item: &T) -> bool {
+        self.offer(cursor, |out| write_json(out, item))
+    }
+
+    /// Items taken so far.
+    pub fn len(&self) -> usize {
+        self.taken
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.taken == 0
+    }
+
+    /// Whether the page stopped taking items (an offer was refused).
+    pub fn is_full(&self) -> bool {
+        self.full
+    }
+
+    /// The body, with a `nextCursor` after the last item taken if the page
+    /// filled before the list ended.
+    pub fn finish(mut self, kind: &str) -> Vec<u8> {
+        self.out.extend_from_slice(b"],\"nextCursor\":");
+        match self.last.filter(|_| self.full) {
+            Some(last) => {
+                self.out.push(b'"');
+                self.out.extend_from_slice(encode(kind, &last).as_bytes());
+                self.out.push(b'"');
+            }
+            None => self.out.extend_from_slice(b"null"),
+        }
+        self.out.push(b'}');
+        self.out
+    }
+
+    /// [`PageBody::finish`] as a 200 JSON response.
+    pub fn into_response(self, kind: &str) -> Response {
+        let json = HeaderValue::from_static("application/json");
+        ([(header::CONTENT_TYPE, json)], self.finish(kind)).into_response()
+    }
+}
+
+/// Writes `item` as JSON into `out`.
+pub fn write_json<T: Serialize>(out: &mut Vec<u8>, item: &T) {
+    // Writing a view into a Vec fails only for a map with non-string keys,
+    // which no view has.
+    if let Err(e) = serde_json::to_writer(&mut *out, item) {
+        tracing::error!(error = %e, "a list item did not serialise");
+        out.extend_from_slice(b"null");
+    }
+}
+
+/// Newest first by id: the items of `map` that `keep` accepts, after the
+/// cursor, each written by `write`, into one page.
+pub fn newest_first<K, V>(
     map: &BTreeMap<K, V>,
     page: &Page,
-    kind: &str,
+    budget: usize,
     keep: impl Fn(&V) -> bool,
-    view: impl Fn(&V) -> T,
-) -> List<T>
+    mut write: impl FnMut(&V, &mut Vec<u8>),
+) -> PageBody
 where
     K: Ord + AsRef<str> + for<'a> From<&'a str>,
 {
@@ -94,22 +202,13 @@ where
         Some(id) => Bound::Excluded(K::from(id.as_str())),
         None => Bound::Unbounded,
     };
-    let mut items = map
-        .range((Bound::Unbounded, upper))
-        .rev()
-        .filter(|(_, v)| keep(v))
-        .take(page.limit + 1);
-    let mut data = Vec::with_capacity(page.limit.min(64));
-    let mut last = None;
-    for (id, value) in items.by_ref().take(page.limit) {
-        data.push(view(value));
-        last = Some(id);
+    let mut body = PageBody::new(page, budget);
+    for (id, value) in map.range((Bound::Unbounded, upper)).rev() {
+        if keep(value) && !body.offer(id.as_ref(), |out| write(value, out)) {
+            break;
+        }
     }
-    let next_cursor = match (items.next(), last) {
-        (Some(_), Some(last)) => Some(encode(kind, last.as_ref())),
-        _ => None,
-    };
-    List { data, next_cursor }
+    body
 }
 
 #[cfg(test)]
@@ -148,22 +247,81 @@ mod tests {
         assert!(page(&[("cursor", "zz")]).is_err());
     }
 
-    #[test]
-    fn pages_walk_newest_first_to_the_end() {
-        let map: BTreeMap<String, u32> = (1..=5).map(|i| (format!("ep_{i}"), i)).collect();
-        let mut page = Page {
-            limit: 2,
-            after: None,
-        };
-        let mut seen = Vec::new();
+    /// Walks `map` to its end, page by page; each page's body, parsed.
+    fn walk(map: &BTreeMap<String, String>, limit: usize, budget: usize) -> Vec<serde_json::Value> {
+        let mut page = Page { limit, after: None };
+        let mut pages = Vec::new();
         loop {
-            let list = newest_first(&map, &page, "ep", |_| true, |v| *v);
-            seen.extend(list.data);
-            match list.next_cursor {
-                Some(c) => page.after = Some(decode("ep", &c).unwrap()),
-                None => break,
+            let body = newest_first(
+                map,
+                &page,
+                budget,
+                |_| true,
+                |v, out| serde_json::to_writer(out, v).unwrap(),
+            );
+            let bytes = body.finish("ep");
+            let parsed: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+            assert!(
+                bytes.len() <= budget || parsed["data"].as_array().unwrap().len() <= 1,
+                "a page of {} bytes past a budget of {budget}",
+                bytes.len()
+            );
+            let next = parsed["nextCursor"]
+                .as_str()
+                .map(|c| decode("ep", c).unwrap());
+            pages.push(parsed);
+            match next {
+                Some(after) => page.after = Some(after),
+                None => return pages,
             }
         }
-        assert_eq!(seen, vec![5, 4, 3, 2, 1]);
+    }
+
+    fn items(pages: &[serde_json::Value]) -> Vec<String> {
+        pages
+            .iter()
+            .flat_map(|p| p["data"].as_array().unwrap().clone())
+            .map(|v| v.as_str().unwrap().to_owned())
+            .collect()
+    }
+
+    #[test]
+    fn pages_walk_newest_first_to_the_end_by_items() {
+        let map: BTreeMap<String, String> = (1..=5)
+            .map(|i| (format!("ep_{i}"), format!("v{i}")))
+            .collect();
+        let pages = walk(&map, 2, 1 << 20);
+        assert_eq!(pages.len(), 3);
+        assert_eq!(items(&pages), ["v5", "v4", "v3", "v2", "v1"]);
+    }
+
+    #[test]
+    fn pages_stop_before_the_item_that_passes_the_budget_and_always_take_one() {
+        // Items of about 100 bytes, one of 1 000: a budget of 256 bytes of
+        // closing and 250 of items takes two small ones a page, the big one alone.
+        let map: BTreeMap<String, String> = (1..=7)
+            .map(|i| {
+                let size = if i == 4 { 1000 } else { 100 };
+                (format!("ep_{i}"), format!("{i}{}", "x".repeat(size)))
+            })
+            .collect();
+        let pages = walk(&map, 250, CLOSING + 250);
+        let sizes: Vec<usize> = pages
+            .iter()
+            .map(|p| p["data"].as_array().unwrap().len())
+            .collect();
+        assert_eq!(sizes, [2, 1, 1, 2, 1]);
+        let firsts: Vec<char> = items(&pages)
+            .iter()
+            .map(|v| v.chars().next().unwrap())
+            .collect();
+        assert_eq!(firsts, ['7', '6', '5', '4', '3', '2', '1']);
+    }
+
+    #[test]
+    fn an_empty_list_is_one_empty_page() {
+        let map = BTreeMap::<String, String>::new();
+        let pages = walk(&map, 10, 10);
+        assert_eq!(pages, [serde_json::json!({"data": [], "nextCursor": null})]);
     }
 }

@@ -14,6 +14,7 @@ use clap::Subcommand;
 
 use crate::admin::{self, Request, Response};
 use crate::cli::{Backend, Error, StoreArgs, open};
+use crate::limits::MAX_ORGANIZATION_ID;
 use crate::node::{Node, snapshot_file};
 use crate::store::EventStore;
 
@@ -36,6 +37,15 @@ pub async fn run(args: &StoreArgs, command: KeysCommand) -> Result<(), Error> {
     let request = match command {
         KeysCommand::Create { org } if org.trim().is_empty() => {
             return Err(Error::Setup("--org must not be empty".into()));
+        }
+        // The key is used with `x-organization-id: ORG`, a header: visible
+        // ASCII, and short enough to bound the events it appears in.
+        KeysCommand::Create { org }
+            if org.len() > MAX_ORGANIZATION_ID || !org.bytes().all(|b| b.is_ascii_graphic()) =>
+        {
+            return Err(Error::Setup(format!(
+                "--org must be 1 to {MAX_ORGANIZATION_ID} visible ASCII characters"
+            )));
         }
         KeysCommand::Create { org } => Request::CreateKey { org },
         KeysCommand::Revoke { key_id } => Request::RevokeKey { key_id },

@@ -9,6 +9,7 @@ use clap::Args;
 
 use crate::api::metrics::StoreStats;
 use crate::api::{self, AppState};
+use crate::cli::limit_args::LimitArgs;
 use crate::cli::{Error, StoreArgs, open};
 use crate::node::{Node, snapshot_file};
 
@@ -39,6 +40,9 @@ pub struct ServeArgs {
     /// found missing is answered from memory for 2 s.
     #[arg(long, env = "HOOKLEDGER_UNKNOWN_LOOKUPS_PER_SECOND", default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..))]
     pub unknown_lookups_per_second: u32,
+
+    #[command(flatten)]
+    pub limits: LimitArgs,
 }
 
 impl ServeArgs {
@@ -52,6 +56,10 @@ impl ServeArgs {
 }
 
 pub async fn run(store_args: &StoreArgs, args: ServeArgs) -> Result<(), Error> {
+    let limits = args.limits.limits();
+    limits
+        .check_fits(crate::store::MAX_EVENT_BYTES)
+        .map_err(Error::Setup)?;
     let node = Node::open(
         open::store_for_writing(store_args),
         snapshot_file(&store_args.data),
@@ -63,6 +71,7 @@ pub async fn run(store_args: &StoreArgs, args: ServeArgs) -> Result<(), Error> {
     let local = listener
         .local_addr()
         .map_err(|e| Error::setup("cannot read the listening address", e))?;
+    node.ledger.set_limits(limits);
     tracing::info!(listen = %local, data = %store_args.data.display(), head = node.store.head(), "hookledger is serving");
     let admin = crate::admin::listen(&store_args.data, node.ledger.clone())
         .map_err(|e| Error::setup("cannot open the admin socket", e))?;

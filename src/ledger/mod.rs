@@ -5,11 +5,12 @@
 //! ([`history`]), the uniqueness claims the store enforces ([`claims`]) and the
 //! in-process locks that serialise repeats ([`locks`]).
 
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 
 use projections::event::Idempotency;
 use projections::{Command, Metadata, Rejection};
 
+use crate::limits::{Exceeded, Limits};
 use crate::projector::{self, Projector};
 use crate::store::{self, EventStore, ExpectedVersion, NewEvent};
 
@@ -28,6 +29,9 @@ pub enum Error {
     /// The `Idempotency-Key` was used before with a different request body.
     #[error("this Idempotency-Key was used with a different request")]
     IdempotencyKeyReused,
+    /// The command would take the organization past one of its limits.
+    #[error(transparent)]
+    LimitExceeded(#[from] Exceeded),
     #[error(transparent)]
     Store(#[from] store::Error),
     #[error(transparent)]
@@ -41,6 +45,10 @@ pub struct Context {
     pub key_id: Option<String>,
     pub request_id: Option<String>,
     pub idempotency: Option<Idempotency>,
+    /// The SHA-256 of the request body as sent, where `idempotency` holds that
+    /// of its canonical form: an `Idempotency-Key` recorded by an earlier
+    /// version, which hashed the bytes as sent, still finds its repeat.
+    pub request_sha256_as_sent: Option<String>,
 }
 
 /// What a command did. `position` is where the answer stands in the log.
@@ -71,6 +79,7 @@ pub struct Ledger {
     store: Arc<dyn EventStore>,
     projector: Arc<Projector>,
     locks: KeyedLocks,
+    limits: RwLock<Limits>,
 }
 
 impl Ledger {
@@ -79,7 +88,17 @@ impl Ledger {
             store,
             projector,
             locks: KeyedLocks::default(),
+            limits: RwLock::new(Limits::default()),
         }
+    }
+
+    /// The limits commands are held to from now on.
+    pub fn set_limits(&self, limits: Limits) {
+        *self.limits.write().unwrap_or_else(|e| e.into_inner()) = limits;
+    }
+
+    pub fn limits(&self) -> Limits {
+        *self.limits.read().unwrap_or_else(|e| e.into_inner())
     }
 
     pub fn store(&self) -> &Arc<dyn EventStore> {
@@ -121,13 +140,22 @@ impl Ledger {
             } => Some(self.locks.lock(format!("{org}\nsource\n{key}")).await),
             _ => None,
         };
+        // Endpoint changes of one organization are decided one at a time, so
+        // each sees the last one's effect on the counts its limits bound.
+        let _endpoints = match &command {
+            Command::CreateEndpoint { .. } | Command::UpdateEndpoint { .. } => {
+                Some(self.locks.lock(format!("{org}\nendpoints")).await)
+            }
+            _ => None,
+        };
         let claims = claims(&command, ctx);
         // The model may lag appends made by other processes sharing the store;
         // before answering "not found" or 412 from it, catch it up once.
         let mut synced = false;
         for _ in 0..RETRIES {
             if let Some(i) = &ctx.idempotency
-                && let Some(done) = self.idempotent_answer(org, i)?
+                && let Some(done) =
+                    self.idempotent_answer(org, i, ctx.request_sha256_as_sent.as_deref())?
             {
                 return Ok(done);
             }
@@ -180,7 +208,12 @@ impl Ledger {
         Ok(())
     }
 
-    fn idempotent_answer(&self, org: &str, i: &Idempotency) -> Result<Option<Written>, Error> {
+    fn idempotent_answer(
+        &self,
+        org: &str,
+        i: &Idempotency,
+        as_sent: Option<&str>,
+    ) -> Result<Option<Written>, Error> {
         let state = self.projector.read();
         let Some(record) = state
             .model
@@ -189,7 +222,9 @@ impl Ledger {
         else {
             return Ok(None);
         };
-        if record.request_sha256 != i.request_sha256 {
+        let same = record.request_sha256 == i.request_sha256
+            || as_sent.is_some_and(|sha| record.request_sha256 == sha);
+        if !same {
             return Err(Error::IdempotencyKeyReused);
         }
         Ok(Some(Written {
@@ -248,6 +283,7 @@ impl Ledger {
                     (ExpectedVersion::Any, key_id.clone())
                 }
             };
+            self.limits().check(model.tenant(org), &command)?;
             let decided = projections::decide(model, command, &mut || new_id("dlv"));
             let events = match decided {
                 Ok(events) => events,
