@@ -175,7 +175,10 @@ async fn real_server(dir: &std::path::Path) -> (Target_, Node, Arc<EmbeddedStore
             organization_id: ORG.into(),
             event_type: "invoice.paid".into(),
             source_key: None,
-            payload: json!({"invoiceId": format!("inv_{n:08}"), "amount": 1200, "currency": "EUR"}),
+            payload: projections::JsonObject::from_value(
+                &json!({"invoiceId": format!("inv_{n:08}"), "amount": 1200, "currency": "EUR"}),
+            )
+            .expect("an object"),
         };
         node.ledger
             .execute(command, &ctx, None)

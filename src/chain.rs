@@ -65,7 +65,6 @@ impl Hashed<'_> {
     }
 }
 
-
 /// The running ledger digest, folded in position order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub struct LedgerDigest {

@@ -29,6 +29,9 @@
 //!   version and the claims a command takes, wait for the read model to show
 //!   the append. Also API keys, answers from the log at a past position
 //!   (`history`) and the in-process locks that serialise repeats.
+//!   [`limits`]: what one client may send and one organization may keep, set
+//!   by `serve`'s flags (`cli::limit_args`); the ledger and the extractors hold
+//!   requests to them.
 //!
 //! * [`node`]: one running ledger (store, projector, ledger) as the server and
 //!   every command open it.
@@ -57,9 +60,10 @@ pub mod api;
 pub mod audit;
 pub mod chain;
 pub mod cli;
-pub mod fsutil;
+pub mod files;
 pub mod kv;
 pub mod ledger;
+pub mod limits;
 pub mod model;
 pub mod node;
 pub mod projector;

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::{Mutex, watch};
 
 use crate::kv::{self, RedbKv};
-use crate::model::{self, Decoded, Model, Chain, View};
+use crate::model::{self, Chain, Decoded, Model, View};
 use crate::store::{EventRef, EventStore, RecordedEvent};
 
 mod replay;
@@ -207,7 +207,12 @@ impl Projector {
             if last_line.elapsed() >= Duration::from_secs(5) {
                 last_line = Instant::now();
                 let rate = (position - from) as f64 / started.elapsed().as_secs_f64().max(1e-9);
-                tracing::info!(position, head, events_per_second = rate as u64, "catching up");
+                tracing::info!(
+                    position,
+                    head,
+                    events_per_second = rate as u64,
+                    "catching up"
+                );
             }
         })
         .await?;
@@ -314,7 +319,9 @@ impl Projector {
                 Some(file) => {
                     // Every handle to the damaged store must be gone before it moves.
                     let aside = model::set_aside(file).map_err(|e| {
-                        Error::Stopped(format!("cannot set the damaged read model aside: {e}").into())
+                        Error::Stopped(
+                            format!("cannot set the damaged read model aside: {e}").into(),
+                        )
                     })?;
                     tracing::warn!(file = %aside.display(), "set the damaged read model aside");
                     fresh_model(&self.config)?
@@ -335,7 +342,10 @@ impl Projector {
                 };
                 match caught_up.await {
                     Ok(_) => {
-                        tracing::info!(seconds = started.elapsed().as_secs_f64(), "rebuilt the read model");
+                        tracing::info!(
+                            seconds = started.elapsed().as_secs_f64(),
+                            "rebuilt the read model"
+                        );
                         self.progress.send_modify(|p| p.rebuilding = None);
                     }
                     Err(e) => self.progress.send_modify(|p| {
@@ -389,9 +399,7 @@ impl Projector {
     pub async fn wait_for(&self, position: u64) -> Result<(), Error> {
         let mut progress = self.progress.subscribe();
         let reached = progress
-            .wait_for(|p| {
-                (p.applied >= position && p.rebuilding.is_none()) || p.stopped.is_some()
-            })
+            .wait_for(|p| (p.applied >= position && p.rebuilding.is_none()) || p.stopped.is_some())
             .await
             .map_err(|_| Error::Stopped("projector dropped".into()))?;
         match &reached.stopped {
@@ -428,7 +436,12 @@ async fn open_model(store: &dyn EventStore, config: &Config) -> Result<(Model, S
     }
     model::set_aside(file)
         .map_err(|e| Error::Stopped(format!("cannot set {} aside: {e}", file.display()).into()))?;
-    Ok((fresh_model(config)?, Start::Fresh { reason: Some(reason) }))
+    Ok((
+        fresh_model(config)?,
+        Start::Fresh {
+            reason: Some(reason),
+        },
+    ))
 }
 
 fn fresh_model(config: &Config) -> Result<Model, Error> {

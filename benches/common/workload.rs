@@ -15,7 +15,7 @@ use projections::event::{
     ApiKeyIssued, AttemptRecorded, EndpointCreated, PlannedDelivery, WebhookEventAccepted, stream,
 };
 use projections::values::{AttemptStatus, HttpStatusCode, NonEmptyString, RetryAt};
-use projections::{Event, Metadata, Recorded, Timestamp};
+use projections::{Event, JsonObject, Metadata, Recorded, Timestamp};
 use serde_json::json;
 use tokio::task::JoinSet;
 
@@ -160,12 +160,13 @@ fn accepted(w: u64) -> (String, Event) {
         }
         .into(),
         source_key: None,
-        payload: json!({
+        payload: JsonObject::from_value(&json!({
             "invoiceId": format!("inv_{w:010}"),
             "amount": 1200 + w % 1000,
             "currency": "EUR",
             "customer": {"id": format!("cus_{:06}", w % 50_000), "country": "DE"},
-        }),
+        }))
+        .expect("an object"),
         deliveries,
     };
     (
@@ -190,7 +191,7 @@ fn attempt(shape: Shape, k: u64) -> (String, AttemptRecorded) {
             AttemptStatus::RetryScheduled
         },
         response_status_code: HttpStatusCode::parse(if delivered { 200 } else { 503 }),
-        response_body: Some(if delivered {
+        response_body: JsonObject::from_value(&if delivered {
             json!({"ok": true})
         } else {
             json!({"error": "unavailable"})
@@ -226,7 +227,7 @@ fn attempt_bytes(a: &AttemptRecorded) -> Vec<u8> {
         opt(a.last_error.as_ref().map(|e| e.as_str().to_owned())),
         opt(a.next_retry_at.as_ref().map(|_| "2030-01-01T00:00:00Z".to_owned())),
         a.organization_id,
-        a.response_body.as_ref().map_or("null".to_owned(), |b| String::from_utf8(projections::canonical::to_vec(b)).expect("utf-8")),
+        a.response_body.as_ref().map_or("null", |b| b.get()),
         a.response_status_code.map_or("null".to_owned(), |c| c.get().to_string()),
         a.status.as_str(),
     )

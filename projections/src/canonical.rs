@@ -2,11 +2,23 @@
 //! and hashed, so an auditor's tool can recompute every hash from an export.
 //!
 //! Object keys are sorted by the bytes of their UTF-8 form at every depth; there is
-//! no insignificant whitespace; strings and numbers are written as `serde_json` writes
-//! them. The order is imposed here, not left to a `serde_json` feature flag.
+//! no insignificant whitespace; strings are written as `serde_json` writes them.
+//! Numbers the ledger writes itself are written as `serde_json` writes them;
+//! numbers a client sent (in a payload or a response body) are kept exactly as
+//! sent, read by [`from_text`] and held in a [`JsonObject`]. The order is imposed
+//! here, not left to a `serde_json` feature flag.
 
 use serde_json::Value;
 
+mod object;
+mod text;
+
+pub use object::{JsonObject, ObjectError, kind};
+pub use text::{MAX_DEPTH, Reason, TextError, from_text};
+
+/// The canonical bytes of a JSON value. Numbers are written as `serde_json`
+/// writes them; text a client sent goes through [`from_text`], which keeps
+/// them as written.
 pub fn to_vec(value: &Value) -> Vec<u8> {
     let mut out = Vec::with_capacity(128);
     write(&mut out, value);

@@ -4,8 +4,7 @@
 //! The ledger records facts and invents no rule beyond the contract, so most
 //! commands only check that what they refer to exists in the caller's organization.
 
-use serde_json::Value;
-
+use crate::canonical::JsonObject;
 use crate::event::{
     ApiKeyIssued, ApiKeyRevoked, AttemptRecorded, EndpointCreated, EndpointUpdated, Event,
     PlannedDelivery, WebhookEventAccepted,
@@ -36,14 +35,14 @@ pub enum Command {
         organization_id: String,
         event_type: String,
         source_key: Option<String>,
-        payload: Value,
+        payload: JsonObject,
     },
     RecordAttempt {
         delivery_id: String,
         organization_id: String,
         status: AttemptStatus,
         response_status_code: Option<HttpStatusCode>,
-        response_body: Option<Value>,
+        response_body: Option<JsonObject>,
         last_error: Option<NonEmptyString>,
         next_retry_at: Option<RetryAt>,
     },
@@ -91,7 +90,15 @@ impl Command {
     /// The rows [`decide`] reads for this command.
     pub fn needs(&self) -> Needs<'_> {
         match self {
-            Command::CreateEndpoint { .. } | Command::IssueApiKey { .. } => Needs::default(),
+            Command::IssueApiKey { .. } => Needs::default(),
+            // Every endpoint: the organization's limits count them.
+            Command::CreateEndpoint {
+                organization_id, ..
+            } => Needs {
+                organization_id: Some(organization_id),
+                all_endpoints: true,
+                ..Needs::default()
+            },
             Command::UpdateEndpoint {
                 endpoint_id,
                 organization_id,
@@ -99,6 +106,7 @@ impl Command {
             } => Needs {
                 organization_id: Some(organization_id),
                 endpoint: Some(endpoint_id),
+                all_endpoints: true,
                 ..Needs::default()
             },
             Command::AcceptEvent {

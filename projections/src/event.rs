@@ -7,6 +7,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::canonical::JsonObject;
 use crate::values::{AttemptStatus, HttpStatusCode, NonEmptyString, RetryAt, Timestamp};
 
 /// One decoded event, as the folds see it.
@@ -58,9 +59,50 @@ pub struct WebhookEventAccepted {
     pub organization_id: String,
     pub event_type: String,
     pub source_key: Option<String>,
-    /// Always a JSON object.
-    pub payload: Value,
+    /// Numbers exactly as the sender wrote them.
+    pub payload: JsonObject,
     pub deliveries: Vec<PlannedDelivery>,
+}
+
+impl WebhookEventAccepted {
+    /// The canonical bytes of `Event::WebhookEventAccepted(self)`, keys in
+    /// their sorted order and the payload spliced in as the text it is; a
+    /// test holds them equal to the generic path.
+    fn to_canonical_bytes(&self) -> Vec<u8> {
+        use crate::canonical::write_string;
+        let mut out =
+            Vec::with_capacity(128 + self.payload.get().len() + 160 * self.deliveries.len());
+        out.extend_from_slice(b"{\"deliveries\":[");
+        for (i, d) in self.deliveries.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            out.extend_from_slice(b"{\"deliveryId\":");
+            write_string(&mut out, &d.delivery_id);
+            out.extend_from_slice(b",\"endpointId\":");
+            write_string(&mut out, &d.endpoint_id);
+            out.extend_from_slice(b",\"endpointName\":");
+            write_string(&mut out, &d.endpoint_name);
+            out.extend_from_slice(b",\"endpointUrl\":");
+            write_string(&mut out, &d.endpoint_url);
+            out.push(b'}');
+        }
+        out.extend_from_slice(b"],\"eventId\":");
+        write_string(&mut out, &self.event_id);
+        out.extend_from_slice(b",\"eventType\":");
+        write_string(&mut out, &self.event_type);
+        out.extend_from_slice(b",\"organizationId\":");
+        write_string(&mut out, &self.organization_id);
+        out.extend_from_slice(b",\"payload\":");
+        out.extend_from_slice(self.payload.get().as_bytes());
+        out.extend_from_slice(b",\"sourceKey\":");
+        match &self.source_key {
+            Some(key) => write_string(&mut out, key),
+            None => out.extend_from_slice(b"null"),
+        }
+        out.push(b'}');
+        out
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -82,8 +124,8 @@ pub struct AttemptRecorded {
     pub organization_id: String,
     pub status: AttemptStatus,
     pub response_status_code: Option<HttpStatusCode>,
-    /// A JSON object when present.
-    pub response_body: Option<Value>,
+    /// Numbers exactly as the sender wrote them.
+    pub response_body: Option<JsonObject>,
     pub last_error: Option<NonEmptyString>,
     pub next_retry_at: Option<RetryAt>,
 }
@@ -113,7 +155,7 @@ impl AttemptRecorded {
         write_string(&mut out, &self.organization_id);
         out.extend_from_slice(b",\"responseBody\":");
         match &self.response_body {
-            Some(body) => out.extend_from_slice(&crate::canonical::to_vec(body)),
+            Some(body) => out.extend_from_slice(body.get().as_bytes()),
             None => out.extend_from_slice(b"null"),
         }
         out.extend_from_slice(b",\"responseStatusCode\":");
@@ -191,19 +233,18 @@ impl Event {
         1
     }
 
-    /// The event's data as a JSON value; [`crate::canonical::to_vec`] gives its bytes.
-    pub fn to_value(&self) -> Value {
-        let value = match self {
+    /// The event's data as a JSON value, for tests and tools. A payload or
+    /// response body number beyond `f64` (`1e400`) has no such value, and is
+    /// an error here; [`Event::to_canonical_bytes`] keeps it as sent.
+    pub fn to_value(&self) -> serde_json::Result<Value> {
+        match self {
             Event::EndpointCreated(e) => serde_json::to_value(e),
             Event::EndpointUpdated(e) => serde_json::to_value(e),
             Event::WebhookEventAccepted(e) => serde_json::to_value(e),
             Event::AttemptRecorded(e) => serde_json::to_value(e),
             Event::ApiKeyIssued(e) => serde_json::to_value(e),
             Event::ApiKeyRevoked(e) => serde_json::to_value(e),
-        };
-        // Every field is a string, number, bool, list or JSON value: serialising
-        // them cannot fail.
-        value.expect("event data serialises to JSON")
+        }
     }
 
     /// The event's data in canonical JSON bytes: what the log stores and hashes.
@@ -212,7 +253,13 @@ impl Event {
             // Every recorded attempt comes through here: write its keys in
             // their sorted order directly rather than build a JSON tree to sort.
             Event::AttemptRecorded(a) => a.to_canonical_bytes(),
-            other => crate::canonical::to_vec(&other.to_value()),
+            // Its payload is canonical text already, kept as it is.
+            Event::WebhookEventAccepted(e) => e.to_canonical_bytes(),
+            // Strings, booleans and lists of strings: their values are exact.
+            other => match other.to_value() {
+                Ok(value) => crate::canonical::to_vec(&value),
+                Err(_) => unreachable!("endpoint and key events hold no JSON a client sent"),
+            },
         }
     }
 
@@ -298,7 +345,6 @@ impl Metadata {
     pub fn decode(data: &[u8]) -> Result<Metadata, DecodeError> {
         serde_json::from_slice(data).map_err(DecodeError::Metadata)
     }
-
 }
 
 /// An event as the folds receive it: the decoded data with its place in the log.

@@ -103,7 +103,7 @@ impl<'a> Cursor<'a> {
 /// How many bytes of `bytes` come before the first `"`, `\\` or control
 /// character, if there is one. Eight bytes at a time: this scan is most of
 /// what decoding an attempt's ids costs.
-fn string_len(bytes: &[u8]) -> Option<usize> {
+pub(crate) fn string_len(bytes: &[u8]) -> Option<usize> {
     const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
     const HIGH: u64 = u64::from_ne_bytes([0x80; 8]);
     let special = |b: u8| b == b'"' || b == b'\\' || b < 0x20;

@@ -25,6 +25,7 @@ mod testing;
 #[cfg(test)]
 mod tests;
 
+pub use canonical::JsonObject;
 pub use decide::{Command, Rejection, decide};
 pub use event::{Event, Metadata, Recorded};
 pub use key::Key;

@@ -162,7 +162,11 @@ pub struct IdempotencyRecord {
 impl IdempotencyRecord {
     /// Whether the record still answers a repeat at time `now`.
     pub fn live_at(&self, now: Timestamp, settings: &Settings) -> bool {
-        now.micros() <= self.recorded_at.micros().saturating_add(settings.idempotency_ttl)
+        now.micros()
+            <= self
+                .recorded_at
+                .micros()
+                .saturating_add(settings.idempotency_ttl)
     }
 }
 
@@ -233,7 +237,11 @@ fn idempotency<R: Rows + ?Sized>(
     Ok(())
 }
 
-fn key_issued<R: Rows + ?Sized>(rows: &mut R, e: &ApiKeyIssued, at: Timestamp) -> Result<(), R::Error> {
+fn key_issued<R: Rows + ?Sized>(
+    rows: &mut R,
+    e: &ApiKeyIssued,
+    at: Timestamp,
+) -> Result<(), R::Error> {
     // The decoder checked the field is a string; a malformed digest leaves the
     // key unusable rather than guessable.
     let decoded = decode_hex32(&e.secret_sha256);
@@ -306,7 +314,7 @@ fn accepted<R: Rows + ?Sized>(
             updated_at: at,
             position,
         },
-        crate::canonical::to_string(&e.payload),
+        e.payload.get().to_owned(),
     )
 }
 

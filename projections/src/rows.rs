@@ -24,8 +24,7 @@ pub trait Rows {
     /// version, so a past answer about it can be given again.
     fn put_endpoint(&mut self, endpoint: Endpoint) -> Result<(), Self::Error>;
 
-    fn event_mut(&mut self, org: &str, id: &str)
-    -> Result<Option<&mut WebhookEvent>, Self::Error>;
+    fn event_mut(&mut self, org: &str, id: &str) -> Result<Option<&mut WebhookEvent>, Self::Error>;
     /// Inserts a newly accepted event with its payload in canonical JSON.
     fn put_event(&mut self, event: WebhookEvent, payload: String) -> Result<(), Self::Error>;
 

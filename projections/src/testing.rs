@@ -7,6 +7,7 @@
 
 use serde_json::{Value, json};
 
+use crate::canonical::JsonObject;
 use crate::decide::{Command, Rejection, decide};
 use crate::event::{
     AttemptRecorded, EndpointCreated, EndpointUpdated, Event, Metadata, PlannedDelivery, Recorded,
@@ -144,8 +145,9 @@ pub fn disabled_endpoint(id: &str, org: &str, event_types: &[&str]) -> Event {
     Event::EndpointCreated(created)
 }
 
-pub fn payload() -> Value {
-    json!({"order": {"id": 42, "total": "9.99"}, "tags": ["a", "b"]})
+pub fn payload() -> JsonObject {
+    JsonObject::from_value(&json!({"order": {"id": 42, "total": "9.99"}, "tags": ["a", "b"]}))
+        .expect("an object")
 }
 
 pub fn accept(event_id: &str, org: &str, event_type: &str) -> Command {
@@ -212,7 +214,7 @@ pub struct Attempt {
     pub organization_id: String,
     pub status: AttemptStatus,
     pub response_status_code: Option<HttpStatusCode>,
-    pub response_body: Option<Value>,
+    pub response_body: Option<JsonObject>,
     pub last_error: Option<NonEmptyString>,
     pub next_retry_at: Option<RetryAt>,
 }
@@ -236,7 +238,7 @@ impl Attempt {
     }
 
     pub fn body(mut self, body: Value) -> Self {
-        self.response_body = Some(body);
+        self.response_body = Some(JsonObject::from_value(&body).expect("an object"));
         self
     }
 

@@ -130,7 +130,8 @@ impl EventSnapshot {
             status,
             endpoint_count: event.delivery_ids.len() as u64,
             // Payloads are stored as canonical JSON written by the fold; they always parse.
-            payload: RawValue::from_string(payload.to_owned()).expect("stored payload is valid JSON"),
+            payload: RawValue::from_string(payload.to_owned())
+                .expect("stored payload is valid JSON"),
             deliveries,
             created_at: event.created_at,
             updated_at,
@@ -157,7 +158,11 @@ impl Tenant {
             .filter_map(|id| self.delivery_as_of(id, position))
             .map(|d| DeliverySnapshot::from(&d))
             .collect();
-        Some(EventSnapshot::new(event, self.payload(event_id)?, deliveries))
+        Some(EventSnapshot::new(
+            event,
+            self.payload(event_id)?,
+            deliveries,
+        ))
     }
 
     /// The delivery as it stood right after global position `position`.

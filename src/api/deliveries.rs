@@ -14,9 +14,9 @@ use tracing::instrument;
 use super::error::{ApiError, FieldError};
 use super::extract::{Caller, Id, Params};
 use super::input::Errors;
-use super::page::{self, List, Page};
-use crate::model::DeliveryFilter;
+use super::page::{self, Page, write_json};
 use super::{AppState, etag};
+use crate::model::DeliveryFilter;
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -80,15 +80,27 @@ async fn list(
     State(state): State<AppState>,
     caller: Caller,
     params: Params,
-) -> Result<Json<List<DeliveryView>>, ApiError> {
+) -> Result<Response, ApiError> {
     let mut errors = Errors::default();
     let filters = Filters::read(&params, &mut errors);
     let page = Page::read(&params, "dlv", &mut errors);
     errors.check()?;
+    let budget = state.limits().page_bytes;
     let listed = state.read(|v| {
-        v.delivery_list(&caller.organization_id, &filters.to_model(), &page.to_model())
+        v.delivery_list(
+            &caller.organization_id,
+            &filters.to_model(),
+            &page.to_model(),
+        )
     })?;
-    Ok(Json(page::list("dlv", listed, |d| DeliveryView::from(&d))))
+    let body = page::of_listed(
+        &page,
+        budget,
+        listed,
+        |d| &d.id,
+        |d, out| write_json(out, &DeliveryView::from(d)),
+    );
+    Ok(body.into_response("dlv"))
 }
 
 #[instrument(skip_all, fields(org = %caller.organization_id, delivery = %id.0))]
@@ -124,12 +136,19 @@ async fn show(
         Some(n) if n > current.version => {
             return Err(ApiError::field(
                 "asOfVersion",
-                format!("must be at most {}, the delivery's version", current.version),
+                format!(
+                    "must be at most {}, the delivery's version",
+                    current.version
+                ),
             ));
         }
         Some(n) if n < current.version => then.ok_or_else(|| not_found(&id.0))?,
         _ => current,
     };
     let version = delivery.version;
-    Ok(([(header::ETAG, etag(version))], Json(DeliveryView::from(&delivery))).into_response())
+    Ok((
+        [(header::ETAG, etag(version))],
+        Json(DeliveryView::from(&delivery)),
+    )
+        .into_response())
 }

@@ -13,14 +13,11 @@ use tracing::instrument;
 
 use super::error::{ApiError, FieldError};
 use super::extract::{Caller, Id, IdempotencyKey, Params, Validated, ValidatedJson};
-use super::input::{Errors, Field, boolean, http_url, string_list, text};
-use super::page::{self, List, Page};
+use super::input::{Errors, Field, Max, boolean, http_url, label, label_list};
+use super::page::{self, Page, write_json};
 use super::{AppState, endpoint_answer, reply};
 use crate::ledger::{self, Outcome};
-
-pub const MAX_NAME: usize = 256;
-pub const MAX_URL: usize = 2048;
-pub const MAX_EVENT_TYPE: usize = 256;
+use crate::limits::{Limits, name};
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -54,25 +51,52 @@ pub struct NewEndpoint {
     enabled: bool,
 }
 
-impl TryFrom<EndpointBody> for NewEndpoint {
-    type Error = Vec<FieldError>;
+/// The size limits of an endpoint's fields.
+struct Sizes {
+    name: Max,
+    url: Max,
+    event_type: Max,
+    event_types: Max,
+}
 
-    fn try_from(body: EndpointBody) -> Result<Self, Self::Error> {
+impl Sizes {
+    fn of(limits: &Limits) -> Sizes {
+        Sizes {
+            name: Max::new(limits.name_length, name::NAME_LENGTH),
+            url: Max::new(limits.url_length, name::URL_LENGTH),
+            event_type: Max::new(limits.event_type_length, name::EVENT_TYPE_LENGTH),
+            event_types: Max::new(
+                limits.event_types_per_endpoint,
+                name::EVENT_TYPES_PER_ENDPOINT,
+            ),
+        }
+    }
+
+    fn event_types(&self, value: &serde_json::value::RawValue) -> Result<Vec<String>, FieldError> {
+        label_list("eventTypes", value, self.event_type, self.event_types)
+    }
+}
+
+impl Validated for NewEndpoint {
+    type Dto = EndpointBody;
+
+    fn validate(body: EndpointBody, limits: &Limits) -> Result<Self, Vec<FieldError>> {
+        let sizes = Sizes::of(limits);
         let mut errors = Errors::default();
         let name = errors.take(
             body.name
                 .required("name")
-                .and_then(|v| text("name", v, MAX_NAME)),
+                .and_then(|v| label("name", v, sizes.name)),
         );
         let url = errors.take(
             body.url
                 .required("url")
-                .and_then(|v| http_url("url", v, MAX_URL)),
+                .and_then(|v| http_url("url", v, sizes.url)),
         );
         let event_types = errors.take(
             body.event_types
                 .optional()
-                .map(|v| string_list("eventTypes", v, MAX_EVENT_TYPE))
+                .map(|v| sizes.event_types(v))
                 .transpose(),
         );
         let enabled = errors.take(
@@ -95,10 +119,6 @@ impl TryFrom<EndpointBody> for NewEndpoint {
     }
 }
 
-impl Validated for NewEndpoint {
-    type Dto = EndpointBody;
-}
-
 /// A valid patch: absent fields stay as they are; `null` is refused.
 #[derive(Debug)]
 pub struct EndpointPatch {
@@ -108,25 +128,27 @@ pub struct EndpointPatch {
     enabled: Option<bool>,
 }
 
-impl TryFrom<EndpointBody> for EndpointPatch {
-    type Error = Vec<FieldError>;
+impl Validated for EndpointPatch {
+    type Dto = EndpointBody;
 
-    fn try_from(body: EndpointBody) -> Result<Self, Self::Error> {
+    fn validate(body: EndpointBody, limits: &Limits) -> Result<Self, Vec<FieldError>> {
+        let sizes = Sizes::of(limits);
         let mut errors = Errors::default();
         let name = errors.take(
             body.name
                 .not_null("name")
-                .and_then(|v| v.map(|v| text("name", v, MAX_NAME)).transpose()),
+                .and_then(|v| v.map(|v| label("name", v, sizes.name)).transpose()),
         );
         let url = errors.take(
             body.url
                 .not_null("url")
-                .and_then(|v| v.map(|v| http_url("url", v, MAX_URL)).transpose()),
+                .and_then(|v| v.map(|v| http_url("url", v, sizes.url)).transpose()),
         );
-        let event_types = errors.take(body.event_types.not_null("eventTypes").and_then(|v| {
-            v.map(|v| string_list("eventTypes", v, MAX_EVENT_TYPE))
-                .transpose()
-        }));
+        let event_types = errors.take(
+            body.event_types
+                .not_null("eventTypes")
+                .and_then(|v| v.map(|v| sizes.event_types(v)).transpose()),
+        );
         let enabled = errors.take(
             body.enabled
                 .not_null("enabled")
@@ -146,10 +168,6 @@ impl TryFrom<EndpointBody> for EndpointPatch {
     }
 }
 
-impl Validated for EndpointPatch {
-    type Dto = EndpointBody;
-}
-
 #[instrument(skip_all, fields(org = %caller.organization_id))]
 async fn create(
     State(state): State<AppState>,
@@ -157,7 +175,7 @@ async fn create(
     idempotency: IdempotencyKey,
     body: ValidatedJson<NewEndpoint>,
 ) -> Result<Response, ApiError> {
-    let ctx = caller.context(idempotency.bind(&body.sha256));
+    let ctx = caller.context_for(idempotency, &body);
     let org = &caller.organization_id;
     let endpoint = body.value;
     let command = Command::CreateEndpoint {
@@ -179,12 +197,20 @@ async fn list(
     State(state): State<AppState>,
     caller: Caller,
     params: Params,
-) -> Result<Json<List<EndpointView>>, ApiError> {
+) -> Result<Response, ApiError> {
     let mut errors = Errors::default();
     let page = Page::read(&params, "ep", &mut errors);
     errors.check()?;
+    let budget = state.limits().page_bytes;
     let listed = state.read(|v| v.endpoint_list(&caller.organization_id, &page.to_model()))?;
-    Ok(Json(page::list("ep", listed, |e| EndpointView::from(&e))))
+    let body = page::of_listed(
+        &page,
+        budget,
+        listed,
+        |e| &e.id,
+        |e, out| write_json(out, &EndpointView::from(e)),
+    );
+    Ok(body.into_response("ep"))
 }
 
 #[instrument(skip_all, fields(org = %caller.organization_id, endpoint = %id.0))]
@@ -205,6 +231,17 @@ async fn update(
     id: Id,
     body: ValidatedJson<EndpointPatch>,
 ) -> Result<Response, ApiError> {
+    let org = &caller.organization_id;
+    // An endpoint created through another process sharing the store may not
+    // be in this node's model yet; one that is nowhere is 404 without a write.
+    if current(&state, org, &id.0)?.is_none()
+        && state
+            .look_up(&caller, &id.0, || current(&state, org, &id.0))
+            .await?
+            .is_none()
+    {
+        return Err(not_found(&id.0));
+    }
     let patch = body.value;
     let command = Command::UpdateEndpoint {
         endpoint_id: id.0.clone(),

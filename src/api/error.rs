@@ -5,11 +5,14 @@
 //! request id and never put in the body: a client learns what to do, not how the
 //! server is built.
 
+use std::borrow::Cow;
+
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
 use crate::ledger;
+use crate::limits::Exceeded;
 use crate::store;
 use projections::Rejection;
 
@@ -60,15 +63,29 @@ pub enum ApiError {
     /// 409: the `Idempotency-Key` was already used with a different body.
     #[error("this Idempotency-Key was already used with a different request body")]
     IdempotencyKeyReused,
+    /// 409: the write would take the organization past one of its limits
+    /// (endpoints, or deliveries per event); the field and the limit are named.
+    #[error("{0}")]
+    LimitExceeded(Exceeded),
     /// 412: `If-Match` names a version the delivery is no longer at; nothing was appended.
     #[error("the delivery is at version {current}, not {expected}")]
     PreconditionFailed { expected: u64, current: u64 },
     /// 413: the request body is over the limit (or would make an oversized event).
     #[error("{0}")]
     PayloadTooLarge(String),
+    /// 414: the request target is over the 64 KB hyper reads.
+    #[error("the request target (path and query) is over 64 KB")]
+    UriTooLong,
     /// 415: POST and PATCH take `application/json` (PATCH also `application/merge-patch+json`).
     #[error("{0}")]
     UnsupportedMediaType(String),
+    /// 429: too many requests with unknown keys or ids, which cost the store
+    /// a lookup each; retry after `retry_after` seconds.
+    #[error("{what}; retry in {retry_after} s")]
+    TooManyRequests { what: String, retry_after: u64 },
+    /// 431: more headers, or longer ones, than the server reads.
+    #[error("the request headers are too many or too large")]
+    HeaderFieldsTooLarge,
     /// 503: the store or the read model cannot serve now; the cause is only logged.
     #[error("the ledger is temporarily unavailable; retry shortly")]
     Unavailable(String),
@@ -101,10 +118,13 @@ impl ApiError {
             ApiError::NotFound(_) | ApiError::NoRoute(_) => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::RequestTimeout(_) => StatusCode::REQUEST_TIMEOUT,
-            ApiError::IdempotencyKeyReused => StatusCode::CONFLICT,
+            ApiError::IdempotencyKeyReused | ApiError::LimitExceeded(_) => StatusCode::CONFLICT,
             ApiError::PreconditionFailed { .. } => StatusCode::PRECONDITION_FAILED,
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::UriTooLong => StatusCode::URI_TOO_LONG,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::HeaderFieldsTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -121,13 +141,22 @@ impl ApiError {
             ApiError::IdempotencyKeyReused => {
                 ("/problems/idempotency-key-reused", "Idempotency key reused")
             }
+            ApiError::LimitExceeded(_) => ("/problems/limit-exceeded", "Limit exceeded"),
             ApiError::PreconditionFailed { .. } => {
                 ("/problems/precondition-failed", "Precondition failed")
             }
             ApiError::PayloadTooLarge(_) => ("/problems/payload-too-large", "Payload too large"),
+            ApiError::UriTooLong => ("/problems/uri-too-long", "URI too long"),
             ApiError::UnsupportedMediaType(_) => {
                 ("/problems/unsupported-media-type", "Unsupported media type")
             }
+            ApiError::TooManyRequests { .. } => {
+                ("/problems/too-many-requests", "Too many requests")
+            }
+            ApiError::HeaderFieldsTooLarge => (
+                "/problems/header-fields-too-large",
+                "Request header fields too large",
+            ),
             ApiError::Unavailable(_) => ("/problems/unavailable", "Service unavailable"),
             ApiError::Internal(_) => ("/problems/internal", "Internal error"),
         }
@@ -150,6 +179,7 @@ impl From<ledger::Error> for ApiError {
                 ApiError::PreconditionFailed { expected, current }
             }
             ledger::Error::IdempotencyKeyReused => ApiError::IdempotencyKeyReused,
+            ledger::Error::LimitExceeded(e) => ApiError::LimitExceeded(e),
             ledger::Error::Store(e) => e.into(),
             ledger::Error::Projector(e) => ApiError::Unavailable(e.to_string()),
             ledger::Error::Model(e) => ApiError::Unavailable(e.to_string()),
@@ -173,11 +203,10 @@ impl From<store::Error> for ApiError {
     }
 }
 
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        let status = self.status();
-        let (kind, title) = self.kind_and_title();
-        let detail = match &self {
+impl ApiError {
+    /// The detail line: what went wrong, never how the server is built.
+    fn detail(&self) -> String {
+        match self {
             ApiError::Unavailable(cause) => {
                 tracing::error!(%cause, "answering 503");
                 self.to_string()
@@ -192,12 +221,31 @@ impl IntoResponse for ApiError {
                 .collect::<Vec<_>>()
                 .join("; "),
             other => other.to_string(),
-        };
-        let errors: &[FieldError] = match &self {
-            ApiError::Invalid(errors) => errors,
-            _ => &[],
-        };
-        let mut response = problem(status, kind, title, detail, errors);
+        }
+    }
+
+    /// The fields a problem names: a limit names the one it holds.
+    fn errors(&self) -> Cow<'_, [FieldError]> {
+        match self {
+            ApiError::Invalid(errors) => Cow::Borrowed(errors),
+            ApiError::LimitExceeded(e) => {
+                Cow::Owned(vec![FieldError::new(e.field, e.message.clone())])
+            }
+            _ => Cow::Borrowed(&[]),
+        }
+    }
+
+    /// The problem+json body of this error.
+    pub fn problem_body(&self) -> Vec<u8> {
+        let (kind, title) = self.kind_and_title();
+        problem_body(self.status(), kind, title, self.detail(), &self.errors())
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        let mut response = problem_response(status, self.problem_body());
         let headers = response.headers_mut();
         match self {
             ApiError::Unavailable(_) => {
@@ -205,6 +253,9 @@ impl IntoResponse for ApiError {
                     header::RETRY_AFTER,
                     HeaderValue::from_static(RETRY_AFTER_SECONDS),
                 );
+            }
+            ApiError::TooManyRequests { retry_after, .. } => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from(retry_after));
             }
             ApiError::Unauthorized => {
                 headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
@@ -250,14 +301,27 @@ fn problem(
     detail: String,
     errors: &[FieldError],
 ) -> Response {
-    let body = serde_json::to_vec(&Problem {
+    problem_response(status, problem_body(status, kind, title, detail, errors))
+}
+
+fn problem_body(
+    status: StatusCode,
+    kind: &str,
+    title: &str,
+    detail: String,
+    errors: &[FieldError],
+) -> Vec<u8> {
+    serde_json::to_vec(&Problem {
         kind,
         title,
         status: status.as_u16(),
         detail,
         errors,
     })
-    .unwrap_or_default();
+    .unwrap_or_default()
+}
+
+fn problem_response(status: StatusCode, body: Vec<u8>) -> Response {
     let mut response = (status, body).into_response();
     response
         .headers_mut()

@@ -4,27 +4,25 @@
 //! Acceptance is idempotent on `(organization, sourceKey)`: a repeat appends
 //! nothing and answers the first event with 200.
 
+use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::Response;
 use axum::routing::{get, post};
-use axum::{Json, Router};
+use projections::JsonObject;
 use projections::view::EventSnapshot;
 use projections::{Command, EventStatus, Timestamp};
 use serde::Deserialize;
-use serde_json::Value;
 use tracing::instrument;
 
 use super::error::{ApiError, FieldError};
 use super::extract::{Caller, Id, IdempotencyKey, Params, Validated, ValidatedJson};
-use super::input::{Errors, Field, object, text};
-use super::page::{self, List, Page};
+use super::input::{Errors, Field, Max, label, object, text};
+use super::page::{Page, PageBody};
 use super::{AppState, event_answer, reply_event};
-use crate::model::{EventFilter, Listed};
 use crate::ledger::{self, Outcome};
-
-pub const MAX_EVENT_TYPE: usize = 256;
-pub const MAX_SOURCE_KEY: usize = 256;
+use crate::limits::{Limits, name};
+use crate::model::EventFilter;
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -47,23 +45,31 @@ pub struct EventBody {
 pub struct NewEvent {
     event_type: String,
     source_key: Option<String>,
-    payload: Value,
+    payload: JsonObject,
 }
 
-impl TryFrom<EventBody> for NewEvent {
-    type Error = Vec<FieldError>;
+impl Validated for NewEvent {
+    type Dto = EventBody;
 
-    fn try_from(body: EventBody) -> Result<Self, Self::Error> {
+    fn validate(body: EventBody, limits: &Limits) -> Result<Self, Vec<FieldError>> {
         let mut errors = Errors::default();
-        let event_type = errors.take(
-            body.event_type
-                .required("eventType")
-                .and_then(|v| text("eventType", v, MAX_EVENT_TYPE)),
-        );
+        let event_type = errors.take(body.event_type.required("eventType").and_then(|v| {
+            label(
+                "eventType",
+                v,
+                Max::new(limits.event_type_length, name::EVENT_TYPE_LENGTH),
+            )
+        }));
         let source_key = errors.take(
             body.source_key
                 .nullable()
-                .map(|v| text("sourceKey", v, MAX_SOURCE_KEY))
+                .map(|v| {
+                    text(
+                        "sourceKey",
+                        v,
+                        Max::new(limits.source_key_length, name::SOURCE_KEY_LENGTH),
+                    )
+                })
                 .transpose(),
         );
         let payload = errors.take(
@@ -78,13 +84,9 @@ impl TryFrom<EventBody> for NewEvent {
         Ok(NewEvent {
             event_type,
             source_key,
-            payload: Value::Object(payload),
+            payload,
         })
     }
-}
-
-impl Validated for NewEvent {
-    type Dto = EventBody;
 }
 
 #[instrument(skip_all, fields(org = %caller.organization_id))]
@@ -94,7 +96,7 @@ async fn accept(
     idempotency: IdempotencyKey,
     body: ValidatedJson<NewEvent>,
 ) -> Result<Response, ApiError> {
-    let ctx = caller.context(idempotency.bind(&body.sha256));
+    let ctx = caller.context_for(idempotency, &body);
     let org = &caller.organization_id;
     let event = body.value;
     let command = Command::AcceptEvent {
@@ -124,7 +126,7 @@ struct Filters {
 }
 
 impl Filters {
-    fn read(params: &Params, errors: &mut Errors) -> Filters {
+    fn read(params: &Params, limits: &Limits, errors: &mut Errors) -> Filters {
         let status = errors
             .take(params.get("status").and_then(|v| {
                 v.map(|s| {
@@ -140,8 +142,18 @@ impl Filters {
             .flatten();
         let event_type = errors
             .take(params.get("eventType").and_then(|v| {
-                v.map(|s| text("eventType", &Value::String(s.to_owned()), MAX_EVENT_TYPE))
-                    .transpose()
+                let max = limits.event_type_length;
+                v.map(|s| match s.chars().count() {
+                    n if (1..=max).contains(&n) => Ok(s.to_owned()),
+                    _ => Err(FieldError::new(
+                        "eventType",
+                        format!(
+                            "must be 1 to {max} characters (limit {})",
+                            name::EVENT_TYPE_LENGTH
+                        ),
+                    )),
+                })
+                .transpose()
             }))
             .flatten();
         let created_after = errors.take(timestamp(params, "createdAfter")).flatten();
@@ -180,26 +192,28 @@ async fn list(
     State(state): State<AppState>,
     caller: Caller,
     params: Params,
-) -> Result<Json<List<EventSnapshot>>, ApiError> {
+) -> Result<Response, ApiError> {
     let mut errors = Errors::default();
-    let filters = Filters::read(&params, &mut errors);
+    let limits = state.limits();
+    let filters = Filters::read(&params, &limits, &mut errors);
     let page = Page::read(&params, "evt", &mut errors);
     errors.check()?;
     let org = &caller.organization_id;
-    let snapshots = state.read(|v| {
+    let body = state.read(|v| {
         let listed = v.event_list(org, &filters.to_model(), &page.to_model())?;
-        let mut snapshots = Vec::with_capacity(listed.items.len());
+        let mut body = PageBody::new(&page, limits.page_bytes);
         for event in &listed.items {
-            if let Some(snapshot) = v.event_snapshot(org, &event.id, None)? {
-                snapshots.push(snapshot);
+            let Some(snapshot) = v.event_snapshot(org, &event.id, None)? else {
+                continue;
+            };
+            if !body.offer(&event.id, |out| snapshot.write_json(out)) {
+                return Ok(body);
             }
         }
-        Ok(Listed {
-            items: snapshots,
-            next: listed.next,
-        })
+        body.go_on_at(listed.next);
+        Ok(body)
     })?;
-    Ok(Json(page::list("evt", snapshots, |s| s)))
+    Ok(body.into_response("evt"))
 }
 
 #[instrument(skip_all, fields(org = %caller.organization_id, event = %id.0))]

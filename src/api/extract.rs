@@ -5,23 +5,23 @@
 //! Handlers never see axum's own rejections, so no input reaches a client as a
 //! plain-text error or a 500.
 
+use std::net::SocketAddr;
+
 use axum::body::Bytes;
-use axum::extract::{FromRequest, FromRequestParts, Path, Request};
+use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Path, Request};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, Method, header};
+use projections::ApiKey;
+use projections::canonical::{self, Reason};
 use projections::event::Idempotency;
 use serde::de::DeserializeOwned;
-use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 use super::AppState;
 use super::error::{ApiError, FieldError};
-use super::input::type_name;
 use super::observe::RequestId;
 use crate::ledger::Context;
-
-/// The longest `Idempotency-Key` accepted.
-pub const MAX_IDEMPOTENCY_KEY: usize = 256;
+use crate::limits::{self, Limits};
 
 /// An authenticated caller acting in its own organization.
 #[derive(Debug, Clone)]
@@ -32,13 +32,24 @@ pub struct Caller {
 }
 
 impl Caller {
-    /// The ledger context for a write by this caller.
+    /// The ledger context for a write by this caller, without a body.
     pub fn context(&self, idempotency: Option<Idempotency>) -> Context {
         Context {
             organization_id: self.organization_id.clone(),
             key_id: Some(self.key_id.clone()),
             request_id: self.request_id.clone(),
             idempotency,
+            request_sha256_as_sent: None,
+        }
+    }
+
+    /// The ledger context for a write of `body` by this caller: an
+    /// `Idempotency-Key` is bound to the body's canonical form.
+    pub fn context_for<T>(&self, idempotency: IdempotencyKey, body: &ValidatedJson<T>) -> Context {
+        let bound = idempotency.bind(&body.sha256);
+        Context {
+            request_sha256_as_sent: bound.as_ref().map(|_| body.sha256_as_sent.clone()),
+            ..self.context(bound)
         }
     }
 }
@@ -55,13 +66,15 @@ impl FromRequestParts<AppState> for Caller {
                 let (scheme, token) = v.trim().split_once(' ')?;
                 scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
             })
-            .filter(|t| !t.is_empty())
-            .ok_or(ApiError::Unauthorized)?;
-        let key = state
-            .ledger()
-            .authenticate_synced(token)
-            .await?
-            .ok_or(ApiError::Unauthorized)?;
+            .filter(|t| !t.is_empty());
+        let known = match token {
+            Some(t) => state.ledger().authenticate(t)?,
+            None => None,
+        };
+        let key = match known {
+            Some(key) => key,
+            None => authenticate_unknown(parts, state, token).await?,
+        };
         let organization = parts
             .headers
             .get("x-organization-id")
@@ -81,18 +94,52 @@ impl FromRequestParts<AppState> for Caller {
     }
 }
 
-/// A request DTO and the domain value it converts into ("parse, don't validate").
-pub trait Validated: TryFrom<Self::Dto, Error = Vec<FieldError>> {
-    /// The body as sent: every field a [`super::input::Field`]; unknown fields are ignored.
-    type Dto: DeserializeOwned;
+/// A key this node's model does not know (or none): it may have been issued
+/// through another process sharing the store, so the store is asked, within
+/// the client address's budget of such requests, unless the same key was
+/// asked about in vain a moment ago.
+async fn authenticate_unknown(
+    parts: &Parts,
+    state: &AppState,
+    token: Option<&str>,
+) -> Result<ApiKey, ApiError> {
+    let address = parts
+        .extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.ip());
+    let throttle = state.throttle();
+    throttle.charge_address(address)?;
+    let token = token.ok_or(ApiError::Unauthorized)?;
+    if throttle.recently_missed(&["key", token]) {
+        return Err(ApiError::Unauthorized);
+    }
+    match state.ledger().authenticate_synced(token).await? {
+        Some(key) => Ok(key),
+        None => {
+            throttle.missed(&["key", token]);
+            Err(ApiError::Unauthorized)
+        }
+    }
 }
 
-/// A JSON body, parsed and converted to `T`, with the SHA-256 of its raw bytes
-/// (what an `Idempotency-Key` is bound to).
+/// A request DTO and the domain value it converts into ("parse, don't validate").
+pub trait Validated: Sized {
+    /// The body as sent: every field a [`super::input::Field`]; unknown fields are ignored.
+    type Dto: DeserializeOwned;
+
+    /// The domain value, or every field that is wrong; sizes are held to `limits`.
+    fn validate(dto: Self::Dto, limits: &Limits) -> Result<Self, Vec<FieldError>>;
+}
+
+/// A JSON body, read strictly, converted to `T`, with the SHA-256 of its
+/// canonical form: what an `Idempotency-Key` is bound to, so the same JSON with
+/// its keys in another order or other whitespace is a repeat.
 #[derive(Debug)]
 pub struct ValidatedJson<T> {
     pub value: T,
     pub sha256: String,
+    /// The SHA-256 of the bytes as sent, which earlier versions bound keys to.
+    pub sha256_as_sent: String,
 }
 
 impl<T: Validated> FromRequest<AppState> for ValidatedJson<T> {
@@ -114,21 +161,38 @@ impl<T: Validated> FromRequest<AppState> for ValidatedJson<T> {
                     ApiError::field("body", "could not be read")
                 }
             })?;
-        let sha256 = hex::encode(Sha256::digest(&bytes));
-        let value: Value = serde_json::from_slice(&bytes)
-            .map_err(|e| ApiError::field("body", format!("is not valid JSON: {e}")))?;
-        if !value.is_object() {
-            let kind = type_name(&value);
+        let text = std::str::from_utf8(&bytes).map_err(|e| {
+            ApiError::field(
+                "body",
+                format!("is not valid UTF-8 (at byte {})", e.valid_up_to()),
+            )
+        })?;
+        // One strict pass: JSON as RFC 8259 has it, no key twice in an
+        // object, bounded nesting; numbers and every value kept as sent.
+        let body = canonical::from_text(text).map_err(|e| {
+            let field = match (&e.reason, e.path()) {
+                (Reason::Syntax { .. }, _) => "body".to_owned(),
+                (_, path) if path.is_empty() => "body".to_owned(),
+                (_, path) => path,
+            };
+            ApiError::field(field, e.reason.to_string())
+        })?;
+        let kind = canonical::kind(&body);
+        if kind != "an object" {
             return Err(ApiError::field(
                 "body",
                 format!("must be a JSON object, not {kind}"),
             ));
         }
-        let dto: T::Dto = serde_json::from_value(value).map_err(|e| {
+        let dto: T::Dto = serde_json::from_str(&body).map_err(|e| {
             ApiError::field("body", format!("does not have the expected shape: {e}"))
         })?;
-        let value = T::try_from(dto).map_err(ApiError::Invalid)?;
-        Ok(ValidatedJson { value, sha256 })
+        let value = T::validate(dto, &state.limits()).map_err(ApiError::Invalid)?;
+        Ok(ValidatedJson {
+            value,
+            sha256: hex::encode(Sha256::digest(body.as_bytes())),
+            sha256_as_sent: hex::encode(Sha256::digest(&bytes)),
+        })
     }
 }
 
@@ -240,21 +304,25 @@ impl IdempotencyKey {
     }
 }
 
-impl<S: Send + Sync> FromRequestParts<S> for IdempotencyKey {
+impl FromRequestParts<AppState> for IdempotencyKey {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
         const NAME: &str = "Idempotency-Key";
+        let max = state.limits().idempotency_key_length;
         let key = match parts.headers.get(NAME) {
             None => None,
             Some(v) => {
                 let key = v
                     .to_str()
                     .map_err(|_| ApiError::field(NAME, "must be visible ASCII"))?;
-                if key.is_empty() || key.chars().count() > MAX_IDEMPOTENCY_KEY {
+                if key.is_empty() || key.chars().count() > max {
                     return Err(ApiError::field(
                         NAME,
-                        format!("must be 1 to {MAX_IDEMPOTENCY_KEY} characters"),
+                        format!(
+                            "must be 1 to {max} characters (limit {})",
+                            limits::name::IDEMPOTENCY_KEY_LENGTH
+                        ),
                     ));
                 }
                 Some(key.to_owned())

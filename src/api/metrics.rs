@@ -30,10 +30,13 @@ pub struct StoreStats {
 /// Reads the store's counters; the embedded backend supplies one.
 pub type StoreStatsFn = Arc<dyn Fn() -> StoreStats + Send + Sync>;
 
+/// Every label takes a bounded set of values, whatever clients send: the
+/// route is a template of the router (or `unmatched`), the method one of the
+/// standard ones (or `other`) and the status a three-digit code.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RequestLabels {
     route: String,
-    method: String,
+    method: &'static str,
     status: u16,
 }
 
@@ -128,10 +131,18 @@ impl Metrics {
         }
     }
 
-    pub fn record_request(&self, route: &str, method: &str, status: u16, elapsed: Duration) {
+    /// Counts one answered request. `route` must be a route template and
+    /// `method` a fixed name: each distinct value makes new series.
+    pub fn record_request(
+        &self,
+        route: &str,
+        method: &'static str,
+        status: u16,
+        elapsed: Duration,
+    ) {
         let labels = RequestLabels {
             route: route.to_owned(),
-            method: method.to_owned(),
+            method,
             status,
         };
         self.requests.get_or_create(&labels).inc();

@@ -7,15 +7,17 @@
 //!
 //! [`serve`] also keeps slow and idle clients from holding the server: a client
 //! gets [`Limits::client_timeout`] to send a request's head (an idle keep-alive
-//! connection is closed after as long) and as long again for its body, and at
-//! most [`Limits::max_connections`] connections are served at once.
+//! connection is closed after as long), as long again for its body, and as long
+//! for each write of the answer to make progress ([`conn`]); at most
+//! [`Limits::max_connections`] connections are served at once; and lookups
+//! that find nothing are budgeted per address and per key ([`throttle`]).
 
 use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::Router;
-use axum::extract::DefaultBodyLimit;
+use axum::extract::{ConnectInfo, DefaultBodyLimit};
 use axum::http::{HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -24,6 +26,7 @@ use hyper_util::service::TowerToHyperService;
 use projections::view::{EndpointView, EventSnapshot};
 use projections::{Command, Timestamp};
 use tokio::sync::Semaphore;
+use tower::ServiceExt as _;
 use tower_http::catch_panic::CatchPanicLayer;
 
 use crate::ledger::{Answer, Context, Ledger, Written};
@@ -31,6 +34,7 @@ use crate::model::View;
 use crate::node::Node;
 
 pub mod attempts;
+pub mod conn;
 pub mod deliveries;
 pub mod endpoints;
 pub mod error;
@@ -41,12 +45,15 @@ pub mod metrics;
 pub mod observe;
 pub mod ops;
 pub mod page;
+pub mod throttle;
+pub mod unread;
 
 use error::ApiError;
+use extract::Caller;
 use metrics::{Metrics, StoreStats, StoreStatsFn};
+use throttle::Throttle;
 
-/// The largest request body accepted: 1 MiB.
-pub const MAX_BODY_BYTES: usize = 1024 * 1024;
+pub use crate::limits::MAX_BODY_BYTES;
 
 /// What every handler shares: the node, the metrics, and how this process began.
 #[derive(Clone)]
@@ -57,6 +64,8 @@ pub struct AppState {
     store_stats: Option<StoreStatsFn>,
     /// How long a handler waits for a request body before answering 408.
     body_timeout: Duration,
+    /// Budgets for lookups of unknown keys and ids.
+    throttle: Arc<Throttle>,
 }
 
 impl std::fmt::Debug for AppState {
@@ -78,6 +87,7 @@ impl AppState {
             started_at: Timestamp::from_datetime(chrono::Utc::now()),
             store_stats: None,
             body_timeout: Limits::default().client_timeout,
+            throttle: Arc::new(Limits::default().throttle()),
         }
     }
 
@@ -109,6 +119,39 @@ impl AppState {
 
     pub(crate) fn body_timeout(&self) -> Duration {
         self.body_timeout
+    }
+
+    pub(crate) fn throttle(&self) -> &Throttle {
+        &self.throttle
+    }
+
+    /// Looks `id` up again after catching the model up with the store, for an
+    /// id this node's model does not hold but another process sharing the
+    /// store may have created: `read` tells whether the model holds it now.
+    /// An id looked up in vain a moment ago is not looked up again, and each
+    /// key has a budget of such lookups (429 past it).
+    pub(crate) async fn look_up<T>(
+        &self,
+        caller: &Caller,
+        id: &str,
+        read: impl Fn() -> Result<Option<T>, ApiError>,
+    ) -> Result<Option<T>, ApiError> {
+        let org = caller.organization_id.as_str();
+        if self.throttle.recently_missed(&[org, id]) {
+            return Ok(None);
+        }
+        self.throttle.charge_key(&caller.key_id)?;
+        self.ledger().sync().await?;
+        let found = read()?;
+        if found.is_none() {
+            self.throttle.missed(&[org, id]);
+        }
+        Ok(found)
+    }
+
+    /// The limits requests are held to: the ledger's, so there is one set.
+    pub fn limits(&self) -> crate::limits::Limits {
+        self.node.ledger.limits()
     }
 
     pub(crate) fn store_stats(&self) -> Option<StoreStats> {
@@ -250,12 +293,17 @@ async fn method_not_allowed(method: Method) -> Response {
 /// What [`serve_with`] allows a client.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
-    /// How long a client may take to send a request's head, and again its body;
-    /// a keep-alive connection idle for as long is closed.
+    /// How long a client may take to send a request's head, and again its
+    /// body, and how long a write of an answer may wait for the client to
+    /// read; a keep-alive connection idle for as long is closed.
     pub client_timeout: Duration,
     /// Connections served at once; further ones wait in the listen queue until
     /// one closes.
     pub max_connections: usize,
+    /// Requests with unknown or revoked keys per client address, and lookups
+    /// of unknown ids per key, per second (bursts of
+    /// [`throttle::BURST_SECONDS`] worth); past it, 429.
+    pub unknown_lookups_per_second: u32,
 }
 
 impl Default for Limits {
@@ -263,7 +311,17 @@ impl Default for Limits {
         Limits {
             client_timeout: Duration::from_secs(30),
             max_connections: 512,
+            unknown_lookups_per_second: 20,
         }
+    }
+}
+
+impl Limits {
+    /// How long a lookup that found nothing is answered from memory.
+    pub const FORGET_MISSES_AFTER: Duration = Duration::from_secs(2);
+
+    fn throttle(&self) -> Throttle {
+        Throttle::new(self.unknown_lookups_per_second, Self::FORGET_MISSES_AFTER)
     }
 }
 
@@ -288,7 +346,8 @@ pub async fn serve_with(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     state.body_timeout = limits.client_timeout;
-    let service = TowerToHyperService::new(app(state));
+    state.throttle = Arc::new(limits.throttle());
+    let router = app(state);
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(TokioTimer::new())
         .header_read_timeout(limits.client_timeout);
@@ -305,10 +364,10 @@ pub async fn serve_with(
                 Err(_) => break,
             },
         };
-        let stream = tokio::select! {
+        let (stream, peer) = tokio::select! {
             () = &mut shutdown => break,
             accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => stream,
+                Ok(accepted) => accepted,
                 Err(e) => {
                     accept_failed(e).await;
                     continue;
@@ -318,7 +377,15 @@ pub async fn serve_with(
         if let Err(e) = stream.set_nodelay(true) {
             tracing::debug!(error = %e, "cannot set TCP_NODELAY");
         }
-        let connection = http.serve_connection(TokioIo::new(stream), service.clone());
+        // Handlers see the client's address (the per-address budgets).
+        let service = TowerToHyperService::new(router.clone().map_request(
+            move |mut request: axum::extract::Request<hyper::body::Incoming>| {
+                request.extensions_mut().insert(ConnectInfo(peer));
+                request
+            },
+        ));
+        let io = TokioIo::new(conn::ClientIo::new(stream, limits.client_timeout));
+        let connection = http.serve_connection(io, service);
         let connection = connections.watch(connection);
         tokio::spawn(async move {
             if let Err(e) = connection.await {

@@ -5,9 +5,9 @@
 use std::io::Write;
 
 use clap::{Args, Subcommand};
-use projections::{Event, MemoryRows};
 use projections::event::stream;
 use projections::view::DeliveryView;
+use projections::{Event, MemoryRows};
 use serde_json::json;
 
 use crate::audit::{self, Expected, Exported};

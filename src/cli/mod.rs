@@ -10,6 +10,7 @@ use crate::telemetry::LogFormat;
 
 pub mod audit;
 pub mod keys;
+pub mod limit_args;
 pub mod open;
 pub mod projections;
 pub mod serve;
@@ -138,6 +139,12 @@ impl std::str::FromStr for Secret {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the HTTP API.
+    ///
+    /// Besides the limits set by the options below, a client can reach these:
+    /// a request body of 1 MiB (413; a larger Content-Length is refused before
+    /// the body is read), a request target of 64 KB (414), 100 headers or
+    /// 400 KB of them (431) and 250 items per list page (`?limit=`). Every
+    /// refusal is problem+json.
     Serve(serve::ServeArgs),
     /// Issue and revoke API keys.
     #[command(subcommand)]

@@ -32,7 +32,7 @@ pub async fn try_store_for_writing(
         }
         Backend::Postgres => {
             // The data directory still holds this process's read model and socket.
-            crate::fsutil::create_private_dir(&args.data).map_err(|e| {
+            crate::files::create_dir_all(&args.data).map_err(|e| {
                 crate::store::Error::io(format!("creating {}", args.data.display()), e)
             })?;
             let store = PostgresStore::open(postgres_url(args)?, postgres::Options::default());

@@ -14,7 +14,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::cli::{Error, StoreArgs, open};
 use crate::kv;
-use crate::model::{self, Model, Chain};
+use crate::model::{self, Chain, Model};
 use crate::store::EventStore;
 
 #[derive(Debug, Subcommand)]
@@ -63,13 +63,23 @@ pub async fn run(args: &StoreArgs, command: ProjectionsCommand) -> Result<(), Er
     match std::fs::remove_file(&fresh_file) {
         Ok(()) => {}
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(Error::setup(&format!("cannot remove {}", fresh_file.display()), e)),
+        Err(e) => {
+            return Err(Error::setup(
+                &format!("cannot remove {}", fresh_file.display()),
+                e,
+            ));
+        }
     }
     let fresh = model::open(&fresh_file, args.model_cache())
         .map_err(|e| Error::setup("cannot create the new read model", e))?;
     let rebuilt = Arc::new(
-        Model::start(fresh.kv, Chain::default(), None, model::Options::bulk(args.settings()))
-            .map_err(|e| Error::setup("cannot start the new read model", e))?,
+        Model::start(
+            fresh.kv,
+            Chain::default(),
+            None,
+            model::Options::bulk(args.settings()),
+        )
+        .map_err(|e| Error::setup("cannot start the new read model", e))?,
     );
     let started = Instant::now();
     replay(store.as_ref(), rebuilt.clone(), "rebuild").await?;
@@ -95,9 +105,12 @@ pub async fn run(args: &StoreArgs, command: ProjectionsCommand) -> Result<(), Er
     }
     drop(rebuilt);
     std::fs::rename(&fresh_file, &file)
-        .and_then(|()| crate::fsutil::sync_dir(&model::dir_in(&args.data)))
+        .and_then(|()| crate::files::sync_dir(&model::dir_in(&args.data)))
         .map_err(|e| Error::setup("cannot swap the new read model in", e))?;
-    println!("swapped in the new read model at position {events}: {}", file.display());
+    println!(
+        "swapped in the new read model at position {events}: {}",
+        file.display()
+    );
     if !differences.is_empty() {
         return Err(Error::CheckFailed(format!(
             "the live read model differs from the log in {} place(s)",
@@ -122,14 +135,21 @@ async fn verify(
     }
     let from = live.tip.position();
     let live = Arc::new(
-        Model::start(live.kv, live.tip, live.log_id, model::Options::bulk(args.settings()))
-            .map_err(|e| Error::setup("cannot open the live read model", e))?,
+        Model::start(
+            live.kv,
+            live.tip,
+            live.log_id,
+            model::Options::bulk(args.settings()),
+        )
+        .map_err(|e| Error::setup("cannot open the live read model", e))?,
     );
     replay(store, live.clone(), "catch up live").await?;
     live.flush()
         .map_err(|e| Error::setup("cannot write the live read model", e))?;
     let differences = model::compare::stores(
-        live.snapshot().map_err(|e| Error::setup("cannot read the live model", e))?.as_ref(),
+        live.snapshot()
+            .map_err(|e| Error::setup("cannot read the live model", e))?
+            .as_ref(),
         rebuilt
             .snapshot()
             .map_err(|e| Error::setup("cannot read the rebuilt model", e))?

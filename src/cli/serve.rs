@@ -9,6 +9,7 @@ use clap::Args;
 
 use crate::api::metrics::StoreStats;
 use crate::api::{self, AppState};
+use crate::cli::limit_args::LimitArgs;
 use crate::cli::{Error, StoreArgs, open};
 use crate::node::Node;
 
@@ -18,14 +19,26 @@ pub struct ServeArgs {
     #[arg(long, env = "HOOKLEDGER_LISTEN", default_value = "127.0.0.1:3001")]
     pub listen: SocketAddr,
 
-    /// Seconds a client may take to send a request's headers, and again its body;
-    /// a connection idle for as long is closed.
+    /// Seconds a client may take to send a request's headers, and again its
+    /// body, and each write of an answer may wait for the client to read
+    /// before the connection is closed; a connection idle for as long is closed.
     #[arg(long, env = "HOOKLEDGER_CLIENT_TIMEOUT", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]
     pub client_timeout: u64,
 
     /// Connections served at once; more wait until one closes.
     #[arg(long, env = "HOOKLEDGER_MAX_CONNECTIONS", default_value_t = 512, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
     pub max_connections: u64,
+
+    /// Requests with an unknown or revoked API key each client address may
+    /// send per second, and lookups of unknown delivery or endpoint ids each
+    /// key may make, in bursts of up to five seconds' worth; past it, 429 with
+    /// Retry-After. Each costs the store a lookup on PostgreSQL. A key or id
+    /// found missing is answered from memory for 2 s.
+    #[arg(long, env = "HOOKLEDGER_UNKNOWN_LOOKUPS_PER_SECOND", default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..))]
+    pub unknown_lookups_per_second: u32,
+
+    #[command(flatten)]
+    pub limits: LimitArgs,
 }
 
 impl ServeArgs {
@@ -33,11 +46,16 @@ impl ServeArgs {
         api::Limits {
             client_timeout: Duration::from_secs(self.client_timeout),
             max_connections: usize::try_from(self.max_connections).unwrap_or(usize::MAX),
+            unknown_lookups_per_second: self.unknown_lookups_per_second,
         }
     }
 }
 
 pub async fn run(store_args: &StoreArgs, args: ServeArgs) -> Result<(), Error> {
+    let limits = args.limits.limits();
+    limits
+        .check_fits(crate::store::MAX_EVENT_BYTES)
+        .map_err(Error::Setup)?;
     let store = open::store_for_writing(store_args).await?;
     let node = Node::start(store, store_args.projector_config())
         .await
@@ -48,6 +66,7 @@ pub async fn run(store_args: &StoreArgs, args: ServeArgs) -> Result<(), Error> {
     let local = listener
         .local_addr()
         .map_err(|e| Error::setup("cannot read the listening address", e))?;
+    node.ledger.set_limits(limits);
     tracing::info!(listen = %local, data = %store_args.data.display(), head = node.store.head(), "hookledger is serving");
     let admin = crate::admin::listen(&store_args.data, node.ledger.clone())
         .map_err(|e| Error::setup("cannot open the admin socket", e))?;

@@ -18,7 +18,11 @@ pub fn parse_bytes(text: &str) -> Result<usize, String> {
         "m" | "mb" | "mib" => 20,
         "g" | "gb" | "gib" => 30,
         "t" | "tb" | "tib" => 40,
-        other => return Err(format!("{other:?} is not a size unit (B, KiB, MiB, GiB, TiB)")),
+        other => {
+            return Err(format!(
+                "{other:?} is not a size unit (B, KiB, MiB, GiB, TiB)"
+            ));
+        }
     };
     number
         .checked_mul(1 << shift)

@@ -132,7 +132,12 @@ impl<M: Memtable> std::fmt::Debug for Layered<M> {
 impl<M: Memtable> Layered<M> {
     /// Starts on `kv` with `first` as the active memtable; `name` names the
     /// flusher thread.
-    pub fn start(kv: Arc<dyn Kv>, first: M, flushing: Flushing, name: &str) -> Result<Layered<M>, Error> {
+    pub fn start(
+        kv: Arc<dyn Kv>,
+        first: M,
+        flushing: Flushing,
+        name: &str,
+    ) -> Result<Layered<M>, Error> {
         let snapshot = kv.read()?;
         let inner = Arc::new(Inner {
             kv,

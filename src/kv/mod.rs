@@ -197,7 +197,21 @@ impl RedbKv {
     pub fn open(path: &Path, tables: &[Table], cache: usize) -> Result<RedbKv> {
         let mut builder = redb::Builder::new();
         builder.set_cache_size(cache);
-        let db = builder.create(path).map_err(|e| open_error(path, e))?;
+        // Made through `files`, so only the server's user can read it.
+        let file = crate::files::options()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(path)
+            .map_err(|e| Error::Storage {
+                file: path.to_owned(),
+                reason: e.to_string(),
+            })?;
+        let backend = redb::backends::FileBackend::new(file).map_err(|e| open_error(path, e))?;
+        let db = builder
+            .create_with_backend(backend)
+            .map_err(|e| open_error(path, e))?;
         RedbKv::with_tables(db, path.to_owned(), tables)
     }
 
@@ -220,7 +234,8 @@ impl RedbKv {
         let mut tx = kv.db.begin_write().map_err(|e| kv.storage(e))?;
         tx.set_quick_repair(true);
         for &table in tables {
-            tx.open_table(definition(table)).map_err(|e| kv.storage(e))?;
+            tx.open_table(definition(table))
+                .map_err(|e| kv.storage(e))?;
         }
         tx.commit().map_err(|e| kv.storage(e))?;
         Ok(kv)
@@ -247,7 +262,9 @@ impl Kv for RedbKv {
         let tx = self.db.begin_read().map_err(|e| self.storage(e))?;
         let mut tables = Vec::with_capacity(self.tables.len());
         for &table in &self.tables {
-            let opened = tx.open_table(definition(table)).map_err(|e| self.storage(e))?;
+            let opened = tx
+                .open_table(definition(table))
+                .map_err(|e| self.storage(e))?;
             tables.push((table, opened));
         }
         Ok(Arc::new(RedbRead {
@@ -398,21 +415,36 @@ mod tests {
         kv.write(&next, true).unwrap();
         let after = kv.read().unwrap();
 
-        assert_eq!(before.get(ROWS, b"a").unwrap().as_deref(), Some(&b"aaa"[..]));
+        assert_eq!(
+            before.get(ROWS, b"a").unwrap().as_deref(),
+            Some(&b"aaa"[..])
+        );
         assert_eq!(before.get(ROWS, b"d").unwrap(), None);
         assert_eq!(after.get(ROWS, b"a").unwrap(), None);
-        assert_eq!(after.get(OTHER, b"a").unwrap().as_deref(), Some(&b"other"[..]));
+        assert_eq!(
+            after.get(OTHER, b"a").unwrap().as_deref(),
+            Some(&b"other"[..])
+        );
 
         let mut seen = Vec::new();
         after
-            .scan(ROWS, Bound::Unbounded, Bound::Excluded(b"d"), true, &mut |k, v| {
-                seen.push((k.to_vec(), v.to_vec()));
-                Ok(Flow::Continue)
-            })
+            .scan(
+                ROWS,
+                Bound::Unbounded,
+                Bound::Excluded(b"d"),
+                true,
+                &mut |k, v| {
+                    seen.push((k.to_vec(), v.to_vec()));
+                    Ok(Flow::Continue)
+                },
+            )
             .unwrap();
         assert_eq!(
             seen,
-            [(b"c".to_vec(), b"ccc".to_vec()), (b"b".to_vec(), b"bbb".to_vec())]
+            [
+                (b"c".to_vec(), b"ccc".to_vec()),
+                (b"b".to_vec(), b"bbb".to_vec())
+            ]
         );
     }
 

@@ -116,7 +116,7 @@ mod tests {
             organization_id: "org_1".into(),
             event_type: "invoice.paid".into(),
             source_key: Some("order-42".into()),
-            payload: serde_json::json!({"n": 1}),
+            payload: projections::JsonObject::parse(r#"{"n":1}"#).unwrap(),
         };
         let settings = Settings::default();
         let taken = claims(&command, &ctx, &settings);
@@ -135,7 +135,7 @@ mod tests {
             organization_id: "org_1".into(),
             event_type: "invoice.paid".into(),
             source_key: None,
-            payload: serde_json::json!({"n": 2}),
+            payload: projections::JsonObject::parse(r#"{"n":2}"#).unwrap(),
         };
         assert!(claims(&command, &plain, &settings).is_empty());
         node.ledger.execute(command, &plain, None).await.unwrap();

@@ -78,9 +78,7 @@ impl Ledger {
     /// The live key a bearer token belongs to, if it is valid and not revoked.
     /// The secret is compared in constant time.
     pub fn authenticate(&self, token: &str) -> Result<Option<ApiKey>, Error> {
-        let Some((ulid, secret)) = token
-            .strip_prefix("hlk_")
-            .and_then(|t| t.split_once('_'))
+        let Some((ulid, secret)) = token.strip_prefix("hlk_").and_then(|t| t.split_once('_'))
         else {
             return Ok(None);
         };

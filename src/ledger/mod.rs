@@ -5,13 +5,14 @@
 //! Beside it: API keys ([`keys`]), the uniqueness claims the store enforces
 //! ([`claims`]) and the in-process locks that serialise repeats ([`locks`]).
 
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 
 use projections::event::Idempotency;
 use projections::model::idempotency_slot;
 use projections::view::{EndpointView, EventSnapshot};
 use projections::{Command, MemoryRows, Metadata, Rejection, Rows, Settings, Timestamp};
 
+use crate::limits::{Exceeded, Limits};
 use crate::model::{self, View};
 use crate::projector::{self, Projector};
 use crate::store::{self, EventStore, ExpectedVersion, NewEvent};
@@ -31,6 +32,9 @@ pub enum Error {
     /// The `Idempotency-Key` was used before with a different request body.
     #[error("this Idempotency-Key was used with a different request")]
     IdempotencyKeyReused,
+    /// The command would take the organization past one of its limits.
+    #[error(transparent)]
+    LimitExceeded(#[from] Exceeded),
     #[error(transparent)]
     Store(#[from] store::Error),
     #[error(transparent)]
@@ -46,6 +50,10 @@ pub struct Context {
     pub key_id: Option<String>,
     pub request_id: Option<String>,
     pub idempotency: Option<Idempotency>,
+    /// The SHA-256 of the request body as sent, where `idempotency` holds that
+    /// of its canonical form: an `Idempotency-Key` recorded by an earlier
+    /// version, which hashed the bytes as sent, still finds its repeat.
+    pub request_sha256_as_sent: Option<String>,
 }
 
 /// What a command did, and the answer to give.
@@ -99,6 +107,7 @@ pub struct Ledger {
     projector: Arc<Projector>,
     settings: Settings,
     locks: KeyedLocks,
+    limits: RwLock<Limits>,
 }
 
 impl Ledger {
@@ -108,7 +117,17 @@ impl Ledger {
             projector,
             settings,
             locks: KeyedLocks::default(),
+            limits: RwLock::new(Limits::default()),
         }
+    }
+
+    /// The limits commands are held to from now on.
+    pub fn set_limits(&self, limits: Limits) {
+        *self.limits.write().unwrap_or_else(|e| e.into_inner()) = limits;
+    }
+
+    pub fn limits(&self) -> Limits {
+        *self.limits.read().unwrap_or_else(|e| e.into_inner())
     }
 
     pub fn store(&self) -> &Arc<dyn EventStore> {
@@ -145,7 +164,12 @@ impl Ledger {
         result
     }
 
-    async fn run(&self, command: Command, ctx: &Context, if_match: Option<u64>) -> Result<Written, Error> {
+    async fn run(
+        &self,
+        command: Command,
+        ctx: &Context,
+        if_match: Option<u64>,
+    ) -> Result<Written, Error> {
         // A model that cannot be trusted may lack acknowledged writes: deciding
         // against it could repeat an idempotent write, so refuse before appending.
         self.view()?;
@@ -167,6 +191,14 @@ impl Ledger {
             } => Some(self.locks.lock(format!("{org}\nsource\n{key}")).await),
             _ => None,
         };
+        // Endpoint changes of one organization are decided one at a time, so
+        // each sees the last one's effect on the counts its limits bound.
+        let _endpoints = match &command {
+            Command::CreateEndpoint { .. } | Command::UpdateEndpoint { .. } => {
+                Some(self.locks.lock(format!("{org}\nendpoints")).await)
+            }
+            _ => None,
+        };
         let wants = Wants::of(&command);
         let claims = claims(&command, ctx, &self.settings);
         // The model may lag appends made by other processes sharing the store;
@@ -174,7 +206,8 @@ impl Ledger {
         let mut synced = false;
         for _ in 0..RETRIES {
             if let Some(i) = &ctx.idempotency
-                && let Some(done) = self.idempotent_answer(org, i)?
+                && let Some(done) =
+                    self.idempotent_answer(org, i, ctx.request_sha256_as_sent.as_deref())?
             {
                 return self.answer(&wants, org, done);
             }
@@ -228,8 +261,15 @@ impl Ledger {
         Ok(())
     }
 
-    /// The first answer to this `Idempotency-Key`, while it is kept.
-    fn idempotent_answer(&self, org: &str, i: &Idempotency) -> Result<Option<Done>, Error> {
+    /// The first answer to this `Idempotency-Key`, while it is kept. A repeat
+    /// matches the canonical form of the first body, or (for keys recorded
+    /// before bodies were compared canonically) its bytes as sent.
+    fn idempotent_answer(
+        &self,
+        org: &str,
+        i: &Idempotency,
+        as_sent: Option<&str>,
+    ) -> Result<Option<Done>, Error> {
         let view = self.view()?;
         let Some(record) = view.idempotency(org, &idempotency_slot(&i.route, &i.key))? else {
             return Ok(None);
@@ -238,7 +278,9 @@ impl Ledger {
         if !record.live_at(now, &self.settings) {
             return Ok(None);
         }
-        if record.request_sha256 != i.request_sha256 {
+        let same = record.request_sha256 == i.request_sha256
+            || as_sent.is_some_and(|sha| record.request_sha256 == sha);
+        if !same {
             return Err(Error::IdempotencyKeyReused);
         }
         Ok(Some(Done {
@@ -252,9 +294,8 @@ impl Ledger {
     fn answer(&self, wants: &Wants, org: &str, done: Done) -> Result<Written, Error> {
         let view = self.view()?;
         let position = done.position.unwrap_or_else(|| view.position());
-        let vanished = || {
-            model::Error::Inconsistent(format!("{} is not in the read model", done.resource_id))
-        };
+        let vanished =
+            || model::Error::Inconsistent(format!("{} is not in the read model", done.resource_id));
         let answer = match wants {
             Wants::Endpoint => Answer::Endpoint(EndpointView::from(
                 &view
@@ -332,6 +373,7 @@ impl Ledger {
                 (ExpectedVersion::Any, key_id.clone())
             }
         };
+        self.limits().check(rows.tenant(org), &command)?;
         let events = match projections::decide(&rows, command, &mut || new_id("dlv")) {
             Ok(events) => events,
             Err(Rejection::DuplicateSourceKey(existing)) => {

@@ -31,16 +31,29 @@ pub fn stores(live: &dyn KvRead, rebuilt: &dyn KvRead) -> Result<Vec<String>, Er
                     let (key, va) = a.next()?;
                     let (_, vb) = b.next()?;
                     if va != vb {
-                        values(&here(&key), &as_json(table, &va), &as_json(table, &vb), &mut out);
+                        values(
+                            &here(&key),
+                            &as_json(table, &va),
+                            &as_json(table, &vb),
+                            &mut out,
+                        );
                     }
                 }
                 std::cmp::Ordering::Less => {
                     let (key, va) = a.next()?;
-                    out.push(format!("{}: only in live: {}", here(&key), short(&as_json(table, &va))));
+                    out.push(format!(
+                        "{}: only in live: {}",
+                        here(&key),
+                        short(&as_json(table, &va))
+                    ));
                 }
                 std::cmp::Ordering::Greater => {
                     let (key, vb) = b.next()?;
-                    out.push(format!("{}: only in rebuild: {}", here(&key), short(&as_json(table, &vb))));
+                    out.push(format!(
+                        "{}: only in rebuild: {}",
+                        here(&key),
+                        short(&as_json(table, &vb))
+                    ));
                 }
             }
         }
@@ -80,10 +93,15 @@ impl<'a> Cursor<'a> {
             None => Bound::Unbounded,
         };
         let chunk = &mut self.chunk;
-        self.kv.scan(self.table, from, Bound::Unbounded, false, &mut |k, v| {
-            chunk.push_back((k.to_vec(), v.to_vec()));
-            Ok(if chunk.len() >= CHUNK { Flow::Stop } else { Flow::Continue })
-        })?;
+        self.kv
+            .scan(self.table, from, Bound::Unbounded, false, &mut |k, v| {
+                chunk.push_back((k.to_vec(), v.to_vec()));
+                Ok(if chunk.len() >= CHUNK {
+                    Flow::Stop
+                } else {
+                    Flow::Continue
+                })
+            })?;
         self.done = self.chunk.len() < CHUNK;
         self.after = self.chunk.back().map(|(k, _)| k.clone());
         Ok(())
@@ -117,7 +135,9 @@ fn as_json(table: Table, bytes: &[u8]) -> Value {
         tables::ATTEMPTS => row::<Attempt>(bytes),
         tables::API_KEYS => row::<ApiKey>(bytes),
         tables::IDEMPOTENCY => row::<IdempotencyRecord>(bytes),
-        tables::PAYLOADS | tables::SOURCE_KEYS => Value::String(String::from_utf8_lossy(bytes).into_owned()),
+        tables::PAYLOADS | tables::SOURCE_KEYS => {
+            Value::String(String::from_utf8_lossy(bytes).into_owned())
+        }
         _ if bytes.is_empty() => Value::Bool(true),
         _ => Value::String(hex::encode(bytes)),
     }

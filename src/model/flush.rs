@@ -41,7 +41,11 @@ pub fn write_out(overlay: &Overlay, batch: &mut WriteBatch) {
     }
 }
 
-fn rows<R: Row>(batch: &mut WriteBatch, table: Table, rows: &std::collections::BTreeMap<Vec<u8>, R>) {
+fn rows<R: Row>(
+    batch: &mut WriteBatch,
+    table: Table,
+    rows: &std::collections::BTreeMap<Vec<u8>, R>,
+) {
     for (key, row) in rows {
         batch.put(table, key.clone(), row.encode());
     }

@@ -46,7 +46,10 @@ pub struct DeliveryFilter {
 impl DeliveryFilter {
     fn keep(&self, d: &Delivery) -> bool {
         self.status.is_none_or(|s| d.status == s)
-            && self.endpoint_id.as_ref().is_none_or(|id| d.endpoint_id == *id)
+            && self
+                .endpoint_id
+                .as_ref()
+                .is_none_or(|id| d.endpoint_id == *id)
             && self.event_id.as_ref().is_none_or(|id| d.event_id == *id)
     }
 }
@@ -103,14 +106,12 @@ impl View {
                 tables::DELIVERIES_BY_ENDPOINT_STATUS,
                 key::org(org).str(endpoint).byte(status),
             )),
-            (Some(endpoint), None) => Some((
-                tables::DELIVERIES_BY_ENDPOINT,
-                key::org(org).str(endpoint),
-            )),
-            (None, Some(status)) => Some((
-                tables::DELIVERIES_BY_STATUS,
-                key::org(org).byte(status),
-            )),
+            (Some(endpoint), None) => {
+                Some((tables::DELIVERIES_BY_ENDPOINT, key::org(org).str(endpoint)))
+            }
+            (None, Some(status)) => {
+                Some((tables::DELIVERIES_BY_STATUS, key::org(org).byte(status)))
+            }
             (None, None) => None,
         };
         self.newest_first(
@@ -259,15 +260,12 @@ impl View {
                 }
             }
             Some((index, prefix)) => {
-                let range = (
-                    Bound::Included(prefix.as_bytes().to_vec()),
-                    upper(prefix),
-                );
+                let range = (Bound::Included(prefix.as_bytes().to_vec()), upper(prefix));
                 let skip = prefix.as_bytes().len();
                 self.scan_index(*index, &range, &mut |entry| {
-                    let id = Reader::new(&entry[skip..])
-                        .str()
-                        .ok_or_else(|| Error::Inconsistent(format!("a bad entry in {}", index.0)))?;
+                    let id = Reader::new(&entry[skip..]).str().ok_or_else(|| {
+                        Error::Inconsistent(format!("a bad entry in {}", index.0))
+                    })?;
                     let row_key = rows_of_org.clone().str(&id).into_bytes();
                     if self.overlays_hold(field, &row_key) {
                         return Ok(Flow::Continue);

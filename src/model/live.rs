@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use projections::Settings;
 
-use super::overlay::{Folding, Overlay, Chain};
+use super::overlay::{Chain, Folding, Overlay};
 use super::view::View;
 use super::{Decoded, Error};
 use crate::chain::Hash;

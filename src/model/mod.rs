@@ -23,8 +23,8 @@ use crate::kv::{self, Kv, RedbKv};
 use crate::store::EventRef;
 
 pub mod compare;
-pub mod keys;
 mod flush;
+pub mod keys;
 pub mod list;
 pub mod live;
 pub mod overlay;
@@ -77,8 +77,9 @@ impl Decoded {
             position: event.position,
             reason,
         };
-        let data = projections::fold_decode::event(event.event_type, event.schema_version, event.data)
-            .map_err(|e| fold_error(e.to_string()))?;
+        let data =
+            projections::fold_decode::event(event.event_type, event.schema_version, event.data)
+                .map_err(|e| fold_error(e.to_string()))?;
         let metadata = projections::fold_decode::metadata(event.metadata)
             .map_err(|e| fold_error(e.to_string()))?;
         Ok(Decoded {
@@ -108,8 +109,8 @@ impl Decoded {
             &mut recorded.event,
         )
         .map_err(|e| fold_error(e.to_string()))?;
-        recorded.metadata =
-            projections::fold_decode::metadata(event.metadata).map_err(|e| fold_error(e.to_string()))?;
+        recorded.metadata = projections::fold_decode::metadata(event.metadata)
+            .map_err(|e| fold_error(e.to_string()))?;
         recorded.position = event.position;
         recorded.version = event.version;
         recorded.recorded_at = projections::Timestamp::from_micros(event.recorded_at);
@@ -163,7 +164,7 @@ pub fn file_in(data_dir: &Path) -> PathBuf {
 /// `cache` bytes of its pages stay in memory.
 pub fn open(file: &Path, cache: usize) -> Result<Stored, Error> {
     if let Some(dir) = file.parent() {
-        crate::fsutil::create_private_dir(dir)
+        crate::files::create_dir_all(dir)
             .map_err(|e| Error::Failed(format!("cannot create {}: {e}", dir.display())))?;
     }
     let kv = Arc::new(RedbKv::open(file, &tables::ALL, cache)?);
@@ -201,7 +202,7 @@ pub fn set_aside(file: &Path) -> std::io::Result<PathBuf> {
         Err(e) => return Err(e),
     }
     if let Some(dir) = file.parent() {
-        crate::fsutil::sync_dir(dir)?;
+        crate::files::sync_dir(dir)?;
     }
     Ok(aside)
 }

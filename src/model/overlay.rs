@@ -150,7 +150,10 @@ impl Folding<'_> {
 pub type IndexEntries = [(Table, Vec<u8>); 3];
 type FieldMut<R> = fn(&mut Overlay) -> &mut BTreeMap<Vec<u8>, R>;
 /// How to compute a row's index entries, and where to remember them.
-type Remember<R> = (fn(&R) -> IndexEntries, fn(&mut Overlay) -> &mut HashMap<Vec<u8>, IndexEntries>);
+type Remember<R> = (
+    fn(&R) -> IndexEntries,
+    fn(&mut Overlay) -> &mut HashMap<Vec<u8>, IndexEntries>,
+);
 
 impl Folding<'_> {
     /// The row at `key`, ready to change: copied up from below if it is not
@@ -304,7 +307,9 @@ impl Rows for Folding<'_> {
 
     fn put_api_key(&mut self, api_key: ApiKey) -> Result<(), Error> {
         self.added(0);
-        self.overlay.api_keys.insert(key::api_key(&api_key.id), api_key);
+        self.overlay
+            .api_keys
+            .insert(key::api_key(&api_key.id), api_key);
         Ok(())
     }
 }

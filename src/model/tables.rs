@@ -87,7 +87,11 @@ pub mod key {
     }
 
     pub fn attempt(org: &str, delivery_id: &str, version: u64) -> Vec<u8> {
-        Key::new().str(org).str(delivery_id).u64(version).into_bytes()
+        Key::new()
+            .str(org)
+            .str(delivery_id)
+            .u64(version)
+            .into_bytes()
     }
 
     pub fn source_key(org: &str, source_key: &str) -> Vec<u8> {
@@ -232,7 +236,11 @@ pub fn event_index(e: &WebhookEvent) -> [(Table, Vec<u8>); 3] {
         ),
         (
             EVENTS_BY_TYPE,
-            Key::new().str(org).str(&e.event_type).str(&e.id).into_bytes(),
+            Key::new()
+                .str(org)
+                .str(&e.event_type)
+                .str(&e.id)
+                .into_bytes(),
         ),
         (
             EVENTS_BY_TYPE_STATUS,
@@ -248,7 +256,11 @@ pub fn event_index(e: &WebhookEvent) -> [(Table, Vec<u8>); 3] {
 
 /// Writes the change of a row's index entries from `old` to `new`: entries
 /// that stay are not written again.
-pub fn reindex(batch: &mut WriteBatch, old: Option<[(Table, Vec<u8>); 3]>, new: [(Table, Vec<u8>); 3]) {
+pub fn reindex(
+    batch: &mut WriteBatch,
+    old: Option<[(Table, Vec<u8>); 3]>,
+    new: [(Table, Vec<u8>); 3],
+) {
     match old {
         None => {
             for (table, key) in new {

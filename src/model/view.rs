@@ -15,9 +15,9 @@ use projections::model::{ApiKey, Attempt, Delivery, Endpoint, IdempotencyRecord,
 use projections::view::{DeliverySnapshot, EventSnapshot};
 
 use super::Error;
-use crate::kv::layered::Layers;
 use super::overlay::{Field, Overlay, lookup};
 use super::tables::{self, Row, key};
+use crate::kv::layered::Layers;
 use crate::kv::{Flow, Table};
 
 /// A consistent view of the model for reading.
@@ -50,7 +50,12 @@ impl View {
         self.position
     }
 
-    fn get<R: Row + Clone>(&self, table: Table, key: &[u8], field: Field<R>) -> Result<Option<R>, Error> {
+    fn get<R: Row + Clone>(
+        &self,
+        table: Table,
+        key: &[u8],
+        field: Field<R>,
+    ) -> Result<Option<R>, Error> {
         let active = read(&self.layers.active);
         if let Some(row) = field(&active).get(key) {
             return Ok(Some(row.clone()));
@@ -74,10 +79,17 @@ impl View {
     }
 
     pub fn delivery(&self, org: &str, id: &str) -> Result<Option<Delivery>, Error> {
-        self.get(tables::DELIVERIES, &key::delivery(org, id), |o| &o.deliveries)
+        self.get(tables::DELIVERIES, &key::delivery(org, id), |o| {
+            &o.deliveries
+        })
     }
 
-    pub fn attempt(&self, org: &str, delivery_id: &str, version: u64) -> Result<Option<Attempt>, Error> {
+    pub fn attempt(
+        &self,
+        org: &str,
+        delivery_id: &str,
+        version: u64,
+    ) -> Result<Option<Attempt>, Error> {
         self.get(
             tables::ATTEMPTS,
             &key::attempt(org, delivery_id, version),
@@ -120,7 +132,12 @@ impl View {
     }
 
     /// The delivery as it stood after its first `version` events.
-    pub fn delivery_at_version(&self, org: &str, id: &str, version: u64) -> Result<Option<Delivery>, Error> {
+    pub fn delivery_at_version(
+        &self,
+        org: &str,
+        id: &str,
+        version: u64,
+    ) -> Result<Option<Delivery>, Error> {
         let Some(now) = self.delivery(org, id)? else {
             return Ok(None);
         };
@@ -128,7 +145,10 @@ impl View {
             return Ok((version == now.version).then_some(now));
         }
         let latest = match version.checked_sub(1) {
-            Some(v) => Some(self.attempt(org, id, v)?.ok_or_else(|| missing("attempt", id))?),
+            Some(v) => Some(
+                self.attempt(org, id, v)?
+                    .ok_or_else(|| missing("attempt", id))?,
+            ),
             None => None,
         };
         let accepted_at = self.accepted_at(org, &now)?;
@@ -136,7 +156,12 @@ impl View {
     }
 
     /// The delivery as it stood right after global position `position`.
-    pub fn delivery_as_of(&self, org: &str, id: &str, position: u64) -> Result<Option<Delivery>, Error> {
+    pub fn delivery_as_of(
+        &self,
+        org: &str,
+        id: &str,
+        position: u64,
+    ) -> Result<Option<Delivery>, Error> {
         let Some(now) = self.delivery(org, id)? else {
             return Ok(None);
         };
@@ -182,7 +207,9 @@ impl View {
         if event.position > position {
             return Ok(None);
         }
-        let payload = self.payload(org, id)?.ok_or_else(|| missing("payload", id))?;
+        let payload = self
+            .payload(org, id)?
+            .ok_or_else(|| missing("payload", id))?;
         let mut deliveries = Vec::with_capacity(event.delivery_ids.len());
         for delivery_id in &event.delivery_ids {
             let delivery = self
@@ -194,7 +221,12 @@ impl View {
     }
 
     /// The endpoint as it stood right after `position`.
-    pub fn endpoint_as_of(&self, org: &str, id: &str, position: u64) -> Result<Option<Endpoint>, Error> {
+    pub fn endpoint_as_of(
+        &self,
+        org: &str,
+        id: &str,
+        position: u64,
+    ) -> Result<Option<Endpoint>, Error> {
         let Some(now) = self.endpoint(org, id)? else {
             return Ok(None);
         };
@@ -224,10 +256,16 @@ impl View {
             Bound::Excluded(prefix.prefix_end()),
         );
         let mut all = Vec::new();
-        self.scan(tables::ENDPOINTS, |o| &o.endpoints, range, false, &mut |_, e| {
-            all.push(e);
-            Ok(Flow::Continue)
-        })?;
+        self.scan(
+            tables::ENDPOINTS,
+            |o| &o.endpoints,
+            range,
+            false,
+            &mut |_, e| {
+                all.push(e);
+                Ok(Flow::Continue)
+            },
+        )?;
         Ok(all)
     }
 
@@ -265,8 +303,12 @@ impl View {
             }
             each(key, R::decode(bytes)?)
         };
-        self.layers.kv.scan(table, bounds.0, bounds.1, reverse, &mut |key, bytes| {
-            match visit(key, bytes) {
+        self.layers.kv.scan(
+            table,
+            bounds.0,
+            bounds.1,
+            reverse,
+            &mut |key, bytes| match visit(key, bytes) {
                 Ok(Flow::Continue) => Ok(Flow::Continue),
                 Ok(Flow::Stop) => {
                     stopped = true;
@@ -276,8 +318,8 @@ impl View {
                     failure = Some(e);
                     Ok(Flow::Stop)
                 }
-            }
-        })?;
+            },
+        )?;
         if let Some(e) = failure {
             return Err(e);
         }

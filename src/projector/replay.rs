@@ -22,8 +22,8 @@ use std::sync::mpsc as std_mpsc;
 
 use tokio::sync::mpsc;
 
-use crate::model::{Decoded, Model, Chain};
 use super::Error;
+use crate::model::{Chain, Decoded, Model};
 use crate::store::{Batch, EventRef, EventStore};
 
 /// Folds the log into `model` from its position to the head; `progress`

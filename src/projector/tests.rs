@@ -60,8 +60,11 @@ fn on_disk(dir: &std::path::Path) -> Config {
 fn differences(a: &Model, b: &Model) -> Vec<String> {
     a.flush().unwrap();
     b.flush().unwrap();
-    crate::model::compare::stores(a.snapshot().unwrap().as_ref(), b.snapshot().unwrap().as_ref())
-        .unwrap()
+    crate::model::compare::stores(
+        a.snapshot().unwrap().as_ref(),
+        b.snapshot().unwrap().as_ref(),
+    )
+    .unwrap()
 }
 
 /// The model a fresh projector folds the whole log into.
@@ -76,19 +79,30 @@ async fn a_restart_resumes_from_the_stored_position_and_replays_only_the_tail() 
     let dir = tempfile::tempdir().unwrap();
     let store: Arc<dyn EventStore> = Arc::new(MemoryStore::new());
     endpoint_history(store.as_ref(), "ep_1", 3).await;
-    let (first, _) = Projector::open(store.clone(), on_disk(dir.path())).await.unwrap();
+    let (first, _) = Projector::open(store.clone(), on_disk(dir.path()))
+        .await
+        .unwrap();
     first.catch_up().await.unwrap();
     first.close().unwrap();
     drop(first);
 
     endpoint_history(store.as_ref(), "ep_2", 2).await;
-    let (second, start) = Projector::open(store.clone(), on_disk(dir.path())).await.unwrap();
+    let (second, start) = Projector::open(store.clone(), on_disk(dir.path()))
+        .await
+        .unwrap();
     assert_eq!(start, Start::Resumed { position: 4 });
-    assert_eq!(second.position(), 4, "nothing before the stored position is replayed");
+    assert_eq!(
+        second.position(),
+        4,
+        "nothing before the stored position is replayed"
+    );
     second.catch_up().await.unwrap();
     assert_eq!(second.position(), 7);
     let expected = rebuilt(store).await;
-    assert_eq!(differences(&second.model(), &expected.model()), Vec::<String>::new());
+    assert_eq!(
+        differences(&second.model(), &expected.model()),
+        Vec::<String>::new()
+    );
 }
 
 #[tokio::test]
@@ -96,7 +110,9 @@ async fn a_damaged_model_file_is_set_aside_and_rebuilt_from_the_log() {
     let dir = tempfile::tempdir().unwrap();
     let store: Arc<dyn EventStore> = Arc::new(MemoryStore::new());
     endpoint_history(store.as_ref(), "ep_1", 2).await;
-    let (first, _) = Projector::open(store.clone(), on_disk(dir.path())).await.unwrap();
+    let (first, _) = Projector::open(store.clone(), on_disk(dir.path()))
+        .await
+        .unwrap();
     first.catch_up().await.unwrap();
     first.close().unwrap();
     drop(first);
@@ -108,15 +124,23 @@ async fn a_damaged_model_file_is_set_aside_and_rebuilt_from_the_log() {
     }
     std::fs::write(&file, bytes).unwrap();
 
-    let (second, start) = Projector::open(store.clone(), on_disk(dir.path())).await.unwrap();
+    let (second, start) = Projector::open(store.clone(), on_disk(dir.path()))
+        .await
+        .unwrap();
     assert!(
         matches!(&start, Start::Fresh { reason: Some(_) }),
         "{start:?}"
     );
-    assert!(file.with_extension("redb.set-aside").exists(), "the damaged file is kept aside");
+    assert!(
+        file.with_extension("redb.set-aside").exists(),
+        "the damaged file is kept aside"
+    );
     second.catch_up().await.unwrap();
     let expected = rebuilt(store).await;
-    assert_eq!(differences(&second.model(), &expected.model()), Vec::<String>::new());
+    assert_eq!(
+        differences(&second.model(), &expected.model()),
+        Vec::<String>::new()
+    );
 }
 
 #[tokio::test]
@@ -153,7 +177,9 @@ async fn a_model_of_another_log_or_ahead_of_the_log_is_not_trusted() {
 async fn a_second_process_cannot_open_a_model_that_is_in_use() {
     let dir = tempfile::tempdir().unwrap();
     let store: Arc<dyn EventStore> = Arc::new(MemoryStore::new());
-    let (_first, _) = Projector::open(store.clone(), on_disk(dir.path())).await.unwrap();
+    let (_first, _) = Projector::open(store.clone(), on_disk(dir.path()))
+        .await
+        .unwrap();
     let second = Projector::open(store, on_disk(dir.path())).await;
     assert!(matches!(second, Err(Error::Locked(_))), "{second:?}");
 }
@@ -180,7 +206,10 @@ async fn an_event_that_cannot_be_folded_stops_the_projector_and_fails_waiters() 
     assert!(matches!(waited, Err(Error::Stopped(_))), "{waited:?}");
     assert!(projector.stopped().unwrap().contains("EndpointExploded"));
     assert!(!projector.caught_up());
-    assert!(projector.view().is_err(), "a stopped model is not read from");
+    assert!(
+        projector.view().is_err(),
+        "a stopped model is not read from"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -192,15 +221,25 @@ async fn a_replay_in_batches_equals_the_projector_folding_batch_by_batch() {
     let expected = rebuilt(store.clone()).await;
     assert_eq!(expected.position(), 36);
     for batch in [1, 7, 36, 1000] {
-        let (fresh, _) = Projector::open(store.clone(), Config::in_memory()).await.unwrap();
+        let (fresh, _) = Projector::open(store.clone(), Config::in_memory())
+            .await
+            .unwrap();
         let model = fresh.model();
-        replay(store.as_ref(), model.clone(), batch, |_| {}).await.unwrap();
+        replay(store.as_ref(), model.clone(), batch, |_| {})
+            .await
+            .unwrap();
         assert_eq!(model.applied(), 36);
         assert_eq!(model.tip(), expected.model().tip(), "batch of {batch}");
-        assert_eq!(differences(&model, &expected.model()), Vec::<String>::new(), "batch of {batch}");
+        assert_eq!(
+            differences(&model, &expected.model()),
+            Vec::<String>::new(),
+            "batch of {batch}"
+        );
     }
     // From part of the way: only the tail is folded on.
-    let (part, _) = Projector::open(store.clone(), Config::in_memory()).await.unwrap();
+    let (part, _) = Projector::open(store.clone(), Config::in_memory())
+        .await
+        .unwrap();
     let model = part.model();
     let first = store.read_all(1, 20).await.unwrap();
     let decoded: Vec<_> = first
@@ -208,7 +247,9 @@ async fn a_replay_in_batches_equals_the_projector_folding_batch_by_batch() {
         .map(|e| crate::model::Decoded::new(&EventRef::from(e)).unwrap())
         .collect();
     model.apply(&decoded).unwrap();
-    replay(store.as_ref(), model.clone(), 7, |_| {}).await.unwrap();
+    replay(store.as_ref(), model.clone(), 7, |_| {})
+        .await
+        .unwrap();
     assert_eq!(differences(&model, &expected.model()), Vec::<String>::new());
 }
 
@@ -228,7 +269,9 @@ async fn a_replay_fails_naming_the_first_event_that_cannot_be_folded() {
         .unwrap();
     endpoint_history(store.as_ref(), "ep_3", 10).await;
     for batch in [1, 4, 1000] {
-        let (fresh, _) = Projector::open(store.clone(), Config::in_memory()).await.unwrap();
+        let (fresh, _) = Projector::open(store.clone(), Config::in_memory())
+            .await
+            .unwrap();
         let failed = replay(store.as_ref(), fresh.model(), batch, |_| {}).await;
         assert!(
             matches!(&failed, Err(Error::Model(crate::model::Error::Fold { position: 12, reason })) if reason.contains("EndpointExploded")),
@@ -241,7 +284,9 @@ async fn a_replay_fails_naming_the_first_event_that_cannot_be_folded() {
 async fn a_model_found_damaged_while_serving_is_rebuilt_from_the_log() {
     let store: Arc<dyn EventStore> = Arc::new(MemoryStore::new());
     endpoint_history(store.as_ref(), "ep_1", 3).await;
-    let (projector, _) = Projector::open(store.clone(), Config::in_memory()).await.unwrap();
+    let (projector, _) = Projector::open(store.clone(), Config::in_memory())
+        .await
+        .unwrap();
     tokio::spawn(projector.clone().run());
     projector.wait_for(4).await.unwrap();
     let before = projector.model();
@@ -250,16 +295,31 @@ async fn a_model_found_damaged_while_serving_is_rebuilt_from_the_log() {
         file: "readmodel.redb".into(),
         reason: "a planted fault".into(),
     }));
-    assert!(projector.view().is_err(), "a damaged model is not read from while it is rebuilt");
+    assert!(
+        projector.view().is_err(),
+        "a damaged model is not read from while it is rebuilt"
+    );
     // The rebuild ends with a new model caught up with the log.
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     while projector.rebuilding().is_some() {
-        assert!(std::time::Instant::now() < deadline, "the rebuild did not end");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the rebuild did not end"
+        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    assert!(!Arc::ptr_eq(&before, &projector.model()), "a fresh model took its place");
+    assert!(
+        !Arc::ptr_eq(&before, &projector.model()),
+        "a fresh model took its place"
+    );
     let view = projector.view().unwrap();
-    assert_eq!(view.endpoint("org_1", "ep_1").unwrap().unwrap().name, "name 2");
+    assert_eq!(
+        view.endpoint("org_1", "ep_1").unwrap().unwrap().name,
+        "name 2"
+    );
     let expected = rebuilt(store).await;
-    assert_eq!(differences(&projector.model(), &expected.model()), Vec::<String>::new());
+    assert_eq!(
+        differences(&projector.model(), &expected.model()),
+        Vec::<String>::new()
+    );
 }

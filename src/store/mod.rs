@@ -352,6 +352,11 @@ pub fn check_append(stream: &str, events: &[NewEvent]) -> Result<()> {
     if stream.is_empty() {
         return Err(Error::Invalid("stream name is empty".into()));
     }
+    // Stream names are made by the ledger, never taken from a client; a NUL
+    // is a bug, and one no PostgreSQL text column could hold.
+    if stream.contains('\0') {
+        return Err(Error::Invalid("stream name holds a NUL character".into()));
+    }
     if events.is_empty() {
         return Err(Error::Invalid("no events to append".into()));
     }

@@ -246,21 +246,23 @@ impl Staging<'_> {
         self.stage_claimed(stream, expected, events, &[], now)
     }
 
-    /// Stages each waiting append in turn, taking its events; the answer for
-    /// each, in order. A refused one stages nothing and leaves the others be.
+    /// Stages each waiting append in turn, taking the events of those it
+    /// stages; the answer for each, in order. A refused one stages nothing,
+    /// keeps its events and leaves the others be.
     pub fn stage_pending(&mut self, requests: &mut [Pending], now: i64) -> Vec<Result<Appended>> {
         requests
             .iter_mut()
             .map(|r| {
+                let tip = self.admit(&r.stream, r.expected, &r.events, &r.claims, now)?;
                 let events = std::mem::take(&mut r.events);
-                self.stage_claimed(&r.stream, r.expected, events, &r.claims, now)
+                Ok(self.stage_admitted(&r.stream, tip, events, &r.claims, now))
             })
             .collect()
     }
 
     /// [`Staging::stage`] for an append that takes `claims`: refused with
     /// [`Error::Duplicate`] if the committed state or an earlier append of this
-    /// batch took one of them.
+    /// batch took one of them and it still holds.
     pub fn stage_claimed(
         &mut self,
         stream: &str,
@@ -269,8 +271,22 @@ impl Staging<'_> {
         claims: &[Claim],
         now: i64,
     ) -> Result<Appended> {
-        crate::store::check_append(stream, &events)?;
-        // Time never runs backwards in the log, even if the system clock does.
+        let tip = self.admit(stream, expected, &events, claims, now)?;
+        Ok(self.stage_admitted(stream, tip, events, claims, now))
+    }
+
+    /// Whether an append may be staged at `now`: its shape, its claims and
+    /// its expected version; the stream's tip if it may.
+    fn admit(
+        &self,
+        stream: &str,
+        expected: ExpectedVersion,
+        events: &[NewEvent],
+        claims: &[Claim],
+        now: i64,
+    ) -> Result<Option<StreamTip>> {
+        crate::store::check_append(stream, events)?;
+        // The time this append would be stamped with: claims expire by it.
         let stamp = self.clock.max(now);
         for claim in claims {
             let taken = self
@@ -295,7 +311,21 @@ impl Staging<'_> {
         if !expected.matches(actual) {
             return Err(Error::Conflict { expected, actual });
         }
-        self.clock = stamp;
+        Ok(tip)
+    }
+
+    /// Stages an append [`Staging::admit`] let through, on the stream's `tip`.
+    fn stage_admitted(
+        &mut self,
+        stream: &str,
+        tip: Option<StreamTip>,
+        events: Vec<NewEvent>,
+        claims: &[Claim],
+        now: i64,
+    ) -> Appended {
+        let actual = tip.map(|t| t.version);
+        // Time never runs backwards in the log, even if the system clock does.
+        self.clock = self.clock.max(now);
         let recorded_at = self.clock;
         let mut prev_hash = tip.map_or(ZERO, |t| t.hash);
         let mut version = actual.map_or(0, |v| v + 1);
@@ -339,11 +369,11 @@ impl Staging<'_> {
             let held = Held::taken(claim, self.head, recorded_at);
             self.claims.insert(claim.name.clone(), held);
         }
-        Ok(Appended {
+        Appended {
             positions: first..=self.head,
             last_version,
             recorded_at,
-        })
+        }
     }
 
     pub fn is_empty(&self) -> bool {
@@ -379,6 +409,32 @@ pub struct Pending {
     pub events: Vec<NewEvent>,
     pub claims: Vec<Claim>,
     pub reply: tokio::sync::oneshot::Sender<Result<Appended>>,
+}
+
+/// Hands the events of a batch that was staged but not written back to the
+/// appends they came from, so that they can be staged again: `results` are
+/// the answers [`Staging::stage_pending`] gave `requests`, `records` what it staged.
+pub fn give_back(
+    requests: &mut [Pending],
+    results: &[Result<Appended>],
+    records: Vec<RecordedEvent>,
+) {
+    let mut records = records.into_iter();
+    for (request, result) in requests.iter_mut().zip(results) {
+        if let Ok(appended) = result {
+            let staged = appended.positions.clone().count();
+            request.events = records
+                .by_ref()
+                .take(staged)
+                .map(|r| NewEvent {
+                    event_type: r.event_type,
+                    schema_version: r.schema_version,
+                    data: r.data,
+                    metadata: r.metadata,
+                })
+                .collect();
+        }
+    }
 }
 
 impl Pending {

@@ -334,14 +334,18 @@ async fn a_damaged_frame_in_the_middle_is_refused_with_its_place() {
                 );
             } else {
                 // The index is trusted; the damaged frame is refused when read.
-                let store = EmbeddedStore::open(dir.path()).expect("a sealed segment is not read at open");
+                let store =
+                    EmbeddedStore::open(dir.path()).expect("a sealed segment is not read at open");
                 match store.read_all(position, 1).await {
                     Err(Error::Corrupt {
                         file,
                         offset: o,
                         position: p,
                         ..
-                    }) => assert_eq!((file.as_path(), o, p), (segment.as_path(), offset, position)),
+                    }) => assert_eq!(
+                        (file.as_path(), o, p),
+                        (segment.as_path(), offset, position)
+                    ),
                     other => panic!("a damaged frame was read: {other:?}"),
                 }
                 store.close().await;

@@ -79,6 +79,7 @@ macro_rules! checks {
             hash_chains_link_and_recompute,
             claims_are_taken_once,
             racing_claims_have_one_winner,
+            any_text_is_a_claim,
         );
     };
     ($make:expr; $($check:ident),+ $(,)?) => {

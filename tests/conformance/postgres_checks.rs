@@ -239,3 +239,81 @@ async fn the_hash_chain_is_the_one_the_shared_sequencer_makes() {
     }
     assert_eq!(replayed, stored);
 }
+
+/// An append the database refuses fails alone: the appends group-committed
+/// with it are written and acknowledged, and the log stays gapless. A trigger
+/// plays the refusal (any row of a `poison-` stream), as a value the database
+/// will not store would.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_append_the_database_refuses_fails_alone_not_its_batch() {
+    const APPENDS: usize = 300;
+    let Some(url) = support_postgres::database("postgres::refused_append_fails_alone").await else {
+        return;
+    };
+    let options = postgres::Options {
+        pool_size: 4,
+        ..postgres::Options::default()
+    };
+    let store = Arc::new(PostgresStore::open(&url, options).await.expect("open"));
+    let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        .await
+        .expect("connect");
+    tokio::spawn(connection);
+    client
+        .batch_execute(
+            "CREATE FUNCTION refuse_poison() RETURNS trigger LANGUAGE plpgsql AS $$ \
+             BEGIN IF NEW.stream LIKE 'poison-%' THEN \
+               RAISE EXCEPTION 'refusing a row of %', NEW.stream; \
+             END IF; RETURN NEW; END $$; \
+             CREATE TRIGGER refuse_poison BEFORE INSERT ON hookledger_events \
+             FOR EACH ROW EXECUTE FUNCTION refuse_poison();",
+        )
+        .await
+        .expect("the trigger is created");
+
+    // All at once, so that the writer takes them in shared batches.
+    let appends: Vec<_> = (0..APPENDS)
+        .map(|i| {
+            let store = store.clone();
+            let stream = if i % 10 == 3 {
+                format!("poison-{i}")
+            } else {
+                format!("good-{i}")
+            };
+            tokio::spawn(async move {
+                let result = store
+                    .append(&stream, ExpectedVersion::NoStream, vec![event(&stream)])
+                    .await;
+                (stream, result)
+            })
+        })
+        .collect();
+    let mut refused = 0;
+    for append in appends {
+        let (stream, result) = within("an append", append).await.unwrap();
+        if stream.starts_with("poison-") {
+            assert!(result.is_err(), "{stream} was acknowledged");
+            refused += 1;
+        } else {
+            result.unwrap_or_else(|e| panic!("{stream} failed with a refused neighbour: {e}"));
+        }
+    }
+    assert_eq!(refused, APPENDS / 10);
+    let stored = everything(store.as_ref()).await;
+    let positions: Vec<u64> = stored.iter().map(|e| e.position).collect();
+    assert_eq!(
+        positions,
+        (1..=(APPENDS - refused) as u64).collect::<Vec<_>>()
+    );
+    assert!(stored.iter().all(|e| e.stream.starts_with("good-")));
+    let stats = store.stats();
+    eprintln!(
+        "{APPENDS} appends, {refused} refused, {} acknowledged in {} transactions",
+        stats.appends, stats.batches
+    );
+    assert_eq!(stats.appends, (APPENDS - refused) as u64);
+    assert!(
+        stats.batches < stats.appends,
+        "no appends shared a transaction: {stats:?}"
+    );
+}

@@ -7,7 +7,9 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
-use crate::binary::{log_lines, Client, Server, create_key, hookledger, key_id, stdout, succeeds, walk};
+use crate::binary::{
+    Client, Server, create_key, hookledger, key_id, log_lines, stdout, succeeds, walk,
+};
 
 const ORG: &str = "org_cli";
 
@@ -106,7 +108,10 @@ async fn rebuild_verify_and_audit_agree_with_the_live_ledger_and_catch_one_chang
     // A restart resumes from the model on disk, at the position it stopped
     // at, and serves everything exactly as before.
     let server = Server::start(&data).await;
-    let opened = log_lines(&server.log(), "opened the read model; replaying the log's tail");
+    let opened = log_lines(
+        &server.log(),
+        "opened the read model; replaying the log's tail",
+    );
     assert_eq!(
         opened.last().expect("the restart opened the stored model")["fields"]["position"],
         stopped.last().unwrap()["fields"]["position"],

@@ -167,7 +167,11 @@ async fn a_log_cut_at_any_byte_of_its_last_frames_loses_only_the_cut_frames() {
                 "{log}"
             );
             assert!(
-                !log_lines(&log, "setting the read model aside; it is rebuilt from the log").is_empty(),
+                !log_lines(
+                    &log,
+                    "setting the read model aside; it is rebuilt from the log"
+                )
+                .is_empty(),
                 "a read model ahead of the log was trusted: {log}"
             );
             client
@@ -294,7 +298,10 @@ async fn a_damaged_read_model_is_detected_and_rebuilt_never_served() {
     let mut planted = 0;
     for damage in [ModelDamage::Header, ModelDamage::Values] {
         let places = damage.plant(&model);
-        assert!(places > 0, "{damage:?}: nothing to damage in the model file");
+        assert!(
+            places > 0,
+            "{damage:?}: nothing to damage in the model file"
+        );
         planted += places;
 
         // `projections rebuild --verify` (on a copy, since it swaps a good
@@ -304,35 +311,65 @@ async fn a_damaged_read_model_is_detected_and_rebuilt_never_served() {
         let out = hookledger(copy.path(), &["projections", "rebuild", "--verify"]);
         assert_eq!(out.status.code(), Some(1), "{damage:?}: {}", stdout(&out));
         let said = format!("{}{}", stdout(&out), stderr(&out));
-        assert!(said.contains("readmodel.redb"), "{damage:?}: the file is named: {said}");
+        assert!(
+            said.contains("readmodel.redb"),
+            "{damage:?}: the file is named: {said}"
+        );
 
         // The server answers from the damaged model never: 503 while it is
         // rebuilt from the log, then exactly what it answered before.
-        let earlier = std::fs::read_to_string(crate::binary::log_path(&ledger.data())).map_or(0, |l| l.len());
+        let earlier =
+            std::fs::read_to_string(crate::binary::log_path(&ledger.data())).map_or(0, |l| l.len());
         let server = Server::start(&ledger.data()).await;
         let client = Client::new(&server, ORG, &ledger.key);
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
         let mut refused = 0;
         loop {
             let (status, body) = client
-                .send(reqwest::Method::GET, "/v1/outbound-webhook-deliveries", None)
+                .send(
+                    reqwest::Method::GET,
+                    "/v1/outbound-webhook-deliveries",
+                    None,
+                )
                 .await;
             match status {
                 200 => {
-                    assert_eq!(body["data"], json!(deliveries), "{damage:?}: served wrong data");
+                    assert_eq!(
+                        body["data"],
+                        json!(deliveries),
+                        "{damage:?}: served wrong data"
+                    );
                     break;
                 }
                 503 => refused += 1,
                 other => panic!("{damage:?}: {other} {body}"),
             }
-            assert!(std::time::Instant::now() < deadline, "{damage:?}: never rebuilt");
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{damage:?}: never rebuilt"
+            );
             tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         }
-        assert_eq!(client.all(&ledger.attempts_path()).await, attempts, "{damage:?}");
+        assert_eq!(
+            client.all(&ledger.attempts_path()).await,
+            attempts,
+            "{damage:?}"
+        );
         let log = server.log()[earlier..].to_owned();
-        let noticed = log_lines(&log, "setting the read model aside; it is rebuilt from the log").len()
-            + log_lines(&log, "the read model is damaged; rebuilding it from the log").len();
-        assert!(noticed > 0, "{damage:?}: the server does not say why it rebuilt");
+        let noticed = log_lines(
+            &log,
+            "setting the read model aside; it is rebuilt from the log",
+        )
+        .len()
+            + log_lines(
+                &log,
+                "the read model is damaged; rebuilding it from the log",
+            )
+            .len();
+        assert!(
+            noticed > 0,
+            "{damage:?}: the server does not say why it rebuilt"
+        );
         server.stop();
         eprintln!("{damage:?}: {places} bytes flipped, {refused} reads refused while rebuilding");
         succeeds(hookledger(
@@ -342,7 +379,9 @@ async fn a_damaged_read_model_is_detected_and_rebuilt_never_served() {
     }
     record_figures(
         "model-damage",
-        &format!("read-model damage: {planted} bytes flipped (header, every copy of a value), each detected and rebuilt, never served"),
+        &format!(
+            "read-model damage: {planted} bytes flipped (header, every copy of a value), each detected and rebuilt, never served"
+        ),
     );
 }
 
@@ -414,17 +453,25 @@ async fn a_damaged_index_is_never_trusted_the_log_is_scanned_instead() {
         *b ^= 0x5a;
     }
     std::fs::write(&index, &damaged).unwrap();
-    let earlier = std::fs::read_to_string(crate::binary::log_path(&ledger.data())).map_or(0, |l| l.len());
+    let earlier =
+        std::fs::read_to_string(crate::binary::log_path(&ledger.data())).map_or(0, |l| l.len());
     let server = Server::start(&ledger.data()).await;
     let log = server.log()[earlier..].to_owned();
     assert!(
-        !log_lines(&log, "the log's index does not open; rebuilding it from the whole log").is_empty(),
+        !log_lines(
+            &log,
+            "the log's index does not open; rebuilding it from the whole log"
+        )
+        .is_empty(),
         "a damaged index header was not refused:\n{log}"
     );
     let client = Client::new(&server, ORG, &ledger.key);
     assert_eq!(client.all("/v1/outbound-webhook-deliveries").await, before);
     client
-        .post(&ledger.attempts_path(), json!({"status": "failed", "lastError": "after header"}))
+        .post(
+            &ledger.attempts_path(),
+            json!({"status": "failed", "lastError": "after header"}),
+        )
         .await;
     server.stop();
     succeeds(hookledger(&ledger.data(), &["audit", "verify"]));
@@ -436,7 +483,10 @@ async fn a_damaged_index_is_never_trusted_the_log_is_scanned_instead() {
     let client = Client::new(&server, ORG, &ledger.key);
     // The tip moved on with the attempt above: find the current one.
     let raw = client
-        .all(&format!("/v1/outbound-webhook-deliveries/{}/events", ledger.delivery))
+        .all(&format!(
+            "/v1/outbound-webhook-deliveries/{}/events",
+            ledger.delivery
+        ))
         .await;
     let tip_hash = hex::decode(raw.last().unwrap()["hash"].as_str().unwrap()).unwrap();
     // The log's last event is another stream's, so the index's own end (which
@@ -471,7 +521,8 @@ async fn a_damaged_index_is_never_trusted_the_log_is_scanned_instead() {
         .await;
     assert_eq!(status, 503, "an append against a damaged index: {body}");
     server.kill();
-    let earlier = std::fs::read_to_string(crate::binary::log_path(&ledger.data())).map_or(0, |l| l.len());
+    let earlier =
+        std::fs::read_to_string(crate::binary::log_path(&ledger.data())).map_or(0, |l| l.len());
     let server = Server::start(&ledger.data()).await;
     let log = server.log()[earlier..].to_owned();
     assert!(
@@ -487,7 +538,11 @@ async fn a_damaged_index_is_never_trusted_the_log_is_scanned_instead() {
         .post(&ledger.attempts_path(), json!({"status": "delivered"}))
         .await;
     let history = client.all(&ledger.attempts_path()).await;
-    assert_eq!(history.len(), 6, "4 + the one after the header damage + this one");
+    assert_eq!(
+        history.len(),
+        6,
+        "4 + the one after the header damage + this one"
+    );
     server.stop();
     succeeds(hookledger(&ledger.data(), &["audit", "verify"]));
 }

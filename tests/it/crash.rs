@@ -330,8 +330,14 @@ async fn a_sigkill_during_a_read_model_write_leaves_it_at_a_committed_position()
         let server = Server::start(&data).await;
         let log = server.log()[earlier..].to_owned();
         let opened = log_lines(&log, "opened the read model; replaying the log's tail");
-        let set_aside = log_lines(&log, "setting the read model aside; it is rebuilt from the log");
-        assert!(set_aside.is_empty(), "try {try_}: a kill damaged the model: {set_aside:?}");
+        let set_aside = log_lines(
+            &log,
+            "setting the read model aside; it is rebuilt from the log",
+        );
+        assert!(
+            set_aside.is_empty(),
+            "try {try_}: a kill damaged the model: {set_aside:?}"
+        );
         resumed += opened.len();
         let client = Client::new(&server, ORG, &key);
         for id in &acknowledged {
@@ -341,7 +347,10 @@ async fn a_sigkill_during_a_read_model_write_leaves_it_at_a_committed_position()
         }
         server.stop();
     }
-    assert_eq!(resumed, TRIES, "every restart resumed from the stored model");
+    assert_eq!(
+        resumed, TRIES,
+        "every restart resumed from the stored model"
+    );
     succeeds(hookledger(&data, &["audit", "verify"]));
     let out = hookledger(&data, &["projections", "rebuild", "--verify"]);
     assert!(

@@ -4,22 +4,28 @@
 
 mod audit;
 mod auth;
+mod backends;
 mod binary;
 mod cli;
 mod concurrency;
 mod corruption;
 mod crash;
 mod docs;
+mod exact;
 mod faults;
 mod flow;
 mod helpers;
 mod hostile;
 mod http;
 mod idempotency;
+mod limits;
 mod lists;
 mod multinode;
+mod operator;
 mod ops;
+mod pages;
 mod postgres;
+mod postgres_tls;
 mod raw;
 mod record_attempt;
 mod schema;
@@ -28,3 +34,4 @@ mod security;
 mod support_frames;
 #[path = "../support/postgres.rs"]
 mod support_postgres;
+mod wire;

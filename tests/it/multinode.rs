@@ -260,7 +260,10 @@ async fn two_serve_processes_share_one_database_and_a_killed_one_loses_nothing()
         64 - acknowledged.len()
     );
     let rebuilt = succeeds(hookledger(&url, &data_cli, &["projections", "rebuild"]));
-    assert!(rebuilt.contains("swapped in the new read model"), "{rebuilt}");
+    assert!(
+        rebuilt.contains("swapped in the new read model"),
+        "{rebuilt}"
+    );
     let report = succeeds(hookledger(&url, &data_cli, &["audit", "verify"]));
     assert!(report.starts_with("ok: "), "{report}");
     let printed: Value =

@@ -23,11 +23,14 @@ const ON_POSTGRES: &[&str] = &[
     "audit::",
     "auth::",
     "concurrency::",
+    "exact::",
     "flow::",
     "http::",
     "idempotency::",
+    "limits::",
     "lists::",
     "ops::",
+    "pages::",
     "record_attempt::",
 ];
 

@@ -48,7 +48,19 @@ impl Server {
     /// would, for benchmarks; stopped when the returned value is dropped or
     /// the process exits. Ignores `HOOKLEDGER_TEST_POSTGRES_URL`.
     pub fn durable() -> Result<Server, String> {
-        start_cluster(true)
+        start_cluster(true, None)
+    }
+
+    /// A cluster of its own that also takes TLS connections, with the given
+    /// PEM certificate and key; plain connections work too. Stopped when
+    /// dropped. Ignores `HOOKLEDGER_TEST_POSTGRES_URL`.
+    pub fn with_tls(cert_pem: &str, key_pem: &str) -> Result<Server, String> {
+        start_cluster(false, Some((cert_pem, key_pem)))
+    }
+
+    /// The connection string of the server, for a URL of one's own.
+    pub fn base(&self) -> &str {
+        &self.base
     }
 
     /// The connection string for database `name` on this server.
@@ -162,10 +174,10 @@ fn start(durable: bool) -> Result<Server, String> {
             _watchdog: None,
         });
     }
-    start_cluster(durable)
+    start_cluster(durable, None)
 }
 
-fn start_cluster(durable: bool) -> Result<Server, String> {
+fn start_cluster(durable: bool, tls: Option<(&str, &str)>) -> Result<Server, String> {
     let bin = find_binaries()?;
     let root = std::fs::metadata("/proc/self")
         .map(|m| m.uid() == 0)
@@ -175,6 +187,28 @@ fn start_cluster(durable: bool) -> Result<Server, String> {
         .tempdir()
         .map_err(|e| format!("no temp dir: {e}"))?
         .keep();
+    let mut settings = if durable {
+        "-c max_connections=300".to_owned()
+    } else {
+        "-c max_connections=300 -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
+            .to_owned()
+    };
+    if let Some((cert, key)) = tls {
+        let (cert_file, key_file) = (dir.join("server.crt"), dir.join("server.key"));
+        std::fs::write(&cert_file, cert).map_err(|e| format!("writing the certificate: {e}"))?;
+        std::fs::write(&key_file, key).map_err(|e| format!("writing the key: {e}"))?;
+        // The server refuses a key file others can read.
+        std::fs::set_permissions(
+            &key_file,
+            std::os::unix::fs::PermissionsExt::from_mode(0o600),
+        )
+        .map_err(|e| format!("{e}"))?;
+        settings.push_str(&format!(
+            " -c ssl=on -c ssl_cert_file={} -c ssl_key_file={}",
+            cert_file.display(),
+            key_file.display()
+        ));
+    }
     if root {
         let status = Command::new("chown")
             .args(["-R", "postgres:postgres"])
@@ -218,11 +252,6 @@ fn start_cluster(durable: bool) -> Result<Server, String> {
     // The watchdog: starts the server, waits for its stdin to close (this
     // process exiting), then stops the server and removes the directory.
     // Tests trade durability for speed; a benchmark keeps the defaults.
-    let settings = if durable {
-        "-c max_connections=300"
-    } else {
-        "-c max_connections=300 -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
-    };
     let script = r#"
         "$1" -D "$2" -p "$3" -k "$4" -c listen_addresses=127.0.0.1 \
             -c shared_buffers=64MB $5 >"$4/server.log" 2>&1 &
@@ -238,7 +267,7 @@ fn start_cluster(durable: bool) -> Result<Server, String> {
         .arg(&data)
         .arg(port.to_string())
         .arg(&dir)
-        .arg(settings)
+        .arg(&settings)
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
         .stderr(Stdio::null())

@@ -1,6 +1,7 @@
 //! The fast decoders held to the `serde_json` paths they stand in for.
 
 use super::*;
+use crate::canonical::JsonObject;
 use crate::event::{Event, Metadata};
 use proptest::prelude::*;
 
@@ -50,7 +51,7 @@ fn attempt() -> impl Strategy<Value = AttemptRecorded> {
                 organization_id: o,
                 status,
                 response_status_code: code.and_then(HttpStatusCode::parse),
-                response_body: body,
+                response_body: body.map(|b| JsonObject::from_value(&b).unwrap()),
                 last_error: error.and_then(NonEmptyString::parse),
                 next_retry_at: retry.and_then(RetryAt::parse),
             },
@@ -109,7 +110,37 @@ proptest! {
         let event = Event::AttemptRecorded(a);
         prop_assert_eq!(
             event.to_canonical_bytes(),
-            crate::canonical::to_vec(&event.to_value())
+            crate::canonical::to_vec(&event.to_value().unwrap())
+        );
+    }
+
+    #[test]
+    fn the_direct_canonical_accepted_event_bytes_are_the_generic_ones(
+        (event_id, organization_id, event_type) in (text(), text(), text()),
+        source_key in prop::option::of(text()),
+        note in text(),
+        deliveries in prop::collection::vec((text(), text(), text(), text()), 0..4),
+    ) {
+        let payload = serde_json::json!({"note": note, "n": [1, 2.5, -3, null], "z": {"b": true, "a": "x"}});
+        let event = Event::WebhookEventAccepted(crate::event::WebhookEventAccepted {
+            event_id,
+            organization_id,
+            event_type,
+            source_key,
+            payload: JsonObject::from_value(&payload).unwrap(),
+            deliveries: deliveries
+                .into_iter()
+                .map(|(d, e, n, u)| crate::event::PlannedDelivery {
+                    delivery_id: d,
+                    endpoint_id: e,
+                    endpoint_name: n,
+                    endpoint_url: u,
+                })
+                .collect(),
+        });
+        prop_assert_eq!(
+            event.to_canonical_bytes(),
+            crate::canonical::to_vec(&event.to_value().unwrap())
         );
     }
 
@@ -157,7 +188,7 @@ fn the_canonical_forms_take_the_fast_path() {
         organization_id: "org".into(),
         status: AttemptStatus::RetryScheduled,
         response_status_code: HttpStatusCode::parse(503),
-        response_body: Some(serde_json::json!({"error": "unavailable"})),
+        response_body: JsonObject::from_value(&serde_json::json!({"error": "unavailable"})),
         last_error: NonEmptyString::parse("upstream 503"),
         next_retry_at: RetryAt::parse("2030-01-01T00:00:00Z"),
     };

@@ -52,7 +52,7 @@ impl Fs for RealFs {
     }
 
     fn create(&self, path: &Path) -> io::Result<Box<dyn LogFile>> {
-        let file = OpenOptions::new()
+        let file = crate::files::options()
             .write(true)
             .create(true)
             .truncate(true)

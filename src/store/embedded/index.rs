@@ -133,7 +133,11 @@ impl Memtable for Pending {
             }
         }
         for (position, offset) in &self.positions {
-            batch.put(POSITIONS, position.to_be_bytes().to_vec(), offset.to_be_bytes().to_vec());
+            batch.put(
+                POSITIONS,
+                position.to_be_bytes().to_vec(),
+                offset.to_be_bytes().to_vec(),
+            );
         }
         for (name, held) in &self.claims {
             batch.put(CLAIMS, name.as_bytes().to_vec(), encode_held(held));
@@ -141,14 +145,23 @@ impl Memtable for Pending {
         if let Some(head) = &self.head {
             batch.put(META, META_HEAD.to_vec(), encode_head(head));
         }
-        batch.put(META, META_NEXT_ID.to_vec(), self.next_id.to_be_bytes().to_vec());
+        batch.put(
+            META,
+            META_NEXT_ID.to_vec(),
+            self.next_id.to_be_bytes().to_vec(),
+        );
         batch.put(META, META_FORMAT.to_vec(), FORMAT.to_be_bytes().to_vec());
     }
 }
 
 impl Pending {
     /// Takes in one durable event, in position order.
-    pub fn add(&mut self, event: &RecordedEvent, place: Place, lookup: &dyn Fn(&str) -> Option<StreamRow>) {
+    pub fn add(
+        &mut self,
+        event: &RecordedEvent,
+        place: Place,
+        lookup: &dyn Fn(&str) -> Option<StreamRow>,
+    ) {
         let tip = StreamTip {
             version: event.version,
             hash: event.hash,
@@ -167,11 +180,15 @@ impl Pending {
                     }
                 };
                 self.bytes += event.stream.len() + 64;
-                self.streams.insert(event.stream.clone(), StreamRow { id, tip });
+                self.streams
+                    .insert(event.stream.clone(), StreamRow { id, tip });
                 id
             }
         };
-        self.events.entry(id).or_default().push((event.version, place));
+        self.events
+            .entry(id)
+            .or_default()
+            .push((event.version, place));
         if event.position % POSITION_EVERY == 0 {
             self.positions.push((event.position, place.offset));
         }
@@ -256,7 +273,12 @@ fn decode_head(bytes: &[u8]) -> Option<Head> {
 fn encode_held(held: &Held) -> Vec<u8> {
     let mut out = Vec::with_capacity(16);
     out.extend_from_slice(&held.position.to_be_bytes());
-    out.extend_from_slice(&held.expires_at.map_or(0, |at| (at as u64).wrapping_add(1)).to_be_bytes());
+    out.extend_from_slice(
+        &held
+            .expires_at
+            .map_or(0, |at| (at as u64).wrapping_add(1))
+            .to_be_bytes(),
+    );
     out
 }
 
@@ -280,7 +302,10 @@ pub struct Stored {
 }
 
 /// Opens the index file, creating it if needed, and reads what it holds.
-pub fn open_file(log_dir: &Path, cache: usize) -> std::result::Result<(Arc<dyn Kv>, Stored), kv::Error> {
+pub fn open_file(
+    log_dir: &Path,
+    cache: usize,
+) -> std::result::Result<(Arc<dyn Kv>, Stored), kv::Error> {
     let kv: Arc<dyn Kv> = Arc::new(RedbKv::open(&log_dir.join("index.redb"), &TABLES, cache)?);
     let snapshot = kv.read()?;
     let number = |key: &[u8]| -> std::result::Result<Option<u64>, kv::Error> {
@@ -354,7 +379,10 @@ impl Index {
         let log_dir = segments
             .first()
             .and_then(|(_, p)| p.parent().map(Path::to_path_buf))
-            .or_else(|| kv.as_ref().and_then(|kv| kv.path().parent().map(Path::to_path_buf)));
+            .or_else(|| {
+                kv.as_ref()
+                    .and_then(|kv| kv.path().parent().map(Path::to_path_buf))
+            });
         let layered = match kv {
             Some(kv) => Some(Arc::new(
                 Layered::start(
@@ -398,7 +426,10 @@ impl Index {
 
     /// The index on disk, while there is one.
     fn layered(&self) -> Option<Arc<Layered<Pending>>> {
-        self.layered.read().unwrap_or_else(|e| e.into_inner()).clone()
+        self.layered
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// Starts a new, empty segment whose first frame will hold the next position.
@@ -415,7 +446,12 @@ impl Index {
 
     /// Takes in `records`, now durable in the last segment at `places`, and
     /// the claims their appends took.
-    pub fn extend(&self, records: Vec<RecordedEvent>, places: &[Place], claims: &[(String, Held)]) -> Result<()> {
+    pub fn extend(
+        &self,
+        records: Vec<RecordedEvent>,
+        places: &[Place],
+        claims: &[(String, Held)],
+    ) -> Result<()> {
         if let Some(layered) = self.layered() {
             layered
                 .change(|pending, frozen, kv| {
@@ -467,7 +503,15 @@ impl Index {
             return None;
         }
         let skip = usize::try_from(from - first).ok()?;
-        Some(recent.records.iter().skip(skip).take(max).cloned().collect())
+        Some(
+            recent
+                .records
+                .iter()
+                .skip(skip)
+                .take(max)
+                .cloned()
+                .collect(),
+        )
     }
 
     /// The tip of `stream` and the hold of `claim`s, for the writer.
@@ -482,7 +526,8 @@ impl Index {
         let layers = layered.layers();
         let active = layers.active();
         let frozen = layers.frozen();
-        stream_row(Some(&active), frozen.as_deref(), layers.kv.as_ref(), stream).map_err(|e| self.fail(e))
+        stream_row(Some(&active), frozen.as_deref(), layers.kv.as_ref(), stream)
+            .map_err(|e| self.fail(e))
     }
 
     fn claim(&self, name: &str) -> Result<Option<Held>> {
@@ -490,7 +535,10 @@ impl Index {
             return Ok(None);
         };
         let layers = layered.layers();
-        for memtable in [Some(layers.active()), layers.frozen()].into_iter().flatten() {
+        for memtable in [Some(layers.active()), layers.frozen()]
+            .into_iter()
+            .flatten()
+        {
             if let Some(held) = memtable.claims.get(name) {
                 return Ok(Some(*held));
             }
@@ -533,18 +581,33 @@ impl Index {
         let end = event_key(row.id + 1, 0);
         layers
             .kv
-            .scan(EVENTS, Bound::Included(&start), Bound::Excluded(&end), false, &mut |k, v| {
-                match decode_place(v) {
-                    Some(place) => places.push((be(&k[8..]), place)),
-                    None => failure = Some(format!("a malformed entry of stream {stream}")),
-                }
-                Ok(if places.len() >= max { Flow::Stop } else { Flow::Continue })
-            })
+            .scan(
+                EVENTS,
+                Bound::Included(&start),
+                Bound::Excluded(&end),
+                false,
+                &mut |k, v| {
+                    match decode_place(v) {
+                        Some(place) => places.push((be(&k[8..]), place)),
+                        None => failure = Some(format!("a malformed entry of stream {stream}")),
+                    }
+                    Ok(if places.len() >= max {
+                        Flow::Stop
+                    } else {
+                        Flow::Continue
+                    })
+                },
+            )
             .map_err(|e| self.fail(e))?;
         if let Some(reason) = failure {
-            return Err(Error::Unavailable(format!("the log index is damaged: {reason}")));
+            return Err(Error::Unavailable(format!(
+                "the log index is damaged: {reason}"
+            )));
         }
-        for memtable in [layers.frozen(), Some(layers.active())].into_iter().flatten() {
+        for memtable in [layers.frozen(), Some(layers.active())]
+            .into_iter()
+            .flatten()
+        {
             let newer = memtable.events.get(&row.id).into_iter().flatten();
             for &(version, place) in newer {
                 if version >= from && places.last().is_none_or(|(v, _)| *v < version) {
@@ -553,7 +616,10 @@ impl Index {
             }
         }
         places.truncate(max);
-        Ok(places.into_iter().filter_map(|(_, p)| self.locate(p)).collect())
+        Ok(places
+            .into_iter()
+            .filter_map(|(_, p)| self.locate(p))
+            .collect())
     }
 
     /// The frames of up to `max` events from position `from` (1-based), up
@@ -564,7 +630,11 @@ impl Index {
         if from > head || max == 0 {
             return Ok(Vec::new());
         }
-        let segments = self.segments.read().unwrap_or_else(|e| e.into_inner()).clone();
+        let segments = self
+            .segments
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
         let Some(mut i) = segments
             .partition_point(|s| s.first_position <= from)
             .checked_sub(1)
@@ -583,7 +653,10 @@ impl Index {
         let mut window = Window::default();
         while locs.len() < max && position <= head {
             // The next segment starts where this one's frames end.
-            if segments.get(i + 1).is_some_and(|s| s.first_position <= position) {
+            if segments
+                .get(i + 1)
+                .is_some_and(|s| s.first_position <= position)
+            {
                 i += 1;
                 offset = super::SEGMENT_HEADER_LEN;
                 continue;
@@ -609,7 +682,10 @@ impl Index {
             offset += len;
         }
         // Where the next read in order goes on, unless it crosses a segment.
-        if segments.get(i + 1).is_none_or(|s| s.first_position > position) {
+        if segments
+            .get(i + 1)
+            .is_none_or(|s| s.first_position > position)
+        {
             *self.cursor.lock().unwrap_or_else(|e| e.into_inner()) = Some((position, offset));
         }
         Ok(locs)
@@ -622,7 +698,10 @@ impl Index {
         };
         let layers = layered.layers();
         let mut best: Option<(u64, u64)> = None;
-        for memtable in [Some(layers.active()), layers.frozen()].into_iter().flatten() {
+        for memtable in [Some(layers.active()), layers.frozen()]
+            .into_iter()
+            .flatten()
+        {
             for &(p, o) in memtable.positions.iter().rev() {
                 if p <= position {
                     if best.is_none_or(|(b, _)| p > b) {
@@ -635,13 +714,19 @@ impl Index {
         let key = position.to_be_bytes();
         layers
             .kv
-            .scan(POSITIONS, Bound::Unbounded, Bound::Included(&key), true, &mut |k, v| {
-                let p = be(k);
-                if best.is_none_or(|(b, _)| p > b) {
-                    best = Some((p, be(v)));
-                }
-                Ok(Flow::Stop)
-            })
+            .scan(
+                POSITIONS,
+                Bound::Unbounded,
+                Bound::Included(&key),
+                true,
+                &mut |k, v| {
+                    let p = be(k);
+                    if best.is_none_or(|(b, _)| p > b) {
+                        best = Some((p, be(v)));
+                    }
+                    Ok(Flow::Stop)
+                },
+            )
             .map_err(|e| self.fail(e))?;
         Ok(best)
     }
@@ -649,7 +734,11 @@ impl Index {
     /// Writes the index out durably, so the next open scans little, and
     /// lets its file go. Reads in position order go on working.
     pub fn close(&self) -> Result<()> {
-        let taken = self.layered.write().unwrap_or_else(|e| e.into_inner()).take();
+        let taken = self
+            .layered
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
         match taken {
             Some(layered) => layered.close().map_err(store_error),
             None => Ok(()),
@@ -674,7 +763,9 @@ fn stream_row(
             return Ok(Some(*row));
         }
     }
-    Ok(kv.get(STREAMS, stream.as_bytes())?.and_then(|b| decode_stream(&b)))
+    Ok(kv
+        .get(STREAMS, stream.as_bytes())?
+        .and_then(|b| decode_stream(&b)))
 }
 
 fn store_error(e: kv::Error) -> Error {
@@ -768,7 +859,10 @@ impl Window {
             self.bytes.resize(WINDOW, 0);
             let mut read = 0;
             while read < WINDOW {
-                match file.file.read_at(&mut self.bytes[read..], offset + read as u64) {
+                match file
+                    .file
+                    .read_at(&mut self.bytes[read..], offset + read as u64)
+                {
                     Ok(0) => break,
                     Ok(n) => read += n,
                     Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}

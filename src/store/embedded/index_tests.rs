@@ -74,13 +74,21 @@ async fn a_reopen_resumes_from_the_index_and_serves_the_same_log() {
     let dir = tempfile::tempdir().unwrap();
     let all = filled(dir.path(), 60).await;
     assert!(index_file(dir.path()).exists(), "the close wrote the index");
-    assert_eq!(scanned_past_index(dir.path()), 0, "nothing after the index was scanned");
+    assert_eq!(
+        scanned_past_index(dir.path()),
+        0,
+        "nothing after the index was scanned"
+    );
 
     let store = EmbeddedStore::open_with(dir.path(), options(2048)).unwrap();
     let (read, streams) = everything(&store).await;
     assert_eq!(read, all);
     for (s, events) in streams.iter().enumerate() {
-        let expected: Vec<_> = all.iter().filter(|e| e.stream == format!("s-{s}")).cloned().collect();
+        let expected: Vec<_> = all
+            .iter()
+            .filter(|e| e.stream == format!("s-{s}"))
+            .cloned()
+            .collect();
         assert_eq!(*events, expected, "stream s-{s}");
     }
     // Appends go on from the index's tips: versions and hash chains continue.
@@ -208,6 +216,9 @@ async fn a_reader_beside_the_writer_reads_the_log_in_order_without_the_index() {
         read.extend(batch);
     }
     assert_eq!(read, all);
-    assert!(reader.read_stream("s-0", 0, 10).await.is_err(), "streams need the writer's index");
+    assert!(
+        reader.read_stream("s-0", 0, 10).await.is_err(),
+        "streams need the writer's index"
+    );
     store.close().await;
 }

@@ -9,7 +9,7 @@
 //! inject faults. One process at a time may open a data directory for writing
 //! (a lock file guards it); any number may open it read-only.
 
-use std::fs::{File, OpenOptions, TryLockError};
+use std::fs::{File, TryLockError};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock, mpsc};
@@ -124,7 +124,12 @@ impl Shared {
     /// waits for them. An index that cannot take them stops the store's
     /// appends (the records are durable all the same; the next open indexes
     /// them from the log).
-    fn publish(&self, records: Vec<RecordedEvent>, places: &[index::Place], claims: &[(String, crate::store::Held)]) -> Result<()> {
+    fn publish(
+        &self,
+        records: Vec<RecordedEvent>,
+        places: &[index::Place],
+        claims: &[(String, crate::store::Held)],
+    ) -> Result<()> {
         let count = records.len();
         let position = records.last().map(|r| r.position);
         let indexed = self.index.extend(records, places, claims);
@@ -185,8 +190,11 @@ impl EmbeddedStore {
     pub fn open_with(dir: &Path, options: Options) -> Result<EmbeddedStore> {
         let fs = options.fs;
         let log_dir = dir.join("log");
+        // Made (or narrowed to) 0700 on every open: it holds every tenant's data.
+        crate::files::create_dir_all(dir)
+            .map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
         if !log_dir.exists() {
-            std::fs::create_dir_all(&log_dir)
+            crate::files::create_dir_all(&log_dir)
                 .map_err(|e| Error::io(format!("creating {}", log_dir.display()), e))?;
             // The new directories must survive a crash along with what goes in them.
             let parent = dir.parent().filter(|p| !p.as_os_str().is_empty());
@@ -197,7 +205,12 @@ impl EmbeddedStore {
         }
         let lock = lock(dir)?;
         let files = segment::list(&log_dir)?;
-        let opened = open::for_writing(&log_dir, &files, options.claims_of.clone(), options.index_cache)?;
+        let opened = open::for_writing(
+            &log_dir,
+            &files,
+            options.claims_of.clone(),
+            options.index_cache,
+        )?;
         let scan = opened.scan;
         let sync = |what: &str, path: &Path, r: std::io::Result<()>| {
             r.map_err(|e| Error::io(format!("{what} {}", path.display()), e))
@@ -345,7 +358,7 @@ impl Drop for EmbeddedStore {
 /// Takes the directory's lock file, or names the directory that is taken.
 fn lock(dir: &Path) -> Result<File> {
     let path = dir.join("LOCK");
-    let file = OpenOptions::new()
+    let file = crate::files::options()
         .create(true)
         .truncate(false)
         .write(true)

@@ -79,7 +79,10 @@ pub fn for_writing(
     };
     scan.sequencer = sequencer.with_fallback(Fallback(lookup.clone()));
     if let Some(r) = &resume {
-        tracing::debug!(position = r.head.place.position, "the log's index holds the log up to here");
+        tracing::debug!(
+            position = r.head.place.position,
+            "the log's index holds the log up to here"
+        );
         // Only the segments from the one the index ends in are read.
         scan.segments.truncate(r.file + 1);
         // The last segment is checked whole: its frames before the index's
@@ -119,7 +122,10 @@ fn trusted(stored: &index::Stored, files: &[(u64, PathBuf)]) -> Result<Option<Re
         return Ok(None);
     }
     if !index::current_format(stored) {
-        return Err(format!("it is of format {:?}, not this build's", stored.format));
+        return Err(format!(
+            "it is of format {:?}, not this build's",
+            stored.format
+        ));
     }
     let Some(head) = stored.head else {
         return Ok(None);
@@ -131,9 +137,8 @@ fn trusted(stored: &index::Stored, files: &[(u64, PathBuf)]) -> Result<Option<Re
         .ok_or_else(|| format!("no segment holds position {position}, where it ends"))?;
     let path = &files[file].1;
     let mut bytes = vec![0; head.place.len as usize];
-    let read = std::fs::File::open(path).and_then(|f| {
-        std::os::unix::fs::FileExt::read_exact_at(&f, &mut bytes, head.place.offset)
-    });
+    let read = std::fs::File::open(path)
+        .and_then(|f| std::os::unix::fs::FileExt::read_exact_at(&f, &mut bytes, head.place.offset));
     read.map_err(|e| format!("cannot read the frame of position {position}: {e}"))?;
     let (event, _) = frame::read(&bytes)
         .map_err(|e| format!("the frame of position {position} does not check out: {e}"))?;

@@ -87,7 +87,11 @@ fn a_cut_last_frame_is_a_torn_tail() {
     assert_eq!(scan.sequencer.head(), 4);
     let torn = scan.torn_tail.unwrap();
     assert_eq!(torn.offset, offsets[4] as u64);
-    assert_eq!(scan.sequencer.tip("a").map(|t| t.version), Some(1), "stream a holds positions 1 and 3");
+    assert_eq!(
+        scan.sequencer.tip("a").map(|t| t.version),
+        Some(1),
+        "stream a holds positions 1 and 3"
+    );
 }
 
 #[test]

@@ -480,7 +480,9 @@ pub fn check_last(first: u64, path: &Path) -> Result<Checked> {
                 return Err(corrupt(
                     at as u64,
                     next,
-                    format!("{reason}; a valid frame for position {found} follows at offset {found_at}"),
+                    format!(
+                        "{reason}; a valid frame for position {found} follows at offset {found_at}"
+                    ),
                 ));
             }
             return Ok(Checked {

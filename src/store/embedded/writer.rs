@@ -163,7 +163,11 @@ impl Writer {
     fn commit(&mut self, mut requests: Vec<Request>) {
         if let Some(reason) = &self.broken {
             let e = io::Error::other(reason.clone());
-            return fail(requests, "the log's index failed; restart to index the log again", &e);
+            return fail(
+                requests,
+                "the log's index failed; restart to index the log again",
+                &e,
+            );
         }
         if let Err(e) = self.recover().and_then(|()| self.roll_if_full()) {
             return fail(requests, "log not writable", &e);

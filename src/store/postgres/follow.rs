@@ -9,8 +9,9 @@ use std::time::Duration;
 
 use deadpool_postgres::Pool;
 use tokio::sync::{mpsc, watch};
-use tokio_postgres::{AsyncMessage, NoTls};
+use tokio_postgres::AsyncMessage;
 
+use crate::store::postgres::tls::Connect;
 use crate::store::postgres::{CHANNEL, raise, read_head};
 
 /// How long to wait before connecting again after the listening connection failed.
@@ -18,9 +19,9 @@ const RECONNECT: Duration = Duration::from_secs(1);
 
 /// Listens for announced heads for as long as the task lives, reconnecting as
 /// needed.
-pub async fn listen(config: tokio_postgres::Config, pool: Pool, head: Arc<watch::Sender<u64>>) {
+pub async fn listen(connect: Connect, pool: Pool, head: Arc<watch::Sender<u64>>) {
     loop {
-        if let Err(e) = listen_once(&config, &pool, &head).await {
+        if let Err(e) = listen_once(&connect, &pool, &head).await {
             tracing::warn!(error = %e, "listening for PostgreSQL notifications failed; polling until it reconnects");
         }
         tokio::time::sleep(RECONNECT).await;
@@ -28,11 +29,15 @@ pub async fn listen(config: tokio_postgres::Config, pool: Pool, head: Arc<watch:
 }
 
 async fn listen_once(
-    config: &tokio_postgres::Config,
+    connect: &Connect,
     pool: &Pool,
     head: &watch::Sender<u64>,
 ) -> Result<(), String> {
-    let (client, mut connection) = config.connect(NoTls).await.map_err(|e| e.to_string())?;
+    let (client, mut connection) = connect
+        .config
+        .connect(connect.tls.clone())
+        .await
+        .map_err(|e| e.to_string())?;
     let (heard, mut announced) = mpsc::unbounded_channel();
     // The connection delivers notifications only while someone polls it.
     let driver = tokio::spawn(async move {

@@ -18,8 +18,13 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
     ),
     (
         2,
+        "claims as bytes",
+        include_str!("migrations/0002_claims_as_bytes.sql"),
+    ),
+    (
+        3,
         "claims that expire",
-        include_str!("migrations/0002_claim_expiry.sql"),
+        include_str!("migrations/0003_claim_expiry.sql"),
     ),
 ];
 

@@ -16,14 +16,12 @@
 //! `migrations/` ([`migrate`]) when a store opens. This module never assumes it
 //! is alone on the database.
 
-use std::str::FromStr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
-use tokio_postgres::NoTls;
 use tokio_postgres::types::ToSql;
 
 use crate::chain::Hash;
@@ -34,6 +32,7 @@ use crate::store::{
 mod follow;
 mod migrate;
 mod tail;
+mod tls;
 mod writer;
 
 pub use migrate::MIGRATIONS;
@@ -85,15 +84,15 @@ pub struct PostgresStore {
 pub const CHANNEL: &str = "hookledger_events";
 
 impl PostgresStore {
-    /// Connects to `url` (a `postgres://` URL or a libpq key=value string),
+    /// Connects to `url` (a `postgres://` URL or a libpq key=value string,
+    /// with `sslmode` and `sslrootcert` as libpq reads them: see [`tls`]),
     /// applies pending migrations, reads the head and, with `options.follow`,
     /// starts the writer and the follower.
     pub async fn open(url: &str, options: Options) -> Result<PostgresStore> {
-        let config = tokio_postgres::Config::from_str(url)
-            .map_err(|e| Error::Unavailable(format!("bad PostgreSQL URL: {e}")))?;
+        let connect = tls::Connect::parse(url)?;
         let manager = Manager::from_config(
-            config.clone(),
-            NoTls,
+            connect.config.clone(),
+            connect.tls.clone(),
             ManagerConfig {
                 recycling_method: RecyclingMethod::Fast,
             },
@@ -120,7 +119,7 @@ impl PostgresStore {
             let mut tasks = store.tasks();
             tasks.push(tokio::spawn(writer.run(receiver)));
             tasks.push(tokio::spawn(follow::listen(
-                config,
+                connect,
                 pool.clone(),
                 head.clone(),
             )));
@@ -210,7 +209,9 @@ impl EventStore for PostgresStore {
 
     #[tracing::instrument(level = "debug", skip(self))]
     async fn read_stream(&self, stream: &str, from: u64, max: usize) -> Result<Vec<RecordedEvent>> {
-        if max == 0 {
+        // No append takes a name with a NUL (`check_append`), and a text
+        // parameter cannot carry one: such a stream is empty, as elsewhere.
+        if max == 0 || stream.contains('\0') {
             return Ok(Vec::new());
         }
         let client = self.client().await?;
@@ -351,7 +352,23 @@ fn db_error(context: &str, e: tokio_postgres::Error) -> Error {
 }
 
 fn pool_error(e: deadpool_postgres::PoolError) -> Error {
-    Error::Unavailable(format!("no PostgreSQL connection: {e}"))
+    Error::Unavailable(format!("no PostgreSQL connection: {}", with_causes(&e)))
+}
+
+/// An error and the errors beneath it, so that a failed connection says why
+/// (refused, a certificate not trusted, a bad password).
+fn with_causes(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(inner) = cause {
+        let line = inner.to_string();
+        if !text.contains(&line) {
+            text.push_str(": ");
+            text.push_str(&line);
+        }
+        cause = inner.source();
+    }
+    text
 }
 
 /// Parameters for a statement, as the driver takes them.

@@ -11,6 +11,13 @@
 //! is acknowledged before the commit returns; a failed commit fails every
 //! append of the batch with an outcome the caller must treat as unknown.
 //!
+//! One append must not fail the others: when the database refuses a statement
+//! of the batch before the commit (a value it will not store, a trigger, a
+//! constraint), nothing was written, so the batch is split in two and each
+//! half tried again, down to the append the database refuses alone, which is
+//! the only one answered with the error. Failures that would fail any append
+//! (a lost connection, a serialization failure, a full disk) fail the batch.
+//!
 //! Because the lock is taken before positions are chosen and released only by
 //! the commit, transactions commit in position order: a reader can never see a
 //! position before all the positions below it.
@@ -24,7 +31,7 @@ use tokio::sync::{mpsc, watch};
 
 use crate::store::postgres::tail::Tail;
 use crate::store::postgres::{CHANNEL, Params, claim_key, db_error, pool_error, raise};
-use crate::store::sequencer::{Sequencer, StreamTip, now_micros};
+use crate::store::sequencer::{Sequencer, StreamTip, give_back, now_micros};
 use crate::store::{Appended, Error, Held, RecordedEvent, Result};
 
 /// Event bytes one transaction takes at most; later appends wait for the next.
@@ -103,32 +110,51 @@ impl Writer {
         }
     }
 
-    async fn commit(&self, mut requests: Vec<Request>) {
-        let staged = self.transact(&mut requests).await;
-        match staged {
-            Ok((results, records)) => {
-                if let Some(last) = records.last() {
-                    // Committed: keep them for the local reader before waking it.
-                    let head = last.position;
-                    self.tail.extend(&records);
-                    raise(&self.head, head);
-                    let acknowledged = results.iter().filter(|r| r.is_ok()).count() as u64;
-                    self.counters.batches.fetch_add(1, Ordering::Relaxed);
-                    self.counters
-                        .appends
-                        .fetch_add(acknowledged, Ordering::Relaxed);
+    /// Commits `requests`, splitting the batch wherever the database refuses
+    /// a statement, until every append has its own answer.
+    async fn commit(&self, requests: Vec<Request>) {
+        let mut batches = vec![requests];
+        while let Some(mut requests) = batches.pop() {
+            match self.transact(&mut requests).await {
+                Ok((results, records)) => self.acknowledge(requests, results, records),
+                Err(Failure::Refused(e)) if requests.len() > 1 => {
+                    tracing::warn!(error = %e, appends = requests.len(),
+                        "the database refused a statement of a batch; trying its halves apart");
+                    let second = requests.split_off(requests.len() / 2);
+                    batches.push(second);
+                    batches.push(requests);
                 }
-                for (request, result) in requests.into_iter().zip(results) {
-                    // The caller may have gone away; its append stands all the same.
-                    let _ = request.reply.send(result);
-                }
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, appends = requests.len(), "a PostgreSQL append transaction failed");
-                for request in requests {
-                    let _ = request.reply.send(Err(copy_error(&e)));
+                Err(Failure::Refused(e) | Failure::Failed(e)) => {
+                    tracing::warn!(error = %e, appends = requests.len(), "a PostgreSQL append transaction failed");
+                    for request in requests {
+                        let _ = request.reply.send(Err(copy_error(&e)));
+                    }
                 }
             }
+        }
+    }
+
+    /// Answers the appends of a committed transaction.
+    fn acknowledge(
+        &self,
+        requests: Vec<Request>,
+        results: Vec<Result<Appended>>,
+        records: Vec<RecordedEvent>,
+    ) {
+        if let Some(last) = records.last() {
+            // Committed: keep them for the local reader before waking it.
+            let head = last.position;
+            self.tail.extend(&records);
+            raise(&self.head, head);
+            let acknowledged = results.iter().filter(|r| r.is_ok()).count() as u64;
+            self.counters.batches.fetch_add(1, Ordering::Relaxed);
+            self.counters
+                .appends
+                .fetch_add(acknowledged, Ordering::Relaxed);
+        }
+        for (request, result) in requests.into_iter().zip(results) {
+            // The caller may have gone away; its append stands all the same.
+            let _ = request.reply.send(result);
         }
     }
 
@@ -137,16 +163,20 @@ impl Writer {
     async fn transact(
         &self,
         requests: &mut [Request],
-    ) -> Result<(Vec<Result<Appended>>, Vec<RecordedEvent>)> {
-        let mut client = self.pool.get().await.map_err(pool_error)?;
+    ) -> Result<(Vec<Result<Appended>>, Vec<RecordedEvent>), Failure> {
+        let mut client = self
+            .pool
+            .get()
+            .await
+            .map_err(|e| Failure::Failed(pool_error(e)))?;
         let tx = client
             .transaction()
             .await
-            .map_err(|e| db_error("starting an append transaction", e))?;
+            .map_err(failed("starting an append transaction"))?;
         let lock = tx
             .prepare_cached("SELECT position, recorded_at FROM hookledger_head FOR UPDATE")
             .await
-            .map_err(|e| db_error("preparing the head lock", e))?;
+            .map_err(failed("preparing the head lock"))?;
         let tips = tx
             .prepare_cached(
                 "SELECT s.stream, e.version, e.hash FROM unnest($1::text[]) AS s(stream) \
@@ -154,13 +184,13 @@ impl Writer {
                  WHERE stream = s.stream ORDER BY version DESC LIMIT 1) e",
             )
             .await
-            .map_err(|e| db_error("preparing the tip read", e))?;
+            .map_err(failed("preparing the tip read"))?;
         let taken = tx
             .prepare_cached(
                 "SELECT claim, position, expires_at FROM hookledger_claims WHERE claim_sha256 = ANY($1)",
             )
             .await
-            .map_err(|e| db_error("preparing the claim read", e))?;
+            .map_err(failed("preparing the claim read"))?;
 
         let mut streams: Vec<&str> = requests.iter().map(|r| r.stream.as_str()).collect();
         streams.sort_unstable();
@@ -181,7 +211,7 @@ impl Writer {
                 }
             },
         )
-        .map_err(|e| db_error("locking the head", e))?;
+        .map_err(refused("locking the head"))?;
         let head = head_row.get::<_, i64>(0) as u64;
         let clock: i64 = head_row.get(1);
         let tips: HashMap<String, StreamTip> = tip_rows
@@ -198,11 +228,14 @@ impl Writer {
         let taken: HashMap<String, Held> = claim_rows
             .iter()
             .map(|row| {
+                let claim: Vec<u8> = row.get(0);
+                let claim = String::from_utf8(claim)
+                    .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
                 let held = Held {
                     position: row.get::<_, i64>(1) as u64,
                     expires_at: row.get(2),
                 };
-                (row.get::<_, String>(0), held)
+                (claim, held)
             })
             .collect();
         let sequencer = Sequencer::resume(head, clock, tips, taken);
@@ -213,7 +246,7 @@ impl Writer {
             // Every append was refused: nothing to write.
             tx.rollback()
                 .await
-                .map_err(|e| db_error("ending an empty transaction", e))?;
+                .map_err(failed("ending an empty transaction"))?;
             return Ok((results, Vec::new()));
         };
         let (new_head, new_clock) = (last.position, last.recorded_at);
@@ -227,36 +260,39 @@ impl Writer {
                  $5::integer[], $6::bigint[], $7::bytea[], $8::bytea[], $9::bytea[], $10::bytea[])",
             )
             .await
-            .map_err(|e| db_error("preparing the event insert", e))?;
+            .map_err(failed("preparing the event insert"))?;
         let insert_claims = tx
             .prepare_cached(
                 "INSERT INTO hookledger_claims (claim_sha256, claim, position, expires_at) \
-                 SELECT * FROM unnest($1::bytea[], $2::text[], $3::bigint[], $4::bigint[]) \
+                 SELECT * FROM unnest($1::bytea[], $2::bytea[], $3::bigint[], $4::bigint[]) \
                  ON CONFLICT (claim_sha256) DO UPDATE \
                  SET position = EXCLUDED.position, expires_at = EXCLUDED.expires_at",
             )
             .await
-            .map_err(|e| db_error("preparing the claim insert", e))?;
+            .map_err(failed("preparing the claim insert"))?;
         let move_head = tx
             .prepare_cached("UPDATE hookledger_head SET position = $1, recorded_at = $2")
             .await
-            .map_err(|e| db_error("preparing the head update", e))?;
+            .map_err(failed("preparing the head update"))?;
         let notify = tx
             .prepare_cached("SELECT pg_notify($1, $2)")
             .await
-            .map_err(|e| db_error("preparing the notification", e))?;
+            .map_err(failed("preparing the notification"))?;
 
         let columns = Columns::of(&records);
         let params = columns.params();
         let claim_columns = (
             claims.iter().map(|(c, _)| claim_key(c)).collect::<Vec<_>>(),
-            claims.iter().map(|(c, _)| c.as_str()).collect::<Vec<_>>(),
-            claims.iter().map(|(_, h)| h.position as i64).collect::<Vec<_>>(),
+            claims.iter().map(|(c, _)| c.as_bytes()).collect::<Vec<_>>(),
+            claims
+                .iter()
+                .map(|(_, h)| h.position as i64)
+                .collect::<Vec<_>>(),
             claims.iter().map(|(_, h)| h.expires_at).collect::<Vec<_>>(),
         );
         let head_text = new_head.to_string();
         let (new_head_i64, channel) = (new_head as i64, CHANNEL);
-        tokio::try_join!(
+        let written = tokio::try_join!(
             tx.execute(&insert, &params),
             async {
                 if claims.is_empty() {
@@ -277,10 +313,19 @@ impl Writer {
             async { tx.execute(&move_head, &[&new_head_i64, &new_clock]).await },
             async { tx.query_one(&notify, &[&channel, &head_text]).await },
         )
-        .map_err(|e| db_error("writing the batch", e))?;
+        .map_err(refused("writing the batch"));
+        if let Err(failure) = written {
+            drop(tx);
+            drop(params);
+            drop(columns);
+            // Nothing was written: the appends keep their events for another try.
+            give_back(requests, &results, records);
+            return Err(failure);
+        }
+        // A failed commit may or may not have committed: never tried again.
         tx.commit()
             .await
-            .map_err(|e| db_error("committing the batch", e))?;
+            .map_err(|e| Failure::Failed(db_error("committing the batch", e)))?;
         drop(params);
         drop(columns);
         Ok((results, records))
@@ -343,4 +388,40 @@ fn copy_error(e: &Error) -> Error {
         ),
         other => Error::Unavailable(other.to_string()),
     }
+}
+
+/// Why a transaction wrote nothing.
+#[derive(Debug)]
+enum Failure {
+    /// The database refused a statement before the commit, for a reason that
+    /// may lie in one append's data; nothing of the batch was written.
+    Refused(Error),
+    /// Anything else: a lost connection, a failed commit, a database that
+    /// cannot take writes now. A failed commit's outcome is unknown.
+    Failed(Error),
+}
+
+/// Maps a statement's error before the commit: [`Failure::Refused`] when the
+/// database answered with an error that an append's own data can cause, else
+/// [`Failure::Failed`].
+fn refused(context: &'static str) -> impl FnOnce(tokio_postgres::Error) -> Failure {
+    move |e| {
+        // SQLSTATE classes that concern the connection, the transaction or the
+        // server as a whole: any append would fail the same way.
+        const EVERY_APPEND: [&str; 7] = ["08", "40", "53", "55", "57", "58", "XX"];
+        let per_append = e
+            .as_db_error()
+            .is_some_and(|db| !EVERY_APPEND.iter().any(|c| db.code().code().starts_with(c)));
+        let error = db_error(context, e);
+        if per_append {
+            Failure::Refused(error)
+        } else {
+            Failure::Failed(error)
+        }
+    }
+}
+
+/// Maps an error no append's data can cause: [`Failure::Failed`].
+fn failed(context: &'static str) -> impl FnOnce(tokio_postgres::Error) -> Failure {
+    move |e| Failure::Failed(db_error(context, e))
 }

@@ -208,42 +208,102 @@ pub async fn an_expired_claim_is_free_again(mut backend: impl Durable) {
     };
     let store = backend.open().await;
     let first = store
-        .append_claimed("a", ExpectedVersion::Any, vec![claimed_for("a0", "k", TTL)], vec![short("k")])
+        .append_claimed(
+            "a",
+            ExpectedVersion::Any,
+            vec![claimed_for("a0", "k", TTL)],
+            vec![short("k")],
+        )
         .await
         .unwrap();
     let taken_at = first.recorded_at;
     assert_duplicate(
         store
-            .append_claimed("b", ExpectedVersion::Any, vec![claimed_for("b0", "k", TTL)], vec![short("k")])
+            .append_claimed(
+                "b",
+                ExpectedVersion::Any,
+                vec![claimed_for("b0", "k", TTL)],
+                vec![short("k")],
+            )
             .await,
         "k",
         1,
     );
     // A claim for good next to it never expires.
     store
-        .append_claimed("g", ExpectedVersion::Any, vec![claimed("g0", "kept")], vec!["kept".into()])
+        .append_claimed(
+            "g",
+            ExpectedVersion::Any,
+            vec![claimed("g0", "kept")],
+            vec!["kept".into()],
+        )
         .await
         .unwrap();
     let store = backend.reopen(store).await;
     tokio::time::sleep(std::time::Duration::from_micros(TTL as u64 + 50_000)).await;
     let again = store
-        .append_claimed("b", ExpectedVersion::Any, vec![claimed_for("b0", "k", TTL)], vec![short("k")])
+        .append_claimed(
+            "b",
+            ExpectedVersion::Any,
+            vec![claimed_for("b0", "k", TTL)],
+            vec![short("k")],
+        )
         .await
         .expect("the claim expired");
     assert!(again.recorded_at > taken_at + TTL, "{again:?}");
     // Taken anew: it holds again for its time to live.
     assert_duplicate(
         store
-            .append_claimed("c", ExpectedVersion::Any, vec![claimed_for("c0", "k", TTL)], vec![short("k")])
+            .append_claimed(
+                "c",
+                ExpectedVersion::Any,
+                vec![claimed_for("c0", "k", TTL)],
+                vec![short("k")],
+            )
             .await,
         "k",
         *again.positions.end(),
     );
     assert_duplicate(
         store
-            .append_claimed("h", ExpectedVersion::Any, vec![claimed("h0", "kept")], vec!["kept".into()])
+            .append_claimed(
+                "h",
+                ExpectedVersion::Any,
+                vec![claimed("h0", "kept")],
+                vec!["kept".into()],
+            )
             .await,
         "kept",
         2,
     );
+}
+
+/// Claims hold client text (an `Idempotency-Key`, a `sourceKey`): any string,
+/// a NUL or a line break included, is taken once like any other, and a NUL is
+/// not dropped (`k` and `k\0` are two claims).
+pub async fn any_text_is_a_claim(mut backend: impl Backend) {
+    use ExpectedVersion::{Any, NoStream};
+    let store = backend.open().await;
+    let claims = ["k\u{0}", "\u{0}", "line\nbreak\r", "\u{1F600}\u{0}x", "k"];
+    for (i, claim) in claims.iter().enumerate() {
+        let event = NewEvent {
+            metadata: serde_json::to_vec(&serde_json::json!({ "claim": claim })).unwrap(),
+            ..event(&format!("e{i}"))
+        };
+        store
+            .append_claimed(
+                &format!("s{i}"),
+                NoStream,
+                vec![event],
+                vec![(*claim).into()],
+            )
+            .await
+            .unwrap_or_else(|e| panic!("taking the claim {claim:?}: {e}"));
+    }
+    for (i, claim) in claims.iter().enumerate() {
+        let again = store
+            .append_claimed("other", Any, vec![event("x")], vec![(*claim).into()])
+            .await;
+        assert_duplicate(again, claim, i as u64 + 1);
+    }
 }
