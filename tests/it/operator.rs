@@ -83,7 +83,7 @@ async fn the_data_directory_is_private_whatever_the_umask() {
     let socket = data.join("admin.sock");
     assert!(std::fs::metadata(&socket).unwrap().file_type().is_socket());
     assert_eq!(mode(&socket), 0o600, "the admin socket");
-    // SIGTERM writes the final snapshot and the log's index.
+    // SIGTERM writes the read model and the log's index out.
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(serve.id() as i32),
         nix::sys::signal::Signal::SIGTERM,
@@ -92,7 +92,7 @@ async fn the_data_directory_is_private_whatever_the_umask() {
     assert!(serve.wait().unwrap().success());
 
     let files = walk(&data);
-    for wanted in ["log/index.ckpt", "snapshots"] {
+    for wanted in ["log/index.redb", "model/readmodel.redb"] {
         assert!(
             files.iter().any(|f| f.to_string_lossy().contains(wanted)),
             "no {wanted} among {files:?}"
