@@ -20,16 +20,26 @@ use serde_json::json;
 use tokio::task::JoinSet;
 
 pub const ORGS: u64 = 8;
+/// Endpoints per organization in the benches' usual mix.
 pub const ENDPOINTS: u64 = 4;
 const T0: u64 = 1_750_000_000_000;
 
-/// How big a ledger is.
+/// How big a ledger is, and what it is made of.
 #[derive(Debug, Clone, Copy)]
 pub struct Shape {
-    /// Webhook events; each fans out to `ENDPOINTS` deliveries.
+    /// Webhook events; each fans out to `endpoints` deliveries.
     pub events: u64,
     /// Attempts over all deliveries, in rounds.
     pub attempts: u64,
+    /// Endpoints per organization, all subscribed to every event.
+    pub endpoints: u64,
+    /// Bytes of filler in each event's payload, on top of a few fields.
+    pub filler: usize,
+    /// Events and their attempts in blocks of this many webhook events (each
+    /// block's events, then its attempts, round by round), so that every
+    /// prefix of whole blocks is a ledger of the same mix; 0: all events, then
+    /// all attempts.
+    pub block: u64,
 }
 
 impl Shape {
@@ -38,23 +48,66 @@ impl Shape {
     /// attempts each.
     pub fn for_log_events(total: u64) -> Shape {
         let events = (total / 40).max(1);
+        let shape = Shape {
+            events,
+            attempts: 0,
+            endpoints: ENDPOINTS,
+            filler: 0,
+            block: 0,
+        };
+        Shape {
+            attempts: total.saturating_sub(shape.setup_events() + events),
+            ..shape
+        }
+    }
+
+    /// The read model's scale workload: events with a 1 KiB payload, each
+    /// fanned out to 2 endpoints, with 3 attempts per delivery, so 7 log
+    /// events per webhook event.
+    pub fn scale(total: u64) -> Shape {
+        const BLOCK: u64 = 1024;
+        let events = (total / 7 / BLOCK).max(1) * BLOCK;
         Shape {
             events,
-            attempts: total.saturating_sub(setup_events() + events),
+            attempts: events * 2 * 3,
+            endpoints: 2,
+            filler: 1024 - 120,
+            block: BLOCK,
+        }
+    }
+
+    /// The usual mix with `events` webhook events and `attempts` attempts.
+    pub fn of(events: u64, attempts: u64) -> Shape {
+        Shape {
+            events,
+            attempts,
+            endpoints: ENDPOINTS,
+            filler: 0,
+            block: 0,
         }
     }
 
     pub fn deliveries(&self) -> u64 {
-        self.events * ENDPOINTS
+        self.events * self.endpoints
     }
 
     pub fn log_events(&self) -> u64 {
-        setup_events() + self.events + self.attempts
+        self.setup_events() + self.events + self.attempts
     }
-}
 
-fn setup_events() -> u64 {
-    ORGS * (1 + ENDPOINTS)
+    fn setup_events(&self) -> u64 {
+        ORGS * (1 + self.endpoints)
+    }
+
+    /// The organization and id of webhook event `w`.
+    pub fn event(&self, w: u64) -> (String, String) {
+        (org(w % ORGS), event_id(w))
+    }
+
+    /// The organization and id of delivery `d`.
+    pub fn delivery(&self, d: u64) -> (String, String) {
+        (org(d / self.endpoints % ORGS), delivery_id(d))
+    }
 }
 
 fn ulid(prefix: &str, ms: u64, n: u64) -> String {
@@ -96,6 +149,16 @@ fn endpoint_url(o: u64, i: u64) -> String {
 
 /// The log events in order, each with its stream and metadata.
 pub fn events(shape: Shape) -> impl Iterator<Item = (String, Event, Metadata)> {
+    events_from(shape, 0)
+}
+
+/// [`events`] from the `skip`-th on: a ledger grown from a smaller one of the
+/// same mix, which holds the ones before.
+pub fn events_from(shape: Shape, skip: u64) -> impl Iterator<Item = (String, Event, Metadata)> {
+    all_events(shape).skip(usize::try_from(skip).unwrap_or(usize::MAX))
+}
+
+fn all_events(shape: Shape) -> impl Iterator<Item = (String, Event, Metadata)> {
     let mut setup = Vec::new();
     for o in 0..ORGS {
         setup.push((
@@ -107,7 +170,7 @@ pub fn events(shape: Shape) -> impl Iterator<Item = (String, Event, Metadata)> {
             }),
             Metadata::default(),
         ));
-        for i in 0..ENDPOINTS {
+        for i in 0..shape.endpoints {
             setup.push((
                 stream::endpoint(&endpoint_id(o, i)),
                 Event::EndpointCreated(EndpointCreated {
@@ -125,11 +188,30 @@ pub fn events(shape: Shape) -> impl Iterator<Item = (String, Event, Metadata)> {
             ));
         }
     }
-    let accepted = (0..shape.events).map(|w| {
-        let (stream, event) = accepted(w);
+    let accepted = move |w: u64| {
+        let (stream, event) = accepted(shape, w);
         (stream, event, metadata(w % ORGS, w))
-    });
-    setup.into_iter().chain(accepted).chain(attempts(shape))
+    };
+    let body: Box<dyn Iterator<Item = (String, Event, Metadata)>> = if shape.block == 0 {
+        Box::new((0..shape.events).map(accepted).chain(attempts(shape)))
+    } else {
+        let per_block = shape.block * shape.endpoints;
+        let rounds = shape.attempts / shape.deliveries().max(1);
+        Box::new((0..shape.events / shape.block).flat_map(move |b| {
+            let events = (b * shape.block..(b + 1) * shape.block).map(accepted);
+            let attempts = (0..rounds).flat_map(move |round| {
+                (b * per_block..(b + 1) * per_block).map(move |d| {
+                    let k = round * shape.deliveries() + d;
+                    let (stream, a) = attempt(shape, k);
+                    let n = shape.events + b * per_block * rounds + round * per_block + d;
+                    let o = d / shape.endpoints % ORGS;
+                    (stream, Event::AttemptRecorded(a), metadata(o, n))
+                })
+            });
+            events.chain(attempts)
+        }))
+    };
+    setup.into_iter().chain(body)
 }
 
 fn metadata(o: u64, n: u64) -> Metadata {
@@ -140,11 +222,11 @@ fn metadata(o: u64, n: u64) -> Metadata {
     }
 }
 
-fn accepted(w: u64) -> (String, Event) {
+fn accepted(shape: Shape, w: u64) -> (String, Event) {
     let o = w % ORGS;
-    let deliveries = (0..ENDPOINTS)
+    let deliveries = (0..shape.endpoints)
         .map(|i| PlannedDelivery {
-            delivery_id: delivery_id(w * ENDPOINTS + i),
+            delivery_id: delivery_id(w * shape.endpoints + i),
             endpoint_id: endpoint_id(o, i),
             endpoint_name: endpoint_name(i),
             endpoint_url: endpoint_url(o, i),
@@ -165,6 +247,7 @@ fn accepted(w: u64) -> (String, Event) {
             "amount": 1200 + w % 1000,
             "currency": "EUR",
             "customer": {"id": format!("cus_{:06}", w % 50_000), "country": "DE"},
+            "note": "n".repeat(shape.filler),
         }))
         .expect("an object"),
         deliveries,
@@ -179,7 +262,7 @@ fn accepted(w: u64) -> (String, Event) {
 fn attempt(shape: Shape, k: u64) -> (String, AttemptRecorded) {
     let d = k % shape.deliveries();
     let round = k / shape.deliveries();
-    let w = d / ENDPOINTS;
+    let w = d / shape.endpoints;
     let delivered = round % 4 == 3;
     let attempt = AttemptRecorded {
         delivery_id: delivery_id(d),
@@ -207,7 +290,7 @@ fn attempt(shape: Shape, k: u64) -> (String, AttemptRecorded) {
 fn attempts(shape: Shape) -> impl Iterator<Item = (String, Event, Metadata)> {
     (0..shape.attempts).map(move |k| {
         let (stream, a) = attempt(shape, k);
-        let o = (k % shape.deliveries()) / ENDPOINTS % ORGS;
+        let o = (k % shape.deliveries()) / shape.endpoints % ORGS;
         (
             stream,
             Event::AttemptRecorded(a),
@@ -256,11 +339,7 @@ fn new_event(event: &Event, meta: &Metadata) -> NewEvent {
 
 /// Panics unless the directly formatted bytes are the canonical ones.
 pub fn check_formatting() {
-    let shape = Shape {
-        events: 4,
-        attempts: 64,
-    };
-    for (_, event, meta) in attempts(shape) {
+    for (_, event, meta) in attempts(Shape::of(4, 64)) {
         let fast = new_event(&event, &meta);
         assert_eq!(
             fast.data,
@@ -278,11 +357,19 @@ pub fn check_formatting() {
 /// Appends the whole ledger of `shape` to `store`, many appends in flight so
 /// that the writer commits them in large batches. Returns the head.
 pub async fn fill(store: &Arc<EmbeddedStore>, shape: Shape) -> u64 {
+    grow(store, shape).await
+}
+
+/// Appends what the ledger of `shape` holds beyond what `store` holds already
+/// (a smaller ledger of the same mix). Returns the head.
+pub async fn grow(store: &Arc<EmbeddedStore>, shape: Shape) -> u64 {
     check_formatting();
     const IN_FLIGHT: usize = 8192;
     let mut tasks = JoinSet::new();
     let mut phase = 0u8;
-    for (stream, event, meta) in events(shape) {
+    let have = store.head();
+    // A ledger of a blocked mix holds a smaller one's events first.
+    for (stream, event, meta) in events_from(shape, have) {
         let this_phase = match event {
             Event::ApiKeyIssued(_) | Event::EndpointCreated(_) => 0,
             Event::WebhookEventAccepted(_) => 1,
