@@ -15,8 +15,9 @@
 //! the server's threads.
 //!
 //! `cargo bench --bench http`; `HOOKLEDGER_BENCH_SECS` sets each phase's length,
-//! `HOOKLEDGER_BENCH_ROUNDS` the rounds, and `HOOKLEDGER_BENCH_ONLY=real` (or
-//! `noop`) loads one side only and prints the server's pid, for profiling it.
+//! `HOOKLEDGER_BENCH_ROUNDS` the rounds, `HOOKLEDGER_BENCH_ONLY=real` (or
+//! `noop`) loads one side only and prints the server's pid, for profiling it,
+//! and `HOOKLEDGER_BENCH_BINARY` runs another build of `hookledger` instead.
 
 mod common;
 
@@ -60,7 +61,8 @@ fn main() {
     std::fs::write(&answer_file, &answer).expect("answer file");
     let noop = (only != "real").then(|| Noop::start(&answer_file));
     println!(
-        "answer body: {} bytes; {CONNECTIONS} connections over {} deliveries, {}s per phase, {rounds} rounds",
+        "binary: {}\nanswer body: {} bytes; {CONNECTIONS} connections over {} deliveries, {}s per phase, {rounds} rounds",
+        common::served::binary().display(),
         answer.len(),
         ENDPOINTS * EVENTS,
         length.as_secs()

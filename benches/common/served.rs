@@ -16,9 +16,13 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 /// The binary `cargo bench` built with the bench profile, as `cargo build
-/// --release` builds it.
-pub fn binary() -> &'static str {
-    env!("CARGO_BIN_EXE_hookledger")
+/// --release` builds it, unless `HOOKLEDGER_BENCH_BINARY` names another (an
+/// older build, to compare the two on the same machine).
+pub fn binary() -> PathBuf {
+    std::env::var_os("HOOKLEDGER_BENCH_BINARY").map_or_else(
+        || PathBuf::from(env!("CARGO_BIN_EXE_hookledger")),
+        PathBuf::from,
+    )
 }
 
 /// A running `hookledger serve`.
@@ -195,7 +199,7 @@ fn command(data: &Path) -> Command {
     command
 }
 
-fn create_key(data: &PathBuf, org: &str) -> String {
+fn create_key(data: &Path, org: &str) -> String {
     let out = command(data)
         .args(["keys", "create", "--org", org])
         .output()

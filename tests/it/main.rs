@@ -16,6 +16,7 @@ mod hostile;
 mod http;
 mod idempotency;
 mod lists;
+mod logs;
 mod multinode;
 mod ops;
 mod postgres;
