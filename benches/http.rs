@@ -17,7 +17,9 @@
 //! `cargo bench --bench http`; `HOOKLEDGER_BENCH_SECS` sets each phase's length,
 //! `HOOKLEDGER_BENCH_ROUNDS` the rounds, `HOOKLEDGER_BENCH_ONLY=real` (or
 //! `noop`) loads one side only and prints the server's pid, for profiling it,
-//! and `HOOKLEDGER_BENCH_BINARY` runs another build of `hookledger` instead.
+//! `HOOKLEDGER_BENCH_BINARY` runs another build of `hookledger` instead, and
+//! `HOOKLEDGER_BENCH_PICK=cycle` sends attempts to the deliveries in turn
+//! instead of at random, so that no two in flight share a delivery.
 
 mod common;
 
@@ -28,7 +30,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::served::{Served, parse_stat, thread_cpu};
-use common::wrk::{self, Load, Requests, Runs};
+use common::wrk::{self, Load, Pick, Requests, Runs};
 use common::{Target, env_u64, figure, phase};
 
 const CONNECTIONS: usize = 32;
@@ -61,8 +63,9 @@ fn main() {
     std::fs::write(&answer_file, &answer).expect("answer file");
     let noop = (only != "real").then(|| Noop::start(&answer_file));
     println!(
-        "binary: {}\nanswer body: {} bytes; {CONNECTIONS} connections over {} deliveries, {}s per phase, {rounds} rounds",
+        "binary: {}\ndeliveries picked: {:?}\nanswer body: {} bytes; {CONNECTIONS} connections over {} deliveries, {}s per phase, {rounds} rounds",
         common::served::binary().display(),
+        requests_for(&[], "").pick,
         answer.len(),
         ENDPOINTS * EVENTS,
         length.as_secs()
@@ -255,8 +258,13 @@ fn fake_paths() -> Vec<String> {
 }
 
 fn requests_for(paths: &[String], token: &str) -> Requests {
+    let pick = match std::env::var("HOOKLEDGER_BENCH_PICK").as_deref() {
+        Ok("cycle") => Pick::Cycle,
+        _ => Pick::Random,
+    };
     Requests {
         paths: paths.to_vec(),
+        pick,
         headers: vec![
             ("authorization", format!("Bearer {token}")),
             ("x-organization-id", ORG.to_owned()),

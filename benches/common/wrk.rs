@@ -15,10 +15,21 @@ use std::time::Duration;
 /// What every request of a load carries.
 #[derive(Debug, Clone)]
 pub struct Requests {
-    /// Request paths; each request picks one at random (a fixed seed).
+    /// Request paths; each request picks one of them.
     pub paths: Vec<String>,
+    pub pick: Pick,
     pub headers: Vec<(&'static str, String)>,
     pub body: String,
+}
+
+/// How each request picks its path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pick {
+    /// At random (a fixed seed).
+    Random,
+    /// The next one, round and round: requests in flight together never
+    /// share a path while there are more paths than connections.
+    Cycle,
 }
 
 /// One wrk run.
@@ -167,7 +178,7 @@ fn children_cpu() -> f64 {
     (ticks(14).unwrap_or(0.0) + ticks(15).unwrap_or(0.0)) / 100.0
 }
 
-/// The wrk script: requests made in `init`, one picked at random per send,
+/// The wrk script: requests made in `init`, one picked per send,
 /// and the summary and histogram written to `out` when wrk is done.
 fn lua(requests: &Requests, out: &Path) -> String {
     let quote = |s: &str| format!("{s:?}");
@@ -191,8 +202,9 @@ function init(args)
   math.randomseed(20261127)
 end
 
+local next = 0
 function request()
-  return prepared[math.random(#prepared)]
+  {pick}
 end
 
 function done(summary, latency, requests)
@@ -211,5 +223,9 @@ end
         body = quote(&requests.body),
         out = quote(&out.display().to_string()),
         percentiles = PERCENTILES.map(|p| p.to_string()).join(", "),
+        pick = match requests.pick {
+            Pick::Random => "return prepared[math.random(#prepared)]",
+            Pick::Cycle => "next = next % #prepared + 1\n  return prepared[next]",
+        },
     )
 }

@@ -189,7 +189,7 @@ impl Writer {
         let log_dir = self.log_dir.clone();
         if !wait {
             let spawned = std::thread::Builder::new()
-                .name("hookledger-index-save".into())
+                .name("index-save".into())
                 .spawn(move || (head, checkpoint::write(&log_dir, &bytes)));
             match spawned {
                 Ok(thread) => self.saving = Some(thread),
