@@ -7,6 +7,7 @@
 
 #![allow(dead_code)]
 
+pub mod noop;
 pub mod served;
 pub mod workload;
 pub mod wrk;

@@ -48,15 +48,15 @@ pub struct LogTally {
 }
 
 impl Served {
-    /// A fresh data directory with a key for `org`, then `serve` on a free
+    /// `binary`, on a fresh data directory with a key for `org`: `serve` on a free
     /// loopback port, then `endpoints` endpoints and `events` webhook events
     /// (each fans out to every endpoint) created through the API.
-    pub fn start(org: &str, endpoints: usize, events: usize) -> Served {
+    pub fn start(binary: &Path, org: &str, endpoints: usize, events: usize) -> Served {
         let dir = tempfile::tempdir().expect("temp dir");
         let data = dir.path().join("data");
-        let token = create_key(&data, org);
+        let token = create_key(binary, &data, org);
         let addr = free_port();
-        let mut child = command(&data)
+        let mut child = command(binary, &data)
             .args(["serve", "--listen", &addr.to_string()])
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -185,10 +185,10 @@ impl Drop for Served {
     }
 }
 
-/// `hookledger` on `data`, with none of the caller's `RUST_LOG` or
+/// `binary` on `data`, with none of the caller's `RUST_LOG` or
 /// `HOOKLEDGER_*` settings: the defaults a new user gets.
-fn command(data: &Path) -> Command {
-    let mut command = Command::new(binary());
+fn command(binary: &Path, data: &Path) -> Command {
+    let mut command = Command::new(binary);
     for (name, _) in std::env::vars_os() {
         let name = name.to_string_lossy().into_owned();
         if name == "RUST_LOG" || name.starts_with("HOOKLEDGER_") {
@@ -199,8 +199,8 @@ fn command(data: &Path) -> Command {
     command
 }
 
-fn create_key(data: &Path, org: &str) -> String {
-    let out = command(data)
+fn create_key(binary: &Path, data: &Path, org: &str) -> String {
+    let out = command(binary, data)
         .args(["keys", "create", "--org", org])
         .output()
         .expect("hookledger keys create runs");
@@ -295,6 +295,14 @@ pub fn thread_cpu(pid: u32) -> BTreeMap<u32, (String, f64)> {
     threads
 }
 
+/// CPU seconds (user + system) process `pid` has used so far.
+pub fn process_cpu(pid: u32) -> f64 {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| parse_stat(&s))
+        .map_or(0.0, |(_, cpu)| cpu)
+}
+
 /// The name and the user + system CPU seconds in a `/proc/.../stat` line.
 pub fn parse_stat(stat: &str) -> Option<(String, f64)> {
     let open = stat.find('(')?;
@@ -304,4 +312,52 @@ pub fn parse_stat(stat: &str) -> Option<(String, f64)> {
     // utime and stime are fields 14 and 15 of the whole line: 12 and 13 here.
     let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok());
     Some((name, (ticks(11)? + ticks(12)?) / 100.0))
+}
+
+/// What a running server had done at one moment.
+#[derive(Debug)]
+pub struct Reading {
+    /// CPU seconds the process has used.
+    pub cpu: f64,
+    /// `hookledger_store_appends` and `hookledger_store_fsyncs` of `/metrics`.
+    pub appends: f64,
+    pub fsyncs: f64,
+    pub log_lines: u64,
+    pub log_bytes: u64,
+    /// Each thread's name and CPU seconds, by thread id.
+    pub threads: BTreeMap<u32, (String, f64)>,
+}
+
+impl Reading {
+    pub fn of(served: &Served) -> Reading {
+        let threads = thread_cpu(served.pid());
+        let log = served.log();
+        Reading {
+            cpu: process_cpu(served.pid()),
+            appends: served.metric("hookledger_store_appends"),
+            fsyncs: served.metric("hookledger_store_fsyncs"),
+            log_lines: log.lines,
+            log_bytes: log.bytes,
+            threads,
+        }
+    }
+
+    /// Each thread's share of one core from this reading to `later`, busiest
+    /// first. The lowest thread id is the main thread's (it equals the pid).
+    pub fn thread_use(&self, later: &Reading, seconds: f64) -> Vec<String> {
+        let main = later.threads.keys().next().copied();
+        let mut used: Vec<(f64, String)> = later
+            .threads
+            .iter()
+            .map(|(tid, (name, cpu))| {
+                let was = self.threads.get(tid).map_or(0.0, |(_, c)| *c);
+                let role = if Some(*tid) == main { " (main)" } else { "" };
+                ((cpu - was) / seconds, format!("{tid} {name}{role}"))
+            })
+            .collect();
+        used.sort_by(|a, b| b.0.total_cmp(&a.0));
+        used.iter()
+            .map(|(share, thread)| format!("{thread}: {:.1}%", share * 100.0))
+            .collect()
+    }
 }
