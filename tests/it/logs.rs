@@ -75,8 +75,8 @@ async fn every_request_has_its_line_and_every_line_is_out_when_serve_exits() {
     );
     let last: Value = log
         .lines()
-        .filter_map(|l| serde_json::from_str(l).ok())
-        .last()
+        .rev()
+        .find_map(|l| serde_json::from_str(l).ok())
         .expect("a JSON line");
     assert_eq!(
         last["fields"]["message"], "wrote the final snapshot",
