@@ -1,257 +1,393 @@
-//! HTTP record-attempt: the real server in-process on a temp data directory,
-//! `POST /v1/outbound-webhook-deliveries/{id}/attempts` spread over 256
-//! deliveries from 32 keep-alive connections, against a no-op axum handler of the
-//! same shape in the same run: it parses the same body and answers a body of the
-//! same size, with no storage. Both get the same client: one thread, 32 hyper
-//! HTTP/1.1 connections, like `wrk -t1 -c32`.
+//! HTTP record-attempt, measured on what users run: the built `hookledger serve`
+//! binary as a child process with its default settings (JSON request log on a
+//! drained pipe, a fresh data directory), loaded from a separate process by wrk
+//! (`-t1 -c32`, requests formatted once in wrk's `init`) posting attempts to
+//! deliveries picked at random among 256. The baseline is a no-op axum handler
+//! of the same shape in its own process under the same wrk in the same run: it
+//! parses the same body and answers a prepared body the size of the real answer,
+//! with no storage and no log.
 //!
-//! `cargo bench --bench http`; `HOOKLEDGER_BENCH_SECS` sets each phase's length
-//! and `HOOKLEDGER_BENCH_ROUNDS` how many times each side runs (alternating).
+//! Each round starts a fresh server (so every round measures the same ledger),
+//! warms each side up for a second, then measures each; the order of the sides
+//! turns from round to round. Besides attempts/s, p50/p99/p99.9 and the ratio
+//! to the no-op, it prints the appends per fsync (from the server's
+//! `/metrics`), the CPU per request of each server and of wrk, the request
+//! log's lines and bytes, and the CPU of each of the server's threads.
+//!
+//! `cargo bench --bench http`. Knobs: `HOOKLEDGER_BENCH_SECS` (each phase's
+//! length), `HOOKLEDGER_BENCH_ROUNDS`, `HOOKLEDGER_BENCH_ONLY=real` (or `noop`:
+//! load one side only, printing the server's pid, for profiling),
+//! `HOOKLEDGER_BENCH_BINARY` (measure another build instead),
+//! `HOOKLEDGER_BENCH_BEFORE` (also measure an older build as a third side, for
+//! a before/after ratio from one run) and `HOOKLEDGER_BENCH_PICK=cycle`
+//! (deliveries in turn instead of at random: no two attempts in flight share a
+//! delivery).
 
 mod common;
 
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use axum::body::Bytes;
-use axum::extract::Path;
-use axum::http::{HeaderValue, StatusCode, header};
-use axum::response::{IntoResponse, Response};
-use axum::routing::post;
-use common::{Target, env_u64, figure, percentile_ms, phase};
-use hookledger::api::{self, AppState};
-use hookledger::ledger::{Context, new_id};
-use hookledger::node::{Node, snapshot_file};
-use hookledger::store::embedded::EmbeddedStore;
-use http_body_util::{BodyExt, Full};
-use projections::Command;
-use serde_json::{Value, json};
+use common::noop::{self, Noop};
+use common::served::{Reading, Served};
+use common::wrk::{self, Load, Pick, Requests, Runs};
+use common::{Target, env_u64, figure, phase};
 
 const CONNECTIONS: usize = 32;
-const DELIVERIES: usize = 256;
+const ENDPOINTS: usize = 4;
+/// Webhook events; each fans out to the four endpoints: 256 deliveries.
+const EVENTS: usize = 64;
 const ORG: &str = "org_bench";
 const BODY: &str = r#"{"status":"retry_scheduled","responseStatusCode":503,"responseBody":{"error":"service unavailable","retryable":true},"lastError":"upstream answered 503 Service Unavailable","nextRetryAt":"2030-01-01T00:00:00Z"}"#;
+const ROUTE: &str = noop::ROUTE;
 
-/// What the load generator aims at.
-#[derive(Clone)]
-struct Target_ {
-    address: SocketAddr,
-    token: String,
-    deliveries: Arc<Vec<String>>,
-}
+fn main() {
+    if noop::serve_if_child() {
+        return;
+    }
+    common::machine("http");
+    let bench = Bench {
+        wrk: wrk::require(),
+        work: tempfile::tempdir().expect("temp dir"),
+        length: phase(),
+        pick: match std::env::var("HOOKLEDGER_BENCH_PICK").as_deref() {
+            Ok("cycle") => Pick::Cycle,
+            _ => Pick::Random,
+        },
+    };
+    let rounds = env_u64("HOOKLEDGER_BENCH_ROUNDS", 2);
+    let only = std::env::var("HOOKLEDGER_BENCH_ONLY").unwrap_or_default();
+    let current = common::served::binary();
 
-struct Run {
-    requests_per_sec: f64,
-    latencies_micros: Vec<u32>,
-    /// CPU the whole process (server and client) used per request.
-    cpu_micros_per_request: f64,
-    /// Cores busy on average during the load.
-    cores: f64,
-}
+    // One real answer, to size the no-op's.
+    let sample = Served::start(&current, ORG, ENDPOINTS, EVENTS);
+    let answer = sample.post_raw(&attempt_path(&sample.deliveries[0]), BODY);
+    sample.stop();
+    let answer_file = bench.work.path().join("answer.json");
+    std::fs::write(&answer_file, &answer).expect("answer file");
 
-/// One client thread, 32 connections, `length` of load after a warm-up second.
-fn load(target: &Target_, length: Duration) -> Run {
-    let target = target.clone();
-    std::thread::spawn(move || {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("client runtime");
-        runtime.block_on(async move {
-            let warm_until = Instant::now() + Duration::from_secs(1);
-            let cpu_at = Arc::new(std::sync::Mutex::new(0.0));
-            let cpu_mark = cpu_at.clone();
-            tokio::spawn(async move {
-                tokio::time::sleep_until(warm_until.into()).await;
-                *cpu_mark.lock().expect("cpu mark") = common::cpu_seconds();
-            });
-            let stop_at = warm_until + length;
-            let mut tasks = Vec::new();
-            for c in 0..CONNECTIONS {
-                let target = target.clone();
-                tasks.push(tokio::spawn(async move {
-                    connection(c, &target, warm_until, stop_at).await
-                }));
-            }
-            let mut latencies = Vec::new();
-            for task in tasks {
-                latencies.extend(task.await.expect("connection task"));
-            }
-            let cpu = common::cpu_seconds() - *cpu_at.lock().expect("cpu mark");
-            latencies.sort_unstable();
-            Run {
-                requests_per_sec: latencies.len() as f64 / length.as_secs_f64(),
-                cpu_micros_per_request: cpu * 1e6 / latencies.len().max(1) as f64,
-                cores: cpu / length.as_secs_f64(),
-                latencies_micros: latencies,
-            }
-        })
-    })
-    .join()
-    .expect("client thread")
-}
-
-async fn connection(c: usize, target: &Target_, warm_until: Instant, stop_at: Instant) -> Vec<u32> {
-    let stream = tokio::net::TcpStream::connect(target.address)
-        .await
-        .expect("connect");
-    stream.set_nodelay(true).expect("nodelay");
-    let (mut sender, conn) =
-        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
-            .await
-            .expect("handshake");
-    tokio::spawn(conn);
-    let body = Bytes::from_static(BODY.as_bytes());
-    let authorization = HeaderValue::from_str(&format!("Bearer {}", target.token)).expect("header");
-    let mut latencies = Vec::new();
-    let mut i = 0;
-    loop {
-        let started = Instant::now();
-        if started >= stop_at {
-            return latencies;
-        }
-        let delivery = &target.deliveries[(c + CONNECTIONS * i) % target.deliveries.len()];
-        i += 1;
-        let request = hyper::Request::post(format!(
-            "/v1/outbound-webhook-deliveries/{delivery}/attempts"
-        ))
-        .header(header::HOST, "127.0.0.1")
-        .header(header::AUTHORIZATION, authorization.clone())
-        .header("x-organization-id", ORG)
-        .header(header::CONTENT_TYPE, "application/json")
-        .body(Full::new(body.clone()))
-        .expect("request");
-        sender.ready().await.expect("connection ready");
-        let response = sender.send_request(request).await.expect("response");
-        let status = response.status();
-        let bytes = response
-            .into_body()
-            .collect()
-            .await
-            .expect("body")
-            .to_bytes();
-        assert_eq!(
-            status,
-            StatusCode::OK,
-            "{}",
-            String::from_utf8_lossy(&bytes)
-        );
-        if started >= warm_until {
-            latencies.push(u32::try_from(started.elapsed().as_micros()).unwrap_or(u32::MAX));
+    let mut sides = Vec::new();
+    if only != "real" {
+        sides.push(Side::new("no-op", Kind::Noop(Noop::start(&answer_file))));
+    }
+    if only != "noop" {
+        sides.push(Side::new("hookledger", Kind::Binary(current.clone())));
+        if let Some(before) = std::env::var_os("HOOKLEDGER_BENCH_BEFORE") {
+            sides.push(Side::new("before", Kind::Binary(PathBuf::from(before))));
         }
     }
-}
-
-/// The real server: a fresh data directory, one organization with a key, four
-/// endpoints and 64 webhook events fanned out to 256 deliveries.
-async fn real_server(dir: &std::path::Path) -> (Target_, Node, Arc<EmbeddedStore>) {
-    let store = Arc::new(EmbeddedStore::open(dir).expect("open store"));
-    let node = Node::start(store.clone(), Some(snapshot_file(dir))).await;
-    node.ready().await.expect("ready");
-    let key = node.ledger.issue_key(ORG).await.expect("key");
-    let ctx = Context {
-        organization_id: ORG.into(),
-        key_id: Some(key.key_id.clone()),
-        ..Context::default()
-    };
-    for name in ["billing", "fulfilment", "crm", "analytics"] {
-        let command = Command::CreateEndpoint {
-            endpoint_id: new_id("ep"),
-            organization_id: ORG.into(),
-            name: format!("{name} webhook"),
-            url: format!("https://hooks.example.com/v2/{name}"),
-            event_types: vec![],
-            enabled: true,
-        };
-        node.ledger
-            .execute(command, &ctx, None)
-            .await
-            .expect("endpoint");
-    }
-    for n in 0..DELIVERIES / 4 {
-        let command = Command::AcceptEvent {
-            event_id: new_id("evt"),
-            organization_id: ORG.into(),
-            event_type: "invoice.paid".into(),
-            source_key: None,
-            payload: projections::JsonObject::from_value(
-                &json!({"invoiceId": format!("inv_{n:08}"), "amount": 1200, "currency": "EUR"}),
-            )
-            .expect("an object"),
-        };
-        node.ledger
-            .execute(command, &ctx, None)
-            .await
-            .expect("event");
-    }
-    let deliveries: Vec<String> = node
-        .projector
-        .read()
-        .model
-        .tenant(ORG)
-        .expect("tenant")
-        .deliveries
-        .keys()
-        .map(|id| id.as_str().to_owned())
-        .collect();
-    assert_eq!(deliveries.len(), DELIVERIES);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let address = listener.local_addr().expect("address");
-    tokio::spawn(api::serve(
-        listener,
-        AppState::new(node.clone()),
-        std::future::pending(),
-    ));
-    let target = Target_ {
-        address,
-        token: key.token,
-        deliveries: Arc::new(deliveries),
-    };
-    (target, node, store)
-}
-
-/// The no-op server: the same route and extractors' work on the body (read it,
-/// parse the JSON), and a prepared answer of the real answer's size.
-async fn noop_server(answer: Bytes) -> SocketAddr {
-    let handler = move |Path(_id): Path<String>, body: Bytes| {
-        let answer = answer.clone();
-        async move {
-            let value: Value = match serde_json::from_slice(&body) {
-                Ok(value) => value,
-                Err(_) => return StatusCode::BAD_REQUEST.into_response(),
-            };
-            if !value.is_object() {
-                return StatusCode::BAD_REQUEST.into_response();
-            }
-            let mut response: Response = (StatusCode::OK, answer).into_response();
-            let headers = response.headers_mut();
-            headers.insert(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("application/json"),
-            );
-            headers.insert(header::ETAG, HeaderValue::from_static("\"1\""));
-            response
+    println!("binary: {}", current.display());
+    for side in &sides {
+        if let (Kind::Binary(path), "before") = (&side.kind, side.name) {
+            println!("before: {}", path.display());
         }
-    };
-    let app = axum::Router::new().route(
-        "/v1/outbound-webhook-deliveries/{id}/attempts",
-        post(handler),
+    }
+    println!(
+        "deliveries picked: {:?}; answer body: {} bytes; {CONNECTIONS} connections over {} deliveries, {}s per phase, {rounds} rounds",
+        bench.pick,
+        answer.len(),
+        ENDPOINTS * EVENTS,
+        bench.length.as_secs()
     );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let address = listener.local_addr().expect("address");
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    address
+    let raw_syncs = fsync_rate(bench.work.path());
+
+    for round in 1..=rounds {
+        let turn = (round as usize - 1) % sides.len();
+        for i in 0..sides.len() {
+            let count = sides.len();
+            let side = &mut sides[(i + turn) % count];
+            let line = bench.measure(side, only == "real");
+            println!("round {round}: {line}");
+        }
+    }
+    if only == "noop" || only == "real" {
+        common::done("http");
+        return;
+    }
+    bench.report(&sides, raw_syncs);
+    common::done("http");
+}
+
+/// What every side's load shares.
+struct Bench {
+    wrk: PathBuf,
+    work: tempfile::TempDir,
+    length: Duration,
+    pick: Pick,
+}
+
+/// One server the bench loads, and what it measured of it so far.
+struct Side {
+    name: &'static str,
+    kind: Kind,
+    runs: Runs,
+    /// CPU seconds the server used during the measured phases.
+    cpu: f64,
+    wrk_cpu: f64,
+    appends: f64,
+    fsyncs: f64,
+    log_lines: u64,
+    log_bytes: u64,
+    /// The last round's share of a core, per thread, busiest first.
+    threads: Vec<String>,
+}
+
+enum Kind {
+    Noop(Noop),
+    /// A `hookledger` executable, started afresh each round.
+    Binary(PathBuf),
+}
+
+impl Side {
+    fn new(name: &'static str, kind: Kind) -> Side {
+        Side {
+            name,
+            kind,
+            runs: Runs::default(),
+            cpu: 0.0,
+            wrk_cpu: 0.0,
+            appends: 0.0,
+            fsyncs: 0.0,
+            log_lines: 0,
+            log_bytes: 0,
+            threads: Vec::new(),
+        }
+    }
+
+    fn per_request(&self, total: f64) -> f64 {
+        total * 1e6 / self.runs.requests() as f64
+    }
+}
+
+impl Bench {
+    fn load(&self, addr: SocketAddr, requests: &Requests, length: Duration) -> Load {
+        wrk::run(
+            &self.wrk,
+            self.work.path(),
+            addr,
+            requests,
+            CONNECTIONS,
+            length,
+        )
+    }
+
+    /// A second of warm-up, then one measured phase; returns the round's line.
+    fn measure(&self, side: &mut Side, print_pid: bool) -> String {
+        let warm_up = Duration::from_secs(1);
+        match &side.kind {
+            Kind::Noop(noop) => {
+                let requests = self.requests(&fake_paths(), "");
+                self.load(noop.addr, &requests, warm_up);
+                let cpu = noop.cpu();
+                let load = self.load(noop.addr, &requests, self.length);
+                let cpu = noop.cpu() - cpu;
+                check(&load, side.name);
+                side.cpu += cpu;
+                side.wrk_cpu += load.wrk_cpu;
+                let line = format!(
+                    "{} {:.0} req/s, p99 {:.2} ms, server {:.1} us CPU/req, wrk {:.1} us CPU/req",
+                    side.name,
+                    load.rate(),
+                    load.percentile_ms(99.0),
+                    cpu * 1e6 / load.requests as f64,
+                    load.wrk_cpu * 1e6 / load.requests as f64
+                );
+                side.runs.0.push(load);
+                line
+            }
+            Kind::Binary(binary) => {
+                let served = Served::start(binary, ORG, ENDPOINTS, EVENTS);
+                if print_pid {
+                    println!("{} serve is pid {}", side.name, served.pid());
+                }
+                let paths: Vec<String> =
+                    served.deliveries.iter().map(|d| attempt_path(d)).collect();
+                let requests = self.requests(&paths, &served.token);
+                self.load(served.addr, &requests, warm_up);
+                let before = Reading::of(&served);
+                let load = self.load(served.addr, &requests, self.length);
+                let after = Reading::of(&served);
+                served.stop();
+                check(&load, side.name);
+                let n = load.requests as f64;
+                let cpu = after.cpu - before.cpu;
+                let (appends, fsyncs) =
+                    (after.appends - before.appends, after.fsyncs - before.fsyncs);
+                let (lines, bytes) = (
+                    after.log_lines - before.log_lines,
+                    after.log_bytes - before.log_bytes,
+                );
+                let line = format!(
+                    "{} {:.0} attempts/s, p99 {:.2} ms, server {:.1} us CPU/req ({:.2} cores), wrk {:.1} us CPU/req, {:.1} appends per fsync, {:.2} log lines and {:.0} log bytes per request",
+                    side.name,
+                    load.rate(),
+                    load.percentile_ms(99.0),
+                    cpu * 1e6 / n,
+                    cpu / load.seconds,
+                    load.wrk_cpu * 1e6 / n,
+                    appends / fsyncs.max(1.0),
+                    lines as f64 / n,
+                    bytes as f64 / n,
+                );
+                side.cpu += cpu;
+                side.wrk_cpu += load.wrk_cpu;
+                side.appends += appends;
+                side.fsyncs += fsyncs;
+                side.log_lines += lines;
+                side.log_bytes += bytes;
+                side.threads = before.thread_use(&after, load.seconds);
+                side.runs.0.push(load);
+                line
+            }
+        }
+    }
+
+    fn requests(&self, paths: &[String], token: &str) -> Requests {
+        Requests {
+            paths: paths.to_vec(),
+            pick: self.pick,
+            headers: vec![
+                ("authorization", format!("Bearer {token}")),
+                ("x-organization-id", ORG.to_owned()),
+                ("content-type", "application/json".to_owned()),
+            ],
+            body: BODY.to_owned(),
+        }
+    }
+
+    /// The figures of the whole run.
+    fn report(&self, sides: &[Side], raw_syncs: f64) {
+        let side = |name: &str| sides.iter().find(|s| s.name == name);
+        let (Some(noop), Some(real)) = (side("no-op"), side("hookledger")) else {
+            return;
+        };
+        println!(
+            "threads of the last round's server, share of one core during the measured phase:"
+        );
+        for line in &real.threads {
+            println!("  {line}");
+        }
+        figure(
+            "HTTP durable record-attempt, binary under wrk",
+            real.runs.rate(),
+            "attempts/s",
+            "no-op axum handler in its own process, same wrk",
+            noop.runs.rate(),
+            Target::RatioAtLeast(0.5),
+        );
+        for p in wrk::PERCENTILES {
+            let target = if p == 99.0 {
+                Target::AtMost(3.0)
+            } else {
+                Target::None
+            };
+            figure(
+                &format!("HTTP record-attempt p{p}"),
+                real.runs.percentile_ms(p),
+                "ms",
+                &format!("no-op p{p}"),
+                noop.runs.percentile_ms(p),
+                target,
+            );
+        }
+        figure(
+            "HTTP server CPU per attempt",
+            real.per_request(real.cpu),
+            "us",
+            "no-op server CPU per request",
+            noop.per_request(noop.cpu),
+            Target::None,
+        );
+        figure(
+            "wrk CPU per attempt",
+            real.per_request(real.wrk_cpu),
+            "us",
+            "wrk CPU per no-op request",
+            noop.per_request(noop.wrk_cpu),
+            Target::None,
+        );
+        // Each connection waits for its attempt's fsync before it sends the
+        // next, so at most 32 attempts can share one.
+        figure(
+            "HTTP appends per fsync",
+            real.appends / real.fsyncs.max(1.0),
+            "appends",
+            "connections",
+            CONNECTIONS as f64,
+            Target::None,
+        );
+        figure(
+            "HTTP durable record-attempt vs the disk",
+            real.runs.rate(),
+            "attempts/s",
+            "32 connections x raw fdatasyncs/s (each connection waits one sync)",
+            (raw_syncs + fsync_rate(self.work.path())) / 2.0 * CONNECTIONS as f64,
+            Target::None,
+        );
+        println!(
+            "request log: {:.2} lines and {:.0} bytes per attempt",
+            real.log_lines as f64 / real.runs.requests() as f64,
+            real.log_bytes as f64 / real.runs.requests() as f64
+        );
+        if let Some(before) = side("before") {
+            figure(
+                "HTTP durable record-attempt, this build",
+                real.runs.rate(),
+                "attempts/s",
+                "the build before",
+                before.runs.rate(),
+                Target::None,
+            );
+            figure(
+                "HTTP server CPU per attempt, this build",
+                real.per_request(real.cpu),
+                "us",
+                "the build before",
+                before.per_request(before.cpu),
+                Target::None,
+            );
+            figure(
+                "HTTP record-attempt p99, this build",
+                real.runs.percentile_ms(99.0),
+                "ms",
+                "the build before",
+                before.runs.percentile_ms(99.0),
+                Target::None,
+            );
+            figure(
+                "HTTP durable record-attempt, the build before",
+                before.runs.rate(),
+                "attempts/s",
+                "no-op",
+                noop.runs.rate(),
+                Target::None,
+            );
+        }
+    }
+}
+
+fn attempt_path(delivery: &str) -> String {
+    ROUTE.replace("{id}", delivery)
+}
+
+/// The same number of paths, for the no-op: it reads no id.
+fn fake_paths() -> Vec<String> {
+    (0..ENDPOINTS * EVENTS)
+        .map(|n| attempt_path(&format!("dlv_{n:026}")))
+        .collect()
+}
+
+fn check(load: &Load, side: &str) {
+    assert!(load.requests > 0, "{side}: wrk sent nothing");
+    assert_eq!(load.bad_status, 0, "{side}: answers other than 2xx");
+    assert_eq!(load.socket_errors, 0, "{side}: socket errors or timeouts");
 }
 
 /// fdatasyncs/s of a raw loop of 256-byte writes in `dir`, for two seconds.
-fn fsync_rate(dir: &std::path::Path) -> f64 {
+fn fsync_rate(dir: &Path) -> f64 {
     use std::os::unix::fs::FileExt;
-    let path = dir.join(format!("raw-{}.bin", std::process::id()));
+    let path = dir.join("raw-fsync.bin");
     let file = std::fs::File::create(&path).expect("raw file");
     let started = Instant::now();
     let mut n = 0u64;
@@ -264,137 +400,4 @@ fn fsync_rate(dir: &std::path::Path) -> f64 {
     let _ = std::fs::remove_file(&path);
     println!("raw 256-byte write + fdatasync loop: {rate:.0}/s");
     rate
-}
-
-/// One real answer's body, to size the no-op's.
-async fn sample_answer(target: &Target_) -> Bytes {
-    let client = reqwest::Client::new();
-    let response = client
-        .post(format!(
-            "http://{}/v1/outbound-webhook-deliveries/{}/attempts",
-            target.address, target.deliveries[0]
-        ))
-        .bearer_auth(&target.token)
-        .header("x-organization-id", ORG)
-        .header("content-type", "application/json")
-        .body(BODY)
-        .send()
-        .await
-        .expect("sample attempt");
-    assert_eq!(response.status(), 200);
-    response.bytes().await.expect("sample body")
-}
-
-fn main() {
-    common::machine("http");
-    let length = phase();
-    let rounds = env_u64("HOOKLEDGER_BENCH_ROUNDS", 2);
-    let dir = tempfile::tempdir().expect("temp dir");
-    let server = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("server runtime");
-    let (real, _node, store) = server.block_on(real_server(dir.path()));
-    let answer = server.block_on(sample_answer(&real));
-    let noop = Target_ {
-        address: server.block_on(noop_server(answer.clone())),
-        ..real.clone()
-    };
-    println!(
-        "answer body: {} bytes; {CONNECTIONS} connections over {DELIVERIES} deliveries, {}s per phase",
-        answer.len(),
-        length.as_secs()
-    );
-    let (mut noop_rate, mut real_rate) = (0.0, 0.0);
-    let (mut noop_lat, mut real_lat) = (Vec::new(), Vec::new());
-    let mut fsync_rate = fsync_rate(dir.path());
-    let (mut appends, mut fsyncs) = (0, 0);
-    // `HOOKLEDGER_BENCH_ONLY=real` (or `noop`) loads one side only, for profiling.
-    let only = std::env::var("HOOKLEDGER_BENCH_ONLY").unwrap_or_default();
-    let only_real = only == "real";
-    for round in 1..=rounds {
-        let n = if only_real {
-            Run {
-                requests_per_sec: f64::NAN,
-                latencies_micros: vec![0],
-                cpu_micros_per_request: f64::NAN,
-                cores: f64::NAN,
-            }
-        } else {
-            load(&noop, length)
-        };
-        let before = store.stats();
-        if only == "noop" {
-            println!("round {round}: no-op {:.0} req/s", n.requests_per_sec);
-            continue;
-        }
-        let r = load(&real, length);
-        let after = store.stats();
-        appends += after.appends - before.appends;
-        fsyncs += after.fsyncs - before.fsyncs;
-        let per_sync =
-            (after.appends - before.appends) as f64 / (after.fsyncs - before.fsyncs).max(1) as f64;
-        println!(
-            "round {round}: no-op {:.0} req/s (p99 {:.2} ms, {:.1} us CPU/req, {:.2} cores), real {:.0} attempts/s (p99 {:.2} ms, {:.1} us CPU/req, {:.2} cores, {per_sync:.1} appends per fsync)",
-            n.requests_per_sec,
-            percentile_ms(&n.latencies_micros, 99.0),
-            n.cpu_micros_per_request,
-            n.cores,
-            r.requests_per_sec,
-            percentile_ms(&r.latencies_micros, 99.0),
-            r.cpu_micros_per_request,
-            r.cores,
-        );
-        noop_rate += n.requests_per_sec;
-        real_rate += r.requests_per_sec;
-        noop_lat.extend(n.latencies_micros);
-        real_lat.extend(r.latencies_micros);
-    }
-    noop_lat.sort_unstable();
-    real_lat.sort_unstable();
-    let rounds = rounds as f64;
-    figure(
-        "HTTP durable record-attempt",
-        real_rate / rounds,
-        "attempts/s",
-        "no-op axum handler, same body and answer size",
-        noop_rate / rounds,
-        Target::RatioAtLeast(0.5),
-    );
-    for p in [50.0, 99.0, 99.9] {
-        let target = if p == 99.0 {
-            Target::AtMost(5.0)
-        } else {
-            Target::None
-        };
-        figure(
-            &format!("HTTP record-attempt p{p}"),
-            percentile_ms(&real_lat, p),
-            "ms",
-            &format!("no-op p{p}"),
-            percentile_ms(&noop_lat, p),
-            target,
-        );
-    }
-    fsync_rate = (fsync_rate + self::fsync_rate(dir.path())) / 2.0;
-    // Each connection waits for its attempt's fsync before it sends the next,
-    // so the disk's sync latency bounds the rate: at most 32 attempts per sync.
-    figure(
-        "HTTP appends per fsync",
-        appends as f64 / fsyncs.max(1) as f64,
-        "appends",
-        "connections",
-        CONNECTIONS as f64,
-        Target::None,
-    );
-    figure(
-        "HTTP durable record-attempt vs the disk",
-        real_rate / rounds,
-        "attempts/s",
-        "32 connections x raw fdatasyncs/s (each connection waits one sync)",
-        fsync_rate * CONNECTIONS as f64,
-        Target::None,
-    );
-    common::done("http");
 }

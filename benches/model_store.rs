@@ -67,8 +67,13 @@ fn main() {
         let dir = work.path().join(engine.name());
         let data = data_bytes(shape);
         let kv = engine.open(&dir, data / 4);
-        let model = Model::start(kv, Chain::default(), None, model::Options::bulk(Settings::default()))
-            .expect("model");
+        let model = Model::start(
+            kv,
+            Chain::default(),
+            None,
+            model::Options::bulk(Settings::default()),
+        )
+        .expect("model");
         let t = Instant::now();
         fold_into(&model, shape);
         model.close().expect("close");
@@ -91,8 +96,8 @@ fn main() {
         // Reads through a fresh open, so the cache holds only what they touch.
         drop(model);
         let kv = engine.open(&dir, data / 4);
-        let view_model = Model::start(kv, Chain::default(), None, model::Options::default())
-            .expect("model");
+        let view_model =
+            Model::start(kv, Chain::default(), None, model::Options::default()).expect("model");
         let view = view_model.view();
         let reads = time_reads(&ids, |org, id| {
             std::hint::black_box(view.delivery(org, id).expect("read").is_some())
@@ -123,7 +128,10 @@ fn main() {
             let dir = work.path().join(format!("{}-killed", engine.name()));
             let (after_kill, clean) = open_after_kill(engine, &dir, kill_events);
             figure(
-                &format!("{}: open after SIGKILL at {kill_events} events", engine.name()),
+                &format!(
+                    "{}: open after SIGKILL at {kill_events} events",
+                    engine.name()
+                ),
                 after_kill,
                 "s",
                 "open after a clean close",
@@ -246,7 +254,10 @@ fn dir_bytes(dir: &Path) -> u64 {
 /// after a clean close.
 fn open_after_kill(engine: Engine, dir: &Path, events: u64) -> (f64, f64) {
     let mut child = Command::new(std::env::current_exe().expect("the bench"))
-        .env(CHILD, format!("{}:{}:{events}", engine.name(), dir.display()))
+        .env(
+            CHILD,
+            format!("{}:{}:{events}", engine.name(), dir.display()),
+        )
         .stdout(Stdio::piped())
         .spawn()
         .expect("the loading child");
@@ -277,7 +288,9 @@ fn open_after_kill(engine: Engine, dir: &Path, events: u64) -> (f64, f64) {
             .expect("read")
             .get(model::tables::META, b"tip")
             .expect("meta")
-            .map_or(0, |tip| u64::from_be_bytes(tip[..8].try_into().unwrap_or_default()));
+            .map_or(0, |tip| {
+                u64::from_be_bytes(tip[..8].try_into().unwrap_or_default())
+            });
         (t.elapsed().as_secs_f64(), position, kv)
     };
     let (after_kill, position, kv) = open(dir);
@@ -333,7 +346,9 @@ struct FjallKv {
 
 impl std::fmt::Debug for FjallKv {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("FjallKv").field("path", &self.path).finish_non_exhaustive()
+        f.debug_struct("FjallKv")
+            .field("path", &self.path)
+            .finish_non_exhaustive()
     }
 }
 
@@ -445,7 +460,7 @@ impl KvRead for FjallRead {
         from: Bound<&[u8]>,
         to: Bound<&[u8]>,
         reverse: bool,
-        each: &mut dyn FnMut(&[u8], &[u8]) -> Result<Flow, kv::Error>,
+        each: &mut kv::Visit<'_>,
     ) -> Result<(), kv::Error> {
         use fjall::Readable;
         let owned = |b: Bound<&[u8]>| match b {

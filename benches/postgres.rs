@@ -20,6 +20,7 @@ use axum::Router;
 use axum::routing::post;
 use hookledger::api::{self, AppState};
 use hookledger::node::Node;
+use hookledger::projector::Config;
 use hookledger::store::postgres::{self, PostgresStore};
 use serde_json::{Value, json};
 
@@ -197,7 +198,12 @@ fn main() {
                 .await
                 .unwrap(),
         );
-        let node = Node::start(store.clone(), None).await;
+        // A node keeps its read model in its own data directory, as `serve` does.
+        let model_dir = tempfile::tempdir().unwrap();
+        let node = Node::start(store.clone(), Config::in_dir(model_dir.path()))
+            .await
+            .expect("the node starts");
+        node.ready().await.expect("the read model is ready");
         let key = node.ledger.issue_key(ORG).await.unwrap();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());

@@ -67,7 +67,11 @@ fn main() {
             .expect("projections rebuild runs");
         let wall = t.elapsed().as_secs_f64();
         let stdout = String::from_utf8_lossy(&out.stdout);
-        assert!(out.status.success(), "rebuild failed: {stdout}{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "rebuild failed: {stdout}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         // "rebuilt N events in X s (R events/s)"
         let replay_secs: f64 = stdout
             .lines()
@@ -76,7 +80,10 @@ fn main() {
             .and_then(|l| l.split(' ').next())
             .and_then(|s| s.parse().ok())
             .unwrap_or_else(|| panic!("no rebuild line in: {stdout}"));
-        assert!(stdout.contains(&format!("rebuilt {head} events")), "{stdout}");
+        assert!(
+            stdout.contains(&format!("rebuilt {head} events")),
+            "{stdout}"
+        );
         println!(
             "round {round}: plain read {plain_secs:.3} s ({:.0} MB/s), replay {replay_secs:.3} s, the whole command {wall:.3} s",
             bytes as f64 / plain_secs / 1e6

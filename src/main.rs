@@ -15,7 +15,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
     let cli = hookledger::cli::Cli::parse();
-    hookledger::telemetry::init(cli.log_format);
+    let log = hookledger::telemetry::init(cli.log_format);
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(e) => {
@@ -23,5 +23,10 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    runtime.block_on(hookledger::cli::run(cli))
+    let result = runtime.block_on(hookledger::cli::run(cli));
+    // Every task's last line is queued once the runtime is gone; the guard
+    // writes them out before the verdict.
+    drop(runtime);
+    drop(log);
+    hookledger::cli::report(result)
 }

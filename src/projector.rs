@@ -262,8 +262,7 @@ impl Projector {
         let applied = model.applied();
         let fresh = events.iter().skip_while(|e| e.position <= applied);
         let mut decoded = Vec::with_capacity(events.len());
-        let mut next = applied + 1;
-        for event in fresh {
+        for (event, next) in fresh.zip(applied + 1..) {
             if event.position != next {
                 break;
             }
@@ -271,7 +270,6 @@ impl Projector {
                 Ok(d) => decoded.push(d),
                 Err(_) => break,
             }
-            next += 1;
         }
         if decoded.is_empty() {
             return;

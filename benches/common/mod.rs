@@ -7,7 +7,10 @@
 
 #![allow(dead_code)]
 
+pub mod noop;
+pub mod served;
 pub mod workload;
+pub mod wrk;
 
 /// The allocator the `hookledger` binary uses, so the benches measure what ships.
 #[global_allocator]

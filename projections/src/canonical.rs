@@ -60,6 +60,11 @@ pub fn write_string(out: &mut Vec<u8>, text: &str) {
     serde_json::to_writer(&mut *out, text).expect("writing to a Vec cannot fail");
 }
 
+/// [`to_vec`] as a string: canonical JSON is always UTF-8.
+pub fn to_string(value: &Value) -> String {
+    String::from_utf8(to_vec(value)).expect("canonical JSON is UTF-8")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -84,9 +89,4 @@ mod tests {
             bytes
         );
     }
-}
-
-/// [`to_vec`] as a string: canonical JSON is always UTF-8.
-pub fn to_string(value: &Value) -> String {
-    String::from_utf8(to_vec(value)).expect("canonical JSON is UTF-8")
 }

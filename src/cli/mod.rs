@@ -174,13 +174,19 @@ impl Error {
     }
 }
 
-pub async fn run(cli: Cli) -> ExitCode {
-    let result = match cli.command {
+/// Runs the command. The caller reports the result with [`report`] once the
+/// command's log lines are out, so that the verdict is the last line on stderr.
+pub async fn run(cli: Cli) -> Result<(), Error> {
+    match cli.command {
         Command::Serve(args) => serve::run(&cli.store, args).await,
         Command::Keys(command) => keys::run(&cli.store, command).await,
         Command::Projections(command) => projections::run(&cli.store, command).await,
         Command::Audit(command) => audit::run(&cli.store, command).await,
-    };
+    }
+}
+
+/// Prints a failure on stderr and gives the exit code for `result`.
+pub fn report(result: Result<(), Error>) -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(Error::CheckFailed(message)) => {

@@ -35,6 +35,13 @@ pub enum Error {
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+/// What a scan calls with each key and value it passes.
+pub type Visit<'a> = dyn FnMut(&[u8], &[u8]) -> Result<Flow> + 'a;
+
+/// A table of redb as this module opens it: byte keys to byte values.
+type WriteTable<'t> = redb::Table<'t, &'static [u8], &'static [u8]>;
+type ReadTable = redb::ReadOnlyTable<&'static [u8], &'static [u8]>;
+
 /// Whether a scan goes on after an entry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Flow {
@@ -54,7 +61,7 @@ pub trait KvRead: Send + Sync {
         from: Bound<&[u8]>,
         to: Bound<&[u8]>,
         reverse: bool,
-        each: &mut dyn FnMut(&[u8], &[u8]) -> Result<Flow>,
+        each: &mut Visit<'_>,
     ) -> Result<()>;
 }
 
@@ -283,7 +290,7 @@ impl Kv for RedbKv {
         tx.set_durability(durability).map_err(|e| self.storage(e))?;
         tx.set_quick_repair(true);
         {
-            let mut open: Vec<(Table, redb::Table<'_, &'static [u8], &'static [u8]>)> = Vec::new();
+            let mut open: Vec<(Table, WriteTable<'_>)> = Vec::new();
             for (table, key, value) in batch.ops() {
                 let index = match open.iter().position(|(t, _)| *t == table) {
                     Some(index) => index,
@@ -318,12 +325,12 @@ impl Kv for RedbKv {
 }
 
 struct RedbRead {
-    tables: Vec<(Table, redb::ReadOnlyTable<&'static [u8], &'static [u8]>)>,
+    tables: Vec<(Table, ReadTable)>,
     path: PathBuf,
 }
 
 impl RedbRead {
-    fn table(&self, table: Table) -> Result<&redb::ReadOnlyTable<&'static [u8], &'static [u8]>> {
+    fn table(&self, table: Table) -> Result<&ReadTable> {
         self.tables
             .iter()
             .find(|(t, _)| *t == table)
@@ -356,7 +363,7 @@ impl KvRead for RedbRead {
         from: Bound<&[u8]>,
         to: Bound<&[u8]>,
         reverse: bool,
-        each: &mut dyn FnMut(&[u8], &[u8]) -> Result<Flow>,
+        each: &mut Visit<'_>,
     ) -> Result<()> {
         let opened = self.table(table)?;
         let range = opened

@@ -63,10 +63,13 @@ pub fn stores(live: &dyn KvRead, rebuilt: &dyn KvRead) -> Result<Vec<String>, Er
 
 /// A table walked in key order a chunk at a time, so a comparison holds a
 /// few thousand entries in memory whatever the size of the model.
+/// A key and its stored value.
+type Pair = (Vec<u8>, Vec<u8>);
+
 struct Cursor<'a> {
     kv: &'a dyn KvRead,
     table: Table,
-    chunk: std::collections::VecDeque<(Vec<u8>, Vec<u8>)>,
+    chunk: std::collections::VecDeque<Pair>,
     after: Option<Vec<u8>>,
     done: bool,
 }
@@ -107,12 +110,12 @@ impl<'a> Cursor<'a> {
         Ok(())
     }
 
-    fn peek(&mut self) -> Result<Option<&(Vec<u8>, Vec<u8>)>, Error> {
+    fn peek(&mut self) -> Result<Option<&Pair>, Error> {
         self.fill()?;
         Ok(self.chunk.front())
     }
 
-    fn next(&mut self) -> Result<(Vec<u8>, Vec<u8>), Error> {
+    fn next(&mut self) -> Result<Pair, Error> {
         self.fill()?;
         self.chunk
             .pop_front()

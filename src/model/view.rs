@@ -20,6 +20,11 @@ use super::tables::{self, Row, key};
 use crate::kv::layered::Layers;
 use crate::kv::{Flow, Table};
 
+/// What a scan of the model calls with each key and row it passes.
+type Each<'a, R> = dyn FnMut(&[u8], R) -> Result<Flow, Error> + 'a;
+/// The same over the stored bytes of each row.
+type EachStored<'a> = dyn FnMut(&[u8], &[u8]) -> Result<Flow, Error> + 'a;
+
 /// A consistent view of the model for reading.
 #[derive(Clone)]
 pub struct View {
@@ -278,7 +283,7 @@ impl View {
         field: Field<R>,
         range: (Bound<Vec<u8>>, Bound<Vec<u8>>),
         reverse: bool,
-        each: &mut dyn FnMut(&[u8], R) -> Result<Flow, Error>,
+        each: &mut Each<'_, R>,
     ) -> Result<(), Error> {
         let overlaid = self.overlaid(field, &range);
         let mut pending: Box<dyn Iterator<Item = (&Vec<u8>, &R)>> = if reverse {
@@ -383,7 +388,7 @@ impl View {
         &self,
         table: Table,
         range: &(Bound<Vec<u8>>, Bound<Vec<u8>>),
-        each: &mut dyn FnMut(&[u8], &[u8]) -> Result<Flow, Error>,
+        each: &mut EachStored<'_>,
     ) -> Result<(), Error> {
         let mut failure = None;
         self.layers.kv.scan(

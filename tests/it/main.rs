@@ -20,6 +20,7 @@ mod http;
 mod idempotency;
 mod limits;
 mod lists;
+mod logs;
 mod multinode;
 mod operator;
 mod ops;

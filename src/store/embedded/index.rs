@@ -189,7 +189,7 @@ impl Pending {
             .entry(id)
             .or_default()
             .push((event.version, place));
-        if event.position % POSITION_EVERY == 0 {
+        if event.position.is_multiple_of(POSITION_EVERY) {
             self.positions.push((event.position, place.offset));
         }
         self.bytes += 40;

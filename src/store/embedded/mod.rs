@@ -260,7 +260,7 @@ impl EmbeddedStore {
         );
         let (requests, receiver) = mpsc::channel();
         let thread = std::thread::Builder::new()
-            .name("hookledger-log-writer".into())
+            .name("group-commit".into())
             .spawn(move || writer.run(receiver))
             .map_err(|e| Error::io("starting the log writer", e))?;
         Ok(EmbeddedStore {

@@ -1,0 +1,114 @@
+//! The baseline of the HTTP bench: a no-op axum server on the record-attempt
+//! route, in a process of its own (the bench's executable started again with
+//! [`ANSWER`] set). It reads and parses the body as JSON and answers a
+//! prepared body with the real answer's headers, on the runtime `hookledger`
+//! builds (tokio's default multi-thread one): HTTP and JSON, and nothing else.
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+
+use axum::body::Bytes;
+use axum::extract::Path as UrlPath;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::serve::ListenerExt;
+use serde_json::Value;
+
+use super::served::process_cpu;
+
+/// The route both servers answer.
+pub const ROUTE: &str = "/v1/outbound-webhook-deliveries/{id}/attempts";
+/// Set in the child: the file holding the answer it sends.
+const ANSWER: &str = "HOOKLEDGER_BENCH_NOOP_ANSWER";
+
+/// The running no-op server.
+#[derive(Debug)]
+pub struct Noop {
+    child: Child,
+    pub addr: SocketAddr,
+}
+
+impl Noop {
+    /// Starts the child, answering every request with the bytes of `answer`.
+    pub fn start(answer: &Path) -> Noop {
+        let mut child = Command::new(std::env::current_exe().expect("this executable"))
+            .env(ANSWER, answer)
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("the no-op server starts");
+        let mut line = String::new();
+        let stdout = child.stdout.take().expect("piped stdout");
+        BufReader::new(stdout)
+            .read_line(&mut line)
+            .expect("the no-op server's address");
+        let addr = line
+            .trim()
+            .strip_prefix("listening on ")
+            .and_then(|a| a.parse().ok())
+            .unwrap_or_else(|| panic!("the no-op server said {line:?}"));
+        Noop { child, addr }
+    }
+
+    /// CPU seconds the server has used so far.
+    pub fn cpu(&self) -> f64 {
+        process_cpu(self.child.id())
+    }
+}
+
+impl Drop for Noop {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// In the child, serves until killed and returns true; elsewhere returns false
+/// at once. The bench's `main` calls it first.
+pub fn serve_if_child() -> bool {
+    let Some(answer) = std::env::var_os(ANSWER) else {
+        return false;
+    };
+    let answer = Bytes::from(std::fs::read(answer).expect("the answer file"));
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    runtime.block_on(async move {
+        let handler = move |UrlPath(_id): UrlPath<String>, body: Bytes| {
+            let answer = answer.clone();
+            async move { reply(&body, answer) }
+        };
+        let app = axum::Router::new().route(ROUTE, post(handler));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("address");
+        let mut stdout = std::io::stdout();
+        writeln!(stdout, "listening on {addr}").expect("stdout");
+        stdout.flush().expect("stdout");
+        let listener = listener.tap_io(|tcp| {
+            let _ = tcp.set_nodelay(true);
+        });
+        axum::serve(listener, app).await.expect("serve");
+    });
+    true
+}
+
+fn reply(body: &[u8], answer: Bytes) -> Response {
+    match serde_json::from_slice::<Value>(body) {
+        Ok(value) if value.is_object() => {}
+        _ => return StatusCode::BAD_REQUEST.into_response(),
+    }
+    let mut response = (StatusCode::OK, answer).into_response();
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    headers.insert(header::ETAG, HeaderValue::from_static("\"1\""));
+    headers.insert(
+        "x-request-id",
+        HeaderValue::from_static("req_01KBENCH00000000000000000000"),
+    );
+    response
+}
