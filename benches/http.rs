@@ -245,6 +245,7 @@ impl Bench {
 
     fn requests(&self, paths: &[String], token: &str) -> Requests {
         Requests {
+            method: "POST",
             paths: paths.to_vec(),
             pick: self.pick,
             headers: vec![

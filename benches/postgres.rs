@@ -275,7 +275,7 @@ fn main() {
         for m in [&baseline, &measured, &naive] {
             println!("{}", m.row());
         }
-        let batches = after.batches - before.batches;
+        let batches = after.commits - before.commits;
         let appends = after.appends - before.appends;
         println!();
         println!(

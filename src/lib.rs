@@ -25,35 +25,45 @@
 //!   input (`extract`, `input`), paging (`page`), metrics and the per-request
 //!   middleware (`observe`). Handlers parse, call the ledger and reply.
 //!
-//! * [`ledger`]: the write path: load state, decide, append with the expected
-//!   version and the claims a command takes, wait for the read model to show
-//!   the append. Also API keys, answers from the log at a past position
-//!   (`history`) and the in-process locks that serialise repeats.
-//!   [`limits`]: what one client may send and one organization may keep, set
-//!   by `serve`'s flags (`cli::limit_args`); the ledger and the extractors hold
-//!   requests to them.
+//! * [`ledger`]: the write path: load the rows a command needs, decide,
+//!   append with the expected version and the claims a command takes, and
+//!   answer as of the append's position (the snapshot the client sees). Also
+//!   API keys, idempotency records and the in-process locks that serialise
+//!   repeats. [`limits`]: what one client may send and one organization may
+//!   keep, set by `serve`'s flags (`cli::limit_args`); the ledger and the
+//!   extractors hold requests to them.
 //!
 //! * [`node`]: one running ledger (store, projector, ledger) as the server and
 //!   every command open it.
 //!
-//! * [`projector`]: the read model inside the process, fed from the store in
-//!   position order with the ledger digest alongside; `replay` is the staged
-//!   replay that `projections rebuild` runs. [`snapshot`] saves and checks the
-//!   read model on disk; [`diff`] compares two models for `projections rebuild
-//!   --verify`.
+//! * [`projector`]: keeps the read model caught up with the store, in position
+//!   order with the ledger digest alongside: it opens the model, sets aside one
+//!   that is damaged, of another log or ahead of it, and replays the log's
+//!   tail; `replay` is the staged replay that `projections rebuild` and a
+//!   catch-up run.
+//!
+//! * [`model`]: the read model on disk: the rows of the `projections` folds in
+//!   tables of [`kv`] (redb, each value sealed with a checksum), a memtable of
+//!   the latest folds over them (`overlay`, `live`), point reads and answers as
+//!   of a position (`view`), index-merged lists (`list`) and the row-by-row
+//!   comparison of `projections rebuild --verify` (`compare`). [`kv`] is the
+//!   byte-level store and the `layered` memtable both the model and the log's
+//!   index flush from.
 //!
 //! * [`store`]: the `EventStore` trait, its one error type and the record format
 //!   every backend shares; `sequencer` (what every append does: versions,
-//!   positions, time, hash chain), `batch` (a run of the log handed to a
-//!   replay as checked archives), and one module per backend: `embedded` (the
-//!   segment log: `segment`, `frame`, `writer`, `index`, `checkpoint`, `fs`),
-//!   `postgres` and `memory`.
+//!   positions, time, hash chain, claims), `batch` (a run of the log handed to
+//!   a replay as checked archives), and one module per backend: `embedded` (the
+//!   segment log: `segment`, `frame`, `writer`, `fs`, and `index`, its stream
+//!   and position index on disk), `postgres` and `memory`.
 //!
 //! * [`chain`]: the per-stream hash chain and the running ledger digest.
 //!   [`audit`]: what `audit verify` checks and what `audit export` writes.
 //!
 //! * [`admin`]: the Unix socket through which `hookledger keys` reaches a
-//!   running server. [`telemetry`]: logging, set up once.
+//!   running server. [`telemetry`]: logging, set up once, written by a thread
+//!   of its own. [`files`]: files and directories created private (0600, 0700)
+//!   whatever the umask.
 
 pub mod admin;
 pub mod api;

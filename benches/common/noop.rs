@@ -3,6 +3,8 @@
 //! [`ANSWER`] set). It reads and parses the body as JSON and answers a
 //! prepared body with the real answer's headers, on the runtime `hookledger`
 //! builds (tokio's default multi-thread one): HTTP and JSON, and nothing else.
+//! It answers a `GET` of one webhook event the same way (the prepared body,
+//! nothing read), the baseline of the scale bench's reads.
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::SocketAddr;
@@ -13,7 +15,7 @@ use axum::body::Bytes;
 use axum::extract::Path as UrlPath;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::post;
+use axum::routing::{get, post};
 use axum::serve::ListenerExt;
 use serde_json::Value;
 
@@ -21,6 +23,9 @@ use super::served::process_cpu;
 
 /// The route both servers answer.
 pub const ROUTE: &str = "/v1/outbound-webhook-deliveries/{id}/attempts";
+/// The read the scale bench compares: one webhook event's snapshot, answered
+/// with the same prepared body.
+pub const READ_ROUTE: &str = "/v1/outbound-webhook-events/{id}";
 /// Set in the child: the file holding the answer it sends.
 const ANSWER: &str = "HOOKLEDGER_BENCH_NOOP_ANSWER";
 
@@ -74,11 +79,18 @@ pub fn serve_if_child() -> bool {
     let answer = Bytes::from(std::fs::read(answer).expect("the answer file"));
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
     runtime.block_on(async move {
+        let read = answer.clone();
         let handler = move |UrlPath(_id): UrlPath<String>, body: Bytes| {
             let answer = answer.clone();
             async move { reply(&body, answer) }
         };
-        let app = axum::Router::new().route(ROUTE, post(handler));
+        let read = move |UrlPath(_id): UrlPath<String>| {
+            let answer = read.clone();
+            async move { with_headers(answer) }
+        };
+        let app = axum::Router::new()
+            .route(ROUTE, post(handler))
+            .route(READ_ROUTE, get(read));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
@@ -99,6 +111,10 @@ fn reply(body: &[u8], answer: Bytes) -> Response {
         Ok(value) if value.is_object() => {}
         _ => return StatusCode::BAD_REQUEST.into_response(),
     }
+    with_headers(answer)
+}
+
+fn with_headers(answer: Bytes) -> Response {
     let mut response = (StatusCode::OK, answer).into_response();
     let headers = response.headers_mut();
     headers.insert(

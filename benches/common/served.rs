@@ -35,7 +35,7 @@ pub struct Served {
     /// Every delivery the setup created.
     pub deliveries: Vec<String>,
     log: Arc<Mutex<LogTally>>,
-    _dir: tempfile::TempDir,
+    _dir: Option<tempfile::TempDir>,
 }
 
 /// What the server has written to its log so far.
@@ -55,9 +55,20 @@ impl Served {
         let dir = tempfile::tempdir().expect("temp dir");
         let data = dir.path().join("data");
         let token = create_key(binary, &data, org);
+        let mut served = Served::open(binary, &data, org, &token, &[]);
+        served._dir = Some(dir);
+        served.deliveries = served.create_deliveries(endpoints, events);
+        served
+    }
+
+    /// `binary serve` on the existing data directory `data` (with `args` added
+    /// to its defaults), once it answers `/readyz`: its read model has caught
+    /// up with the log.
+    pub fn open(binary: &Path, data: &Path, org: &str, token: &str, args: &[&str]) -> Served {
         let addr = free_port();
-        let mut child = command(binary, &data)
+        let mut child = command(binary, data)
             .args(["serve", "--listen", &addr.to_string()])
+            .args(args)
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
@@ -69,14 +80,13 @@ impl Served {
         let mut served = Served {
             child,
             addr,
-            token,
+            token: token.to_owned(),
             org: org.to_owned(),
             deliveries: Vec::new(),
             log,
-            _dir: dir,
+            _dir: None,
         };
         served.wait_ready();
-        served.deliveries = served.create_deliveries(endpoints, events);
         served
     }
 
@@ -89,7 +99,7 @@ impl Served {
     }
 
     fn wait_ready(&mut self) {
-        let deadline = Instant::now() + Duration::from_secs(60);
+        let deadline = Instant::now() + Duration::from_secs(600);
         loop {
             if let Ok((200, _)) = http(self.addr, "GET", "/readyz", &[], "") {
                 return;
@@ -105,7 +115,7 @@ impl Served {
                 "serve did not become ready:\n{}",
                 self.log().tail.join("\n")
             );
-            std::thread::sleep(Duration::from_millis(20));
+            std::thread::sleep(Duration::from_millis(2));
         }
     }
 
@@ -171,10 +181,34 @@ impl Served {
     }
 
     /// Stops the server as an operator would (SIGTERM) and waits for it.
-    pub fn stop(mut self) {
+    pub fn stop(self) {
+        self.signal(nix::sys::signal::Signal::SIGTERM);
+    }
+
+    /// Kills the server as a crash would (SIGKILL) and waits for it.
+    pub fn kill(self) {
+        self.signal(nix::sys::signal::Signal::SIGKILL);
+    }
+
+    fn signal(mut self, signal: nix::sys::signal::Signal) {
         let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
-        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        let _ = nix::sys::signal::kill(pid, signal);
         let _ = self.child.wait();
+    }
+
+    /// The server's resident set now and at its peak (`VmRSS`, `VmHWM`), in bytes.
+    pub fn rss(&self) -> (u64, u64) {
+        let status =
+            std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap_or_default();
+        let field = |name: &str| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(name))
+                .and_then(|v| v.split_whitespace().next())
+                .and_then(|kb| kb.parse::<u64>().ok())
+                .map_or(0, |kb| kb * 1024)
+        };
+        (field("VmRSS:"), field("VmHWM:"))
     }
 }
 
@@ -187,7 +221,7 @@ impl Drop for Served {
 
 /// `binary` on `data`, with none of the caller's `RUST_LOG` or
 /// `HOOKLEDGER_*` settings: the defaults a new user gets.
-fn command(binary: &Path, data: &Path) -> Command {
+pub fn command(binary: &Path, data: &Path) -> Command {
     let mut command = Command::new(binary);
     for (name, _) in std::env::vars_os() {
         let name = name.to_string_lossy().into_owned();
@@ -199,7 +233,8 @@ fn command(binary: &Path, data: &Path) -> Command {
     command
 }
 
-fn create_key(binary: &Path, data: &Path, org: &str) -> String {
+/// `hookledger keys create --org org` on `data`; the key's token.
+pub fn create_key(binary: &Path, data: &Path, org: &str) -> String {
     let out = command(binary, data)
         .args(["keys", "create", "--org", org])
         .output()

@@ -15,6 +15,8 @@ use std::time::Duration;
 /// What every request of a load carries.
 #[derive(Debug, Clone)]
 pub struct Requests {
+    /// `POST`, or `GET` (sent without a body).
+    pub method: &'static str,
     /// Request paths; each request picks one of them.
     pub paths: Vec<String>,
     pub pick: Pick,
@@ -197,7 +199,7 @@ local prepared = {{}}
 
 function init(args)
   for i, path in ipairs(paths) do
-    prepared[i] = wrk.format("POST", path, headers, body)
+    prepared[i] = wrk.format({method}, path, headers, body)
   end
   math.randomseed(20261127)
 end
@@ -220,7 +222,12 @@ end
 "#,
         paths = paths.join(", "),
         headers = headers.join(", "),
-        body = quote(&requests.body),
+        method = quote(requests.method),
+        body = if requests.body.is_empty() {
+            "nil".to_owned()
+        } else {
+            quote(&requests.body)
+        },
         out = quote(&out.display().to_string()),
         percentiles = PERCENTILES.map(|p| p.to_string()).join(", "),
         pick = match requests.pick {

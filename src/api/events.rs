@@ -41,14 +41,16 @@ pub struct EventBody {
     payload: Field,
 }
 
+/// A webhook event as the API accepts it, checked field by field (the log's
+/// `store::NewEvent` is what gets appended).
 #[derive(Debug)]
-pub struct NewEvent {
+pub struct NewWebhookEvent {
     event_type: String,
     source_key: Option<String>,
     payload: JsonObject,
 }
 
-impl Validated for NewEvent {
+impl Validated for NewWebhookEvent {
     type Dto = EventBody;
 
     fn validate(body: EventBody, limits: &Limits) -> Result<Self, Vec<FieldError>> {
@@ -81,7 +83,7 @@ impl Validated for NewEvent {
         else {
             return Err(errors.into_vec());
         };
-        Ok(NewEvent {
+        Ok(NewWebhookEvent {
             event_type,
             source_key,
             payload,
@@ -94,7 +96,7 @@ async fn accept(
     State(state): State<AppState>,
     caller: Caller,
     idempotency: IdempotencyKey,
-    body: ValidatedJson<NewEvent>,
+    body: ValidatedJson<NewWebhookEvent>,
 ) -> Result<Response, ApiError> {
     let ctx = caller.context_for(idempotency, &body);
     let org = &caller.organization_id;

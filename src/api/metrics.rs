@@ -109,7 +109,7 @@ impl Metrics {
         let store_fsyncs = Gauge::default();
         registry.register(
             "store_fsyncs",
-            "fsyncs the store made since it opened",
+            "Group commits that made appends durable since the store opened (an fsync of the embedded log, a transaction on PostgreSQL)",
             store_fsyncs.clone(),
         );
         let batch_size = Gauge::<f64, std::sync::atomic::AtomicU64>::default();

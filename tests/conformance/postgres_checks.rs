@@ -309,11 +309,11 @@ async fn an_append_the_database_refuses_fails_alone_not_its_batch() {
     let stats = store.stats();
     eprintln!(
         "{APPENDS} appends, {refused} refused, {} acknowledged in {} transactions",
-        stats.appends, stats.batches
+        stats.appends, stats.commits
     );
     assert_eq!(stats.appends, (APPENDS - refused) as u64);
     assert!(
-        stats.batches < stats.appends,
+        stats.commits < stats.appends,
         "no appends shared a transaction: {stats:?}"
     );
 }

@@ -60,15 +60,6 @@ impl Default for Options {
     }
 }
 
-/// What the writer has done since the store opened.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Stats {
-    /// Appends acknowledged.
-    pub appends: u64,
-    /// Transactions that committed appends.
-    pub batches: u64,
-}
-
 /// A log in a PostgreSQL database.
 #[derive(Debug)]
 pub struct PostgresStore {
@@ -134,7 +125,8 @@ impl PostgresStore {
         Ok(store)
     }
 
-    pub fn stats(&self) -> Stats {
+    /// Appends acknowledged, and the transactions that committed them.
+    pub fn stats(&self) -> crate::store::CommitStats {
         self.stats.get()
     }
 
@@ -283,6 +275,10 @@ impl EventStore for PostgresStore {
 
     fn head(&self) -> u64 {
         *self.head.borrow()
+    }
+
+    fn commit_stats(&self) -> Option<crate::store::CommitStats> {
+        Some(self.stats())
     }
 
     async fn sync_head(&self) -> Result<u64> {

@@ -49,10 +49,10 @@ pub struct Counters {
 }
 
 impl Counters {
-    pub fn get(&self) -> super::Stats {
-        super::Stats {
+    pub fn get(&self) -> crate::store::CommitStats {
+        crate::store::CommitStats {
             appends: self.appends.load(Ordering::Relaxed),
-            batches: self.batches.load(Ordering::Relaxed),
+            commits: self.batches.load(Ordering::Relaxed),
         }
     }
 }
