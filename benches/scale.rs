@@ -31,7 +31,8 @@
 //! events, comma-separated, default `1000000,4000000,16000000`),
 //! `HOOKLEDGER_BENCH_SECS` (each load phase), `HOOKLEDGER_BENCH_ROUNDS`
 //! (restarts per size, default 3), `HOOKLEDGER_BENCH_DIR` (where the ledgers
-//! are written; each is deleted once measured).
+//! are written; each is deleted once measured, unless `HOOKLEDGER_BENCH_KEEP`
+//! is set, which keeps them for a profile or a look inside).
 
 mod common;
 
@@ -66,10 +67,14 @@ fn main() {
     let bench = Bench {
         binary: served::binary(),
         wrk: wrk::require(),
-        work: tempfile::tempdir_in(
-            std::env::var_os("HOOKLEDGER_BENCH_DIR").map_or_else(std::env::temp_dir, PathBuf::from),
-        )
-        .expect("temp dir"),
+        work: tempfile::Builder::new()
+            .prefix("hookledger-scale-")
+            .disable_cleanup(std::env::var_os("HOOKLEDGER_BENCH_KEEP").is_some())
+            .tempdir_in(
+                std::env::var_os("HOOKLEDGER_BENCH_DIR")
+                    .map_or_else(std::env::temp_dir, PathBuf::from),
+            )
+            .expect("temp dir"),
         length: phase(),
         rounds: env_u64("HOOKLEDGER_BENCH_ROUNDS", 3),
     };
