@@ -3,8 +3,14 @@
 //! through the projections into a fresh read model on disk and swapping it
 //! in; against a plain sequential read of the same segment files.
 //!
+//! The ledger is the read model's workload (`Shape::scale`: 1 KiB payloads, 2
+//! endpoints, 3 attempts per delivery, each delivery's attempts close together
+//! in the log as retries are); `HOOKLEDGER_BENCH_MIX=rounds` replays the older
+//! mix instead (4 endpoints, attempts in rounds over every delivery, so each
+//! delivery's rows are touched again long after they were written out).
+//!
 //! `cargo bench --bench rebuild`; `HOOKLEDGER_BENCH_REBUILD_EVENTS` sets the log's
-//! size (default 2 million events, the restart bench's mix);
+//! size (default 2 million events);
 //! `HOOKLEDGER_BENCH_DIR` keeps the generated log in that directory and reuses it
 //! on the next run (for profiling the replay alone).
 
@@ -22,7 +28,12 @@ use hookledger::store::embedded::EmbeddedStore;
 fn main() {
     common::machine("rebuild");
     let total = env_u64("HOOKLEDGER_BENCH_REBUILD_EVENTS", 2_000_000);
-    let shape = Shape::for_log_events(total);
+    // `HOOKLEDGER_BENCH_MIX=rounds`: the older mix, attempts in rounds over
+    // every delivery (no two attempts of a delivery close together in the log).
+    let shape = match std::env::var("HOOKLEDGER_BENCH_MIX").as_deref() {
+        Ok("rounds") => Shape::for_log_events(total),
+        _ => Shape::scale(total),
+    };
     let temp = tempfile::tempdir().expect("temp dir");
     let dir = std::env::var_os("HOOKLEDGER_BENCH_DIR")
         .map_or_else(|| temp.path().to_owned(), std::path::PathBuf::from);

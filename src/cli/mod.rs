@@ -84,14 +84,22 @@ impl StoreArgs {
 
     /// Where this process keeps its read model, and how much memory it gets.
     pub fn projector_config(&self) -> crate::projector::Config {
+        let memory = self.model_memory();
+        let mut options = crate::model::Options {
+            settings: self.settings(),
+            ..crate::model::Options::default()
+        };
+        options.flushing.bytes = memory.overlay;
         crate::projector::Config {
             file: Some(crate::model::file_in(&self.data)),
-            cache_bytes: self.model_cache(),
-            options: crate::model::Options {
-                settings: self.settings(),
-                ..crate::model::Options::default()
-            },
+            cache_bytes: memory.page_cache,
+            options,
         }
+    }
+
+    /// How the read model spends its share of `--cache-size`.
+    pub fn model_memory(&self) -> crate::model::Memory {
+        crate::model::Memory::of(self.model_cache())
     }
 
     /// The read model's share of `--cache-size`: all of it, but for the

@@ -39,7 +39,8 @@ pub async fn run(args: &StoreArgs, command: ProjectionsCommand) -> Result<(), Er
     let ProjectionsCommand::Rebuild(rebuild) = command;
     let file = model::file_in(&args.data);
     // Held until the swap: no server can open the model meanwhile.
-    let live = match model::open(&file, args.model_cache()) {
+    let memory = args.model_memory();
+    let live = match model::open(&file, memory.page_cache) {
         Ok(stored) => Some(stored),
         Err(model::Error::Kv(kv::Error::Locked(_))) => {
             return Err(Error::Setup(format!(
@@ -70,14 +71,14 @@ pub async fn run(args: &StoreArgs, command: ProjectionsCommand) -> Result<(), Er
             ));
         }
     }
-    let fresh = model::open(&fresh_file, args.model_cache())
+    let fresh = model::open(&fresh_file, memory.page_cache)
         .map_err(|e| Error::setup("cannot create the new read model", e))?;
     let rebuilt = Arc::new(
         Model::start(
             fresh.kv,
             Chain::default(),
             None,
-            model::Options::bulk(args.settings()),
+            model::Options::bulk(args.settings(), memory.overlay),
         )
         .map_err(|e| Error::setup("cannot start the new read model", e))?,
     );
@@ -139,7 +140,7 @@ async fn verify(
             live.kv,
             live.tip,
             live.log_id,
-            model::Options::bulk(args.settings()),
+            model::Options::bulk(args.settings(), args.model_memory().overlay),
         )
         .map_err(|e| Error::setup("cannot open the live read model", e))?,
     );

@@ -216,7 +216,7 @@ impl<M: Memtable> Layered<M> {
         let full = || {
             let layers = read(&inner.layers);
             let bytes = read(&layers.active).bytes();
-            bytes >= 4 * inner.flushing.bytes && layers.frozen.is_some()
+            bytes >= 2 * inner.flushing.bytes && layers.frozen.is_some()
         };
         let mut control = lock(&inner.control);
         while full() {

@@ -162,6 +162,28 @@ pub fn file_in(data_dir: &Path) -> PathBuf {
 
 /// Opens (or creates) the store at `file` and reads what it reflects;
 /// `cache` bytes of its pages stay in memory.
+/// How the memory a model is given (its share of `--cache-size`) is spent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Memory {
+    /// Bytes of the store's pages kept in memory.
+    pub page_cache: usize,
+    /// The size at which the folds' overlay is written out. Folds wait while
+    /// one overlay is being written and the next has grown to twice this, and
+    /// the write's batch is about one overlay's size again: overlays take at
+    /// most about five times this.
+    pub overlay: usize,
+}
+
+impl Memory {
+    /// Three quarters to the page cache; the overlays the rest.
+    pub fn of(bytes: usize) -> Memory {
+        Memory {
+            page_cache: bytes - bytes / 4,
+            overlay: (bytes / 20).max(1 << 20),
+        }
+    }
+}
+
 pub fn open(file: &Path, cache: usize) -> Result<Stored, Error> {
     if let Some(dir) = file.parent() {
         crate::files::create_dir_all(dir)

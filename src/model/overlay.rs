@@ -68,8 +68,86 @@ pub struct Overlay {
     pub bytes: usize,
 }
 
-/// What a row roughly costs in memory besides its strings.
-const ROW_BYTES: usize = 160;
+/// The heap bytes a row holds beyond its inline size: its strings and lists.
+/// With [`entry_bytes`], what decides when an overlay is written out; an
+/// estimate that fell short would let the overlays outgrow the memory they
+/// are given.
+pub trait Footprint {
+    fn heap(&self) -> usize;
+}
+
+fn strings<'a>(all: impl IntoIterator<Item = &'a String>) -> usize {
+    all.into_iter().map(String::capacity).sum()
+}
+
+impl Footprint for String {
+    fn heap(&self) -> usize {
+        self.capacity()
+    }
+}
+
+impl Footprint for Endpoint {
+    fn heap(&self) -> usize {
+        strings([&self.id, &self.organization_id, &self.name, &self.url])
+            + strings(&self.event_types)
+            + self.event_types.capacity() * size_of::<String>()
+    }
+}
+
+impl Footprint for WebhookEvent {
+    fn heap(&self) -> usize {
+        strings([&self.id, &self.organization_id, &self.event_type])
+            + strings(&self.source_key)
+            + strings(&self.delivery_ids)
+            + self.delivery_ids.capacity() * size_of::<String>()
+    }
+}
+
+impl Footprint for Delivery {
+    fn heap(&self) -> usize {
+        strings([
+            &self.id,
+            &self.organization_id,
+            &self.event_id,
+            &self.endpoint_id,
+            &self.endpoint_name,
+            &self.endpoint_url,
+        ]) + strings(&self.last_error)
+    }
+}
+
+impl Footprint for Attempt {
+    fn heap(&self) -> usize {
+        strings([&self.organization_id, &self.delivery_id]) + strings(&self.last_error)
+    }
+}
+
+impl Footprint for ApiKey {
+    fn heap(&self) -> usize {
+        strings([&self.id, &self.organization_id])
+    }
+}
+
+impl Footprint for IdempotencyRecord {
+    fn heap(&self) -> usize {
+        strings([&self.request_sha256, &self.resource_id])
+    }
+}
+
+/// What one entry of an overlay's map costs: the key and the row inline in a
+/// B-tree node (nodes run about two-thirds full), the key's bytes, and the
+/// row's heap.
+pub fn entry_bytes<R: Footprint>(key: &[u8], row: &R) -> usize {
+    (size_of::<Vec<u8>>() + size_of::<R>()) * 3 / 2 + key.len() + row.heap()
+}
+
+/// What remembering a row's index entries costs: three keys and a hash map
+/// entry keyed by the row's key.
+fn remembered_bytes(key: &[u8], entries: &IndexEntries) -> usize {
+    2 * (size_of::<Vec<u8>>() + size_of::<IndexEntries>())
+        + key.len()
+        + entries.iter().map(|(_, k)| k.capacity()).sum::<usize>()
+}
 
 impl Overlay {
     /// An empty overlay that goes on from `tip`.
@@ -141,8 +219,8 @@ impl Folding<'_> {
         lookup(&frozen, self.kv, table, key, field)
     }
 
-    fn added(&mut self, strings: usize) {
-        self.overlay.bytes += ROW_BYTES + strings;
+    fn added(&mut self, bytes: usize) {
+        self.overlay.bytes += bytes;
     }
 }
 
@@ -158,7 +236,7 @@ type Remember<R> = (
 impl Folding<'_> {
     /// The row at `key`, ready to change: copied up from below if it is not
     /// in the overlay yet.
-    fn copy_up<R: Row + Clone>(
+    fn copy_up<R: Row + Clone + Footprint>(
         &mut self,
         table: Table,
         key: Vec<u8>,
@@ -170,12 +248,15 @@ impl Folding<'_> {
             let Some(row) = self.below(table, &key, field)? else {
                 return Ok(None);
             };
+            let mut bytes = entry_bytes(&key, &row);
             if let Some((entries, remembered)) = remember {
+                let entries = entries(&row);
+                bytes += remembered_bytes(&key, &entries);
                 remembered(self.overlay)
                     .entry(key.clone())
-                    .or_insert_with(|| entries(&row));
+                    .or_insert(entries);
             }
-            self.added(0);
+            self.added(bytes);
             field_mut(self.overlay).insert(key.clone(), row);
         }
         Ok(field_mut(self.overlay).get_mut(&key))
@@ -197,14 +278,13 @@ impl Rows for Folding<'_> {
 
     fn put_endpoint(&mut self, endpoint: Endpoint) -> Result<(), Error> {
         let org = &endpoint.organization_id;
-        self.added(endpoint.url.len() + endpoint.name.len());
-        self.overlay.endpoint_versions.insert(
-            key::endpoint_version(org, &endpoint.id, endpoint.version),
-            endpoint.clone(),
-        );
+        let version = key::endpoint_version(org, &endpoint.id, endpoint.version);
+        let key = key::endpoint(org, &endpoint.id);
+        self.added(entry_bytes(&version, &endpoint) + entry_bytes(&key, &endpoint));
         self.overlay
-            .endpoints
-            .insert(key::endpoint(org, &endpoint.id), endpoint);
+            .endpoint_versions
+            .insert(version, endpoint.clone());
+        self.overlay.endpoints.insert(key, endpoint);
         Ok(())
     }
 
@@ -220,7 +300,7 @@ impl Rows for Folding<'_> {
 
     fn put_event(&mut self, event: WebhookEvent, payload: String) -> Result<(), Error> {
         let key = key::event(&event.organization_id, &event.id);
-        self.added(payload.len() + 40 * event.delivery_ids.len());
+        self.added(entry_bytes(&key, &payload) + entry_bytes(&key, &event));
         self.overlay.payloads.insert(key.clone(), payload);
         self.overlay.events.insert(key, event);
         Ok(())
@@ -237,24 +317,20 @@ impl Rows for Folding<'_> {
     }
 
     fn put_delivery(&mut self, delivery: Delivery) -> Result<(), Error> {
-        self.added(delivery.endpoint_url.len());
-        self.overlay.deliveries.insert(
-            key::delivery(&delivery.organization_id, &delivery.id),
-            delivery,
-        );
+        let key = key::delivery(&delivery.organization_id, &delivery.id);
+        self.added(entry_bytes(&key, &delivery));
+        self.overlay.deliveries.insert(key, delivery);
         Ok(())
     }
 
     fn put_attempt(&mut self, attempt: Attempt) -> Result<(), Error> {
-        self.added(attempt.last_error.as_ref().map_or(0, String::len));
-        self.overlay.attempts.insert(
-            key::attempt(
-                &attempt.organization_id,
-                &attempt.delivery_id,
-                attempt.version,
-            ),
-            attempt,
+        let key = key::attempt(
+            &attempt.organization_id,
+            &attempt.delivery_id,
+            attempt.version,
         );
+        self.added(entry_bytes(&key, &attempt));
+        self.overlay.attempts.insert(key, attempt);
         Ok(())
     }
 
@@ -267,10 +343,10 @@ impl Rows for Folding<'_> {
     }
 
     fn put_source_key(&mut self, org: &str, source_key: &str, event_id: &str) -> Result<(), Error> {
-        self.added(source_key.len());
-        self.overlay
-            .source_keys
-            .insert(key::source_key(org, source_key), event_id.to_owned());
+        let key = key::source_key(org, source_key);
+        let event_id = event_id.to_owned();
+        self.added(entry_bytes(&key, &event_id));
+        self.overlay.source_keys.insert(key, event_id);
         Ok(())
     }
 
@@ -288,10 +364,9 @@ impl Rows for Folding<'_> {
         slot: &str,
         record: IdempotencyRecord,
     ) -> Result<(), Error> {
-        self.added(slot.len());
-        self.overlay
-            .idempotency
-            .insert(key::idempotency(org, slot), record);
+        let key = key::idempotency(org, slot);
+        self.added(entry_bytes(&key, &record));
+        self.overlay.idempotency.insert(key, record);
         Ok(())
     }
 
@@ -306,10 +381,9 @@ impl Rows for Folding<'_> {
     }
 
     fn put_api_key(&mut self, api_key: ApiKey) -> Result<(), Error> {
-        self.added(0);
-        self.overlay
-            .api_keys
-            .insert(key::api_key(&api_key.id), api_key);
+        let key = key::api_key(&api_key.id);
+        self.added(entry_bytes(&key, &api_key));
+        self.overlay.api_keys.insert(key, api_key);
         Ok(())
     }
 }
