@@ -71,7 +71,8 @@ fn main() {
             kv,
             Chain::default(),
             None,
-            model::Options::bulk(Settings::default()),
+            // The overlay size `projections rebuild` gets with the default cache.
+            model::Options::bulk(Settings::default(), model::Memory::of(192 << 20).overlay),
         )
         .expect("model");
         let t = Instant::now();

@@ -45,17 +45,17 @@ impl Default for Options {
 
 impl Options {
     /// For a replay from the start: overlays of `overlay` bytes, written as
-    /// they fill up, each durably: redb reuses the pages a commit frees only
-    /// after a durable commit, so a replay of non-durable commits leaves a
-    /// file twice the size of its rows (and is slower for the fresh pages it
-    /// writes).
+    /// they fill up, durably at least every second: redb reuses the pages a
+    /// commit frees only after a durable commit, so a replay of non-durable
+    /// commits leaves a file twice the size of its rows (and is slower for the
+    /// fresh pages it writes).
     pub fn bulk(settings: Settings, overlay: usize) -> Options {
         Options {
             settings,
             flushing: Flushing {
                 bytes: overlay,
                 interval: Duration::from_secs(3600),
-                durable_interval: Duration::ZERO,
+                durable_interval: Duration::from_secs(1),
             },
         }
     }
