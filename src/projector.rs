@@ -16,11 +16,14 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{Mutex, watch};
 
-use crate::kv::{self, RedbKv};
-use crate::model::{self, Chain, Decoded, Model, View};
+use crate::model::{self, Decoded, Model, View};
 use crate::store::{EventRef, EventStore, RecordedEvent};
 
+mod open;
 mod replay;
+
+pub(crate) use open::trusted;
+use open::{fresh_model, open_model};
 
 pub use replay::replay;
 
@@ -28,6 +31,9 @@ pub use replay::replay;
 const BATCH: usize = 4096;
 /// A tail longer than this is replayed with the pipelined replay.
 const LONG_TAIL: u64 = 50_000;
+/// How long the follower leaves new commits to the fold thread before it
+/// reads them from the log itself.
+const FOLD_THREAD_GRACE: Duration = Duration::from_millis(100);
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -85,9 +91,11 @@ pub struct Projector {
     store: Arc<dyn EventStore>,
     config: Config,
     model: RwLock<Arc<Model>>,
-    /// One folder at a time: the store's commit hook, or the follower.
+    /// One folder at a time: the fold thread, or the follower.
     fold: Mutex<()>,
     progress: watch::Sender<Progress>,
+    /// Whether the store hands its commits to the fold thread.
+    hooked: std::sync::atomic::AtomicBool,
 }
 
 /// How the projector began: from a store that matched the log, or afresh.
@@ -116,17 +124,34 @@ impl Projector {
             model: RwLock::new(Arc::new(model)),
             fold: Mutex::new(()),
             progress,
+            hooked: std::sync::atomic::AtomicBool::new(false),
         });
-        // Fold each batch as the store commits it, before its writers hear back:
-        // a writer then finds its event in the model at once, instead of waking
-        // the follower to read it back. Weak: the store must not keep the
-        // projector alive.
-        let hooked = Arc::downgrade(&projector);
-        projector.store.on_commit(Box::new(move |events| {
-            if let Some(projector) = hooked.upgrade() {
-                projector.take_committed(events);
-            }
+        // Fold each batch as the store commits it: a writer then finds its
+        // event in the model as soon as it can, without the follower reading
+        // it back from the log. The fold runs on a thread of its own, never
+        // on the store's writer, which would otherwise wait on the model's
+        // reads and its room for changes before committing the next batch.
+        // A batch the fold thread has no room for is left to the follower.
+        // Weak: neither the store nor the thread keeps the projector alive.
+        let (committed, batches) = std::sync::mpsc::sync_channel::<Vec<RecordedEvent>>(64);
+        let folding = Arc::downgrade(&projector);
+        std::thread::Builder::new()
+            .name("model-fold".into())
+            .spawn(move || {
+                while let Ok(events) = batches.recv() {
+                    match folding.upgrade() {
+                        Some(projector) => projector.take_committed(&events),
+                        None => return,
+                    }
+                }
+            })
+            .map_err(|e| Error::Stopped(format!("cannot start the fold thread: {e}").into()))?;
+        let hooked = projector.store.on_commit(Box::new(move |events| {
+            let _ = committed.try_send(events.to_vec());
         }));
+        projector
+            .hooked
+            .store(hooked, std::sync::atomic::Ordering::Relaxed);
         Ok((projector, start))
     }
 
@@ -162,22 +187,15 @@ impl Projector {
                 self.rebuild_after_damage().await;
                 continue;
             }
+            let hooked = self.hooked.load(std::sync::atomic::Ordering::Relaxed);
+            if hooked && self.position() >= self.store.head() {
+                // Caught up: the fold thread takes the next commits; the
+                // follower reads from the log only what it does not take.
+                self.wait_for_commits(&mut progress, true).await;
+                continue;
+            }
             match self.step().await {
-                Ok(0) => {
-                    let damaged = async {
-                        let _ = progress
-                            .wait_for(|p| p.rebuilding.is_some() || p.stopped.is_some())
-                            .await
-                            .map(drop);
-                    };
-                    tokio::select! {
-                        waited = self.store.wait_beyond(self.position()) => if let Err(e) = waited {
-                            tracing::warn!(error = %e, "waiting for new events failed; retrying");
-                            tokio::time::sleep(Duration::from_millis(200)).await;
-                        },
-                        () = damaged => {}
-                    }
-                }
+                Ok(0) => self.wait_for_commits(&mut progress, false).await,
                 Ok(_) => {}
                 Err(Error::Store(e)) => {
                     tracing::error!(error = %e, "reading the log failed; retrying");
@@ -185,6 +203,42 @@ impl Projector {
                 }
                 Err(e) => self.fail(e),
             }
+        }
+    }
+
+    /// Waits until the log grows beyond the model or the model is found
+    /// damaged. With `to_fold_thread`, then gives the fold thread a moment to
+    /// fold what was committed, so the follower reads from the log only what
+    /// the thread could not take (a batch it had no room for, or appends of
+    /// another process).
+    async fn wait_for_commits(
+        &self,
+        progress: &mut watch::Receiver<Progress>,
+        to_fold_thread: bool,
+    ) {
+        let mut damaged = progress.clone();
+        let damaged = async move {
+            let _ = damaged
+                .wait_for(|p| p.rebuilding.is_some() || p.stopped.is_some())
+                .await
+                .map(drop);
+        };
+        tokio::select! {
+            waited = self.store.wait_beyond(self.position()) => match waited {
+                Ok(head) if to_fold_thread => {
+                    let _ = tokio::time::timeout(
+                        FOLD_THREAD_GRACE,
+                        progress.wait_for(|p| p.applied >= head || p.stopped.is_some()),
+                    )
+                    .await;
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!(error = %e, "waiting for new events failed; retrying");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            },
+            () = damaged => {}
         }
     }
 
@@ -254,10 +308,9 @@ impl Projector {
         if self.stopped().is_some() || self.progress.borrow().rebuilding.is_some() {
             return;
         }
-        let Ok(_fold) = self.fold.try_lock() else {
-            // A catch-up holds the model; it will read these from the log.
-            return;
-        };
+        // A catch-up may hold the model; it reads from the log what it folds,
+        // and this batch is skipped below if it got there first.
+        let _fold = self.fold.blocking_lock();
         let model = self.model();
         let applied = model.applied();
         let fresh = events.iter().skip_while(|e| e.position <= applied);
@@ -410,88 +463,6 @@ impl Projector {
     pub fn close(&self) -> Result<(), Error> {
         Ok(self.model().close()?)
     }
-}
-
-/// Opens the model `config` names if it matches the log; else a fresh one.
-async fn open_model(store: &dyn EventStore, config: &Config) -> Result<(Model, Start), Error> {
-    let Some(file) = &config.file else {
-        return Ok((fresh_model(config)?, Start::Fresh { reason: None }));
-    };
-    let reason = match model::open(file, config.cache_bytes) {
-        Ok(stored) => match trusted(store, &stored).await {
-            Ok(()) => {
-                let position = stored.tip.position();
-                let model = Model::start(stored.kv, stored.tip, stored.log_id, config.options)?;
-                return Ok((model, Start::Resumed { position }));
-            }
-            Err(reason) => reason,
-        },
-        Err(model::Error::Kv(kv::Error::Locked(path))) => return Err(Error::Locked(path)),
-        Err(e) => e.to_string(),
-    };
-    if store.head() > 0 || file.exists() {
-        tracing::warn!(%reason, file = %file.display(), "setting the read model aside; it is rebuilt from the log");
-    }
-    model::set_aside(file)
-        .map_err(|e| Error::Stopped(format!("cannot set {} aside: {e}", file.display()).into()))?;
-    Ok((
-        fresh_model(config)?,
-        Start::Fresh {
-            reason: Some(reason),
-        },
-    ))
-}
-
-fn fresh_model(config: &Config) -> Result<Model, Error> {
-    let kv: Arc<dyn kv::Kv> = match &config.file {
-        Some(file) => model::open(file, config.cache_bytes)?.kv,
-        None => Arc::new(RedbKv::in_memory(&model::tables::ALL).map_err(model::Error::from)?),
-    };
-    Ok(Model::start(kv, Chain::default(), None, config.options)?)
-}
-
-/// Whether a store's contents can be trusted to be this log's up to its
-/// position; the reason it cannot be, if not.
-pub(crate) async fn trusted(store: &dyn EventStore, stored: &model::Stored) -> Result<(), String> {
-    let position = stored.tip.position();
-    match stored.format {
-        None if position == 0 => return Ok(()),
-        Some(model::tables::FORMAT) => {}
-        Some(other) => {
-            return Err(format!(
-                "it is of format {other}; this build reads format {}",
-                model::tables::FORMAT
-            ));
-        }
-        None => return Err("it has no format record".into()),
-    }
-    if position == 0 {
-        return Ok(());
-    }
-    let head = store.sync_head().await.map_err(|e| e.to_string())?;
-    if position > head {
-        return Err(format!(
-            "it is at position {position} but the log ends at {head}"
-        ));
-    }
-    let hash_at = |position: u64| async move {
-        let events = store
-            .read_all(position, 1)
-            .await
-            .map_err(|e| format!("cannot read position {position} to check it: {e}"))?;
-        events
-            .first()
-            .filter(|e| e.position == position)
-            .map(|e| e.hash)
-            .ok_or_else(|| format!("the log has no position {position}"))
-    };
-    if stored.log_id != Some(hash_at(1).await?) {
-        return Err("it was built from another log".into());
-    }
-    if hash_at(position).await? != stored.tip.last_hash {
-        return Err(format!("it does not match the log at position {position}"));
-    }
-    Ok(())
 }
 
 #[cfg(test)]
