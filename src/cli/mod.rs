@@ -50,6 +50,32 @@ pub struct StoreArgs {
         hide_env_values = true
     )]
     pub postgres_url: Option<Secret>,
+
+    /// KurrentDB connection string for `--backend kurrentdb`:
+    /// `esdb://host:2113?tls=false` for one node, `esdb+discover://…` for a
+    /// cluster, with `user:password@` as the server needs. Never printed.
+    #[arg(
+        long,
+        global = true,
+        env = "HOOKLEDGER_KURRENTDB_URL",
+        hide_env_values = true
+    )]
+    pub kurrentdb_url: Option<Secret>,
+
+    /// The ledger's streams in KurrentDB are named `PREFIX:…`; several ledgers
+    /// can share a server under different prefixes.
+    #[arg(
+        long,
+        global = true,
+        env = "HOOKLEDGER_KURRENTDB_PREFIX",
+        default_value = "hookledger"
+    )]
+    pub kurrentdb_prefix: String,
+
+    /// The KurrentDB server's maximum append size (its `MaxAppendSize`):
+    /// larger appends are refused before they are sent.
+    #[arg(long, global = true, env = "HOOKLEDGER_KURRENTDB_MAX_APPEND_BYTES", default_value_t = 1024 * 1024)]
+    pub kurrentdb_max_append_bytes: usize,
 }
 
 /// The storage backends the command line can open.
@@ -59,6 +85,9 @@ pub enum Backend {
     Embedded,
     /// A PostgreSQL database that several server processes can share.
     Postgres,
+    /// A KurrentDB server or cluster that several server processes can share
+    /// (in builds with the `kurrentdb` feature).
+    Kurrentdb,
 }
 
 /// A setting that may hold a password: its `Debug` never shows it.

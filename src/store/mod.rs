@@ -16,6 +16,8 @@ pub use batch::{Batch, EventRef};
 
 mod batch;
 pub mod embedded;
+#[cfg(feature = "kurrentdb")]
+pub mod kurrentdb;
 pub mod memory;
 pub mod postgres;
 pub mod sequencer;
@@ -220,6 +222,12 @@ pub trait EventStore: Send + Sync + std::fmt::Debug {
     /// acknowledged anywhere before the call. Single-process stores answer `head()`.
     async fn sync_head(&self) -> Result<u64> {
         Ok(self.head())
+    }
+
+    /// The largest event (data, metadata and type together) this store takes
+    /// in an append of its own; a larger one is [`Error::Invalid`].
+    fn max_event_bytes(&self) -> usize {
+        MAX_EVENT_BYTES
     }
 
     /// Group-commit counters, for stores that batch appends into shared syncs.
