@@ -266,7 +266,7 @@ async fn faulty_app(dir: &Path) -> (TestApp, Arc<Faults>) {
     };
     let store = EmbeddedStore::open_with(dir, options).expect("the store opens");
     let node = Node::start(Arc::new(store), Some(hookledger::node::snapshot_file(dir))).await;
-    let app = spawn_app_with(TestNode { node, dir: None }, |state| state).await;
+    let app = spawn_app_with(TestNode::from(node), |state| state).await;
     (app, faults)
 }
 
