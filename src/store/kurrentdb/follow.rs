@@ -141,20 +141,18 @@ impl Follower {
         let record = match record {
             Ok(record) => record,
             Err(e) => {
-                let reason = format!("following the ledger stopped: {e}");
-                tracing::error!(%reason);
-                inner.failed = Some(reason);
-                inner.waiters.clear();
-                drop(inner);
-                // Wake waiters: they will find the failure.
-                self.progress.send_modify(|_| {});
+                self.stop(inner, format!("following the ledger stopped: {e}"));
                 return Err(e);
             }
         };
-        let position = inner
-            .positions
-            .push(event.position)
-            .map_err(|e| Error::io("numbering the ledger's positions", e))?;
+        let position = match inner.positions.push(event.position) {
+            Ok(position) => position,
+            Err(e) => {
+                let reason = format!("following the ledger stopped: numbering failed: {e}");
+                self.stop(inner, reason);
+                return Err(Error::io("numbering the ledger's positions", e));
+            }
+        };
         let key = (event.stream.clone(), event.revision);
         if let Some(waiters) = inner.waiters.remove(&key) {
             for waiter in waiters {
@@ -182,6 +180,15 @@ impl Follower {
             p.clock = p.clock.max(record.recorded_at);
         });
         Ok(Some(record))
+    }
+
+    /// Stops numbering for good, for `reason`, and wakes every waiter to find it.
+    fn stop(&self, mut inner: MutexGuard<'_, Inner>, reason: String) {
+        tracing::error!(%reason);
+        inner.failed = Some(reason);
+        inner.waiters.clear();
+        drop(inner);
+        self.progress.send_modify(|_| {});
     }
 
     /// Where the event at `revision` of KurrentDB stream `stream` was numbered,

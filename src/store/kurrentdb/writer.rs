@@ -469,10 +469,7 @@ async fn refuse_duplicate(
     stream: String,
     revision: u64,
 ) {
-    let answer = match locate(&shared, &stream, revision, None).await {
-        Ok(position) => Ok(position),
-        Err(e) => Err(e),
-    };
+    let answer = locate(&shared, &stream, revision, None).await;
     for s in staged {
         let claim = s
             .pending

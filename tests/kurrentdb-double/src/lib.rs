@@ -122,7 +122,15 @@ impl KurrentDbDouble {
                 ),
             )
             .serve_with_incoming_shutdown(
-                tokio_stream::wrappers::TcpListenerStream::new(listener),
+                // As KurrentDB's own server: no Nagle delay on its answers.
+                tokio_stream::StreamExt::map(
+                    tokio_stream::wrappers::TcpListenerStream::new(listener),
+                    |accepted| {
+                        accepted.inspect(|socket| {
+                            let _ = socket.set_nodelay(true);
+                        })
+                    },
+                ),
                 async {
                     let _ = stopped.await;
                 },
