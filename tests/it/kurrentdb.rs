@@ -50,6 +50,35 @@ async fn node_on(kurrent: &Kurrent, prefix: &str, dir: &tempfile::TempDir) -> No
     Node::start(Arc::new(store), Some(snapshot_file(dir.path()))).await
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_attempt_over_the_servers_append_size_is_413_and_never_sent() {
+    let kurrent = Kurrent::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let node = node_on(&kurrent, &fresh_prefix(), &dir).await;
+    let app = spawn_app_with(node, |s| s).await;
+    let delivery = app.delivery().await;
+    let head = app.head();
+    let sent = || kurrent.double("").map(|d| d.stats().appends);
+    let before = sent();
+    // Within the API's 1 MiB, over KurrentDB's 1 MiB append once recorded.
+    let body = json!({"status": "failed", "lastError": "e".repeat(1_040_000)});
+    let reply = app.record_attempt(&delivery, &body).await;
+    reply.assert_problem(413, None);
+    let detail = reply.body["detail"].as_str().unwrap_or_default();
+    assert!(
+        detail.contains("maximum append size") && detail.contains("1048576"),
+        "{detail}"
+    );
+    assert_eq!(app.head(), head);
+    assert_eq!(sent(), before, "the refused attempt reached the server");
+    assert_eq!(app.attempt_count(&delivery).await, 0);
+    // A smaller one is recorded.
+    let small = json!({"status": "failed", "lastError": "e".repeat(900_000)});
+    let reply = app.record_attempt(&delivery, &small).await;
+    assert_eq!(reply.status.as_u16(), 200, "{}", reply.body);
+    assert_eq!(app.attempt_count(&delivery).await, 1);
+}
+
 #[test]
 fn the_api_tests_pass_on_kurrentdb() {
     across_nodes::api_tests_pass_on("kurrentdb", &[], NOT_ON_KURRENTDB);
