@@ -12,16 +12,14 @@
 //! midway) and are skipped, saying so, on a real server.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use hookledger::chain::{Hashed, ZERO};
 use hookledger::store::kurrentdb::{KurrentDbStore, Options};
-use hookledger::store::sequencer::Sequencer;
 use hookledger::store::{Error, EventStore, ExpectedVersion, NewEvent};
 
-use crate::suite::{claimed, event, everything, id_of, within};
+use crate::suite::{claimed, event, everything, id_of, replay_through_sequencer, shared};
 use crate::support_kurrentdb::{Kurrent, fresh_prefix};
+use kurrentdb_double::Hold;
 
 /// A node on `url` under `prefix`, with its own data directory.
 struct Node {
@@ -137,164 +135,54 @@ async fn positions_are_dense_among_foreign_events_and_every_node_agrees() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_tailing_reader_never_skips_a_position_of_concurrent_writers() {
-    const WRITERS: usize = 12;
-    const APPENDS: usize = 15;
     let kurrent = Kurrent::start().await;
-    let prefix = fresh_prefix();
-    let nodes = nodes(&kurrent.url(), &prefix, 4).await;
-    let stores: Vec<_> = nodes.iter().map(|n| n.store.clone()).collect();
-    let reader_store = stores[3].clone();
-    let done = Arc::new(AtomicBool::new(false));
-    let reader = tokio::spawn({
-        let done = done.clone();
-        async move {
-            let mut seen = Vec::new();
-            let mut reads = 0u64;
-            loop {
-                let finished = done.load(Ordering::SeqCst);
-                let batch = reader_store
-                    .read_all(seen.len() as u64 + 1, 7)
-                    .await
-                    .unwrap();
-                reads += 1;
-                for e in &batch {
-                    assert_eq!(
-                        e.position,
-                        seen.len() as u64 + 1,
-                        "the reader skipped a position"
-                    );
-                    seen.push(e.clone());
-                }
-                if batch.is_empty() {
-                    if finished {
-                        return (seen, reads);
-                    }
-                    let _ = tokio::time::timeout(
-                        Duration::from_millis(50),
-                        reader_store.wait_beyond(seen.len() as u64),
-                    )
-                    .await;
-                }
-            }
-        }
-    });
-    let writers: Vec<_> = (0..WRITERS)
-        .map(|w| {
-            let store = stores[w % 3].clone();
-            tokio::spawn(async move {
-                for k in 0..APPENDS {
-                    let events: Vec<NewEvent> = (0..(w + k) % 3 + 1)
-                        .map(|j| event(&format!("w{w}-{k}-{j}")))
-                        .collect();
-                    // Every stream is written by three nodes at once.
-                    let stream = format!("s-{}", w % 4);
-                    store
-                        .append(&stream, ExpectedVersion::Any, events)
-                        .await
-                        .unwrap();
-                }
-            })
-        })
-        .collect();
-    for writer in writers {
-        within("a writer", writer).await.unwrap();
-    }
-    stores[3].sync_head().await.unwrap();
-    done.store(true, Ordering::SeqCst);
-    let (seen, reads) = within("the reader", reader).await.unwrap();
-    stores[0].sync_head().await.unwrap();
-    let all = everything(stores[0].as_ref()).await;
-    assert_eq!(seen, all, "the tail differs from the log read afterwards");
-    let expected: usize = (0..WRITERS)
-        .map(|w| (0..APPENDS).map(|k| (w + k) % 3 + 1).sum::<usize>())
-        .sum();
-    assert_eq!(all.len(), expected);
-    assert!(reads > 1, "the reader never ran beside the writers");
-    // Every stream is gapless and its hash chain links, however its writers raced.
-    for s in 0..4 {
-        let stream: Vec<_> = all
-            .iter()
-            .filter(|e| e.stream == format!("s-{s}"))
-            .collect();
-        let versions: Vec<u64> = stream.iter().map(|e| e.version).collect();
-        assert_eq!(versions, (0..versions.len() as u64).collect::<Vec<_>>());
-        let mut prev = ZERO;
-        for e in stream {
-            assert_eq!(
-                e.prev_hash, prev,
-                "s-{s} version {} does not link",
-                e.version
-            );
-            assert_eq!(
-                e.hash,
-                Hashed::from(e).hash(&e.prev_hash),
-                "s-{s} version {}",
-                e.version
-            );
-            prev = e.hash;
-        }
-    }
+    let nodes = nodes(&kurrent.url(), &fresh_prefix(), 4).await;
+    let stores = nodes.iter().map(|n| n.store.clone()).collect();
+    shared::a_tailing_reader_never_skips_a_position(stores, 15).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn expected_versions_and_claims_hold_across_nodes() {
     let kurrent = Kurrent::start().await;
-    let prefix = fresh_prefix();
-    let nodes = nodes(&kurrent.url(), &prefix, 2).await;
-    let (a, b) = (nodes[0].store.clone(), nodes[1].store.clone());
-    a.append("shared", ExpectedVersion::NoStream, vec![event("a0")])
-        .await
-        .unwrap();
-    // B may not have heard of A's append, and is checked against it all the same.
-    match b
-        .append("shared", ExpectedVersion::NoStream, vec![event("b0")])
-        .await
-    {
-        Err(Error::Conflict { actual, .. }) => assert_eq!(actual, Some(0)),
-        other => panic!("expected a conflict, got {other:?}"),
-    }
-    b.append("shared", ExpectedVersion::Exact(0), vec![event("b1")])
-        .await
-        .unwrap();
-    // A's remembered tip is stale now; an append without expectation still chains on B's.
-    a.append("shared", ExpectedVersion::Any, vec![event("a2")])
-        .await
-        .unwrap();
+    let nodes = nodes(&kurrent.url(), &fresh_prefix(), 2).await;
+    shared::expected_versions_and_claims_hold_across(
+        nodes[0].store.clone(),
+        nodes[1].store.clone(),
+    )
+    .await;
+}
 
-    let races: Vec<_> = (0..8)
-        .map(|i| {
-            let store = [&a, &b][i % 2].clone();
-            tokio::spawn(async move {
-                store
-                    .append_claimed(
-                        &format!("r-{i}"),
-                        ExpectedVersion::NoStream,
-                        vec![claimed(&format!("r{i}"), "one-of-eight")],
-                        vec!["one-of-eight".into()],
-                    )
-                    .await
-            })
-        })
-        .collect();
-    let mut winners = Vec::new();
-    let mut named = Vec::new();
-    for race in races {
-        match within("a racer", race).await.unwrap() {
-            Ok(appended) => winners.push(*appended.positions.end()),
-            Err(Error::Duplicate { position, .. }) => named.push(position),
-            Err(other) => panic!("append failed: {other}"),
-        }
-    }
-    assert_eq!(winners.len(), 1);
+/// Node A, in a runtime of its own, appends `event` to `stream` taking
+/// `claim`; once `hold` holds that append at the server, A is killed: its
+/// runtime is shut down, and every task and connection of A with it, as a
+/// crash would.
+async fn crash_midway(
+    url: &str,
+    prefix: &str,
+    hold: &Hold,
+    stream: &'static str,
+    expected: ExpectedVersion,
+    event: NewEvent,
+    claim: &'static str,
+) {
+    let dir = tempfile::tempdir().unwrap();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let (url, options) = (url.to_owned(), options(prefix, dir.path()));
+    let in_flight = runtime.spawn(async move {
+        let a = KurrentDbStore::open(&url, options).await.unwrap();
+        a.append_claimed(stream, expected, vec![event], vec![claim.into()])
+            .await
+    });
     assert!(
-        named.iter().all(|&p| p == winners[0]),
-        "losers name the winner"
+        hold.held(1, Duration::from_secs(30)).await,
+        "A's append never reached the server"
     );
-    assert_eq!(a.sync_head().await.unwrap(), 4);
-    let all = everything(a.as_ref()).await;
-    let ids: Vec<_> = all.iter().map(id_of).collect();
-    assert_eq!(&ids[..3], ["a0", "b1", "a2"]);
-    assert_eq!(all[2].prev_hash, all[1].hash, "a2 chains on b1");
+    runtime.shutdown_background();
+    drop(in_flight);
 }
 
 /// How a crashed writer's held append ends: never written, or written after
@@ -316,31 +204,16 @@ async fn a_crash_between_claim_and_append_loses_nothing_and_duplicates_nothing()
         let url = kurrent.url();
         // Appends to the ledger's streams are held; the claim streams are not.
         let hold = double.hold_appends(&format!("{prefix}:"));
-        let crashed = tempfile::tempdir().unwrap();
-        // Node A runs in a runtime of its own: shutting it down kills every
-        // task and connection of A at once, as a crash would.
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .unwrap();
-        let (a_url, a_options) = (url.clone(), options(&prefix, crashed.path()));
-        let in_flight = runtime.spawn(async move {
-            let a = KurrentDbStore::open(&a_url, a_options).await.unwrap();
-            a.append_claimed(
-                "event-evt_a",
-                ExpectedVersion::NoStream,
-                vec![claimed("from A", "sourceKey-1")],
-                vec!["sourceKey-1".into()],
-            )
-            .await
-        });
-        assert!(
-            hold.held(1, Duration::from_secs(30)).await,
-            "A's append never reached the server"
-        );
-        runtime.shutdown_background();
-        drop(in_flight);
+        crash_midway(
+            &url,
+            &prefix,
+            &hold,
+            "event-evt_a",
+            ExpectedVersion::NoStream,
+            claimed("from A", "sourceKey-1"),
+            "sourceKey-1",
+        )
+        .await;
         match fate {
             Fate::Lost => hold.discard(),
             Fate::Landed => hold.release(),
@@ -403,26 +276,16 @@ async fn a_crashed_writers_claim_whose_stream_moved_on_is_released_and_taken_onc
         .await
         .unwrap();
     let hold = double.hold_appends(&format!("{prefix}:delivery-d"));
-    let crashed = tempfile::tempdir().unwrap();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .unwrap();
-    let (a_url, a_options) = (url.clone(), options(&prefix, crashed.path()));
-    let in_flight = runtime.spawn(async move {
-        let a = KurrentDbStore::open(&a_url, a_options).await.unwrap();
-        a.append_claimed(
-            "delivery-d",
-            ExpectedVersion::Any,
-            vec![claimed("A's attempt", "idempotency-1")],
-            vec!["idempotency-1".into()],
-        )
-        .await
-    });
-    assert!(hold.held(1, Duration::from_secs(30)).await);
-    runtime.shutdown_background();
-    drop(in_flight);
+    crash_midway(
+        &url,
+        &prefix,
+        &hold,
+        "delivery-d",
+        ExpectedVersion::Any,
+        claimed("A's attempt", "idempotency-1"),
+        "idempotency-1",
+    )
+    .await;
     hold.discard();
     // Another attempt lands where A's would have: A's plan can never complete.
     b.store
@@ -594,36 +457,5 @@ async fn the_hash_chain_is_the_one_the_shared_sequencer_makes() {
     }
     nodes[0].store.sync_head().await.unwrap();
     let stored = everything(nodes[0].store.as_ref()).await;
-    let mut sequencer = Sequencer::default();
-    let mut replayed = Vec::new();
-    let mut i = 0;
-    while i < stored.len() {
-        let first = &stored[i];
-        let append: Vec<_> = stored[i..]
-            .iter()
-            .take_while(|e| e.stream == first.stream && e.recorded_at == first.recorded_at)
-            .collect();
-        let mut batch = sequencer.batch();
-        batch
-            .stage(
-                &first.stream,
-                ExpectedVersion::Any,
-                append
-                    .iter()
-                    .map(|e| NewEvent {
-                        event_type: e.event_type.clone(),
-                        schema_version: e.schema_version,
-                        data: e.data.clone(),
-                        metadata: e.metadata.clone(),
-                    })
-                    .collect(),
-                first.recorded_at,
-            )
-            .unwrap();
-        let (records, staged) = batch.finish();
-        sequencer.commit(staged);
-        i += records.len();
-        replayed.extend(records);
-    }
-    assert_eq!(replayed, stored);
+    assert_eq!(replay_through_sequencer(&stored), stored);
 }

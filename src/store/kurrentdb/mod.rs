@@ -36,7 +36,7 @@ use tokio::task::JoinHandle;
 use crate::store::sequencer::Pending;
 use crate::store::{
     Appended, CommitStats, Error, EventStore, ExpectedVersion, NewEvent, RecordedEvent, Result,
-    check_append,
+    check_append, check_append_within,
 };
 
 mod claims;
@@ -181,17 +181,14 @@ impl KurrentDbStore {
     /// data or metadata is not JSON (the envelope and claim events embed them).
     fn check(&self, stream: &str, events: &[NewEvent], claims: &[String]) -> Result<()> {
         let max = self.shared.max_append_bytes;
-        let largest = self.max_event_bytes();
-        if let Some(e) = events
-            .iter()
-            .find(|e| e.data.len() + e.metadata.len() + e.event_type.len() > largest)
-        {
-            return Err(Error::Invalid(format!(
-                "a {} event of {} bytes is over the {largest}-byte limit of a KurrentDB server whose maximum append size is {max} bytes",
-                e.event_type,
-                e.data.len() + e.metadata.len()
-            )));
-        }
+        check_append(stream, events)?;
+        // Its shape is right: only an event's size can fail this.
+        check_append_within(stream, events, self.max_event_bytes()).map_err(|e| match e {
+            Error::Invalid(reason) => Error::Invalid(format!(
+                "{reason}, the most one event may take on a KurrentDB server whose maximum append size is {max} bytes"
+            )),
+            other => other,
+        })?;
         let payload: usize = events.iter().map(|e| e.data.len() + e.metadata.len()).sum();
         let wire = payload + events.len() * record::ENVELOPE_BYTES;
         let intention = if claims.is_empty() {
@@ -239,7 +236,6 @@ impl EventStore for KurrentDbStore {
         events: Vec<NewEvent>,
         claims: Vec<String>,
     ) -> Result<Appended> {
-        check_append(stream, &events)?;
         self.check(stream, &events, &claims)?;
         if !self.shared.following.load(Ordering::SeqCst) {
             return Err(Error::Unavailable(
