@@ -444,18 +444,20 @@ async fn locate(
                 let deadline = tokio::time::sleep(NUMBERING_DEADLINE);
                 tokio::pin!(deadline);
                 loop {
+                    // Already past the write without hearing of it (a write
+                    // found made before, numbered long ago): look it up.
+                    if progress.borrow_and_update().last.is_some_and(|l| l >= hint) {
+                        if let Ok(position) = numbered.try_recv() {
+                            return Ok(position);
+                        }
+                        break;
+                    }
                     tokio::select! {
                         position = &mut numbered => match position {
                             Ok(position) => return Ok(position),
                             Err(_) => break,
                         },
-                        changed = progress.changed() => {
-                            // Past the write without hearing of it: look it up.
-                            let passed = progress.borrow_and_update().last.is_some_and(|l| l >= hint);
-                            if changed.is_err() || passed {
-                                break;
-                            }
-                        }
+                        changed = progress.changed() => if changed.is_err() { break },
                         () = &mut deadline => break,
                     }
                 }
