@@ -23,12 +23,15 @@
 //!   by default); this store refuses one that would be over it, with the
 //!   envelope it adds, before it is sent ([`Error::Invalid`], a 413 at the API).
 //!
-//! The calls themselves are in [`server`], the record format in [`record`].
+//! The rest: the calls to KurrentDB ([`server`]), the record format
+//! ([`record`]), the streams' tips appends plan on ([`tips`]), where an event
+//! is in the ledger ([`locate`]), answering the appends a write took
+//! ([`answer`]), and the intended appends of the claims protocol
+//! ([`intention`]).
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -39,19 +42,22 @@ use crate::store::{
     check_append, check_append_within,
 };
 
+mod answer;
 mod claims;
 mod follow;
+mod intention;
+mod locate;
 mod names;
 mod positions;
 mod record;
 mod server;
+mod tips;
 mod writer;
 
 pub use names::DEFAULT_PREFIX;
 
-use follow::{Follower, Located};
-use positions::LogPosition;
-use record::Fetched;
+use follow::Follower;
+use locate::{locate, number, reach};
 use server::{From, Server};
 
 /// KurrentDB's default maximum append size (`MaxAppendSize`), in bytes.
@@ -60,10 +66,6 @@ pub const DEFAULT_MAX_APPEND_BYTES: usize = 1024 * 1024;
 /// What a single event may take below the maximum append size, at most: room
 /// for the envelope this store adds and a claim event's bookkeeping.
 const RESERVE: usize = 16 * 1024;
-
-/// How long a caller waits for the follower to number an event it knows is
-/// written, before the store calls itself unavailable.
-const NUMBERING_DEADLINE: Duration = Duration::from_secs(30);
 
 /// How to open a store.
 #[derive(Debug, Clone)]
@@ -97,7 +99,7 @@ struct Shared {
     server: Server,
     names: names::Names,
     follower: Follower,
-    tips: writer::Tips,
+    tips: tips::Tips,
     queues: writer::Queues,
     max_append_bytes: usize,
     following: AtomicBool,
@@ -136,7 +138,7 @@ impl KurrentDbStore {
             server,
             names,
             follower: Follower::new(positions),
-            tips: writer::Tips::default(),
+            tips: tips::Tips::default(),
             queues: writer::Queues::default(),
             max_append_bytes: options.max_append_bytes,
             following: AtomicBool::new(false),
@@ -194,7 +196,7 @@ impl KurrentDbStore {
         let intention = if claims.is_empty() {
             0
         } else {
-            claims::intention_size(stream, events.len(), payload, claims.len())
+            intention::intention_size(stream, events.len(), payload, claims.len())
         };
         let size = wire.max(intention);
         if size > max {
@@ -362,116 +364,4 @@ impl EventStore for KurrentDbStore {
     fn max_event_bytes(&self) -> usize {
         self.shared.max_append_bytes.saturating_sub(RESERVE)
     }
-}
-
-/// Waits until the follower has numbered every ledger event up to prepare
-/// position `prepare` (a store that does not follow catches up instead).
-async fn reach(shared: &Shared, prepare: u64) -> Result<()> {
-    let reached = |p: &follow::Progress| p.last.is_some_and(|last| last.1 >= prepare);
-    if !shared.following.load(Ordering::SeqCst) {
-        if !reached(&shared.follower.progress()) {
-            follow::catch_up(shared).await?;
-        }
-        return Ok(());
-    }
-    let mut progress = shared.follower.watch();
-    let waited = tokio::time::timeout(NUMBERING_DEADLINE, async {
-        loop {
-            if reached(&progress.borrow_and_update()) {
-                return Ok(());
-            }
-            shared.follower.failure()?;
-            if progress.changed().await.is_err() {
-                return Err(Error::Unavailable("store dropped".into()));
-            }
-        }
-    })
-    .await;
-    waited.unwrap_or_else(|_| {
-        Err(Error::Unavailable(format!(
-            "the ledger's follower did not reach $all position {prepare} within {NUMBERING_DEADLINE:?}"
-        )))
-    })
-}
-
-/// The ledger position of `event`, read from its stream; `None` if this store
-/// has not numbered it and, not following, will not without a sync.
-async fn number(shared: &Shared, event: &Fetched) -> Result<Option<u64>> {
-    let prepare = event.position.1;
-    if prepare == u64::MAX {
-        return Err(Error::Unavailable(
-            "this KurrentDB server gives no positions for events read from a stream; hookledger needs a later version".into(),
-        ));
-    }
-    let numbered = |shared: &Shared| {
-        shared
-            .follower
-            .progress()
-            .last
-            .is_some_and(|last| last.1 >= prepare)
-    };
-    if !numbered(shared) {
-        if !shared.following.load(Ordering::SeqCst) {
-            return Ok(None);
-        }
-        reach(shared, prepare).await?;
-    }
-    match shared.follower.position_of(prepare)? {
-        Some(position) => Ok(Some(position)),
-        None => Err(Error::Corrupt {
-            file: format!("kurrentdb:{}", event.stream).into(),
-            offset: prepare,
-            position: 0,
-            reason: "a ledger event that $all, filtered on the ledger's prefix, does not hold"
-                .into(),
-        }),
-    }
-}
-
-/// The ledger position of the event at `revision` of KurrentDB stream `name`,
-/// written just now (`hint`: where the server said the write lies) or before.
-async fn locate(
-    shared: &Shared,
-    name: &str,
-    revision: u64,
-    hint: Option<LogPosition>,
-) -> Result<u64> {
-    if let Some(hint) = hint {
-        match shared.follower.locate(name, revision) {
-            Located::Known(position) => return Ok(position),
-            Located::Later(mut numbered) => {
-                let mut progress = shared.follower.watch();
-                let deadline = tokio::time::sleep(NUMBERING_DEADLINE);
-                tokio::pin!(deadline);
-                loop {
-                    // Already past the write without hearing of it (a write
-                    // found made before, numbered long ago): look it up.
-                    if progress.borrow_and_update().last.is_some_and(|l| l >= hint) {
-                        if let Ok(position) = numbered.try_recv() {
-                            return Ok(position);
-                        }
-                        break;
-                    }
-                    tokio::select! {
-                        position = &mut numbered => match position {
-                            Ok(position) => return Ok(position),
-                            Err(_) => break,
-                        },
-                        changed = progress.changed() => if changed.is_err() { break },
-                        () = &mut deadline => break,
-                    }
-                }
-                shared.follower.forget(name, revision);
-            }
-        }
-    }
-    shared.follower.failure()?;
-    let fetched = shared.server.read_stream(name, Some(revision), 1).await?;
-    let event = fetched
-        .first()
-        .filter(|e| e.revision == revision)
-        .ok_or_else(|| Error::Unavailable(format!("{name} has no event at revision {revision}")))?;
-    number(shared, event).await?.ok_or_else(|| {
-        Error::Unavailable(format!("{name} revision {revision} is not numbered yet"))
-    })
 }

@@ -21,79 +21,30 @@
 //! protocol ([`claims`]).
 
 use std::collections::{HashMap, VecDeque};
-use std::ops::RangeInclusive;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use super::claims::{self, Intention, Settled};
+use super::claims::{self, Settled};
+use super::intention::Intention;
 use super::positions::LogPosition;
-use super::record::{self, Chain, Planned};
+use super::record::{self, Planned};
 use super::server::Appended as Written;
-use super::{Shared, locate};
-use crate::chain::{Hash, ZERO};
+use super::tips::{Tip, read_tip};
+use super::{Shared, answer};
+use crate::chain::ZERO;
 use crate::store::sequencer::{Pending, now_micros};
-use crate::store::{Appended, CommitStats, Error, RecordedEvent, Result};
+use crate::store::{CommitStats, Error, Result};
 
 /// Times an append is planned again after its stream moved before giving up.
 const RETRIES: usize = 64;
-/// Streams whose tips are remembered, at most; then the memory starts afresh.
-const TIPS: usize = 16_384;
-
-/// A stream's last event, as an append plans on it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Tip {
-    pub version: u64,
-    pub hash: Hash,
-    pub recorded_at: i64,
-}
-
-/// The tips of recently written streams, by KurrentDB stream name. Only a
-/// hint: a write planned on a stale tip is refused by KurrentDB and planned
-/// again on the tip read from the server.
-#[derive(Debug, Default)]
-pub struct Tips(Mutex<HashMap<String, Option<Tip>>>);
-
-impl Tips {
-    fn map(&self) -> MutexGuard<'_, HashMap<String, Option<Tip>>> {
-        self.0.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    fn get(&self, stream: &str) -> Option<Option<Tip>> {
-        self.map().get(stream).copied()
-    }
-
-    fn set(&self, stream: &str, tip: Option<Tip>) {
-        let mut map = self.map();
-        if map.len() >= TIPS && !map.contains_key(stream) {
-            map.clear();
-        }
-        map.insert(stream.to_owned(), tip);
-    }
-
-    fn forget(&self, stream: &str) {
-        self.map().remove(stream);
-    }
-
-    /// Takes a ledger event the follower numbered into a remembered tip.
-    pub fn heard(&self, stream: &str, record: &RecordedEvent) {
-        let mut map = self.map();
-        if let Some(tip) = map.get_mut(stream)
-            && tip.is_none_or(|t| t.version < record.version)
-        {
-            *tip = Some(Tip {
-                version: record.version,
-                hash: record.hash,
-                recorded_at: record.recorded_at,
-            });
-        }
-    }
-}
 
 /// The appends waiting for each stream's writer.
 #[derive(Debug, Default)]
 pub struct Queues {
     waiting: Mutex<HashMap<String, Vec<Pending>>>,
-    appends: AtomicU64,
+    /// Appends acknowledged.
+    pub appends: AtomicU64,
+    /// KurrentDB appends that wrote ledger events.
     writes: AtomicU64,
 }
 
@@ -149,14 +100,14 @@ async fn drain(shared: Arc<Shared>, stream: String) {
 }
 
 /// An append planned on a tip.
-struct Staged {
-    pending: Pending,
-    first_version: u64,
-    planned: Vec<Planned>,
+pub struct Staged {
+    pub pending: Pending,
+    pub first_version: u64,
+    pub planned: Vec<Planned>,
 }
 
 impl Staged {
-    fn last_version(&self) -> u64 {
+    pub fn last_version(&self) -> u64 {
         self.first_version + self.planned.len() as u64 - 1
     }
 }
@@ -177,7 +128,7 @@ async fn write(shared: &Arc<Shared>, stream: &str, batch: Vec<Pending>) {
                     Ok(tip) => (tip, true),
                     Err(e) => {
                         for pending in queue {
-                            let _ = pending.reply.send(Err(copy_error(&e)));
+                            let _ = pending.reply.send(Err(answer::copy_error(&e)));
                         }
                         return;
                     }
@@ -217,11 +168,16 @@ async fn write(shared: &Arc<Shared>, stream: &str, batch: Vec<Pending>) {
                 shared.tips.set(&name, Some(after));
                 known = Some((Some(after), true));
                 shared.queues.writes.fetch_add(1, Ordering::Relaxed);
-                tokio::spawn(acknowledge(shared.clone(), name.clone(), staged, position));
+                tokio::spawn(answer::acknowledge(
+                    shared.clone(),
+                    name.clone(),
+                    staged,
+                    position,
+                ));
             }
             Ok(Some(Done::Duplicate(claim, stream, revision))) => {
                 known = Some((tip, false));
-                tokio::spawn(refuse_duplicate(
+                tokio::spawn(answer::refuse_duplicate(
                     shared.clone(),
                     staged,
                     claim,
@@ -251,7 +207,7 @@ async fn write(shared: &Arc<Shared>, stream: &str, batch: Vec<Pending>) {
                 shared.tips.forget(&name);
                 known = None;
                 for s in staged {
-                    let _ = s.pending.reply.send(Err(copy_error(&e)));
+                    let _ = s.pending.reply.send(Err(answer::copy_error(&e)));
                 }
             }
         }
@@ -413,109 +369,4 @@ fn stage(
         });
     }
     Ok(staged)
-}
-
-/// The stream's tip as the server holds it.
-async fn read_tip(shared: &Shared, name: &str) -> Result<Option<Tip>> {
-    let last = shared.server.read_stream(name, None, 1).await?;
-    let Some(event) = last.first() else {
-        return Ok(None);
-    };
-    let Chain { hash, recorded_at } = record::chain_of(event, 0)?;
-    Ok(Some(Tip {
-        version: event.revision,
-        hash,
-        recorded_at,
-    }))
-}
-
-/// Answers the appends of a write once their positions are known.
-async fn acknowledge(
-    shared: Arc<Shared>,
-    name: String,
-    staged: Vec<Staged>,
-    hint: Option<LogPosition>,
-) {
-    let Some(last) = staged.last() else { return };
-    let last_version = last.last_version();
-    match locate(&shared, &name, last_version, hint).await {
-        Ok(end) => {
-            for s in staged {
-                let n = s.planned.len() as u64;
-                let last = end - (last_version - s.last_version());
-                let positions: RangeInclusive<u64> = last + 1 - n..=last;
-                shared.queues.appends.fetch_add(1, Ordering::Relaxed);
-                let appended = Appended {
-                    positions,
-                    last_version: s.last_version(),
-                    recorded_at: s.planned[0].recorded_at,
-                };
-                let _ = s.pending.reply.send(Ok(appended));
-            }
-        }
-        Err(e) => {
-            for s in staged {
-                let _ = s.pending.reply.send(Err(copy_error(&e)));
-            }
-        }
-    }
-}
-
-/// Answers an append whose claim was taken, naming where the taker ends.
-async fn refuse_duplicate(
-    shared: Arc<Shared>,
-    staged: Vec<Staged>,
-    key: String,
-    stream: String,
-    revision: u64,
-) {
-    let answer = locate(&shared, &stream, revision, None).await;
-    for s in staged {
-        let claim = s
-            .pending
-            .claims
-            .iter()
-            .find(|c| super::names::claim_key(c) == key)
-            .cloned()
-            .unwrap_or_else(|| key.clone());
-        let reply = match &answer {
-            Ok(position) => Err(Error::Duplicate {
-                claim,
-                position: *position,
-            }),
-            Err(e) => Err(copy_error(e)),
-        };
-        let _ = s.pending.reply.send(reply);
-    }
-}
-
-/// Each waiting append gets its own copy of a shared error.
-pub fn copy_error(e: &Error) -> Error {
-    match e {
-        Error::Unavailable(reason) => Error::Unavailable(reason.clone()),
-        Error::Invalid(reason) => Error::Invalid(reason.clone()),
-        Error::Io { context, source } => Error::io(
-            context.clone(),
-            std::io::Error::new(source.kind(), source.to_string()),
-        ),
-        Error::Conflict { expected, actual } => Error::Conflict {
-            expected: *expected,
-            actual: *actual,
-        },
-        Error::Duplicate { claim, position } => Error::Duplicate {
-            claim: claim.clone(),
-            position: *position,
-        },
-        Error::Corrupt {
-            file,
-            offset,
-            position,
-            reason,
-        } => Error::Corrupt {
-            file: file.clone(),
-            offset: *offset,
-            position: *position,
-            reason: reason.clone(),
-        },
-    }
 }
