@@ -335,7 +335,7 @@ async fn an_append_over_the_servers_size_limit_never_reaches_it() {
     let prefix = fresh_prefix();
     let n = node(&kurrent.url(), &prefix).await;
     let store = &n.store;
-    let appends_before = kurrent.double("").map(|d| d.stats().appends);
+    let appends_before = kurrent.as_double().map(|d| d.stats().appends);
     // One MiB of data: within hookledger's own limit, over KurrentDB's.
     let mut big = event("big");
     big.data = format!(r#"{{"pad":"{}"}}"#, "x".repeat(1024 * 1024)).into_bytes();
@@ -354,7 +354,7 @@ async fn an_append_over_the_servers_size_limit_never_reaches_it() {
         .append("s", ExpectedVersion::Any, vec![half("h1"), half("h2")])
         .await;
     assert!(matches!(refused, Err(Error::Invalid(_))), "{refused:?}");
-    if let (Some(before), Some(double)) = (appends_before, kurrent.double("")) {
+    if let (Some(before), Some(double)) = (appends_before, kurrent.as_double()) {
         assert_eq!(
             double.stats().appends,
             before,

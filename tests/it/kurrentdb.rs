@@ -58,7 +58,7 @@ async fn an_attempt_over_the_servers_append_size_is_413_and_never_sent() {
     let app = spawn_app_with(node, |s| s).await;
     let delivery = app.delivery().await;
     let head = app.head();
-    let sent = || kurrent.double("").map(|d| d.stats().appends);
+    let sent = || kurrent.as_double().map(|d| d.stats().appends);
     let before = sent();
     // Within the API's 1 MiB, over KurrentDB's 1 MiB append once recorded.
     let body = json!({"status": "failed", "lastError": "e".repeat(1_040_000)});
