@@ -191,12 +191,14 @@ impl From<store::Error> for ApiError {
     fn from(e: store::Error) -> Self {
         match e {
             // Only an event grown past the store's limit gets here from a request:
-            // the body was within 1 MiB but its canonical form is not.
+            // the body was within 1 MiB but its canonical form is not, or the
+            // store's own limit is lower (KurrentDB's maximum append size). The
+            // reason names sizes and limits only.
             store::Error::Invalid(reason) => {
                 tracing::warn!(%reason, "the store refused an append");
-                ApiError::PayloadTooLarge(
-                    "the request would record an event over the size limit".into(),
-                )
+                ApiError::PayloadTooLarge(format!(
+                    "the request would record an event over the store's size limit: {reason}"
+                ))
             }
             other => ApiError::Unavailable(other.to_string()),
         }

@@ -4,8 +4,8 @@
 //! `tail -n 1`; the ledger keeps only the SHA-256 of its secret. When a server
 //! holds the embedded ledger, the request goes to it over the admin socket, so a
 //! new key works and a revoked one stops working at once, without a restart. On
-//! PostgreSQL the command appends straight to the shared database, and every
-//! server hears of it from there.
+//! PostgreSQL or KurrentDB the command appends straight to the shared ledger,
+//! and every server hears of it from there.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -51,11 +51,15 @@ pub async fn run(args: &StoreArgs, command: KeysCommand) -> Result<(), Error> {
         KeysCommand::Revoke { key_id } => Request::RevokeKey { key_id },
     };
     let response = match args.backend {
-        // Keys go straight into the shared database; no server is asked.
-        Backend::Postgres => {
+        // Keys go straight into the shared ledger; no server is asked.
+        Backend::Postgres | Backend::Kurrentdb => {
+            let shared = match args.backend {
+                Backend::Postgres => "the PostgreSQL database",
+                _ => "the KurrentDB server",
+            };
             let store = open::try_store_for_writing(args)
                 .await
-                .map_err(|e| Error::setup("cannot reach the PostgreSQL database", e))?;
+                .map_err(|e| Error::setup(&format!("cannot reach {shared}"), e))?;
             carry_out(args, store, request).await?
         }
         // A running server holds the log: ask it first, which fails at once

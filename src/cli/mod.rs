@@ -53,6 +53,32 @@ pub struct StoreArgs {
     )]
     pub postgres_url: Option<Secret>,
 
+    /// KurrentDB connection string for `--backend kurrentdb`:
+    /// `esdb://host:2113?tls=false` for one node, `esdb+discover://…` for a
+    /// cluster, with `user:password@` as the server needs. Never printed.
+    #[arg(
+        long,
+        global = true,
+        env = "HOOKLEDGER_KURRENTDB_URL",
+        hide_env_values = true
+    )]
+    pub kurrentdb_url: Option<Secret>,
+
+    /// The ledger's streams in KurrentDB are named `PREFIX:…`; several ledgers
+    /// can share a server under different prefixes.
+    #[arg(
+        long,
+        global = true,
+        env = "HOOKLEDGER_KURRENTDB_PREFIX",
+        default_value = "hookledger"
+    )]
+    pub kurrentdb_prefix: String,
+
+    /// The KurrentDB server's maximum append size (its `MaxAppendSize`):
+    /// larger appends are refused before they are sent.
+    #[arg(long, global = true, env = "HOOKLEDGER_KURRENTDB_MAX_APPEND_BYTES", default_value_t = 1024 * 1024)]
+    pub kurrentdb_max_append_bytes: usize,
+
     /// Memory for the read model's page cache (the model itself lives on
     /// disk in `DATA/model`). With the embedded backend the log's index
     /// shares it. Takes B, KiB, MiB, GiB.
@@ -107,7 +133,7 @@ impl StoreArgs {
     pub fn model_cache(&self) -> usize {
         match self.backend {
             Backend::Embedded => self.cache_size - self.cache_size / 4,
-            Backend::Postgres => self.cache_size,
+            Backend::Postgres | Backend::Kurrentdb => self.cache_size,
         }
     }
 
@@ -124,6 +150,9 @@ pub enum Backend {
     Embedded,
     /// A PostgreSQL database that several server processes can share.
     Postgres,
+    /// A KurrentDB server or cluster that several server processes can share
+    /// (in builds with the `kurrentdb` feature).
+    Kurrentdb,
 }
 
 /// A setting that may hold a password: its `Debug` never shows it.

@@ -1,5 +1,6 @@
 //! Opening the store a command works on: the embedded log in the data
-//! directory, or a PostgreSQL database shared with other processes.
+//! directory, or a PostgreSQL database or KurrentDB ledger shared with other
+//! processes.
 
 use std::sync::Arc;
 
@@ -38,6 +39,7 @@ pub async fn try_store_for_writing(
             let store = PostgresStore::open(postgres_url(args)?, postgres::Options::default());
             Ok(Arc::new(store.await?))
         }
+        Backend::Kurrentdb => kurrentdb(args, true).await,
     }
 }
 
@@ -58,6 +60,7 @@ pub async fn store_for_reading(args: &StoreArgs) -> Result<Arc<dyn EventStore>, 
                 Err(e) => Err(e),
             }
         }
+        Backend::Kurrentdb => kurrentdb(args, false).await,
     };
     store.map_err(|e| Error::setup(&format!("cannot read the ledger in {}", where_(args)), e))
 }
@@ -73,10 +76,41 @@ fn postgres_url(args: &StoreArgs) -> Result<&str, crate::store::Error> {
         })
 }
 
+/// The KurrentDB ledger; `follow` for a process that appends and serves.
+/// Its positions are kept in the data directory.
+#[cfg(feature = "kurrentdb")]
+async fn kurrentdb(
+    args: &StoreArgs,
+    follow: bool,
+) -> Result<Arc<dyn EventStore>, crate::store::Error> {
+    use crate::store::kurrentdb::{KurrentDbStore, Options};
+    let url = args.kurrentdb_url.as_ref().ok_or_else(|| {
+        crate::store::Error::Unavailable(
+            "--backend kurrentdb needs --kurrentdb-url or HOOKLEDGER_KURRENTDB_URL".into(),
+        )
+    })?;
+    let options = Options {
+        prefix: args.kurrentdb_prefix.clone(),
+        follow,
+        max_append_bytes: args.kurrentdb_max_append_bytes,
+        ..Options::new(&args.data)
+    };
+    Ok(Arc::new(KurrentDbStore::open(&url.0, options).await?))
+}
+
+#[cfg(not(feature = "kurrentdb"))]
+async fn kurrentdb(_: &StoreArgs, _: bool) -> Result<Arc<dyn EventStore>, crate::store::Error> {
+    Err(crate::store::Error::Unavailable(
+        "this hookledger was built without KurrentDB support; build it with `--features kurrentdb`"
+            .into(),
+    ))
+}
+
 /// Names the ledger in messages, without the URL's password.
 fn where_(args: &StoreArgs) -> String {
     match args.backend {
         Backend::Embedded => args.data.display().to_string(),
         Backend::Postgres => "the PostgreSQL database".to_owned(),
+        Backend::Kurrentdb => format!("KurrentDB under the prefix {}", args.kurrentdb_prefix),
     }
 }

@@ -57,6 +57,15 @@ pub async fn run(store_args: &StoreArgs, args: ServeArgs) -> Result<(), Error> {
         .check_fits(crate::store::MAX_EVENT_BYTES)
         .map_err(Error::Setup)?;
     let store = open::store_for_writing(store_args).await?;
+    if limits.check_fits(store.max_event_bytes()).is_err() {
+        // A store with a lower limit of its own (KurrentDB's maximum append
+        // size) answers the events over it with 413; say so once, here.
+        tracing::warn!(
+            largest_event = limits.largest_event_bytes(),
+            store_limit = store.max_event_bytes(),
+            "these limits allow events over this store's limit on one event; a request that would record one is refused with 413"
+        );
+    }
     let node = Node::start(store, store_args.projector_config())
         .await
         .map_err(|e| Error::setup("cannot open the read model", e))?;

@@ -16,6 +16,8 @@ pub use batch::{Batch, EventRef};
 
 mod batch;
 pub mod embedded;
+#[cfg(feature = "kurrentdb")]
+pub mod kurrentdb;
 pub mod memory;
 pub mod postgres;
 pub mod sequencer;
@@ -289,6 +291,12 @@ pub trait EventStore: Send + Sync + std::fmt::Debug {
         Ok(self.head())
     }
 
+    /// The largest event (data, metadata and type together) this store takes
+    /// in an append of its own; a larger one is [`Error::Invalid`].
+    fn max_event_bytes(&self) -> usize {
+        MAX_EVENT_BYTES
+    }
+
     /// Group-commit counters, for stores that batch appends into shared syncs.
     fn commit_stats(&self) -> Option<CommitStats> {
         None
@@ -349,6 +357,12 @@ pub const MAX_EVENT_BYTES: usize = 2 * 1024 * 1024;
 
 /// Checks an append's shape; every backend calls this before touching storage.
 pub fn check_append(stream: &str, events: &[NewEvent]) -> Result<()> {
+    check_append_within(stream, events, MAX_EVENT_BYTES)
+}
+
+/// [`check_append`] for a store whose events may take at most `limit` bytes
+/// (data, metadata and type), below [`MAX_EVENT_BYTES`].
+pub fn check_append_within(stream: &str, events: &[NewEvent], limit: usize) -> Result<()> {
     if stream.is_empty() {
         return Err(Error::Invalid("stream name is empty".into()));
     }
@@ -360,12 +374,13 @@ pub fn check_append(stream: &str, events: &[NewEvent]) -> Result<()> {
     if events.is_empty() {
         return Err(Error::Invalid("no events to append".into()));
     }
+    let limit = limit.min(MAX_EVENT_BYTES);
     if let Some(e) = events
         .iter()
-        .find(|e| e.data.len() + e.metadata.len() + e.event_type.len() > MAX_EVENT_BYTES)
+        .find(|e| e.data.len() + e.metadata.len() + e.event_type.len() > limit)
     {
         return Err(Error::Invalid(format!(
-            "a {} event of {} bytes exceeds the {MAX_EVENT_BYTES}-byte limit",
+            "a {} event of {} bytes exceeds the {limit}-byte limit",
             e.event_type,
             e.data.len() + e.metadata.len()
         )));

@@ -4,9 +4,11 @@
 //! Adding a backend takes a [`Backend`] impl (how to open a fresh, empty store;
 //! [`Durable`] too if it can reopen the same data) and one `conformance!` line.
 //! The checks themselves live in `suite.rs`; checks that only make sense for the
-//! embedded log's files live in `embedded.rs`, and those of several processes
-//! sharing one PostgreSQL database in `postgres.rs`. No check sleeps: each waits
-//! on a condition with a deadline.
+//! embedded log's files live in `embedded.rs`, those of several processes
+//! sharing one PostgreSQL database in `postgres_checks.rs`, and those of
+//! several nodes sharing one KurrentDB ledger in `kurrentdb_checks.rs` and
+//! `kurrentdb_claims.rs`. No check sleeps but to let a claim's time to live
+//! pass: each waits on a condition with a deadline.
 
 use std::path::Path;
 
@@ -16,10 +18,17 @@ use hookledger::store::memory::MemoryStore;
 use hookledger::store::postgres::{self, PostgresStore};
 
 mod embedded;
+#[cfg(feature = "kurrentdb")]
+mod kurrentdb_checks;
+#[cfg(feature = "kurrentdb")]
+mod kurrentdb_claims;
 mod postgres_checks;
 mod suite;
 #[path = "../support/frames.rs"]
 mod support_frames;
+#[cfg(feature = "kurrentdb")]
+#[path = "../support/kurrentdb.rs"]
+mod support_kurrentdb;
 #[path = "../support/postgres.rs"]
 mod support_postgres;
 
@@ -187,6 +196,64 @@ impl Durable for Postgres {
     }
 }
 
+/// A fresh ledger prefix on KurrentDB: the test double, or the real server at
+/// `HOOKLEDGER_TEST_KURRENTDB_URL` (see `tests/support/kurrentdb.rs`).
+#[cfg(feature = "kurrentdb")]
+#[derive(Debug)]
+struct KurrentDb {
+    server: Option<support_kurrentdb::Kurrent>,
+    prefix: String,
+    dir: tempfile::TempDir,
+}
+
+#[cfg(feature = "kurrentdb")]
+impl KurrentDb {
+    fn new() -> Self {
+        KurrentDb {
+            server: None,
+            prefix: support_kurrentdb::fresh_prefix(),
+            dir: tempfile::tempdir().expect("a temporary directory"),
+        }
+    }
+
+    async fn open_store(&self) -> hookledger::store::kurrentdb::KurrentDbStore {
+        use hookledger::store::kurrentdb::{KurrentDbStore, Options};
+        let url = self.server.as_ref().expect("a server").url();
+        let options = Options {
+            prefix: self.prefix.clone(),
+            ..Options::new(self.dir.path())
+        };
+        KurrentDbStore::open(&url, options)
+            .await
+            .expect("the KurrentDB store opens")
+    }
+}
+
+#[cfg(feature = "kurrentdb")]
+impl Backend for KurrentDb {
+    type Store = hookledger::store::kurrentdb::KurrentDbStore;
+
+    async fn ready(mut self, _check: &str) -> Option<Self> {
+        self.server = Some(support_kurrentdb::Kurrent::start().await);
+        Some(self)
+    }
+
+    async fn open(&mut self) -> Self::Store {
+        self.open_store().await
+    }
+}
+
+#[cfg(feature = "kurrentdb")]
+impl Durable for KurrentDb {
+    async fn reopen(&mut self, store: Self::Store) -> Self::Store {
+        store.close().await;
+        drop(store);
+        self.open_store().await
+    }
+}
+
 conformance!(memory, Memory);
 conformance!(embedded_store, Embedded::new(), durable);
 conformance!(postgres_store, Postgres::default(), durable);
+#[cfg(feature = "kurrentdb")]
+conformance!(kurrentdb_store, KurrentDb::new(), durable);

@@ -6,13 +6,11 @@
 //! sequencer (and so the embedded log) makes from the same history.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 
 use hookledger::store::postgres::{self, PostgresStore};
-use hookledger::store::sequencer::Sequencer;
-use hookledger::store::{Error, EventStore, ExpectedVersion, NewEvent};
+use hookledger::store::{EventStore, ExpectedVersion};
 
-use crate::suite::{event, everything, id_of, within};
+use crate::suite::{event, everything, replay_through_sequencer, shared, within};
 use crate::support_postgres;
 
 async fn stores(check: &str, n: usize) -> Option<Vec<Arc<PostgresStore>>> {
@@ -31,84 +29,10 @@ async fn stores(check: &str, n: usize) -> Option<Vec<Arc<PostgresStore>>> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_tailing_reader_never_skips_a_position_of_concurrent_writers() {
-    const WRITERS: usize = 12;
-    const APPENDS: usize = 20;
     let Some(stores) = stores("postgres::tailing_reader", 4).await else {
         return;
     };
-    let reader_store = stores[3].clone();
-    let done = Arc::new(AtomicBool::new(false));
-    // The reader follows the head as it moves, like a projector: each read
-    // starts right after the last position it saw and must continue from there.
-    let reader = tokio::spawn({
-        let done = done.clone();
-        async move {
-            let mut seen = Vec::new();
-            let mut reads = 0u64;
-            loop {
-                let finished = done.load(Ordering::SeqCst);
-                let batch = reader_store
-                    .read_all(seen.len() as u64 + 1, 7)
-                    .await
-                    .unwrap();
-                reads += 1;
-                for e in &batch {
-                    assert_eq!(
-                        e.position,
-                        seen.len() as u64 + 1,
-                        "the reader skipped a position"
-                    );
-                    seen.push(e.clone());
-                }
-                if batch.is_empty() {
-                    if finished {
-                        return (seen, reads);
-                    }
-                    tokio::task::yield_now().await;
-                }
-            }
-        }
-    });
-    let writers: Vec<_> = (0..WRITERS)
-        .map(|w| {
-            let store = stores[w % 3].clone();
-            tokio::spawn(async move {
-                for k in 0..APPENDS {
-                    let events: Vec<NewEvent> = (0..(w + k) % 3 + 1)
-                        .map(|j| event(&format!("w{w}-{k}-{j}")))
-                        .collect();
-                    // Half the writers share streams across "processes".
-                    let stream = format!("s-{}", w % 6);
-                    store
-                        .append(&stream, ExpectedVersion::Any, events)
-                        .await
-                        .unwrap();
-                }
-            })
-        })
-        .collect();
-    for writer in writers {
-        within("a writer", writer).await.unwrap();
-    }
-    done.store(true, Ordering::SeqCst);
-    let (seen, reads) = within("the reader", reader).await.unwrap();
-    stores[0].sync_head().await.unwrap();
-    let all = everything(stores[0].as_ref()).await;
-    assert_eq!(seen, all, "the tail differs from the log read afterwards");
-    let expected: usize = (0..WRITERS)
-        .map(|w| (0..APPENDS).map(|k| (w + k) % 3 + 1).sum::<usize>())
-        .sum();
-    assert_eq!(all.len(), expected);
-    assert!(reads > 1, "the reader never ran beside the writers");
-    // Every stream is gapless in version order too.
-    for s in 0..6 {
-        let versions: Vec<u64> = all
-            .iter()
-            .filter(|e| e.stream == format!("s-{s}"))
-            .map(|e| e.version)
-            .collect();
-        assert_eq!(versions, (0..versions.len() as u64).collect::<Vec<_>>());
-    }
+    shared::a_tailing_reader_never_skips_a_position(stores, 20).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -116,51 +40,7 @@ async fn expected_versions_and_claims_hold_across_processes() {
     let Some(stores) = stores("postgres::across_processes", 2).await else {
         return;
     };
-    let (a, b) = (stores[0].clone(), stores[1].clone());
-    a.append("shared", ExpectedVersion::NoStream, vec![event("a0")])
-        .await
-        .unwrap();
-    // B has not heard of A's append, and is checked against it all the same.
-    match b
-        .append("shared", ExpectedVersion::NoStream, vec![event("b0")])
-        .await
-    {
-        Err(Error::Conflict { actual, .. }) => assert_eq!(actual, Some(0)),
-        other => panic!("expected a conflict, got {other:?}"),
-    }
-    b.append("shared", ExpectedVersion::Exact(0), vec![event("b1")])
-        .await
-        .unwrap();
-
-    let races: Vec<_> = (0..8)
-        .map(|i| {
-            let store = stores[i % 2].clone();
-            tokio::spawn(async move {
-                store
-                    .append_claimed(
-                        &format!("r-{i}"),
-                        ExpectedVersion::NoStream,
-                        vec![event(&format!("r{i}"))],
-                        vec!["one-of-eight".into()],
-                    )
-                    .await
-            })
-        })
-        .collect();
-    let mut winners = 0;
-    for race in races {
-        match within("a racer", race).await.unwrap() {
-            Ok(_) => winners += 1,
-            Err(Error::Duplicate { .. }) => {}
-            Err(other) => panic!("append failed: {other}"),
-        }
-    }
-    assert_eq!(winners, 1);
-    // A reads what B appended once it has asked the database for the head.
-    assert_eq!(a.sync_head().await.unwrap(), 3);
-    let ids: Vec<_> = everything(a.as_ref()).await.iter().map(id_of).collect();
-    assert_eq!(ids.len(), 3);
-    assert_eq!(&ids[..2], ["a0", "b1"]);
+    shared::expected_versions_and_claims_hold_across(stores[0].clone(), stores[1].clone()).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -204,40 +84,9 @@ async fn the_hash_chain_is_the_one_the_shared_sequencer_makes() {
     }
     stores[0].sync_head().await.unwrap();
     let stored = everything(stores[0].as_ref()).await;
-    // Replay the same appends, at the same times, through the sequencer the
+    // The same appends, at the same times, through the sequencer the
     // embedded and memory stores use.
-    let mut sequencer = Sequencer::default();
-    let mut replayed = Vec::new();
-    let mut i = 0;
-    while i < stored.len() {
-        let first = &stored[i];
-        let append: Vec<_> = stored[i..]
-            .iter()
-            .take_while(|e| e.stream == first.stream && e.recorded_at == first.recorded_at)
-            .collect();
-        let mut batch = sequencer.staging();
-        batch
-            .stage(
-                &first.stream,
-                ExpectedVersion::Any,
-                append
-                    .iter()
-                    .map(|e| NewEvent {
-                        event_type: e.event_type.clone(),
-                        schema_version: e.schema_version,
-                        data: e.data.clone(),
-                        metadata: e.metadata.clone(),
-                    })
-                    .collect(),
-                first.recorded_at,
-            )
-            .unwrap();
-        let (records, staged) = batch.finish();
-        sequencer.commit(staged);
-        i += records.len();
-        replayed.extend(records);
-    }
-    assert_eq!(replayed, stored);
+    assert_eq!(replay_through_sequencer(&stored), stored);
 }
 
 /// An append the database refuses fails alone: the appends group-committed

@@ -214,6 +214,7 @@ async fn postgres_node(url: &str) -> TestNode {
     TestNode {
         node,
         dir: Some(dir),
+        backing: None,
     }
 }
 

@@ -270,7 +270,7 @@ async fn faulty_app(dir: &Path) -> (TestApp, Arc<Faults>) {
     let node = Node::start(Arc::new(store), hookledger::projector::Config::in_dir(dir))
         .await
         .expect("the node opens");
-    let app = spawn_app_with(TestNode { node, dir: None }, |state| state).await;
+    let app = spawn_app_with(TestNode::from(node), |state| state).await;
     (app, faults)
 }
 

@@ -13,25 +13,43 @@ use tokio::sync::oneshot;
 
 use crate::schema::check_response;
 
-/// A node under test with the data directory it lives in.
+/// A node under test with the data directory it lives in, and the server
+/// its store is on when that lives in the test (see [`Backing`]).
 pub struct TestNode {
     pub node: Node,
     pub dir: Option<tempfile::TempDir>,
+    pub backing: Option<Backing>,
 }
+
+/// What a node's store needs kept alive beside it: the KurrentDB (the test
+/// double) it runs on, if any.
+#[cfg(feature = "kurrentdb")]
+pub type Backing = crate::support_kurrentdb::Kurrent;
+#[cfg(not(feature = "kurrentdb"))]
+pub type Backing = ();
 
 impl From<Node> for TestNode {
     fn from(node: Node) -> Self {
-        TestNode { node, dir: None }
+        TestNode {
+            node,
+            dir: None,
+            backing: None,
+        }
     }
 }
 
 /// The node under test: the durable embedded store in a fresh temp directory,
 /// with its read model there. The one place that chooses the store: with
 /// `HOOKLEDGER_TEST_BACKEND=postgres`, a fresh PostgreSQL database instead
-/// (the read model still in the temp directory), which is how `postgres.rs` runs
-/// these tests again on PostgreSQL.
+/// (the read model still in the temp directory), which is how `postgres.rs`
+/// runs these tests again on PostgreSQL; with `kurrentdb`, a fresh ledger
+/// prefix on KurrentDB (`kurrentdb.rs`).
 pub async fn new_node() -> TestNode {
     let dir = tempfile::tempdir().expect("a temp dir");
+    #[cfg(feature = "kurrentdb")]
+    if std::env::var("HOOKLEDGER_TEST_BACKEND").is_ok_and(|b| b == "kurrentdb") {
+        return crate::kurrentdb::new_node(dir).await;
+    }
     let store: std::sync::Arc<dyn hookledger::store::EventStore> =
         if std::env::var("HOOKLEDGER_TEST_BACKEND").is_ok_and(|b| b == "postgres") {
             let url = crate::support_postgres::database("it")
@@ -52,6 +70,7 @@ pub async fn new_node() -> TestNode {
     TestNode {
         node,
         dir: Some(dir),
+        backing: None,
     }
 }
 
@@ -74,6 +93,7 @@ pub struct TestApp {
     pub key: IssuedKey,
     _shutdown: oneshot::Sender<()>,
     _dir: Option<tempfile::TempDir>,
+    _backing: Option<Backing>,
 }
 
 /// A response, read whole.
@@ -133,7 +153,7 @@ pub async fn spawn_app_with(
     configure: impl FnOnce(AppState) -> AppState,
 ) -> TestApp {
     show_logs();
-    let TestNode { node, dir } = node.into();
+    let TestNode { node, dir, backing } = node.into();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind port 0");
@@ -153,6 +173,7 @@ pub async fn spawn_app_with(
         key,
         _shutdown: shutdown,
         _dir: dir,
+        _backing: backing,
     }
 }
 

@@ -2,6 +2,7 @@
 //! 0, driven like a client would, every response checked against
 //! `schemas/openapi.json`. Modules are areas of the API.
 
+mod across_nodes;
 mod audit;
 mod auth;
 mod backends;
@@ -18,6 +19,8 @@ mod helpers;
 mod hostile;
 mod http;
 mod idempotency;
+#[cfg(feature = "kurrentdb")]
+mod kurrentdb;
 mod limits;
 mod lists;
 mod logs;
@@ -33,6 +36,9 @@ mod schema;
 mod security;
 #[path = "../support/frames.rs"]
 mod support_frames;
+#[cfg(feature = "kurrentdb")]
+#[path = "../support/kurrentdb.rs"]
+mod support_kurrentdb;
 #[path = "../support/postgres.rs"]
 mod support_postgres;
 mod wire;

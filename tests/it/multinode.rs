@@ -1,7 +1,8 @@
-//! Several `hookledger serve` processes, the real binary, on one PostgreSQL
-//! database: what is recorded through one is served by the other, both report
-//! the same ledger digest, and killing one with SIGKILL loses nothing it
-//! acknowledged. No fixed sleeps: every wait is on a condition with a deadline.
+//! Several `hookledger serve` processes, the real binary, on one shared
+//! ledger (a PostgreSQL database here, a KurrentDB ledger in `kurrentdb.rs`):
+//! what is recorded through one is served by the other, both report the same
+//! ledger digest, and killing one with SIGKILL loses nothing it acknowledged.
+//! No fixed sleeps: every wait is on a condition with a deadline.
 
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -13,23 +14,43 @@ use tokio::task::JoinSet;
 
 use crate::support_postgres;
 
-const ORG: &str = "org_multinode";
+pub const ORG: &str = "org_multinode";
 const DEADLINE: Duration = Duration::from_secs(30);
 
-/// Runs `hookledger` on the database at `url` with the data directory `data`.
-fn hookledger(url: &str, data: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_hookledger"))
+/// How every process reaches the shared ledger: the backend settings, as
+/// environment variables.
+#[derive(Debug, Clone)]
+pub struct Ledger(pub Vec<(&'static str, String)>);
+
+impl Ledger {
+    fn postgres(url: &str) -> Ledger {
+        Ledger(vec![
+            ("HOOKLEDGER_BACKEND", "postgres".into()),
+            ("HOOKLEDGER_POSTGRES_URL", url.into()),
+        ])
+    }
+
+    fn command(&self, data: &Path) -> Command {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_hookledger"));
+        command
+            .envs(self.0.iter().map(|(k, v)| (k, v)))
+            .env("HOOKLEDGER_DATA", data)
+            .env("HOOKLEDGER_LOG_FORMAT", "json");
+        command
+    }
+}
+
+/// Runs `hookledger` on `ledger` with the data directory `data`.
+pub fn hookledger(ledger: &Ledger, data: &Path, args: &[&str]) -> Output {
+    ledger
+        .command(data)
         .args(args)
-        .env("HOOKLEDGER_BACKEND", "postgres")
-        .env("HOOKLEDGER_POSTGRES_URL", url)
-        .env("HOOKLEDGER_DATA", data)
-        .env("HOOKLEDGER_LOG_FORMAT", "json")
         .output()
         .expect("the binary runs")
 }
 
 #[track_caller]
-fn succeeds(output: Output) -> String {
+pub fn succeeds(output: Output) -> String {
     let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
     assert!(
         output.status.success(),
@@ -40,26 +61,24 @@ fn succeeds(output: Output) -> String {
     stdout
 }
 
-/// A `hookledger serve --backend postgres` child on a free port.
-struct Node {
-    child: Child,
+/// A `hookledger serve` child on a free port.
+pub struct Node {
+    pub child: Child,
     base: String,
     http: reqwest::Client,
-    key: String,
+    pub key: String,
 }
 
 impl Node {
-    async fn start(url: &str, data: &Path, key: &str) -> Node {
+    pub async fn start(ledger: &Ledger, data: &Path, key: &str) -> Node {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
             .unwrap()
             .port();
-        let child = Command::new(env!("CARGO_BIN_EXE_hookledger"))
+        let child = ledger
+            .command(data)
             .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
-            .args(["--backend", "postgres", "--postgres-url", url])
-            .env("HOOKLEDGER_DATA", data)
-            .env("HOOKLEDGER_LOG_FORMAT", "json")
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -79,12 +98,31 @@ impl Node {
         node
     }
 
-    async fn send(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> (u16, Value) {
+    pub async fn send(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> (u16, Value) {
+        self.send_with(method, path, body, None).await
+    }
+
+    /// [`Node::send`] with an `Idempotency-Key`.
+    pub async fn send_with(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+        idempotency_key: Option<&str>,
+    ) -> (u16, Value) {
         let mut request = self
             .http
             .request(method, format!("{}{path}", self.base))
             .bearer_auth(&self.key)
             .header("x-organization-id", ORG);
+        if let Some(key) = idempotency_key {
+            request = request.header("Idempotency-Key", key);
+        }
         if let Some(body) = body {
             request = request.json(&body);
         }
@@ -98,19 +136,19 @@ impl Node {
         }
     }
 
-    async fn post(&self, path: &str, body: Value) -> Value {
+    pub async fn post(&self, path: &str, body: Value) -> Value {
         let (status, body) = self.send(reqwest::Method::POST, path, Some(body)).await;
         assert!((200..300).contains(&status), "POST {path}: {status} {body}");
         body
     }
 
-    async fn get(&self, path: &str) -> Value {
+    pub async fn get(&self, path: &str) -> Value {
         let (status, body) = self.send(reqwest::Method::GET, path, None).await;
         assert_eq!(status, 200, "GET {path}: {body}");
         body
     }
 
-    async fn attempt_errors(&self, delivery: &str) -> BTreeSet<String> {
+    pub async fn attempt_errors(&self, delivery: &str) -> BTreeSet<String> {
         let mut errors = BTreeSet::new();
         let mut cursor: Option<String> = None;
         loop {
@@ -129,7 +167,7 @@ impl Node {
         }
     }
 
-    async fn digest(&self) -> Value {
+    pub async fn digest(&self) -> Value {
         self.get("/v1/ledger/digest").await
     }
 }
@@ -142,7 +180,7 @@ impl Drop for Node {
 }
 
 /// Polls `condition` until it holds; fails the test after [`DEADLINE`].
-async fn eventually<F, Fut>(what: &str, mut condition: F)
+pub async fn eventually<F, Fut>(what: &str, mut condition: F)
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = bool>,
@@ -159,17 +197,23 @@ async fn two_serve_processes_share_one_database_and_a_killed_one_loses_nothing()
     let Some(url) = support_postgres::database("multinode").await else {
         return;
     };
+    two_nodes_share_a_ledger_and_a_killed_one_loses_nothing(&Ledger::postgres(&url)).await;
+}
+
+/// Two `serve` processes on `ledger`, the key issued by the CLI beside them;
+/// attempts through both, then many in flight on A when it is killed.
+pub async fn two_nodes_share_a_ledger_and_a_killed_one_loses_nothing(ledger: &Ledger) {
     let dir = tempfile::tempdir().unwrap();
     let (data_a, data_b, data_cli) = (
         dir.path().join("a"),
         dir.path().join("b"),
         dir.path().join("cli"),
     );
-    let a = Node::start(&url, &data_a, "").await;
-    let b = Node::start(&url, &data_b, "").await;
+    let a = Node::start(ledger, &data_a, "").await;
+    let b = Node::start(ledger, &data_b, "").await;
     // The key is issued straight into the database by the CLI, beside both.
     let out = succeeds(hookledger(
-        &url,
+        ledger,
         &data_cli,
         &["keys", "create", "--org", ORG],
     ));
@@ -259,15 +303,15 @@ async fn two_serve_processes_share_one_database_and_a_killed_one_loses_nothing()
         acknowledged.len(),
         64 - acknowledged.len()
     );
-    let rebuilt = succeeds(hookledger(&url, &data_cli, &["projections", "rebuild"]));
+    let rebuilt = succeeds(hookledger(ledger, &data_cli, &["projections", "rebuild"]));
     assert!(
         rebuilt.contains("swapped in the new read model"),
         "{rebuilt}"
     );
-    let report = succeeds(hookledger(&url, &data_cli, &["audit", "verify"]));
+    let report = succeeds(hookledger(ledger, &data_cli, &["audit", "verify"]));
     assert!(report.starts_with("ok: "), "{report}");
     let printed: Value =
-        serde_json::from_str(succeeds(hookledger(&url, &data_cli, &["audit", "digest"])).trim())
+        serde_json::from_str(succeeds(hookledger(ledger, &data_cli, &["audit", "digest"])).trim())
             .unwrap();
     eventually("B's digest reaches the log's", || async {
         b.digest().await == printed
