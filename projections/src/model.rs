@@ -123,9 +123,15 @@ pub struct Delivery {
 pub struct Attempt {
     pub organization_id: String,
     pub delivery_id: String,
+    /// The delivery's event and endpoint, so a list across deliveries can
+    /// filter and show them without reading the delivery.
+    pub event_id: String,
+    pub endpoint_id: String,
     /// 0-based version in the delivery's stream; `attemptNumber` is one more.
     pub version: u64,
     pub position: u64,
+    /// The organization's sequence number of the event that recorded it.
+    pub sequence: u64,
     pub recorded_at: Timestamp,
     pub status: AttemptStatus,
     pub response_status_code: Option<u16>,
@@ -179,6 +185,7 @@ pub fn apply<R: Rows + ?Sized>(
 ) -> Result<(), R::Error> {
     let at = recorded.recorded_at;
     let position = recorded.position;
+    let sequence = rows.sequence(recorded.event.organization_id(), position)?;
     let resource_id: &str = match &recorded.event {
         Event::ApiKeyIssued(e) => return key_issued(rows, e, at),
         Event::ApiKeyRevoked(e) => return key_revoked(rows, e, at),
@@ -199,7 +206,7 @@ pub fn apply<R: Rows + ?Sized>(
             &e.event_id
         }
         Event::AttemptRecorded(e) => {
-            attempt(rows, e, at, position)?;
+            attempt(rows, e, at, (position, sequence))?;
             &e.event_id
         }
     };
@@ -318,11 +325,12 @@ fn accepted<R: Rows + ?Sized>(
     )
 }
 
+/// `place`: the event's global position and the organization's sequence.
 fn attempt<R: Rows + ?Sized>(
     rows: &mut R,
     e: &AttemptRecorded,
     at: Timestamp,
-    position: u64,
+    (position, sequence): (u64, u64),
 ) -> Result<(), R::Error> {
     let org = &e.organization_id;
     let Some(delivery) = rows.delivery_mut(org, &e.delivery_id)? else {
@@ -332,11 +340,15 @@ fn attempt<R: Rows + ?Sized>(
     let version = delivery.version;
     delivery.apply(e, at, position);
     let after = delivery.status;
+    let endpoint_id = delivery.endpoint_id.clone();
     rows.put_attempt(Attempt {
         organization_id: org.clone(),
         delivery_id: e.delivery_id.clone(),
+        event_id: e.event_id.clone(),
+        endpoint_id,
         version,
         position,
+        sequence,
         recorded_at: at,
         status: e.status,
         response_status_code: e.response_status_code.map(|c| c.get()),

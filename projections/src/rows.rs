@@ -31,6 +31,11 @@ pub trait Rows {
     fn delivery_mut(&mut self, org: &str, id: &str) -> Result<Option<&mut Delivery>, Self::Error>;
     fn put_delivery(&mut self, delivery: Delivery) -> Result<(), Self::Error>;
 
+    /// Gives the organization's next event its sequence number (1, 2, 3… in
+    /// the order events are folded, so in commit order on every node and in
+    /// every rebuild) and records the event's global `position` under it.
+    fn sequence(&mut self, org: &str, position: u64) -> Result<u64, Self::Error>;
+
     /// Records an attempt; attempts are never changed afterwards.
     fn put_attempt(&mut self, attempt: Attempt) -> Result<(), Self::Error>;
 
@@ -80,6 +85,8 @@ pub struct Tenant {
     pub source_keys: BTreeMap<String, String>,
     /// `route` + "\n" + `Idempotency-Key` -> the write it produced.
     pub idempotency: BTreeMap<String, IdempotencyRecord>,
+    /// Sequence number -> global position of each of the organization's events.
+    pub feed: BTreeMap<u64, u64>,
 }
 
 impl MemoryRows {
@@ -170,6 +177,13 @@ impl Rows for MemoryRows {
             .deliveries
             .insert(Key::new(&delivery.id), delivery);
         Ok(())
+    }
+
+    fn sequence(&mut self, org: &str, position: u64) -> Result<u64, Infallible> {
+        let feed = &mut self.tenant_mut(org).feed;
+        let next = feed.last_key_value().map_or(1, |(last, _)| last + 1);
+        feed.insert(next, position);
+        Ok(next)
     }
 
     fn put_attempt(&mut self, attempt: Attempt) -> Result<(), Infallible> {

@@ -1,7 +1,7 @@
 //! Writing an overlay to the store: its rows, the index entries that moved,
 //! and the chain position they all reflect, as one batch.
 
-use super::overlay::{IndexEntries, Overlay};
+use super::overlay::Overlay;
 use super::tables::{self, Row};
 use crate::kv::{Table, WriteBatch};
 
@@ -16,7 +16,15 @@ pub fn write_out(overlay: &Overlay, batch: &mut WriteBatch) {
     rows(batch, tables::ENDPOINTS, &overlay.endpoints);
     rows(batch, tables::ENDPOINT_VERSIONS, &overlay.endpoint_versions);
     rows(batch, tables::PAYLOADS, &overlay.payloads);
-    rows(batch, tables::ATTEMPTS, &overlay.attempts);
+    rows(batch, tables::SEQUENCES, &overlay.sequences);
+    rows(batch, tables::FEED, &overlay.feed);
+    for (key, attempt) in &overlay.attempts {
+        batch.put(tables::ATTEMPTS, key.clone(), attempt.encode());
+        let at = tables::attempt_ref(attempt);
+        for (table, entry) in tables::attempt_index(attempt) {
+            batch.put(table, entry, at.clone());
+        }
+    }
     rows(batch, tables::SOURCE_KEYS, &overlay.source_keys);
     rows(batch, tables::IDEMPOTENCY, &overlay.idempotency);
     rows(batch, tables::API_KEYS, &overlay.api_keys);
@@ -27,7 +35,7 @@ pub fn write_out(overlay: &Overlay, batch: &mut WriteBatch) {
     }
     for (key, event) in &overlay.events {
         batch.put(tables::EVENTS, key.clone(), event.encode());
-        let old: Option<IndexEntries> = overlay.event_index.get(key).cloned();
+        let old = overlay.event_index.get(key).cloned();
         tables::reindex(batch, old, tables::event_index(event));
     }
     batch.put(

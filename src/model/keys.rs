@@ -30,6 +30,11 @@ impl Key {
         self
     }
 
+    /// A signed number (a time in microseconds), ordered as numbers are.
+    pub fn i64(self, n: i64) -> Key {
+        self.u64((n as u64) ^ (1 << 63))
+    }
+
     pub fn byte(mut self, b: u8) -> Key {
         self.0.push(b);
         self
@@ -98,6 +103,10 @@ impl<'a> Reader<'a> {
         Some(u64::from_be_bytes(*bytes))
     }
 
+    pub fn i64(&mut self) -> Option<i64> {
+        self.u64().map(|n| (n ^ (1 << 63)) as i64)
+    }
+
     pub fn byte(&mut self) -> Option<u8> {
         let (&b, rest) = self.rest.split_first()?;
         self.rest = rest;
@@ -128,6 +137,13 @@ mod tests {
             let bytes = encode(&x).cmp(&encode(&y));
             let tuples = (x.0.as_bytes(), x.1, x.2.as_bytes()).cmp(&(y.0.as_bytes(), y.1, y.2.as_bytes()));
             prop_assert_eq!(bytes, tuples);
+        }
+
+        #[test]
+        fn signed_numbers_order_and_read_back(a in any::<i64>(), b in any::<i64>()) {
+            let (x, y) = (Key::new().i64(a), Key::new().i64(b));
+            prop_assert_eq!(x.cmp(&y), a.cmp(&b));
+            prop_assert_eq!(Reader::new(x.as_bytes()).i64(), Some(a));
         }
 
         #[test]

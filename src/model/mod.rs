@@ -7,6 +7,7 @@
 //! - [`overlay`]: that overlay, and the store-backed `projections::Rows`.
 //! - [`view`] and [`list`]: reading through the layers, answers as of a past
 //!   position, and the lists with their indexes.
+//! - [`queries`]: attempts across deliveries, the retry queue, the change feed.
 //! - [`tables`] and [`keys`]: what is stored where, and how keys sort.
 //! - [`compare`]: two stores row by row, for `projections rebuild --verify`.
 //!
@@ -28,12 +29,14 @@ pub mod keys;
 pub mod list;
 pub mod live;
 pub mod overlay;
+pub mod queries;
 pub mod tables;
 pub mod view;
 
 pub use list::{DeliveryFilter, EventFilter, Listed, Page};
 pub use live::{Model, Options};
 pub use overlay::Chain;
+pub use queries::{AttemptFilter, AttemptMark, Attempts, Retries, RetryMark};
 pub use view::View;
 
 #[derive(Debug, thiserror::Error)]

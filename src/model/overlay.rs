@@ -56,6 +56,10 @@ pub struct Overlay {
     pub source_keys: BTreeMap<Vec<u8>, String>,
     pub idempotency: BTreeMap<Vec<u8>, IdempotencyRecord>,
     pub api_keys: BTreeMap<Vec<u8>, ApiKey>,
+    /// Each organization's last sequence number, by `key::org`.
+    pub sequences: BTreeMap<Vec<u8>, u64>,
+    /// `(org, sequence)` -> position.
+    pub feed: BTreeMap<Vec<u8>, u64>,
     /// The index entries of rows copied up from below, as they were there;
     /// a row absent here is new.
     pub delivery_index: HashMap<Vec<u8>, IndexEntries>,
@@ -118,7 +122,18 @@ impl Footprint for Delivery {
 
 impl Footprint for Attempt {
     fn heap(&self) -> usize {
-        strings([&self.organization_id, &self.delivery_id]) + strings(&self.last_error)
+        strings([
+            &self.organization_id,
+            &self.delivery_id,
+            &self.event_id,
+            &self.endpoint_id,
+        ]) + strings(&self.last_error)
+    }
+}
+
+impl Footprint for u64 {
+    fn heap(&self) -> usize {
+        0
     }
 }
 
@@ -224,8 +239,7 @@ impl Folding<'_> {
     }
 }
 
-/// A row's index entries, as [`tables::delivery_index`] gives them.
-pub type IndexEntries = [(Table, Vec<u8>); 3];
+pub use super::tables::IndexEntries;
 type FieldMut<R> = fn(&mut Overlay) -> &mut BTreeMap<Vec<u8>, R>;
 /// How to compute a row's index entries, and where to remember them.
 type Remember<R> = (
@@ -321,6 +335,22 @@ impl Rows for Folding<'_> {
         self.added(entry_bytes(&key, &delivery));
         self.overlay.deliveries.insert(key, delivery);
         Ok(())
+    }
+
+    fn sequence(&mut self, org: &str, position: u64) -> Result<u64, Error> {
+        let key = key::org(org).into_bytes();
+        let last = match self.overlay.sequences.get(&key) {
+            Some(last) => *last,
+            None => self
+                .below(tables::SEQUENCES, &key, |o| &o.sequences)?
+                .unwrap_or(0),
+        };
+        let next = last + 1;
+        let entry = key::feed(org, next);
+        self.added(entry_bytes(&key, &next) + entry_bytes(&entry, &position));
+        self.overlay.sequences.insert(key, next);
+        self.overlay.feed.insert(entry, position);
+        Ok(next)
     }
 
     fn put_attempt(&mut self, attempt: Attempt) -> Result<(), Error> {

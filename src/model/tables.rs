@@ -36,8 +36,29 @@ pub const EVENTS_BY_TYPE: Table = Table("events_by_type");
 /// `(org, event type, status, event id)`.
 pub const EVENTS_BY_TYPE_STATUS: Table = Table("events_by_type_status");
 
+/// `(org)` -> the organization's last sequence number.
+pub const SEQUENCES: Table = Table("sequences");
+/// `(org, sequence)` -> the event's global position: the change feed.
+pub const FEED: Table = Table("feed");
+/// `(org, recorded at, sequence)` -> the attempt's `(delivery id, version)`,
+/// as [`attempt_ref`] encodes it. So are the values of the four below.
+pub const ATTEMPTS_BY_TIME: Table = Table("attempts_by_time");
+/// `(org, delivery id, recorded at, sequence)`.
+pub const ATTEMPTS_BY_DELIVERY: Table = Table("attempts_by_delivery");
+/// `(org, endpoint id, recorded at, sequence)`.
+pub const ATTEMPTS_BY_ENDPOINT: Table = Table("attempts_by_endpoint");
+/// `(org, event id, recorded at, sequence)`.
+pub const ATTEMPTS_BY_EVENT: Table = Table("attempts_by_event");
+/// `(org, status, recorded at, sequence)`.
+pub const ATTEMPTS_BY_STATUS: Table = Table("attempts_by_status");
+/// `(org, status-code class 1..=5 or 0 for none, recorded at, sequence)`.
+pub const ATTEMPTS_BY_CLASS: Table = Table("attempts_by_class");
+/// `(org, next retry at, delivery id)` of each delivery whose latest attempt
+/// scheduled a retry; `i64::MIN` when it named no time.
+pub const RETRY_QUEUE: Table = Table("retry_queue");
+
 /// Every table, in the order a comparison walks them.
-pub const ALL: [Table; 16] = [
+pub const ALL: [Table; 25] = [
     META,
     API_KEYS,
     ENDPOINTS,
@@ -54,11 +75,20 @@ pub const ALL: [Table; 16] = [
     EVENTS_BY_STATUS,
     EVENTS_BY_TYPE,
     EVENTS_BY_TYPE_STATUS,
+    SEQUENCES,
+    FEED,
+    ATTEMPTS_BY_TIME,
+    ATTEMPTS_BY_DELIVERY,
+    ATTEMPTS_BY_ENDPOINT,
+    ATTEMPTS_BY_EVENT,
+    ATTEMPTS_BY_STATUS,
+    ATTEMPTS_BY_CLASS,
+    RETRY_QUEUE,
 ];
 
 /// Bump on any change to a row's archived form, a key or an index: a store
 /// of another format is set aside and rebuilt from the log.
-pub const FORMAT: u64 = 1;
+pub const FORMAT: u64 = 2;
 
 /// The first byte of every encoded row.
 const ROW_FORMAT: u8 = 1;
@@ -104,6 +134,10 @@ pub mod key {
 
     pub fn api_key(id: &str) -> Vec<u8> {
         Key::new().str(id).into_bytes()
+    }
+
+    pub fn feed(org: &str, sequence: u64) -> Vec<u8> {
+        Key::new().str(org).u64(sequence).into_bytes()
     }
 }
 
@@ -162,6 +196,24 @@ archived_row!(Attempt, "attempt");
 archived_row!(ApiKey, "API key");
 archived_row!(IdempotencyRecord, "idempotency");
 
+/// Numbers (sequence counters, positions) are 8 bytes big-endian.
+impl Row for u64 {
+    const WHAT: &'static str = "number";
+
+    fn encode(&self) -> Vec<u8> {
+        self.to_be_bytes().to_vec()
+    }
+
+    fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
+        <[u8; 8]>::try_from(bytes)
+            .map(u64::from_be_bytes)
+            .map_err(|_| DecodeError {
+                what: "number",
+                reason: format!("{} bytes, not 8", bytes.len()),
+            })
+    }
+}
+
 /// Strings (payloads, source keys' event ids) are stored as their bytes.
 impl Row for String {
     const WHAT: &'static str = "text";
@@ -196,11 +248,14 @@ pub fn event_status_byte(status: EventStatus) -> u8 {
     }
 }
 
+/// A row's index entries: which table, which key.
+pub type IndexEntries = Vec<(Table, Vec<u8>)>;
+
 /// The index entries of a delivery.
-pub fn delivery_index(d: &Delivery) -> [(Table, Vec<u8>); 3] {
+pub fn delivery_index(d: &Delivery) -> IndexEntries {
     let status = attempt_status_byte(d.status);
     let org = &d.organization_id;
-    [
+    let mut entries = vec![
         (
             DELIVERIES_BY_STATUS,
             Key::new().str(org).byte(status).str(&d.id).into_bytes(),
@@ -222,14 +277,22 @@ pub fn delivery_index(d: &Delivery) -> [(Table, Vec<u8>); 3] {
                 .str(&d.id)
                 .into_bytes(),
         ),
-    ]
+    ];
+    if d.status == AttemptStatus::RetryScheduled {
+        let due = d.next_retry_at.map_or(i64::MIN, |t| t.micros());
+        entries.push((
+            RETRY_QUEUE,
+            Key::new().str(org).i64(due).str(&d.id).into_bytes(),
+        ));
+    }
+    entries
 }
 
 /// The index entries of an event.
-pub fn event_index(e: &WebhookEvent) -> [(Table, Vec<u8>); 3] {
+pub fn event_index(e: &WebhookEvent) -> IndexEntries {
     let status = event_status_byte(e.status);
     let org = &e.organization_id;
-    [
+    vec![
         (
             EVENTS_BY_STATUS,
             Key::new().str(org).byte(status).str(&e.id).into_bytes(),
@@ -256,24 +319,61 @@ pub fn event_index(e: &WebhookEvent) -> [(Table, Vec<u8>); 3] {
 
 /// Writes the change of a row's index entries from `old` to `new`: entries
 /// that stay are not written again.
-pub fn reindex(
-    batch: &mut WriteBatch,
-    old: Option<[(Table, Vec<u8>); 3]>,
-    new: [(Table, Vec<u8>); 3],
-) {
-    match old {
-        None => {
-            for (table, key) in new {
-                batch.put(table, key, Vec::new());
-            }
-        }
-        Some(old) => {
-            for ((table, old), (_, new)) in old.into_iter().zip(new) {
-                if old != new {
-                    batch.delete(table, old);
-                    batch.put(table, new, Vec::new());
-                }
-            }
+pub fn reindex(batch: &mut WriteBatch, old: Option<IndexEntries>, new: IndexEntries) {
+    let old = old.unwrap_or_default();
+    for (table, key) in &old {
+        if !new.contains(&(*table, key.clone())) {
+            batch.delete(*table, key.clone());
         }
     }
+    for (table, key) in new {
+        if !old.contains(&(table, key.clone())) {
+            batch.put(table, key, Vec::new());
+        }
+    }
+}
+
+/// The status-code class of an attempt's response: 1 to 5, or 0 for none.
+pub fn status_class(code: Option<u16>) -> u8 {
+    code.map_or(0, |c| u8::try_from(c / 100).unwrap_or(0))
+}
+
+/// The value of an attempt's index entries: where its row is.
+pub fn attempt_ref(a: &Attempt) -> Vec<u8> {
+    Key::new().str(&a.delivery_id).u64(a.version).into_bytes()
+}
+
+/// The index entries of an attempt, each with [`attempt_ref`] as its value.
+/// Attempts never change, so these are written once.
+pub fn attempt_index(a: &Attempt) -> [(Table, Vec<u8>); 6] {
+    let org = &a.organization_id;
+    let at = a.recorded_at.micros();
+    let tail = |key: Key| key.i64(at).u64(a.sequence).into_bytes();
+    [
+        (ATTEMPTS_BY_TIME, tail(Key::new().str(org))),
+        (
+            ATTEMPTS_BY_DELIVERY,
+            tail(Key::new().str(org).str(&a.delivery_id)),
+        ),
+        (
+            ATTEMPTS_BY_ENDPOINT,
+            tail(Key::new().str(org).str(&a.endpoint_id)),
+        ),
+        (
+            ATTEMPTS_BY_EVENT,
+            tail(Key::new().str(org).str(&a.event_id)),
+        ),
+        (
+            ATTEMPTS_BY_STATUS,
+            tail(Key::new().str(org).byte(attempt_status_byte(a.status))),
+        ),
+        (
+            ATTEMPTS_BY_CLASS,
+            tail(
+                Key::new()
+                    .str(org)
+                    .byte(status_class(a.response_status_code)),
+            ),
+        ),
+    ]
 }

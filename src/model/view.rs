@@ -55,7 +55,7 @@ impl View {
         self.position
     }
 
-    fn get<R: Row + Clone>(
+    pub(super) fn get<R: Row + Clone>(
         &self,
         table: Table,
         key: &[u8],
@@ -358,6 +358,35 @@ impl View {
         rows
     }
 
+    /// The rows of the overlays in `range` that `keep` accepts, the newest
+    /// layer's row deciding where several hold a key; rows it refuses are
+    /// not copied.
+    pub(super) fn overlaid_where<R: Clone>(
+        &self,
+        field: Field<R>,
+        range: &(Bound<Vec<u8>>, Bound<Vec<u8>>),
+        keep: impl Fn(&R) -> bool,
+    ) -> BTreeMap<Vec<u8>, R> {
+        let mut rows = BTreeMap::new();
+        if let Some(frozen) = &self.layers.frozen {
+            let frozen = read(frozen);
+            for (k, row) in field(&frozen).range::<Vec<u8>, _>(range.clone()) {
+                if keep(row) {
+                    rows.insert(k.clone(), row.clone());
+                }
+            }
+        }
+        let active = read(&self.layers.active);
+        for (k, row) in field(&active).range::<Vec<u8>, _>(range.clone()) {
+            if keep(row) {
+                rows.insert(k.clone(), row.clone());
+            } else {
+                rows.remove(k);
+            }
+        }
+        rows
+    }
+
     /// The index entries of `table` in `range` from the store alone, in
     /// descending order; the caller checks each against the overlays.
     pub(super) fn scan_index(
@@ -390,12 +419,24 @@ impl View {
         range: &(Bound<Vec<u8>>, Bound<Vec<u8>>),
         each: &mut EachStored<'_>,
     ) -> Result<(), Error> {
+        self.scan_store_in(table, range, true, each)
+    }
+
+    /// The entries of `table` in `range` from the store alone, in key order
+    /// (descending with `reverse`).
+    pub(super) fn scan_store_in(
+        &self,
+        table: Table,
+        range: &(Bound<Vec<u8>>, Bound<Vec<u8>>),
+        reverse: bool,
+        each: &mut EachStored<'_>,
+    ) -> Result<(), Error> {
         let mut failure = None;
         self.layers.kv.scan(
             table,
             as_slice(&range.0),
             as_slice(&range.1),
-            true,
+            reverse,
             &mut |key, value| match each(key, value) {
                 Ok(flow) => Ok(flow),
                 Err(e) => {

@@ -43,8 +43,13 @@ fn an_issued_key_is_kept_as_its_digest() {
     assert_eq!(key.secret_sha256[31], 0x08);
     assert_eq!(key.created_at, at(1));
     assert_eq!(key.revoked_at, None);
-    // Keys are global, looked up before the organization is known.
-    assert!(model.tenant(ORG).is_none());
+    // Keys are global, looked up before the organization is known; the
+    // organization's own rows hold only its feed's entry for the event.
+    let tenant = model
+        .tenant(ORG)
+        .expect("the event is in the organization's feed");
+    assert_eq!(tenant.feed.keys().copied().collect::<Vec<_>>(), [1]);
+    assert!(tenant.endpoints.is_empty() && tenant.events.is_empty());
 }
 
 #[test]

@@ -85,3 +85,28 @@ fn each_organization_folds_into_its_own_tenant() {
     );
     assert_eq!(b.delivery("dlv_0002").unwrap().organization_id, OTHER_ORG);
 }
+
+#[test]
+fn each_organization_numbers_its_own_events_from_one_without_gaps() {
+    let model = given([
+        endpoint("ep_a1", ORG, &[]),
+        endpoint("ep_b1", OTHER_ORG, &[]),
+        endpoint("ep_b2", OTHER_ORG, &[]),
+    ])
+    .and(accept("evt_1", ORG, "order.paid"))
+    .when(attempt("dlv_0001", ORG, AttemptStatus::Delivered))
+    .then([attempt("dlv_0001", ORG, AttemptStatus::Delivered).recorded("evt_1")]);
+
+    // Global positions 1, 2, 3 went to the endpoints, 4 to the event, 5 to
+    // the attempt: each organization sees only its own, numbered from 1.
+    let feed = |org: &str| -> Vec<(u64, u64)> {
+        let tenant = model.tenant(org).expect("the organization has events");
+        tenant.feed.iter().map(|(s, p)| (*s, *p)).collect()
+    };
+    assert_eq!(feed(ORG), [(1, 1), (2, 4), (3, 5)]);
+    assert_eq!(feed(OTHER_ORG), [(1, 2), (2, 3)]);
+    let attempt = model.org(ORG).attempt("dlv_0001", 0).expect("recorded");
+    assert_eq!((attempt.sequence, attempt.position), (3, 5));
+    assert_eq!(attempt.endpoint_id, "ep_a1");
+    assert_eq!(attempt.event_id, "evt_1");
+}

@@ -1,0 +1,396 @@
+//! The questions asked across deliveries: attempts by delivery, event,
+//! endpoint, status, status-code class and time; the retry queue; and the
+//! change feed, an organization's events by sequence number.
+//!
+//! Each answer is one key range of one index in the store, merged with the
+//! rows still in the overlays (which the indexes do not cover yet). Like the
+//! lists, a request reads at most [`VISIT_BUDGET`] entries of the store; when
+//! the other filters match few of them, the page comes back short, or empty,
+//! with a cursor to go on from, so no request's work grows with the history.
+
+use std::ops::Bound;
+
+use projections::model::{Attempt, Delivery};
+use projections::{AttemptStatus, Timestamp};
+
+use super::Error;
+use super::keys::{Key, Reader};
+use super::list::VISIT_BUDGET;
+use super::tables::{self, key};
+use super::view::View;
+use crate::kv::{Flow, Table};
+
+/// Which attempts: every filter given must hold.
+#[derive(Debug, Clone, Default)]
+pub struct AttemptFilter {
+    pub delivery_id: Option<String>,
+    pub event_id: Option<String>,
+    pub endpoint_id: Option<String>,
+    pub status: Option<AttemptStatus>,
+    pub response_status_code: Option<u16>,
+    /// 1 to 5: `1xx` to `5xx`.
+    pub status_class: Option<u8>,
+    /// Strictly after, strictly before.
+    pub recorded_after: Option<Timestamp>,
+    pub recorded_before: Option<Timestamp>,
+}
+
+impl AttemptFilter {
+    fn keep(&self, a: &Attempt) -> bool {
+        let same = |want: &Option<String>, have: &str| want.as_deref().is_none_or(|w| w == have);
+        same(&self.delivery_id, &a.delivery_id)
+            && same(&self.event_id, &a.event_id)
+            && same(&self.endpoint_id, &a.endpoint_id)
+            && self.status.is_none_or(|s| a.status == s)
+            && self
+                .response_status_code
+                .is_none_or(|c| a.response_status_code == Some(c))
+            && self
+                .status_class
+                .is_none_or(|c| tables::status_class(a.response_status_code) == c)
+            && self
+                .recorded_after
+                .is_none_or(|t| a.recorded_at.micros() > t.micros())
+            && self
+                .recorded_before
+                .is_none_or(|t| a.recorded_at.micros() < t.micros())
+    }
+
+    /// The index whose range holds the fewest entries the filter refuses:
+    /// an id narrows most, then the status code's class, then the status.
+    fn source(&self, org: &str) -> (Table, Key) {
+        let of_org = key::org(org);
+        if let Some(id) = &self.delivery_id {
+            (tables::ATTEMPTS_BY_DELIVERY, of_org.str(id))
+        } else if let Some(id) = &self.event_id {
+            (tables::ATTEMPTS_BY_EVENT, of_org.str(id))
+        } else if let Some(id) = &self.endpoint_id {
+            (tables::ATTEMPTS_BY_ENDPOINT, of_org.str(id))
+        } else if let Some(class) = self.status_class.or(self
+            .response_status_code
+            .map(|c| tables::status_class(Some(c))))
+        {
+            (tables::ATTEMPTS_BY_CLASS, of_org.byte(class))
+        } else if let Some(status) = self.status {
+            (
+                tables::ATTEMPTS_BY_STATUS,
+                of_org.byte(tables::attempt_status_byte(status)),
+            )
+        } else {
+            (tables::ATTEMPTS_BY_TIME, of_org)
+        }
+    }
+}
+
+/// A place in the order of attempts, newest first: when it was recorded,
+/// then the organization's sequence number.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct AttemptMark {
+    pub recorded_at: i64,
+    pub sequence: u64,
+}
+
+impl AttemptMark {
+    pub fn of(a: &Attempt) -> AttemptMark {
+        AttemptMark {
+            recorded_at: a.recorded_at.micros(),
+            sequence: a.sequence,
+        }
+    }
+}
+
+/// A page of attempts, and the mark to go on below if the list goes on.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Attempts {
+    pub items: Vec<Attempt>,
+    pub next: Option<AttemptMark>,
+}
+
+/// A place in the retry queue: the time a retry is due, then the delivery id.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct RetryMark {
+    /// Microseconds; `i64::MIN` for a retry that named no time.
+    pub due: i64,
+    pub delivery_id: String,
+}
+
+impl RetryMark {
+    fn of(d: &Delivery) -> RetryMark {
+        RetryMark {
+            due: due(d),
+            delivery_id: d.id.clone(),
+        }
+    }
+}
+
+/// When a scheduled retry is due; one that named no time is due at once.
+fn due(d: &Delivery) -> i64 {
+    d.next_retry_at.map_or(i64::MIN, |t| t.micros())
+}
+
+/// A page of the retry queue, and the mark to go on after.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Retries {
+    pub items: Vec<Delivery>,
+    pub next: Option<RetryMark>,
+}
+
+impl View {
+    /// The organization's attempts that `filter` accepts, newest first:
+    /// at most `limit`, below `before` if given.
+    pub fn attempt_list(
+        &self,
+        org: &str,
+        filter: &AttemptFilter,
+        limit: usize,
+        before: Option<AttemptMark>,
+    ) -> Result<Attempts, Error> {
+        let want = limit + 1;
+        let below = |mark: AttemptMark| before.is_none_or(|b| mark < b);
+        // The overlays' attempts, oldest first so that the newest pops first.
+        let of_org = key::org(org);
+        let rows = (
+            Bound::Included(of_org.as_bytes().to_vec()),
+            Bound::Excluded(of_org.prefix_end()),
+        );
+        let mut pending: Vec<Attempt> = self
+            .overlaid_where(
+                |o| &o.attempts,
+                &rows,
+                |a| filter.keep(a) && below(AttemptMark::of(a)),
+            )
+            .into_values()
+            .collect();
+        pending.sort_by_key(AttemptMark::of);
+
+        let (table, prefix) = filter.source(org);
+        let lower = match filter.recorded_after {
+            None => Bound::Included(prefix.as_bytes().to_vec()),
+            Some(t) => match t.micros().checked_add(1) {
+                Some(next) => Bound::Included(prefix.clone().i64(next).into_bytes()),
+                None => Bound::Excluded(prefix.prefix_end()),
+            },
+        };
+        let mut upper = Bound::Excluded(prefix.prefix_end());
+        if let Some(t) = filter.recorded_before {
+            upper = Bound::Excluded(prefix.clone().i64(t.micros()).into_bytes());
+        }
+        if let Some(mark) = before {
+            let at = prefix
+                .clone()
+                .i64(mark.recorded_at)
+                .u64(mark.sequence)
+                .into_bytes();
+            if matches!(&upper, Bound::Excluded(u) if at < *u) {
+                upper = Bound::Excluded(at);
+            }
+        }
+
+        let mut items: Vec<Attempt> = Vec::new();
+        let mut visited = 0usize;
+        let mut last_visited = None;
+        let skip = prefix.as_bytes().len();
+        let bad = || Error::Inconsistent(format!("a bad entry in {}", table.0));
+        self.scan_store(table, &(lower, upper), &mut |entry, value| {
+            let mut tail = Reader::new(&entry[skip..]);
+            let mark = AttemptMark {
+                recorded_at: tail.i64().ok_or_else(bad)?,
+                sequence: tail.u64().ok_or_else(bad)?,
+            };
+            while items.len() < want && pending.last().is_some_and(|a| AttemptMark::of(a) > mark) {
+                items.push(pending.pop().expect("checked above"));
+            }
+            if items.len() >= want {
+                return Ok(Flow::Stop);
+            }
+            let mut at = Reader::new(value);
+            let (delivery, version) = (at.str().ok_or_else(bad)?, at.u64().ok_or_else(bad)?);
+            let row_key = key::attempt(org, &delivery, version);
+            last_visited = Some(mark);
+            visited += 1;
+            if !self.overlays_hold(|o| &o.attempts, &row_key) {
+                let row = self
+                    .stored::<Attempt>(tables::ATTEMPTS, &row_key)?
+                    .ok_or_else(|| {
+                        Error::Inconsistent(format!(
+                            "{} names attempt {version} of {delivery}, which has no row",
+                            table.0
+                        ))
+                    })?;
+                if filter.keep(&row) {
+                    items.push(row);
+                }
+            }
+            Ok(if items.len() >= want || visited >= VISIT_BUDGET {
+                Flow::Stop
+            } else {
+                Flow::Continue
+            })
+        })?;
+        let exhausted = visited >= VISIT_BUDGET && items.len() < want;
+        if !exhausted {
+            while items.len() < want
+                && let Some(a) = pending.pop()
+            {
+                items.push(a);
+            }
+        }
+        let more = items.len() > limit;
+        items.truncate(limit);
+        let next = if more {
+            items.last().map(AttemptMark::of)
+        } else if exhausted {
+            last_visited
+        } else {
+            None
+        };
+        Ok(Attempts { items, next })
+    }
+
+    /// The organization's deliveries whose latest attempt scheduled a retry
+    /// due at or before `due_by`, soonest first (a retry that named no time
+    /// first of all): at most `limit`, after `after` if given.
+    pub fn retry_queue(
+        &self,
+        org: &str,
+        due_by: Timestamp,
+        limit: usize,
+        after: Option<&RetryMark>,
+    ) -> Result<Retries, Error> {
+        let want = limit + 1;
+        let due_by = due_by.micros();
+        let wanted = |d: &Delivery| {
+            d.status == AttemptStatus::RetryScheduled
+                && due(d) <= due_by
+                && after.is_none_or(|a| RetryMark::of(d) > *a)
+        };
+        let of_org = key::org(org);
+        let rows = (
+            Bound::Included(of_org.as_bytes().to_vec()),
+            Bound::Excluded(of_org.prefix_end()),
+        );
+        // Newest last after the reverse sort: the soonest pops first.
+        let mut pending: Vec<Delivery> = self
+            .overlaid_where(|o| &o.deliveries, &rows, wanted)
+            .into_values()
+            .collect();
+        pending.sort_by_key(|d| std::cmp::Reverse(RetryMark::of(d)));
+
+        let lower = match after {
+            None => Bound::Included(of_org.as_bytes().to_vec()),
+            Some(mark) => Bound::Excluded(
+                of_org
+                    .clone()
+                    .i64(mark.due)
+                    .str(&mark.delivery_id)
+                    .into_bytes(),
+            ),
+        };
+        let upper = match due_by.checked_add(1) {
+            Some(next) => Bound::Excluded(of_org.clone().i64(next).into_bytes()),
+            None => Bound::Excluded(of_org.prefix_end()),
+        };
+        let mut items: Vec<Delivery> = Vec::new();
+        let mut visited = 0usize;
+        let mut last_visited = None;
+        let skip = of_org.as_bytes().len();
+        let bad = || Error::Inconsistent(format!("a bad entry in {}", tables::RETRY_QUEUE.0));
+        self.scan_store_in(
+            tables::RETRY_QUEUE,
+            &(lower, upper),
+            false,
+            &mut |entry, _| {
+                let mut tail = Reader::new(&entry[skip..]);
+                let mark = RetryMark {
+                    due: tail.i64().ok_or_else(bad)?,
+                    delivery_id: tail.str().ok_or_else(bad)?,
+                };
+                while items.len() < want && pending.last().is_some_and(|d| RetryMark::of(d) < mark)
+                {
+                    items.push(pending.pop().expect("checked above"));
+                }
+                if items.len() >= want {
+                    return Ok(Flow::Stop);
+                }
+                let row_key = key::delivery(org, &mark.delivery_id);
+                visited += 1;
+                if !self.overlays_hold(|o| &o.deliveries, &row_key) {
+                    let row = self
+                        .stored::<Delivery>(tables::DELIVERIES, &row_key)?
+                        .ok_or_else(|| {
+                            Error::Inconsistent(format!(
+                                "the retry queue names {}, which has no row",
+                                mark.delivery_id
+                            ))
+                        })?;
+                    items.push(row);
+                }
+                last_visited = Some(mark);
+                Ok(if items.len() >= want || visited >= VISIT_BUDGET {
+                    Flow::Stop
+                } else {
+                    Flow::Continue
+                })
+            },
+        )?;
+        let exhausted = visited >= VISIT_BUDGET && items.len() < want;
+        if !exhausted {
+            while items.len() < want
+                && let Some(d) = pending.pop()
+            {
+                items.push(d);
+            }
+        }
+        let more = items.len() > limit;
+        items.truncate(limit);
+        let next = if more {
+            items.last().map(RetryMark::of)
+        } else if exhausted {
+            last_visited
+        } else {
+            None
+        };
+        Ok(Retries { items, next })
+    }
+
+    /// The organization's events after sequence number `after`, in sequence
+    /// order: at most `limit` of `(sequence, global position)`.
+    pub fn feed(&self, org: &str, after: u64, limit: usize) -> Result<Vec<(u64, u64)>, Error> {
+        let mut out = Vec::new();
+        if limit == 0 || after == u64::MAX {
+            return Ok(out);
+        }
+        let of_org = key::org(org);
+        let skip = of_org.as_bytes().len();
+        let range = (
+            Bound::Included(key::feed(org, after + 1)),
+            Bound::Excluded(of_org.prefix_end()),
+        );
+        self.scan(
+            tables::FEED,
+            |o| &o.feed,
+            range,
+            false,
+            &mut |k, position| {
+                let sequence = Reader::new(&k[skip..])
+                    .u64()
+                    .ok_or_else(|| Error::Inconsistent("a bad entry in feed".into()))?;
+                out.push((sequence, position));
+                Ok(if out.len() >= limit {
+                    Flow::Stop
+                } else {
+                    Flow::Continue
+                })
+            },
+        )?;
+        Ok(out)
+    }
+
+    /// The organization's last sequence number: how many events it has.
+    pub fn last_sequence(&self, org: &str) -> Result<u64, Error> {
+        let key = key::org(org).into_bytes();
+        Ok(self
+            .get(tables::SEQUENCES, &key, |o| &o.sequences)?
+            .unwrap_or_default())
+    }
+}
