@@ -1,7 +1,6 @@
 //! A delivery's attempts: `POST .../attempts` records one, exactly per the
 //! record-attempt contract (`docs/DESIGN.md` §1), and answers the parent
-//! event with all its deliveries; `GET .../attempts` is the history oldest first;
-//! `GET .../events` is the raw hash-chained stream for auditors.
+//! event with all its deliveries. Reading them back is [`super::history`].
 //!
 //! The contract is the authority here: no rule beyond it refuses an attempt.
 
@@ -10,32 +9,29 @@ use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::Response;
 use axum::routing::get;
-use projections::event::stream;
-use projections::values::{AttemptStatus, HttpStatusCode, NonEmptyString, RetryAt, Timestamp};
-use projections::{Command, Event, JsonObject};
-use serde::{Deserialize, Serialize};
+use projections::values::{AttemptStatus, HttpStatusCode, NonEmptyString, RetryAt};
+use projections::{Command, JsonObject};
+use serde::Deserialize;
 use serde_json::value::RawValue;
 use tracing::instrument;
 
 use super::deliveries::not_found;
 use super::error::{ApiError, FieldError};
-use super::extract::{Caller, Id, IdempotencyKey, IfMatch, Params, Validated, ValidatedJson};
+use super::extract::{Caller, Id, IdempotencyKey, IfMatch, Validated, ValidatedJson};
 use super::input::{Errors, Field, integer, object, text, type_name};
-use super::page::{Page, PageBody, write_json};
 use super::{AppState, etag, event_answer, reply_event};
 use crate::ledger::Outcome;
 use crate::limits::{Limits, name};
-use crate::store::RecordedEvent;
 
 pub fn router() -> Router<AppState> {
     Router::new()
         .route(
             "/v1/outbound-webhook-deliveries/{outboundWebhookDeliveryId}/attempts",
-            get(history).post(record),
+            get(super::history::history).post(record),
         )
         .route(
             "/v1/outbound-webhook-deliveries/{outboundWebhookDeliveryId}/events",
-            get(raw_events),
+            get(super::history::raw_events),
         )
 }
 
@@ -200,177 +196,4 @@ async fn record(
         .headers_mut()
         .insert(header::ETAG, etag(version.unwrap_or(0)));
     Ok(response)
-}
-
-/// One attempt as the sender reported it, with its place in the log.
-#[derive(Debug, Serialize)]
-#[serde(rename_all = "camelCase")]
-struct AttemptView {
-    attempt_number: u64,
-    status: AttemptStatus,
-    response_status_code: Option<HttpStatusCode>,
-    response_body: Option<JsonObject>,
-    last_error: Option<NonEmptyString>,
-    next_retry_at: Option<RetryAt>,
-    recorded_at: Timestamp,
-    version: u64,
-    position: u64,
-    hash: String,
-}
-
-/// One stored event, bytes as hashed, for an auditor to verify.
-#[derive(Debug, Serialize)]
-#[serde(rename_all = "camelCase")]
-struct RawEvent<'a> {
-    stream: &'a str,
-    #[serde(rename = "type")]
-    event_type: &'a str,
-    schema_version: u32,
-    version: u64,
-    position: u64,
-    recorded_at: Timestamp,
-    data: &'a RawValue,
-    metadata: &'a RawValue,
-    prev_hash: String,
-    hash: String,
-}
-
-/// A page of the delivery's stream, oldest first, after checking the delivery
-/// is the caller's (the stream name alone would cross organizations). Events
-/// are read a few at a time, more once they prove small, and each is written
-/// by `write` until the page is full: a page of large events never holds more
-/// of them in memory than it answers with, and a few more.
-async fn stream_page(
-    state: &AppState,
-    caller: &Caller,
-    delivery_id: &str,
-    params: &Params,
-    kind: &str,
-    mut write: impl FnMut(&RecordedEvent, &mut Vec<u8>) -> Result<(), ApiError>,
-) -> Result<Response, ApiError> {
-    let mut errors = Errors::default();
-    let page = Page::read(params, kind, &mut errors);
-    let mut from = match &page.after {
-        None => 0,
-        Some(v) => match v.parse::<u64>() {
-            Ok(last) => last + 1,
-            Err(_) => {
-                errors.push(FieldError::new(
-                    "cursor",
-                    "is not a cursor this list gave out",
-                ));
-                0
-            }
-        },
-    };
-    errors.check()?;
-    let org = &caller.organization_id;
-    let exists = state.read(|v| Ok(v.delivery(org, delivery_id)?.is_some()))?;
-    if !exists {
-        return Err(not_found(delivery_id));
-    }
-    let stream = stream::delivery(delivery_id);
-    let mut body = PageBody::new(&page, state.limits().page_bytes);
-    let mut chunk = 4;
-    loop {
-        // One past the limit, to know whether a next page starts there.
-        let want = chunk.min(page.limit + 1 - body.len());
-        let events = state.node().store.read_stream(&stream, from, want).await?;
-        for event in &events {
-            let mut failed = None;
-            let taken = body.offer(&event.version.to_string(), |out| {
-                failed = write(event, out).err();
-            });
-            if let Some(e) = failed {
-                return Err(e);
-            }
-            if !taken {
-                return Ok(body.into_response(kind));
-            }
-            from = event.version + 1;
-        }
-        if events.len() < want {
-            return Ok(body.into_response(kind));
-        }
-        chunk = (chunk * 4).min(64);
-    }
-}
-
-#[instrument(skip_all, fields(org = %caller.organization_id, delivery = %id.0))]
-async fn history(
-    State(state): State<AppState>,
-    caller: Caller,
-    id: Id,
-    params: Params,
-) -> Result<Response, ApiError> {
-    stream_page(
-        &state,
-        &caller,
-        &id.0,
-        &params,
-        "attempts",
-        |stored, out| {
-            let recorded =
-                crate::model::decode(stored).map_err(|e| ApiError::Unavailable(e.to_string()))?;
-            let Event::AttemptRecorded(attempt) = recorded.event else {
-                return Err(ApiError::Internal(format!(
-                    "a {} event in the stream of delivery {}",
-                    stored.event_type, id.0
-                )));
-            };
-            write_json(
-                out,
-                &AttemptView {
-                    attempt_number: stored.version + 1,
-                    status: attempt.status,
-                    response_status_code: attempt.response_status_code,
-                    response_body: attempt.response_body,
-                    last_error: attempt.last_error,
-                    next_retry_at: attempt.next_retry_at,
-                    recorded_at: recorded.recorded_at,
-                    version: stored.version,
-                    position: stored.position,
-                    hash: hex::encode(stored.hash),
-                },
-            );
-            Ok(())
-        },
-    )
-    .await
-}
-
-#[instrument(skip_all, fields(org = %caller.organization_id, delivery = %id.0))]
-async fn raw_events(
-    State(state): State<AppState>,
-    caller: Caller,
-    id: Id,
-    params: Params,
-) -> Result<Response, ApiError> {
-    stream_page(&state, &caller, &id.0, &params, "events", |e, out| {
-        fn raw(bytes: &[u8], position: u64) -> Result<&RawValue, ApiError> {
-            std::str::from_utf8(bytes)
-                .ok()
-                .and_then(|text| serde_json::from_str::<&RawValue>(text).ok())
-                .ok_or_else(|| {
-                    ApiError::Unavailable(format!("stored event {position} is not JSON"))
-                })
-        }
-        write_json(
-            out,
-            &RawEvent {
-                data: raw(&e.data, e.position)?,
-                metadata: raw(&e.metadata, e.position)?,
-                stream: &e.stream,
-                event_type: &e.event_type,
-                schema_version: e.schema_version,
-                version: e.version,
-                position: e.position,
-                recorded_at: Timestamp::from_micros(e.recorded_at),
-                prev_hash: hex::encode(e.prev_hash),
-                hash: hex::encode(e.hash),
-            },
-        );
-        Ok(())
-    })
-    .await
 }

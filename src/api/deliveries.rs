@@ -1,22 +1,25 @@
 //! `/v1/outbound-webhook-deliveries`: list with filters, and get one delivery with
 //! its `ETag` (stream version), optionally as it stood after its first
-//! `?asOfVersion=N` events.
+//! `?asOfVersion=N` events. With `nextRetryBefore=T` the list is the retry
+//! queue: the deliveries whose latest attempt scheduled a retry due by `T`,
+//! soonest first, which a dispatcher polls.
 
 use axum::extract::State;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
-use projections::AttemptStatus;
 use projections::view::DeliveryView;
+use projections::{AttemptStatus, Timestamp};
 use tracing::instrument;
 
 use super::error::{ApiError, FieldError};
+use super::events::timestamp;
 use super::extract::{Caller, Id, Params};
 use super::input::Errors;
-use super::page::{self, Page, write_json};
+use super::page::{self, Page, PageBody, write_json};
 use super::{AppState, etag};
-use crate::model::DeliveryFilter;
+use crate::model::{DeliveryFilter, RetryMark};
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -68,7 +71,7 @@ impl Filters {
     }
 }
 
-fn id_param(params: &Params, name: &str) -> Result<Option<String>, FieldError> {
+pub(super) fn id_param(params: &Params, name: &str) -> Result<Option<String>, FieldError> {
     match params.get(name)? {
         Some("") => Err(FieldError::new(name, "must not be empty")),
         other => Ok(other.map(str::to_owned)),
@@ -83,6 +86,22 @@ async fn list(
 ) -> Result<Response, ApiError> {
     let mut errors = Errors::default();
     let filters = Filters::read(&params, &mut errors);
+    let due_by = errors.take(timestamp(&params, "nextRetryBefore")).flatten();
+    if let Some(due_by) = due_by {
+        if filters
+            .status
+            .is_some_and(|s| s != AttemptStatus::RetryScheduled)
+        {
+            errors.push(FieldError::new(
+                "status",
+                "must be retry_scheduled (or absent) with nextRetryBefore",
+            ));
+        }
+        let page = Page::read(&params, RETRY_KIND, &mut errors);
+        let after = read_retry_mark(&page, &mut errors);
+        errors.check()?;
+        return retry_queue(&state, &caller, &filters, due_by, &page, after);
+    }
     let page = Page::read(&params, "dlv", &mut errors);
     errors.check()?;
     let budget = state.limits().page_bytes;
@@ -101,6 +120,55 @@ async fn list(
         |d, out| write_json(out, &DeliveryView::from(d)),
     );
     Ok(body.into_response("dlv"))
+}
+
+/// The cursors of the retry queue.
+const RETRY_KIND: &str = "rtq";
+
+/// A retry queue cursor: `due.deliveryId`, `due` in microseconds.
+fn retry_mark_text(mark: &RetryMark) -> String {
+    format!("{}.{}", mark.due, mark.delivery_id)
+}
+
+fn read_retry_mark(page: &Page, errors: &mut Errors) -> Option<RetryMark> {
+    let text = page.after.as_deref()?;
+    let mark = text.split_once('.').and_then(|(due, id)| {
+        Some(RetryMark {
+            due: due.parse().ok()?,
+            delivery_id: id.to_owned(),
+        })
+    });
+    if mark.is_none() {
+        errors.push(FieldError::new(
+            "cursor",
+            "is not a cursor this list gave out",
+        ));
+    }
+    mark
+}
+
+fn retry_queue(
+    state: &AppState,
+    caller: &Caller,
+    filters: &Filters,
+    due_by: Timestamp,
+    page: &Page,
+    after: Option<RetryMark>,
+) -> Result<Response, ApiError> {
+    let org = &caller.organization_id;
+    let queue = state
+        .read(|v| v.retry_queue(org, due_by, page.limit, after.as_ref(), &filters.to_model()))?;
+    let mut body = PageBody::new(page, state.limits().page_bytes);
+    for delivery in &queue.items {
+        let cursor = retry_mark_text(&RetryMark::of(delivery));
+        if !body.offer(&cursor, |out| {
+            write_json(out, &DeliveryView::from(delivery))
+        }) {
+            return Ok(body.into_response(RETRY_KIND));
+        }
+    }
+    body.go_on_at(queue.next.as_ref().map(retry_mark_text));
+    Ok(body.into_response(RETRY_KIND))
 }
 
 #[instrument(skip_all, fields(org = %caller.organization_id, delivery = %id.0))]

@@ -178,7 +178,7 @@ impl Filters {
     }
 }
 
-fn timestamp(params: &Params, name: &str) -> Result<Option<Timestamp>, FieldError> {
+pub(super) fn timestamp(params: &Params, name: &str) -> Result<Option<Timestamp>, FieldError> {
     params.get(name)?.map_or(Ok(None), |text| {
         Timestamp::parse_rfc3339(text).map(Some).ok_or_else(|| {
             FieldError::new(

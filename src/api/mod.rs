@@ -33,6 +33,7 @@ use crate::ledger::{Answer, Context, Ledger, Written};
 use crate::model::View;
 use crate::node::Node;
 
+pub mod attempt_list;
 pub mod attempts;
 pub mod conn;
 pub mod deliveries;
@@ -40,6 +41,7 @@ pub mod endpoints;
 pub mod error;
 pub mod events;
 pub mod extract;
+pub mod history;
 pub mod input;
 pub mod metrics;
 pub mod observe;
@@ -266,6 +268,7 @@ pub fn app(state: AppState) -> Router {
         .merge(events::router())
         .merge(deliveries::router())
         .merge(attempts::router())
+        .merge(attempt_list::router())
         .merge(ops::router())
         .fallback(no_route)
         .method_not_allowed_fallback(method_not_allowed)

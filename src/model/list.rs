@@ -44,7 +44,7 @@ pub struct DeliveryFilter {
 }
 
 impl DeliveryFilter {
-    fn keep(&self, d: &Delivery) -> bool {
+    pub fn keep(&self, d: &Delivery) -> bool {
         self.status.is_none_or(|s| d.status == s)
             && self
                 .endpoint_id

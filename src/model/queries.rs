@@ -15,7 +15,7 @@ use projections::{AttemptStatus, Timestamp};
 
 use super::Error;
 use super::keys::{Key, Reader};
-use super::list::VISIT_BUDGET;
+use super::list::{DeliveryFilter, VISIT_BUDGET};
 use super::tables::{self, key};
 use super::view::View;
 use crate::kv::{Flow, Table};
@@ -115,7 +115,7 @@ pub struct RetryMark {
 }
 
 impl RetryMark {
-    fn of(d: &Delivery) -> RetryMark {
+    pub fn of(d: &Delivery) -> RetryMark {
         RetryMark {
             due: due(d),
             delivery_id: d.id.clone(),
@@ -249,13 +249,15 @@ impl View {
 
     /// The organization's deliveries whose latest attempt scheduled a retry
     /// due at or before `due_by`, soonest first (a retry that named no time
-    /// first of all): at most `limit`, after `after` if given.
+    /// first of all), that `filter` also accepts: at most `limit`, after
+    /// `after` if given.
     pub fn retry_queue(
         &self,
         org: &str,
         due_by: Timestamp,
         limit: usize,
         after: Option<&RetryMark>,
+        filter: &DeliveryFilter,
     ) -> Result<Retries, Error> {
         let want = limit + 1;
         let due_by = due_by.micros();
@@ -263,6 +265,7 @@ impl View {
             d.status == AttemptStatus::RetryScheduled
                 && due(d) <= due_by
                 && after.is_none_or(|a| RetryMark::of(d) > *a)
+                && filter.keep(d)
         };
         let of_org = key::org(org);
         let rows = (
@@ -323,7 +326,9 @@ impl View {
                                 mark.delivery_id
                             ))
                         })?;
-                    items.push(row);
+                    if filter.keep(&row) {
+                        items.push(row);
+                    }
                 }
                 last_visited = Some(mark);
                 Ok(if items.len() >= want || visited >= VISIT_BUDGET {

@@ -30,6 +30,7 @@ mod ops;
 mod pages;
 mod postgres;
 mod postgres_tls;
+mod queries;
 mod raw;
 mod record_attempt;
 mod schema;
