@@ -74,6 +74,7 @@ pub mod files;
 pub mod kv;
 pub mod ledger;
 pub mod limits;
+pub mod merkle;
 pub mod model;
 pub mod node;
 pub mod projector;

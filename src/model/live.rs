@@ -148,11 +148,15 @@ impl Model {
                 overlay: active,
                 frozen,
                 kv,
+                hash: [0; 32],
             };
+            let ledger_tree = super::tables::key::ledger_tree();
             let result = events.iter().try_for_each(|event| {
                 if chained.is_none() {
                     tip.fold(event.recorded.position, &event.hash)?;
                 }
+                rows.hash = event.hash;
+                rows.tree_append(&ledger_tree)?;
                 projections::apply(&mut rows, &event.recorded, &settings)
             });
             let tip = chained.unwrap_or(tip);

@@ -8,6 +8,7 @@
 //! - [`view`] and [`list`]: reading through the layers, answers as of a past
 //!   position, and the lists with their indexes.
 //! - [`queries`]: attempts across deliveries, the retry queue, the change feed.
+//! - [`trees`]: the Merkle trees of each organization and of the ledger.
 //! - [`tables`] and [`keys`]: what is stored where, and how keys sort.
 //! - [`compare`]: two stores row by row, for `projections rebuild --verify`.
 //!
@@ -31,12 +32,14 @@ pub mod live;
 pub mod overlay;
 pub mod queries;
 pub mod tables;
+pub mod trees;
 pub mod view;
 
 pub use list::{DeliveryFilter, EventFilter, Listed, Page};
 pub use live::{Model, Options};
 pub use overlay::Chain;
 pub use queries::{AttemptFilter, AttemptMark, Attempts, Retries, RetryMark};
+pub use trees::Tree;
 pub use view::View;
 
 #[derive(Debug, thiserror::Error)]

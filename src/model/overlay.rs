@@ -18,6 +18,7 @@ use super::tables::{self, Row, key};
 use crate::chain::{Hash, LedgerDigest};
 use crate::kv::layered::Memtable;
 use crate::kv::{KvRead, Table, WriteBatch};
+use crate::merkle::{self, Frontier};
 
 /// The chain after the last event folded: the ledger digest and that event's hash.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -60,6 +61,9 @@ pub struct Overlay {
     pub sequences: BTreeMap<Vec<u8>, u64>,
     /// `(org, sequence)` -> position.
     pub feed: BTreeMap<Vec<u8>, u64>,
+    /// Merkle trees: the nodes completed, and each tree's frontier.
+    pub tree_nodes: BTreeMap<Vec<u8>, Hash>,
+    pub frontiers: BTreeMap<Vec<u8>, Frontier>,
     /// The index entries of rows copied up from below, as they were there;
     /// a row absent here is new.
     pub delivery_index: HashMap<Vec<u8>, IndexEntries>,
@@ -134,6 +138,18 @@ impl Footprint for Attempt {
 impl Footprint for u64 {
     fn heap(&self) -> usize {
         0
+    }
+}
+
+impl Footprint for Hash {
+    fn heap(&self) -> usize {
+        0
+    }
+}
+
+impl Footprint for Frontier {
+    fn heap(&self) -> usize {
+        self.peaks.capacity() * size_of::<Hash>()
     }
 }
 
@@ -221,6 +237,9 @@ pub struct Folding<'a> {
     /// An overlay being written to the store, if any.
     pub frozen: Option<&'a Overlay>,
     pub kv: &'a dyn KvRead,
+    /// The chain hash of the event being folded: the leaf its
+    /// organization's Merkle tree gains with its sequence number.
+    pub hash: Hash,
 }
 
 impl Folding<'_> {
@@ -236,6 +255,34 @@ impl Folding<'_> {
 
     fn added(&mut self, bytes: usize) {
         self.overlay.bytes += bytes;
+    }
+
+    /// Appends the event being folded to the Merkle tree `tree`: its
+    /// frontier changes, and the nodes the leaf completes are written once.
+    pub fn tree_append(&mut self, tree: &[u8]) -> Result<(), Error> {
+        if !self.overlay.frontiers.contains_key(tree) {
+            let below = self
+                .below(tables::TREE_FRONTIERS, tree, |o| &o.frontiers)?
+                .unwrap_or_default();
+            self.added(entry_bytes(tree, &below));
+            self.overlay.frontiers.insert(tree.to_vec(), below);
+        }
+        let frontier = self
+            .overlay
+            .frontiers
+            .get_mut(tree)
+            .expect("copied up above");
+        let before = frontier.heap();
+        let completed = frontier.push(merkle::leaf_hash(&self.hash));
+        let grown = frontier.heap().saturating_sub(before);
+        let mut bytes = grown;
+        for (level, index, hash) in completed {
+            let key = key::tree_node(tree, level, index);
+            bytes += entry_bytes(&key, &hash);
+            self.overlay.tree_nodes.insert(key, hash);
+        }
+        self.added(bytes);
+        Ok(())
     }
 }
 
@@ -350,6 +397,7 @@ impl Rows for Folding<'_> {
         self.added(entry_bytes(&key, &next) + entry_bytes(&entry, &position));
         self.overlay.sequences.insert(key, next);
         self.overlay.feed.insert(entry, position);
+        self.tree_append(&key::org_tree(org))?;
         Ok(next)
     }
 

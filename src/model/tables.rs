@@ -57,8 +57,15 @@ pub const ATTEMPTS_BY_CLASS: Table = Table("attempts_by_class");
 /// scheduled a retry; `i64::MIN` when it named no time.
 pub const RETRY_QUEUE: Table = Table("retry_queue");
 
+/// `(tree, level, index)` -> the hash of a complete Merkle subtree; a tree
+/// is an organization's (`key::org_tree`) or the whole ledger's
+/// (`key::ledger_tree`).
+pub const TREE_NODES: Table = Table("tree_nodes");
+/// `(tree)` -> its size and the roots of its perfect subtrees.
+pub const TREE_FRONTIERS: Table = Table("tree_frontiers");
+
 /// Every table, in the order a comparison walks them.
-pub const ALL: [Table; 25] = [
+pub const ALL: [Table; 27] = [
     META,
     API_KEYS,
     ENDPOINTS,
@@ -84,11 +91,13 @@ pub const ALL: [Table; 25] = [
     ATTEMPTS_BY_STATUS,
     ATTEMPTS_BY_CLASS,
     RETRY_QUEUE,
+    TREE_NODES,
+    TREE_FRONTIERS,
 ];
 
 /// Bump on any change to a row's archived form, a key or an index: a store
 /// of another format is set aside and rebuilt from the log.
-pub const FORMAT: u64 = 2;
+pub const FORMAT: u64 = 3;
 
 /// The first byte of every encoded row.
 const ROW_FORMAT: u8 = 1;
@@ -138,6 +147,24 @@ pub mod key {
 
     pub fn feed(org: &str, sequence: u64) -> Vec<u8> {
         Key::new().str(org).u64(sequence).into_bytes()
+    }
+
+    /// The Merkle tree over an organization's events in sequence order.
+    pub fn org_tree(org: &str) -> Vec<u8> {
+        Key::new().byte(1).str(org).into_bytes()
+    }
+
+    /// The Merkle tree over the whole ledger in position order.
+    pub fn ledger_tree() -> Vec<u8> {
+        Key::new().byte(0).into_bytes()
+    }
+
+    pub fn tree_node(tree: &[u8], level: u8, index: u64) -> Vec<u8> {
+        let mut key = Vec::with_capacity(tree.len() + 9);
+        key.extend_from_slice(tree);
+        key.push(level);
+        key.extend_from_slice(&index.to_be_bytes());
+        key
     }
 }
 
@@ -211,6 +238,37 @@ impl Row for u64 {
                 what: "number",
                 reason: format!("{} bytes, not 8", bytes.len()),
             })
+    }
+}
+
+/// Hashes (tree nodes) are their 32 bytes.
+impl Row for [u8; 32] {
+    const WHAT: &'static str = "hash";
+
+    fn encode(&self) -> Vec<u8> {
+        self.to_vec()
+    }
+
+    fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
+        <[u8; 32]>::try_from(bytes).map_err(|_| DecodeError {
+            what: "hash",
+            reason: format!("{} bytes, not 32", bytes.len()),
+        })
+    }
+}
+
+impl Row for crate::merkle::Frontier {
+    const WHAT: &'static str = "tree frontier";
+
+    fn encode(&self) -> Vec<u8> {
+        crate::merkle::Frontier::encode(self)
+    }
+
+    fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
+        crate::merkle::Frontier::decode(bytes).ok_or_else(|| DecodeError {
+            what: "tree frontier",
+            reason: format!("{} bytes do not hold a size and its peaks", bytes.len()),
+        })
     }
 }
 

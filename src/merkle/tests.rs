@@ -1,0 +1,208 @@
+//! The tree against RFC 9162's recursive definitions, written out literally
+//! over the leaves, for every size and index of small trees and random ones.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+
+use proptest::prelude::*;
+
+use super::*;
+
+/// RFC 9162 §2.1.1, literally.
+fn reference_mth(leaves: &[Hash]) -> Hash {
+    match leaves.len() {
+        0 => empty_root(),
+        1 => leaf_hash(&leaves[0]),
+        n => {
+            let k = split(n as u64) as usize;
+            node_hash(&reference_mth(&leaves[..k]), &reference_mth(&leaves[k..]))
+        }
+    }
+}
+
+/// RFC 9162 §2.1.3.1, literally.
+fn reference_path(m: usize, leaves: &[Hash]) -> Vec<Hash> {
+    let n = leaves.len();
+    if n <= 1 {
+        return Vec::new();
+    }
+    let k = split(n as u64) as usize;
+    if m < k {
+        let mut p = reference_path(m, &leaves[..k]);
+        p.push(reference_mth(&leaves[k..]));
+        p
+    } else {
+        let mut p = reference_path(m - k, &leaves[k..]);
+        p.push(reference_mth(&leaves[..k]));
+        p
+    }
+}
+
+/// RFC 9162 §2.1.4.1, literally.
+fn reference_subproof(m: usize, leaves: &[Hash], complete: bool) -> Vec<Hash> {
+    let n = leaves.len();
+    if m == n {
+        return if complete {
+            Vec::new()
+        } else {
+            vec![reference_mth(leaves)]
+        };
+    }
+    let k = split(n as u64) as usize;
+    if m <= k {
+        let mut p = reference_subproof(m, &leaves[..k], complete);
+        p.push(reference_mth(&leaves[k..]));
+        p
+    } else {
+        let mut p = reference_subproof(m - k, &leaves[k..], false);
+        p.push(reference_mth(&leaves[..k]));
+        p
+    }
+}
+
+struct Stored(HashMap<(u8, u64), Hash>);
+
+impl Nodes for Stored {
+    type Error = Infallible;
+    fn node(&self, level: u8, index: u64) -> Result<Hash, Infallible> {
+        Ok(*self
+            .0
+            .get(&(level, index))
+            .unwrap_or_else(|| panic!("node ({level}, {index}) asked for but not complete")))
+    }
+}
+
+/// Event hashes `0..n`, appended; the nodes they completed, and the frontier.
+fn grown(n: usize) -> (Vec<Hash>, Stored, Frontier) {
+    let leaves: Vec<Hash> = (0..n as u32)
+        .map(|i| {
+            let mut h = [0u8; 32];
+            h[..4].copy_from_slice(&i.to_be_bytes());
+            h[31] = 0x5a;
+            h
+        })
+        .collect();
+    let mut frontier = Frontier::default();
+    let mut nodes = HashMap::new();
+    for leaf in &leaves {
+        for (level, index, hash) in frontier.push(leaf_hash(leaf)) {
+            assert!(
+                nodes.insert((level, index), hash).is_none(),
+                "a node made twice"
+            );
+        }
+    }
+    (leaves, Stored(nodes), frontier)
+}
+
+fn check_tree(n: usize) {
+    let (leaves, nodes, frontier) = grown(n);
+    assert_eq!(
+        frontier.root(),
+        reference_mth(&leaves),
+        "frontier root at {n}"
+    );
+    assert_eq!(Frontier::decode(&frontier.encode()), Some(frontier.clone()));
+    for size in 1..=n {
+        let root_at = root(&nodes, size as u64).unwrap();
+        assert_eq!(root_at, reference_mth(&leaves[..size]), "root at {size}");
+        for m in 0..size {
+            let path = inclusion(&nodes, m as u64, size as u64).unwrap();
+            assert_eq!(
+                path,
+                reference_path(m, &leaves[..size]),
+                "path {m} of {size}"
+            );
+            let leaf = leaf_hash(&leaves[m]);
+            assert!(verify_inclusion(
+                &leaf,
+                m as u64,
+                size as u64,
+                &path,
+                &root_at
+            ));
+        }
+        for old in 1..=size {
+            let proof = consistency(&nodes, old as u64, size as u64).unwrap();
+            let expected = reference_subproof(old, &leaves[..size], true);
+            assert_eq!(proof, expected, "consistency {old} -> {size}");
+            let old_root = reference_mth(&leaves[..old]);
+            assert!(
+                verify_consistency(old as u64, size as u64, &old_root, &root_at, &proof),
+                "consistency {old} -> {size} verifies"
+            );
+        }
+    }
+}
+
+#[test]
+fn every_root_path_and_proof_of_small_trees_is_rfc_9162s() {
+    for n in 0..=33 {
+        check_tree(n);
+    }
+}
+
+#[test]
+fn the_empty_tree_is_the_hash_of_nothing() {
+    assert_eq!(
+        hex::encode(empty_root()),
+        "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+    );
+    assert_eq!(Frontier::default().root(), empty_root());
+}
+
+#[test]
+fn a_wrong_prefix_or_sibling_order_is_a_different_tree() {
+    let (leaves, nodes, _) = grown(5);
+    let root5 = root(&nodes, 5).unwrap();
+    // Without the 0x00 leaf prefix, or with the children swapped, the
+    // root is another one.
+    let bare: Hash = Sha256::digest(leaves[0]).into();
+    assert_ne!(bare, leaf_hash(&leaves[0]));
+    let (a, b) = (leaf_hash(&leaves[0]), leaf_hash(&leaves[1]));
+    assert_ne!(node_hash(&a, &b), node_hash(&b, &a));
+    let path = inclusion(&nodes, 1, 5).unwrap();
+    let mut swapped = path.clone();
+    swapped.swap(0, 1);
+    assert!(!verify_inclusion(&b, 1, 5, &swapped, &root5));
+}
+
+proptest! {
+    #[test]
+    fn a_changed_byte_anywhere_fails_verification(
+        n in 2usize..200,
+        m_seed in any::<u64>(),
+        old_seed in any::<u64>(),
+        byte in 0usize..32,
+        which in any::<u64>(),
+    ) {
+        let (leaves, nodes, _) = grown(n);
+        let size = n as u64;
+        let m = m_seed % size;
+        let root_n = root(&nodes, size).unwrap();
+        let leaf = leaf_hash(&leaves[m as usize]);
+        let path = inclusion(&nodes, m, size).unwrap();
+        prop_assert!(verify_inclusion(&leaf, m, size, &path, &root_n));
+        let mut bad_leaf = leaf;
+        bad_leaf[byte] ^= 1;
+        prop_assert!(!verify_inclusion(&bad_leaf, m, size, &path, &root_n));
+        if !path.is_empty() {
+            let mut bad = path.clone();
+            let i = (which % bad.len() as u64) as usize;
+            bad[i][byte] ^= 1;
+            prop_assert!(!verify_inclusion(&leaf, m, size, &bad, &root_n));
+        }
+
+        let old = 1 + old_seed % (size - 1);
+        let root_old = root(&nodes, old).unwrap();
+        let proof = consistency(&nodes, old, size).unwrap();
+        prop_assert!(verify_consistency(old, size, &root_old, &root_n, &proof));
+        let mut bad = proof.clone();
+        let i = (which % bad.len() as u64) as usize;
+        bad[i][byte] ^= 1;
+        prop_assert!(!verify_consistency(old, size, &root_old, &root_n, &bad));
+        let mut bad_root = root_old;
+        bad_root[byte] ^= 1;
+        prop_assert!(!verify_consistency(old, size, &bad_root, &root_n, &proof));
+    }
+}
