@@ -11,12 +11,11 @@ use axum::Router;
 use axum::extract::State;
 use axum::response::Response;
 use axum::routing::get;
-use projections::AttemptStatus;
 use serde::Serialize;
 use tracing::instrument;
 
 use super::AppState;
-use super::deliveries::id_param;
+use super::deliveries::{id_param, status_param};
 use super::error::{ApiError, FieldError};
 use super::events::timestamp;
 use super::extract::{Caller, Params};
@@ -44,19 +43,7 @@ struct ListedAttempt<'a> {
 }
 
 fn read_filter(params: &Params, errors: &mut Errors) -> AttemptFilter {
-    let status = errors
-        .take(params.get("status").and_then(|v| {
-            v.map(|s| {
-                AttemptStatus::parse(s).ok_or_else(|| {
-                    FieldError::new(
-                        "status",
-                        "must be one of pending, retry_scheduled, delivered, failed",
-                    )
-                })
-            })
-            .transpose()
-        }))
-        .flatten();
+    let status = errors.take(status_param(params)).flatten();
     let response_status_code = errors
         .take(params.get("responseStatusCode").and_then(|v| {
             v.map(|s| {

@@ -40,19 +40,7 @@ struct Filters {
 
 impl Filters {
     fn read(params: &Params, errors: &mut Errors) -> Filters {
-        let status = errors
-            .take(params.get("status").and_then(|v| {
-                v.map(|s| {
-                    AttemptStatus::parse(s).ok_or_else(|| {
-                        FieldError::new(
-                            "status",
-                            "must be one of pending, retry_scheduled, delivered, failed",
-                        )
-                    })
-                })
-                .transpose()
-            }))
-            .flatten();
+        let status = errors.take(status_param(params)).flatten();
         let endpoint_id = errors.take(id_param(params, "endpointId")).flatten();
         let event_id = errors.take(id_param(params, "eventId")).flatten();
         Filters {
@@ -69,6 +57,18 @@ impl Filters {
             event_id: self.event_id.clone(),
         }
     }
+}
+
+/// `status`, an attempt's or a delivery's.
+pub(super) fn status_param(params: &Params) -> Result<Option<AttemptStatus>, FieldError> {
+    params.get("status")?.map_or(Ok(None), |s| {
+        AttemptStatus::parse(s).map(Some).ok_or_else(|| {
+            FieldError::new(
+                "status",
+                "must be one of pending, retry_scheduled, delivered, failed",
+            )
+        })
+    })
 }
 
 pub(super) fn id_param(params: &Params, name: &str) -> Result<Option<String>, FieldError> {

@@ -135,6 +135,41 @@ pub struct Retries {
     pub next: Option<RetryMark>,
 }
 
+/// The page of a query that read the store's candidates into `items` (at
+/// most `limit + 1`), `visited` of them, the last at `last_visited`: if the
+/// store had no more, the overlays' rows left in `pending` (which pops in
+/// order) follow; the first `limit` items, and where the list goes on: after
+/// the last item if there are more, at the last entry read if the visit
+/// budget ran out first, else nowhere.
+fn finish<R, M>(
+    mut items: Vec<R>,
+    mut pending: Vec<R>,
+    limit: usize,
+    visited: usize,
+    last_visited: Option<M>,
+    mark: impl Fn(&R) -> M,
+) -> (Vec<R>, Option<M>) {
+    let want = limit + 1;
+    let exhausted = visited >= VISIT_BUDGET && items.len() < want;
+    if !exhausted {
+        while items.len() < want
+            && let Some(row) = pending.pop()
+        {
+            items.push(row);
+        }
+    }
+    let more = items.len() > limit;
+    items.truncate(limit);
+    let next = if more {
+        items.last().map(mark)
+    } else if exhausted {
+        last_visited
+    } else {
+        None
+    };
+    (items, next)
+}
+
 impl View {
     /// The organization's attempts that `filter` accepts, newest first:
     /// at most `limit`, below `before` if given.
@@ -227,23 +262,14 @@ impl View {
                 Flow::Continue
             })
         })?;
-        let exhausted = visited >= VISIT_BUDGET && items.len() < want;
-        if !exhausted {
-            while items.len() < want
-                && let Some(a) = pending.pop()
-            {
-                items.push(a);
-            }
-        }
-        let more = items.len() > limit;
-        items.truncate(limit);
-        let next = if more {
-            items.last().map(AttemptMark::of)
-        } else if exhausted {
-            last_visited
-        } else {
-            None
-        };
+        let (items, next) = finish(
+            items,
+            pending,
+            limit,
+            visited,
+            last_visited,
+            AttemptMark::of,
+        );
         Ok(Attempts { items, next })
     }
 
@@ -338,23 +364,7 @@ impl View {
                 })
             },
         )?;
-        let exhausted = visited >= VISIT_BUDGET && items.len() < want;
-        if !exhausted {
-            while items.len() < want
-                && let Some(d) = pending.pop()
-            {
-                items.push(d);
-            }
-        }
-        let more = items.len() > limit;
-        items.truncate(limit);
-        let next = if more {
-            items.last().map(RetryMark::of)
-        } else if exhausted {
-            last_visited
-        } else {
-            None
-        };
+        let (items, next) = finish(items, pending, limit, visited, last_visited, RetryMark::of);
         Ok(Retries { items, next })
     }
 
