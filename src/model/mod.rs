@@ -8,6 +8,7 @@
 //! - [`view`] and [`list`]: reading through the layers, answers as of a past
 //!   position, and the lists with their indexes.
 //! - [`queries`]: attempts across deliveries, the retry queue, the change feed.
+//! - `stats`: an endpoint's health since an instant, from the fold's counters.
 //! - [`tables`] and [`keys`]: what is stored where, and how keys sort.
 //! - [`compare`]: two stores row by row, for `projections rebuild --verify`.
 //!
@@ -30,6 +31,7 @@ pub mod list;
 pub mod live;
 pub mod overlay;
 pub mod queries;
+mod stats;
 pub mod tables;
 pub mod view;
 
