@@ -9,7 +9,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use projections::health::HealthView;
 use projections::view::EndpointView;
-use projections::{Command, RetryAt};
+use projections::{Command, RetryAt, Timestamp};
 use serde::Deserialize;
 use tracing::instrument;
 
@@ -267,22 +267,8 @@ async fn stats(
     id: Id,
     params: Params,
 ) -> Result<Json<HealthView>, ApiError> {
-    const SINCE: &str = "since";
     let mut errors = Errors::default();
-    let since = errors
-        .take(params.get(SINCE).and_then(|given| {
-            given
-                .map(|text| {
-                    RetryAt::parse(text).map(|t| t.at()).ok_or_else(|| {
-                        FieldError::new(
-                            SINCE,
-                            "must be a UTC date-time with a literal Z, like 2023-11-07T05:31:56Z",
-                        )
-                    })
-                })
-                .transpose()
-        }))
-        .flatten();
+    let since = errors.take(since(&params)).flatten();
     errors.check()?;
     let org = &caller.organization_id;
     state
@@ -295,6 +281,19 @@ async fn stats(
         })?
         .map(Json)
         .ok_or_else(|| not_found(&id.0))
+}
+
+/// `since`, in the record-attempt contract's date-time form (as `nextRetryAt`).
+fn since(params: &Params) -> Result<Option<Timestamp>, FieldError> {
+    const SINCE: &str = "since";
+    params.get(SINCE)?.map_or(Ok(None), |text| {
+        RetryAt::parse(text).map(|t| Some(t.at())).ok_or_else(|| {
+            FieldError::new(
+                SINCE,
+                "must be a UTC date-time with a literal Z, like 2023-11-07T05:31:56Z",
+            )
+        })
+    })
 }
 
 fn current(state: &AppState, org: &str, id: &str) -> Result<Option<EndpointView>, ApiError> {
