@@ -13,6 +13,7 @@ pub mod decide;
 pub mod event;
 mod fast;
 pub mod fold_decode;
+pub mod health;
 mod json;
 pub mod key;
 pub mod model;

@@ -341,6 +341,8 @@ fn attempt<R: Rows + ?Sized>(
     delivery.apply(e, at, position);
     let after = delivery.status;
     let endpoint_id = delivery.endpoint_id.clone();
+    let code = e.response_status_code.map(|c| c.get());
+    crate::health::count(rows, org, &endpoint_id, (e.status, code), at)?;
     rows.put_attempt(Attempt {
         organization_id: org.clone(),
         delivery_id: e.delivery_id.clone(),
@@ -351,7 +353,7 @@ fn attempt<R: Rows + ?Sized>(
         sequence,
         recorded_at: at,
         status: e.status,
-        response_status_code: e.response_status_code.map(|c| c.get()),
+        response_status_code: code,
         last_error: e.last_error.as_ref().map(|s| s.as_str().to_owned()),
         next_retry_at: e.next_retry_at.as_ref().map(|r| r.at()),
     })?;

@@ -10,6 +10,7 @@
 use std::collections::BTreeMap;
 use std::convert::Infallible;
 
+use crate::health::{Bucket, Span, Tallies, Tally};
 use crate::key::Key;
 use crate::model::{ApiKey, Attempt, Delivery, Endpoint, IdempotencyRecord, WebhookEvent};
 
@@ -38,6 +39,23 @@ pub trait Rows {
 
     /// Records an attempt; attempts are never changed afterwards.
     fn put_attempt(&mut self, attempt: Attempt) -> Result<(), Self::Error>;
+
+    /// An endpoint's health counters in `bucket`, all zero if it has none.
+    fn tally_mut(
+        &mut self,
+        org: &str,
+        endpoint_id: &str,
+        bucket: Bucket,
+    ) -> Result<&mut Tally, Self::Error>;
+    /// Writes the counters of a bucket that holds none yet, without looking
+    /// for them first.
+    fn put_tally(
+        &mut self,
+        org: &str,
+        endpoint_id: &str,
+        bucket: Bucket,
+        tally: Tally,
+    ) -> Result<(), Self::Error>;
 
     /// The event accepted with `key`, if any.
     fn source_key(&mut self, org: &str, key: &str) -> Result<Option<String>, Self::Error>;
@@ -87,6 +105,8 @@ pub struct Tenant {
     pub idempotency: BTreeMap<String, IdempotencyRecord>,
     /// Sequence number -> global position of each of the organization's events.
     pub feed: BTreeMap<u64, u64>,
+    /// `(endpoint id, bucket)` -> the endpoint's health counters there.
+    pub tallies: BTreeMap<(String, Bucket), Tally>,
 }
 
 impl MemoryRows {
@@ -123,6 +143,14 @@ impl Tenant {
     /// The attempt at `version` of a delivery's stream.
     pub fn attempt(&self, delivery_id: &str, version: u64) -> Option<&Attempt> {
         self.attempts.get(&(Key::new(delivery_id), version))
+    }
+
+    /// An endpoint's health counters, to answer [`crate::health::since`] with.
+    pub fn tallies<'a>(&'a self, endpoint_id: &'a str) -> TenantTallies<'a> {
+        TenantTallies {
+            tenant: self,
+            endpoint_id,
+        }
     }
 
     /// The idempotency record for a key sent to a route, if any.
@@ -193,6 +221,32 @@ impl Rows for MemoryRows {
         Ok(())
     }
 
+    fn tally_mut(
+        &mut self,
+        org: &str,
+        endpoint_id: &str,
+        bucket: Bucket,
+    ) -> Result<&mut Tally, Infallible> {
+        Ok(self
+            .tenant_mut(org)
+            .tallies
+            .entry((endpoint_id.to_owned(), bucket))
+            .or_default())
+    }
+
+    fn put_tally(
+        &mut self,
+        org: &str,
+        endpoint_id: &str,
+        bucket: Bucket,
+        tally: Tally,
+    ) -> Result<(), Infallible> {
+        self.tenant_mut(org)
+            .tallies
+            .insert((endpoint_id.to_owned(), bucket), tally);
+        Ok(())
+    }
+
     fn source_key(&mut self, org: &str, key: &str) -> Result<Option<String>, Infallible> {
         Ok(self
             .tenants
@@ -239,5 +293,52 @@ impl Rows for MemoryRows {
     fn put_api_key(&mut self, key: ApiKey) -> Result<(), Infallible> {
         self.api_keys.insert(key.id.clone(), key);
         Ok(())
+    }
+}
+
+/// One endpoint's health counters in a [`Tenant`].
+#[derive(Debug, Clone, Copy)]
+pub struct TenantTallies<'a> {
+    tenant: &'a Tenant,
+    endpoint_id: &'a str,
+}
+
+impl Tallies for TenantTallies<'_> {
+    type Error = Infallible;
+
+    fn total(&mut self) -> Result<Tally, Infallible> {
+        let key = (self.endpoint_id.to_owned(), Bucket::ALL);
+        Ok(self.tenant.tallies.get(&key).copied().unwrap_or_default())
+    }
+
+    fn sum(&mut self, span: Span) -> Result<Tally, Infallible> {
+        let first = (
+            self.endpoint_id.to_owned(),
+            Bucket {
+                level: span.level,
+                start: span.from,
+            },
+        );
+        let mut sum = Tally::default();
+        for ((endpoint_id, bucket), t) in self.tenant.tallies.range(first..) {
+            if endpoint_id != self.endpoint_id
+                || bucket.level != span.level
+                || span.to.is_some_and(|to| bucket.start >= to)
+            {
+                break;
+            }
+            sum.add(t);
+        }
+        Ok(sum)
+    }
+
+    fn recount(&mut self, from: i64, to: i64) -> Result<Tally, Infallible> {
+        let mut sum = Tally::default();
+        for a in self.tenant.attempts.values() {
+            if a.endpoint_id == self.endpoint_id && (from..to).contains(&a.recorded_at.micros()) {
+                sum.count(a.status, a.response_status_code, a.recorded_at);
+            }
+        }
+        Ok(sum)
     }
 }

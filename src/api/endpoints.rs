@@ -1,13 +1,15 @@
 //! `/v1/outbound-webhook-endpoints`: register (201), list, get and patch the
-//! endpoints events fan out to. A patch that changes nothing appends nothing.
+//! endpoints events fan out to, and read an endpoint's health (`/stats`). A
+//! patch that changes nothing appends nothing.
 
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::Response;
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use projections::Command;
+use projections::health::HealthView;
 use projections::view::EndpointView;
+use projections::{Command, RetryAt, Timestamp};
 use serde::Deserialize;
 use tracing::instrument;
 
@@ -26,6 +28,7 @@ pub fn router() -> Router<AppState> {
             "/v1/outbound-webhook-endpoints/{id}",
             get(show).patch(update),
         )
+        .route("/v1/outbound-webhook-endpoints/{id}/stats", get(stats))
 }
 
 /// The endpoint body as sent, for both create and patch.
@@ -253,6 +256,44 @@ async fn update(
     };
     let written = state.execute(command, &caller.context(None), None).await?;
     Ok(reply(StatusCode::OK, &endpoint_answer(written)?, false))
+}
+
+/// Counts of the endpoint's attempts by status and by status-code class, and
+/// its latest success and failure, at or after `since` (absent: ever).
+#[instrument(skip_all, fields(org = %caller.organization_id, endpoint = %id.0))]
+async fn stats(
+    State(state): State<AppState>,
+    caller: Caller,
+    id: Id,
+    params: Params,
+) -> Result<Json<HealthView>, ApiError> {
+    let mut errors = Errors::default();
+    let since = errors.take(since(&params)).flatten();
+    errors.check()?;
+    let org = &caller.organization_id;
+    state
+        .read(|v| {
+            if v.endpoint(org, &id.0)?.is_none() {
+                return Ok(None);
+            }
+            let tally = v.endpoint_health(org, &id.0, since)?;
+            Ok(Some(HealthView::new(&id.0, since, &tally)))
+        })?
+        .map(Json)
+        .ok_or_else(|| not_found(&id.0))
+}
+
+/// `since`, in the record-attempt contract's date-time form (as `nextRetryAt`).
+fn since(params: &Params) -> Result<Option<Timestamp>, FieldError> {
+    const SINCE: &str = "since";
+    params.get(SINCE)?.map_or(Ok(None), |text| {
+        RetryAt::parse(text).map(|t| Some(t.at())).ok_or_else(|| {
+            FieldError::new(
+                SINCE,
+                "must be a UTC date-time with a literal Z, like 2023-11-07T05:31:56Z",
+            )
+        })
+    })
 }
 
 fn current(state: &AppState, org: &str, id: &str) -> Result<Option<EndpointView>, ApiError> {

@@ -138,6 +138,7 @@ fn as_json(table: Table, bytes: &[u8]) -> Value {
         tables::ATTEMPTS => row::<Attempt>(bytes),
         tables::API_KEYS => row::<ApiKey>(bytes),
         tables::IDEMPOTENCY => row::<IdempotencyRecord>(bytes),
+        tables::ENDPOINT_TALLIES => row::<projections::health::Tally>(bytes),
         tables::PAYLOADS | tables::SOURCE_KEYS => {
             Value::String(String::from_utf8_lossy(bytes).into_owned())
         }

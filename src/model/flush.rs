@@ -30,6 +30,7 @@ pub fn write_out(overlay: &Overlay, batch: &mut WriteBatch) {
     rows(batch, tables::SOURCE_KEYS, &overlay.source_keys);
     rows(batch, tables::IDEMPOTENCY, &overlay.idempotency);
     rows(batch, tables::API_KEYS, &overlay.api_keys);
+    rows(batch, tables::ENDPOINT_TALLIES, &overlay.tallies);
     for (key, delivery) in &overlay.deliveries {
         batch.put(tables::DELIVERIES, key.clone(), delivery.encode());
         let old = overlay.delivery_index.get(key).cloned();

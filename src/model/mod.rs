@@ -9,6 +9,7 @@
 //!   position, and the lists with their indexes.
 //! - [`queries`]: attempts across deliveries, the retry queue, the change feed.
 //! - [`trees`]: the Merkle trees of each organization and of the ledger.
+//! - `stats`: an endpoint's health since an instant, from the fold's counters.
 //! - [`tables`] and [`keys`]: what is stored where, and how keys sort.
 //! - [`compare`]: two stores row by row, for `projections rebuild --verify`.
 //!
@@ -31,6 +32,7 @@ pub mod list;
 pub mod live;
 pub mod overlay;
 pub mod queries;
+mod stats;
 pub mod tables;
 pub mod trees;
 pub mod view;

@@ -11,6 +11,7 @@
 use std::collections::{BTreeMap, HashMap};
 
 use projections::Rows;
+use projections::health::{Bucket, Tally};
 use projections::model::{ApiKey, Attempt, Delivery, Endpoint, IdempotencyRecord, WebhookEvent};
 
 use super::Error;
@@ -64,6 +65,8 @@ pub struct Overlay {
     /// Merkle trees: the nodes completed, and each tree's frontier.
     pub tree_nodes: BTreeMap<Vec<u8>, Hash>,
     pub frontiers: BTreeMap<Vec<u8>, Frontier>,
+    /// `(org, endpoint id, level, bucket start)` -> health counters.
+    pub tallies: BTreeMap<Vec<u8>, Tally>,
     /// The index entries of rows copied up from below, as they were there;
     /// a row absent here is new.
     pub delivery_index: HashMap<Vec<u8>, IndexEntries>,
@@ -142,6 +145,12 @@ impl Footprint for u64 {
 }
 
 impl Footprint for Hash {
+    fn heap(&self) -> usize {
+        0
+    }
+}
+
+impl Footprint for Tally {
     fn heap(&self) -> usize {
         0
     }
@@ -409,6 +418,36 @@ impl Rows for Folding<'_> {
         );
         self.added(entry_bytes(&key, &attempt));
         self.overlay.attempts.insert(key, attempt);
+        Ok(())
+    }
+
+    fn tally_mut(
+        &mut self,
+        org: &str,
+        endpoint_id: &str,
+        bucket: Bucket,
+    ) -> Result<&mut Tally, Error> {
+        let key = key::tally(org, endpoint_id, bucket);
+        if !self.overlay.tallies.contains_key(&key) {
+            let tally = self
+                .below(tables::ENDPOINT_TALLIES, &key, |o| &o.tallies)?
+                .unwrap_or_default();
+            self.added(entry_bytes(&key, &tally));
+            self.overlay.tallies.insert(key.clone(), tally);
+        }
+        Ok(self.overlay.tallies.get_mut(&key).expect("inserted above"))
+    }
+
+    fn put_tally(
+        &mut self,
+        org: &str,
+        endpoint_id: &str,
+        bucket: Bucket,
+        tally: Tally,
+    ) -> Result<(), Error> {
+        let key = key::tally(org, endpoint_id, bucket);
+        self.added(entry_bytes(&key, &tally));
+        self.overlay.tallies.insert(key, tally);
         Ok(())
     }
 

@@ -5,6 +5,7 @@
 //! Rows are the `projections` row types archived with rkyv, after one byte of
 //! row format. Index entries carry no value: the key is the whole fact.
 
+use projections::health::{Bucket, Level, Tally};
 use projections::model::{ApiKey, Attempt, Delivery, Endpoint, IdempotencyRecord, WebhookEvent};
 use projections::{AttemptStatus, EventStatus};
 use rkyv::rancor;
@@ -56,6 +57,9 @@ pub const ATTEMPTS_BY_CLASS: Table = Table("attempts_by_class");
 /// `(org, next retry at, delivery id)` of each delivery whose latest attempt
 /// scheduled a retry; `i64::MIN` when it named no time.
 pub const RETRY_QUEUE: Table = Table("retry_queue");
+/// `(org, endpoint id, level, bucket start)` -> the endpoint's health
+/// counters there (`projections::health`); all time is level 0, start 0.
+pub const ENDPOINT_TALLIES: Table = Table("endpoint_tallies");
 
 /// `(tree, level, index)` -> the hash of a complete Merkle subtree; a tree
 /// is an organization's (`key::org_tree`) or the whole ledger's
@@ -65,7 +69,7 @@ pub const TREE_NODES: Table = Table("tree_nodes");
 pub const TREE_FRONTIERS: Table = Table("tree_frontiers");
 
 /// Every table, in the order a comparison walks them.
-pub const ALL: [Table; 27] = [
+pub const ALL: [Table; 28] = [
     META,
     API_KEYS,
     ENDPOINTS,
@@ -93,11 +97,12 @@ pub const ALL: [Table; 27] = [
     RETRY_QUEUE,
     TREE_NODES,
     TREE_FRONTIERS,
+    ENDPOINT_TALLIES,
 ];
 
 /// Bump on any change to a row's archived form, a key or an index: a store
 /// of another format is set aside and rebuilt from the log.
-pub const FORMAT: u64 = 3;
+pub const FORMAT: u64 = 4;
 
 /// The first byte of every encoded row.
 const ROW_FORMAT: u8 = 1;
@@ -166,6 +171,18 @@ pub mod key {
         key.extend_from_slice(&index.to_be_bytes());
         key
     }
+
+    /// The key of an endpoint's counters in `bucket`.
+    pub fn tally(org: &str, endpoint_id: &str, bucket: super::Bucket) -> Vec<u8> {
+        tally_level(org, endpoint_id, bucket.level)
+            .i64(bucket.start)
+            .into_bytes()
+    }
+
+    /// The prefix of an endpoint's counters at `level`.
+    pub fn tally_level(org: &str, endpoint_id: &str, level: super::Level) -> Key {
+        Key::new().str(org).str(endpoint_id).byte(level.byte())
+    }
 }
 
 /// What a row could not be decoded for.
@@ -222,6 +239,7 @@ archived_row!(Delivery, "delivery");
 archived_row!(Attempt, "attempt");
 archived_row!(ApiKey, "API key");
 archived_row!(IdempotencyRecord, "idempotency");
+archived_row!(Tally, "endpoint tally");
 
 /// Numbers (sequence counters, positions) are 8 bytes big-endian.
 impl Row for u64 {

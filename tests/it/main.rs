@@ -35,6 +35,7 @@ mod raw;
 mod record_attempt;
 mod schema;
 mod security;
+mod stats;
 #[path = "../support/frames.rs"]
 mod support_frames;
 #[cfg(feature = "kurrentdb")]

@@ -7,6 +7,7 @@ mod attempts;
 mod endpoints;
 mod event_status;
 mod fan_out;
+mod health;
 mod log;
 mod properties;
 mod source_keys;
