@@ -14,6 +14,8 @@ mod crash;
 mod docs;
 mod exact;
 mod faults;
+mod feed;
+mod feed_binary;
 mod flow;
 mod helpers;
 mod hostile;
@@ -34,6 +36,7 @@ mod raw;
 mod record_attempt;
 mod schema;
 mod security;
+mod sse;
 #[path = "../support/frames.rs"]
 mod support_frames;
 #[cfg(feature = "kurrentdb")]
