@@ -14,7 +14,7 @@
 //!   folded, then answers at once; at the deadline it answers empty.
 //! - **Server-Sent Events.** `Accept: text/event-stream` streams each event
 //!   as `id: SEQ` and `data: {json}`; a reconnecting client's `Last-Event-ID`
-//!   resumes exactly after it. A comment (`:heartbeat`) goes out after
+//!   resumes exactly after it. A comment (`: heartbeat`) goes out after
 //!   [`HEARTBEAT`] without an event, so proxies keep the connection.
 //!
 //! Nothing waits by polling: followers sleep until [`hub`] says their

@@ -411,3 +411,19 @@ async fn feed_connections_are_bounded_per_organization_and_counted_in_metrics() 
         .await
         .unwrap();
 }
+
+#[tokio::test]
+async fn an_idle_event_stream_sends_a_heartbeat_comment() {
+    let app = spawn_app().await;
+    let last = walk(&app, 250).await.len();
+    let url = format!("{}/v1/ledger/feed?after={last}", app.base);
+    let mut stream = sse::open(&app.client, &url, &app.org, &app.key.token, None)
+        .await
+        .unwrap();
+    assert_eq!(stream.next().await, Some(sse::Frame::Retry(1000)));
+    assert_eq!(
+        stream.next().await,
+        Some(sse::Frame::Comment(" heartbeat".into())),
+        "`: heartbeat` after 15 s without an event"
+    );
+}

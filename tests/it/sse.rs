@@ -5,10 +5,15 @@
 //! what it sees is what a browser would, and reconnects with `Last-Event-ID`
 //! only when told to.
 
+use std::time::Duration;
+
 use reqwest::StatusCode;
 
 use crate::helpers::Reply;
 use crate::schema::check_response;
+
+/// Longer than the server's heartbeat: a stream silent for this long is broken.
+const SILENCE: Duration = Duration::from_secs(20);
 
 /// What the stream carried, in order.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -108,7 +113,11 @@ impl EventStream {
                 self.line(line);
                 continue;
             }
-            match self.response.chunk().await {
+            // A live stream sends a heartbeat at least every 15 s.
+            let chunk = tokio::time::timeout(SILENCE, self.response.chunk())
+                .await
+                .unwrap_or_else(|_| panic!("the stream sent nothing for {SILENCE:?}"));
+            match chunk {
                 Ok(Some(bytes)) => self.buffer.extend_from_slice(&bytes),
                 Ok(None) | Err(_) => return None,
             }
@@ -116,13 +125,20 @@ impl EventStream {
     }
 
     /// The next event, skipping comments and `retry`; `None` at the end.
+    /// Called when an event is due: fails the test if none comes within
+    /// [`SILENCE`].
     pub async fn next_event(&mut self) -> Option<(Option<String>, String)> {
-        loop {
-            match self.next().await? {
-                Frame::Event { id, data } => return Some((id, data)),
-                Frame::Comment(_) | Frame::Retry(_) => {}
+        let next = async {
+            loop {
+                match self.next().await? {
+                    Frame::Event { id, data } => return Some((id, data)),
+                    Frame::Comment(_) | Frame::Retry(_) => {}
+                }
             }
-        }
+        };
+        tokio::time::timeout(SILENCE, next)
+            .await
+            .unwrap_or_else(|_| panic!("no event came within {SILENCE:?}"))
     }
 
     fn line(&mut self, line: &str) {
