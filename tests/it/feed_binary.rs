@@ -230,8 +230,30 @@ fn a_client_that_stops_reading_its_event_stream_is_cut_off_holding_nothing() {
             .find(|l| l.starts_with("hookledger_feed_connections{mode=\"event_stream\"}"))
             .map(|l| l.rsplit(' ').next().unwrap().to_owned())
     };
+    let resident = || {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", server.pid())).unwrap();
+        let line = status
+            .lines()
+            .find(|l| l.starts_with("VmRSS:"))
+            .unwrap()
+            .to_owned();
+        line.split_whitespace()
+            .nth(1)
+            .unwrap()
+            .parse::<usize>()
+            .unwrap()
+            * 1024
+    };
+    let before = resident();
     std::thread::sleep(Duration::from_millis(300));
     assert_eq!(open_streams().as_deref(), Some("1"), "the stream is open");
+    // The socket buffers are full and the server waits for the reader: it
+    // holds at most an event or two and the connection's buffers.
+    let grown = resident().saturating_sub(before);
+    assert!(
+        grown < total / 2,
+        "the server grew by {grown} bytes for a reader that took nothing of {total}"
+    );
     // Reads nothing for three client timeouts.
     std::thread::sleep(Duration::from_secs(3));
     assert_eq!(
@@ -259,7 +281,8 @@ fn a_client_that_stops_reading_its_event_stream_is_cut_off_holding_nothing() {
     record_figures(
         "feed_slow_reader",
         &format!(
-            "{received} of {total} bytes of events reached the client before the server cut it off ({ended})"
+            "{received} of {total} bytes of events reached the client before the server cut it off \
+             ({ended}); the server grew by {grown} bytes while it waited"
         ),
     );
     // The server serves the feed to others all the same.

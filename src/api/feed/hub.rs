@@ -8,9 +8,11 @@
 //! for the read model to advance and then reads the last sequence of each
 //! followed organization once, however many connections follow it, and
 //! updates those watches; a follower wakes only when its own organization
-//! moved. Sweeps are at least [`SWEEP_INTERVAL`] apart, so under a stream of
-//! folds the cost is one lookup per followed organization per interval, not
-//! one per fold per follower.
+//! moved. Under a stream of folds, sweeps are at least [`SWEEP_INTERVAL`]
+//! apart and the task rests [`REST_PER_SWEEP`] times as long as its last
+//! sweep took, so however many organizations are followed it spends at most
+//! a small, fixed share of a core, never one lookup per fold per follower;
+//! what grows with them is how soon a follower wakes.
 //!
 //! It must not read events or hold any: followers read their pages themselves.
 
@@ -26,6 +28,8 @@ use crate::projector::Projector;
 
 /// The shortest time between two sweeps of the followed organizations.
 pub const SWEEP_INTERVAL: Duration = Duration::from_millis(1);
+/// How many times as long as a sweep took the task rests before the next.
+pub const REST_PER_SWEEP: u32 = 20;
 
 /// What following the feed may hold of a server (`serve` flags).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -273,6 +277,7 @@ async fn sweep(feeds: Arc<Feeds>, projector: Arc<Projector>) {
         let Some(followed) = feeds.followed() else {
             return;
         };
+        let started = std::time::Instant::now();
         if let Ok(view) = projector.view() {
             for (org, last_sequence) in followed {
                 match view.last_sequence(&org) {
@@ -287,6 +292,10 @@ async fn sweep(feeds: Arc<Feeds>, projector: Arc<Projector>) {
                 }
             }
         }
+        // Rest before waiting, so the first fold after a quiet spell is
+        // swept at once, and a stream of folds is swept at a bounded rate.
+        let rest = started.elapsed().saturating_mul(REST_PER_SWEEP);
+        tokio::time::sleep(rest.max(SWEEP_INTERVAL)).await;
         tokio::select! {
             advanced = projector.wait_for(seen + 1) => {
                 if advanced.is_err() {
@@ -301,7 +310,6 @@ async fn sweep(feeds: Arc<Feeds>, projector: Arc<Projector>) {
                 return;
             }
         }
-        tokio::time::sleep(SWEEP_INTERVAL).await;
     }
 }
 
