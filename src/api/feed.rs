@@ -50,8 +50,8 @@ use crate::store::RecordedEvent;
 
 pub mod hub;
 
-use hub::{Ended, Mode, Subscription};
 pub use hub::{FeedLimits, Feeds};
+use hub::{Mode, Subscription};
 
 /// The longest `wait` a long-poll may ask for.
 pub const MAX_WAIT: Duration = Duration::from_secs(60);
@@ -373,8 +373,12 @@ impl Follower {
                 Ok(_) => {}
                 Err(e) => return self.end(&e),
             }
-            if let Err(Ended::Closing | Ended::Deadline) =
-                self.subscription.changed_after(self.after, None).await
+            // Without a deadline, only the server shutting down ends the wait.
+            if self
+                .subscription
+                .changed_after(self.after, None)
+                .await
+                .is_err()
             {
                 return None;
             }
