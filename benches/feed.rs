@@ -11,8 +11,8 @@
 //! - **Idle subscribers**: record-attempt throughput under wrk (`-t1 -c32`,
 //!   the body of `benches/http.rs`) with no feed subscriber, then with 100
 //!   event streams open in ten other organizations (ten each), which get
-//!   nothing but heartbeats, phases alternating on one server. Target: at
-//!   most 5% slower.
+//!   nothing but heartbeats, phases alternating on one server, and the
+//!   server's CPU per attempt in each. Target: at most 5% slower.
 //!
 //! `cargo bench --bench feed`. Knobs: `HOOKLEDGER_BENCH_FEED_EVENTS` (attempts
 //! timed for latency, default 500), `HOOKLEDGER_BENCH_SECS` (each throughput
@@ -27,7 +27,7 @@ use std::path::Path;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use common::served::{Served, create_key, http};
+use common::served::{Served, create_key, http, process_cpu};
 use common::wrk::{self, Pick, Requests, Runs};
 use common::{Target, env_u64, figure, percentile_ms, phase};
 use serde_json::json;
@@ -224,8 +224,17 @@ fn idle_subscribers(binary: &Path, data: &Path, served: &Served, deliveries: &[S
         Duration::from_secs(1),
     );
     let (mut without, mut with) = (Runs(Vec::new()), Runs(Vec::new()));
-    for round in 1..=rounds {
+    // The server's CPU seconds over each side's phases: less swayed than
+    // throughput by what else the machine runs.
+    let (mut cpu_without, mut cpu_with) = (0.0, 0.0);
+    let measure = |cpu: &mut f64| {
+        let before = process_cpu(served.pid());
         let load = wrk::run(&wrk, work.path(), served.addr, &requests, 32, length);
+        *cpu += process_cpu(served.pid()) - before;
+        load
+    };
+    for round in 1..=rounds {
+        let load = measure(&mut cpu_without);
         println!(
             "round {round}: no subscribers: {:.0} attempts/s",
             load.rate()
@@ -240,7 +249,7 @@ fn idle_subscribers(binary: &Path, data: &Path, served: &Served, deliveries: &[S
         std::thread::sleep(Duration::from_millis(500));
         let open = served.metric("hookledger_feed_connections");
         assert_eq!(open as usize, SUBSCRIBERS, "every subscriber is open");
-        let load = wrk::run(&wrk, work.path(), served.addr, &requests, 32, length);
+        let load = measure(&mut cpu_with);
         println!(
             "round {round}: {SUBSCRIBERS} idle subscribers: {:.0} attempts/s",
             load.rate()
@@ -256,6 +265,15 @@ fn idle_subscribers(binary: &Path, data: &Path, served: &Served, deliveries: &[S
         "record-attempt without subscribers",
         without.rate(),
         Target::RatioAtLeast(0.95),
+    );
+    let per_attempt = |cpu: f64, runs: &Runs| cpu / runs.requests() as f64 * 1e6;
+    figure(
+        &format!("server CPU per attempt with {SUBSCRIBERS} idle feed subscribers"),
+        per_attempt(cpu_with, &with),
+        "us",
+        "server CPU per attempt without subscribers",
+        per_attempt(cpu_without, &without),
+        Target::None,
     );
     println!(
         "p99 with {SUBSCRIBERS} subscribers {:.2} ms, without {:.2} ms",
