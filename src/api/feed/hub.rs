@@ -27,9 +27,9 @@ use crate::api::metrics::Metrics;
 use crate::projector::Projector;
 
 /// The shortest time between two sweeps of the followed organizations.
-pub const SWEEP_INTERVAL: Duration = Duration::from_millis(1);
+pub const SWEEP_INTERVAL: Duration = Duration::from_millis(2);
 /// How many times as long as a sweep took the task rests before the next.
-pub const REST_PER_SWEEP: u32 = 20;
+pub const REST_PER_SWEEP: u32 = 50;
 
 /// What following the feed may hold of a server (`serve` flags).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
