@@ -1,6 +1,7 @@
 //! Prometheus metrics: requests and latency by route template and status, time
-//! spent appending (in `Ledger::execute`), projection lag, and the store's
-//! append/fsync counters when the backend reports them.
+//! spent appending (in `Ledger::execute`), projection lag, the store's
+//! append/fsync counters when the backend reports them, and the change feed's
+//! open connections and events sent by how they follow (never by organization).
 //!
 //! Gauges that describe other components (lag, store counters) are read at scrape
 //! time, so nothing here polls or runs in the background.
@@ -40,6 +41,12 @@ struct RequestLabels {
     status: u16,
 }
 
+/// How a feed connection follows: `long_poll` or `event_stream`.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct FeedLabels {
+    mode: &'static str,
+}
+
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct CommandLabels {
     command: &'static str,
@@ -69,6 +76,9 @@ pub struct Metrics {
     batch_size: Gauge<f64, std::sync::atomic::AtomicU64>,
     /// The store counters at the previous scrape, for the batch size in between.
     last_stats: Mutex<StoreStats>,
+    feed_connections: Family<FeedLabels, Gauge>,
+    feed_events: Family<FeedLabels, Counter>,
+    feed_refused: Counter,
 }
 
 impl Default for Metrics {
@@ -118,7 +128,28 @@ impl Metrics {
             "Mean appends per fsync since the previous scrape",
             batch_size.clone(),
         );
+        let feed_connections = Family::<FeedLabels, Gauge>::default();
+        registry.register(
+            "feed_connections",
+            "Feed connections open now (long-polls waiting and event streams)",
+            feed_connections.clone(),
+        );
+        let feed_events = Family::<FeedLabels, Counter>::default();
+        registry.register(
+            "feed_events_sent",
+            "Feed events sent on long-polls and event streams",
+            feed_events.clone(),
+        );
+        let feed_refused = Counter::default();
+        registry.register(
+            "feed_connections_refused",
+            "Long-polls and event streams refused (429) past the feed connection limits",
+            feed_refused.clone(),
+        );
         Metrics {
+            feed_connections,
+            feed_events,
+            feed_refused,
             registry,
             requests,
             latency,
@@ -155,6 +186,28 @@ impl Metrics {
         self.append
             .get_or_create(&CommandLabels { command })
             .observe(elapsed.as_secs_f64());
+    }
+
+    pub fn feed_opened(&self, mode: &'static str) {
+        self.feed_connections
+            .get_or_create(&FeedLabels { mode })
+            .inc();
+    }
+
+    pub fn feed_closed(&self, mode: &'static str) {
+        self.feed_connections
+            .get_or_create(&FeedLabels { mode })
+            .dec();
+    }
+
+    pub fn feed_sent(&self, mode: &'static str, events: u64) {
+        self.feed_events
+            .get_or_create(&FeedLabels { mode })
+            .inc_by(events);
+    }
+
+    pub fn feed_refused(&self) {
+        self.feed_refused.inc();
     }
 
     /// The text exposition, after reading the scrape-time gauges.

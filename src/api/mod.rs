@@ -41,6 +41,7 @@ pub mod endpoints;
 pub mod error;
 pub mod events;
 pub mod extract;
+pub mod feed;
 pub mod history;
 pub mod input;
 pub mod metrics;
@@ -68,6 +69,8 @@ pub struct AppState {
     body_timeout: Duration,
     /// Budgets for lookups of unknown keys and ids.
     throttle: Arc<Throttle>,
+    /// Who follows the change feed.
+    feeds: Arc<feed::Feeds>,
 }
 
 impl std::fmt::Debug for AppState {
@@ -83,9 +86,11 @@ impl std::fmt::Debug for AppState {
 impl AppState {
     /// State for serving `node`, with fresh metrics and the start time taken now.
     pub fn new(node: Node) -> Self {
+        let metrics = Arc::new(Metrics::new());
         AppState {
             node: Arc::new(node),
-            metrics: Arc::new(Metrics::new()),
+            feeds: Arc::new(feed::Feeds::new(Default::default(), metrics.clone())),
+            metrics,
             started_at: Timestamp::from_datetime(chrono::Utc::now()),
             store_stats: None,
             body_timeout: Limits::default().client_timeout,
@@ -101,6 +106,16 @@ impl AppState {
     ) -> Self {
         self.store_stats = Some(Arc::new(stats));
         self
+    }
+
+    /// Bounds the change feed's long-polls and event streams by `limits`.
+    pub fn with_feed_limits(mut self, limits: feed::FeedLimits) -> Self {
+        self.feeds = Arc::new(feed::Feeds::new(limits, self.metrics.clone()));
+        self
+    }
+
+    pub(crate) fn feeds(&self) -> &Arc<feed::Feeds> {
+        &self.feeds
     }
 
     pub fn node(&self) -> &Node {
@@ -269,6 +284,7 @@ pub fn app(state: AppState) -> Router {
         .merge(deliveries::router())
         .merge(attempts::router())
         .merge(attempt_list::router())
+        .merge(feed::router())
         .merge(ops::router())
         .fallback(no_route)
         .method_not_allowed_fallback(method_not_allowed)
@@ -350,6 +366,7 @@ pub async fn serve_with(
 ) -> std::io::Result<()> {
     state.body_timeout = limits.client_timeout;
     state.throttle = Arc::new(limits.throttle());
+    let feeds = state.feeds.clone();
     let router = app(state);
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(TokioTimer::new())
@@ -399,6 +416,8 @@ pub async fn serve_with(
         });
     }
     drop(listener);
+    // Long-polls and event streams would otherwise hold the shutdown open.
+    feeds.close();
     connections.shutdown().await;
     Ok(())
 }

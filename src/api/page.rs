@@ -53,7 +53,7 @@ impl Page {
     }
 }
 
-fn parse_limit(text: &str) -> Result<usize, FieldError> {
+pub fn parse_limit(text: &str) -> Result<usize, FieldError> {
     text.parse::<usize>()
         .ok()
         .filter(|n| (1..=MAX_LIMIT).contains(n))
@@ -163,17 +163,22 @@ impl PageBody {
 
     /// The body, with a `nextCursor` after the last item taken if the page
     /// filled before the list ended.
-    pub fn finish(mut self, kind: &str) -> Vec<u8> {
-        self.out.extend_from_slice(b"],\"nextCursor\":");
-        let next = if self.full { self.last } else { self.resume };
-        match next {
-            Some(last) => {
-                self.out.push(b'"');
-                self.out.extend_from_slice(encode(kind, &last).as_bytes());
-                self.out.push(b'"');
-            }
-            None => self.out.extend_from_slice(b"null"),
-        }
+    pub fn finish(self, kind: &str) -> Vec<u8> {
+        let next = if self.full { &self.last } else { &self.resume };
+        let next = match next {
+            Some(last) => format!("\"{}\"", encode(kind, last)),
+            None => "null".to_owned(),
+        };
+        self.close_with("nextCursor", &next)
+    }
+
+    /// The body, closed with `"field":json` instead of a cursor, for a list
+    /// that says where it goes on in a field of its own.
+    pub fn close_with(mut self, field: &str, json: &str) -> Vec<u8> {
+        self.out.extend_from_slice(b"],\"");
+        self.out.extend_from_slice(field.as_bytes());
+        self.out.extend_from_slice(b"\":");
+        self.out.extend_from_slice(json.as_bytes());
         self.out.push(b'}');
         self.out
     }

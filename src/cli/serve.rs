@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use clap::Args;
 
+use crate::api::feed::FeedLimits;
 use crate::api::metrics::StoreStats;
 use crate::api::{self, AppState};
 use crate::cli::limit_args::LimitArgs;
@@ -37,6 +38,23 @@ pub struct ServeArgs {
     #[arg(long, env = "HOOKLEDGER_UNKNOWN_LOOKUPS_PER_SECOND", default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..))]
     pub unknown_lookups_per_second: u32,
 
+    /// Long-polls and event streams of the change feed one organization may
+    /// hold open at once; past it, 429.
+    #[arg(long, env = "HOOKLEDGER_MAX_FEED_CONNECTIONS_PER_ORG", default_value_t = 16, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub max_feed_connections_per_org: u64,
+
+    /// Long-polls and event streams of the change feed the server holds open
+    /// at once, of every organization (at most half of --max-connections, so
+    /// followers never take every connection); past it, 429.
+    #[arg(long, env = "HOOKLEDGER_MAX_FEED_CONNECTIONS", default_value_t = 128, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub max_feed_connections: u64,
+
+    /// Seconds a long-poll of the change feed is held at most before it
+    /// answers empty, whatever its `wait` asks (which is at most 60); lower it
+    /// below a load balancer's idle timeout.
+    #[arg(long, env = "HOOKLEDGER_FEED_MAX_WAIT", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=60))]
+    pub feed_max_wait: u64,
+
     #[command(flatten)]
     pub limits: LimitArgs,
 }
@@ -47,6 +65,16 @@ impl ServeArgs {
             client_timeout: Duration::from_secs(self.client_timeout),
             max_connections: usize::try_from(self.max_connections).unwrap_or(usize::MAX),
             unknown_lookups_per_second: self.unknown_lookups_per_second,
+        }
+    }
+
+    fn feed_limits(&self) -> FeedLimits {
+        let count = |n: u64| usize::try_from(n).unwrap_or(usize::MAX);
+        let half_the_connections = (count(self.max_connections) / 2).max(1);
+        FeedLimits {
+            per_organization: count(self.max_feed_connections_per_org),
+            per_node: count(self.max_feed_connections).min(half_the_connections),
+            max_wait: Duration::from_secs(self.feed_max_wait),
         }
     }
 }
@@ -83,7 +111,7 @@ pub async fn run(store_args: &StoreArgs, args: ServeArgs) -> Result<(), Error> {
         node.clone(),
         store_args.data.display().to_string(),
     ));
-    let mut state = AppState::new(node.clone());
+    let mut state = AppState::new(node.clone()).with_feed_limits(args.feed_limits());
     if node.store.commit_stats().is_some() {
         let store = node.store.clone();
         state = state.with_store_stats(move || {

@@ -291,6 +291,31 @@ impl TestApp {
         self.node.store.head()
     }
 
+    /// Another organization with its own key on the same server, as a
+    /// client of its own.
+    pub async fn another_organization(&self) -> TestApp {
+        let org = new_id("org");
+        let key = self.node.ledger.issue_key(&org).await.expect("issue a key");
+        let (shutdown, _) = oneshot::channel();
+        TestApp {
+            base: self.base.clone(),
+            node: self.node.clone(),
+            client: self.client.clone(),
+            org,
+            key,
+            _shutdown: shutdown,
+            _dir: None,
+            _backing: None,
+        }
+    }
+
+    /// `/metrics`, as text.
+    pub async fn metrics(&self) -> String {
+        let reply = self.send(self.bare(Method::GET, "/metrics")).await;
+        assert_eq!(reply.status, StatusCode::OK);
+        String::from_utf8(reply.bytes).expect("metrics are text")
+    }
+
     /// A second organization with its own key: `(org, token)`.
     pub async fn other_org(&self) -> (String, String) {
         let org = new_id("org");

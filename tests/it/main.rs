@@ -14,6 +14,8 @@ mod crash;
 mod docs;
 mod exact;
 mod faults;
+mod feed;
+mod feed_binary;
 mod flow;
 mod helpers;
 mod hostile;
@@ -35,6 +37,7 @@ mod raw;
 mod record_attempt;
 mod schema;
 mod security;
+mod sse;
 mod stats;
 #[path = "../support/frames.rs"]
 mod support_frames;
