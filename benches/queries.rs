@@ -14,7 +14,8 @@
 //!   own cache empty), and every query sent once, on a fresh connection from
 //!   this process, in an order that turns each round; p50 and p99 over the
 //!   rounds;
-//! - **warm**: wrk in its own process, [`CONNECTIONS`] keep-alive connections,
+//! - **warm**: wrk in its own process, `HOOKLEDGER_BENCH_CONNECTIONS` keep-alive
+//!   connections (default 1),
 //!   one second to warm up and then `HOOKLEDGER_BENCH_SECS`, p50/p99/p99.9.
 //!
 //! The ledger is written by the bench straight into the embedded log, a key
@@ -46,9 +47,9 @@ use hookledger::store::embedded::EmbeddedStore;
 use projections::Timestamp;
 use serde_json::Value;
 
-/// wrk's keep-alive connections: a few clients polling at once, not a flood
-/// whose queue would be the latency measured.
-const CONNECTIONS: usize = 4;
+/// wrk's keep-alive connections by default: one client, so that the latency
+/// is a page's own and not a queue's (`HOOKLEDGER_BENCH_CONNECTIONS`).
+const CONNECTIONS: u64 = 1;
 /// Ids drawn at random for the filters that name one.
 const SAMPLE: u64 = 5_000;
 const DEFAULT_CACHE: u64 = 256 << 20;
@@ -99,7 +100,9 @@ fn main() {
             t.elapsed().as_secs_f64()
         );
     }
-    let token = served::create_key(&binary, &data, &org);
+    // The model is built before the key is made: `keys create` on a log with
+    // no model folds all of it into one, and the rebuild would then write a
+    // second copy beside it.
     if !data.join(BUILT).exists() {
         let t = Instant::now();
         let out = served::command(&binary, &data)
@@ -118,6 +121,7 @@ fn main() {
         );
         std::fs::write(data.join(BUILT), "").expect("mark the ledger built");
     }
+    let token = served::create_key(&binary, &data, &org);
 
     let model = hookledger::model::file_in(&data);
     let model_bytes = std::fs::metadata(&model).map_or(0, |m| m.len());
@@ -139,6 +143,7 @@ fn main() {
     );
 
     let served = Served::open(&binary, &data, &org, &token, &args);
+    println!("load average before the loads: {}", common::loadavg());
     let queries = queries(&served, mix);
     let sample = check(&served, &queries);
 
@@ -147,6 +152,7 @@ fn main() {
         work: work.path().to_owned(),
         length: phase(),
         headers: served.headers(),
+        connections: env_u64("HOOKLEDGER_BENCH_CONNECTIONS", CONNECTIONS) as usize,
     };
     // Cold first: every round starts the server on a dropped page cache.
     served.stop();
@@ -193,6 +199,10 @@ fn main() {
     drop(noop);
 
     report(&queries, &cold, &warm, &noop_cold, &noop_warm);
+    println!(
+        "cold: {rounds} rounds, one request of each a round on a fresh connection; warm: wrk, {} connections",
+        bench.connections
+    );
     println!(
         "server RSS after the warm loads: {} MiB (peak {} MiB)",
         rss >> 20,
@@ -252,7 +262,10 @@ fn queries(served: &Served, mix: Mix) -> Vec<Query> {
                 .collect(),
         },
         one("status=failed", format!("{ATTEMPTS}?status=failed")),
-        one("statusCodeClass=5xx", format!("{ATTEMPTS}?statusCodeClass=5xx")),
+        one(
+            "statusCodeClass=5xx",
+            format!("{ATTEMPTS}?statusCodeClass=5xx"),
+        ),
         one(
             "responseStatusCode=503",
             format!("{ATTEMPTS}?responseStatusCode=503"),
@@ -271,7 +284,9 @@ fn queries(served: &Served, mix: Mix) -> Vec<Query> {
         ),
         Query {
             name: "baseline: GET a delivery",
-            paths: deliveries().map(|id| format!("{DELIVERIES}/{id}")).collect(),
+            paths: deliveries()
+                .map(|id| format!("{DELIVERIES}/{id}"))
+                .collect(),
         },
     ]
 }
@@ -312,6 +327,7 @@ struct Bench {
     work: PathBuf,
     length: Duration,
     headers: Vec<(&'static str, String)>,
+    connections: usize,
 }
 
 impl Bench {
@@ -335,7 +351,14 @@ impl Bench {
             body: String::new(),
         };
         let run = |length| {
-            let load = wrk::run(&self.wrk, &self.work, addr, &requests, CONNECTIONS, length);
+            let load = wrk::run(
+                &self.wrk,
+                &self.work,
+                addr,
+                &requests,
+                self.connections,
+                length,
+            );
             assert!(load.requests > 0, "wrk sent nothing");
             assert_eq!(load.bad_status, 0, "answers other than 2xx");
             assert_eq!(load.socket_errors, 0, "socket errors or timeouts");
@@ -346,9 +369,18 @@ impl Bench {
     }
 }
 
-fn report(queries: &[Query], cold: &[Vec<u32>], warm: &[Load], noop_cold: &[u32], noop_warm: &Load) {
+fn report(
+    queries: &[Query],
+    cold: &[Vec<u32>],
+    warm: &[Load],
+    noop_cold: &[u32],
+    noop_warm: &Load,
+) {
     let base = queries.len() - 1;
-    let (base_cold, base_warm) = (percentile_ms(&cold[base], 99.0), warm[base].percentile_ms(99.0));
+    let (base_cold, base_warm) = (
+        percentile_ms(&cold[base], 99.0),
+        warm[base].percentile_ms(99.0),
+    );
     println!(
         "\n{:<40} | {:>17} | {:>26} | {:>9} | {:>13} | {:>13}",
         "query",
@@ -380,10 +412,6 @@ fn report(queries: &[Query], cold: &[Vec<u32>], warm: &[Load], noop_cold: &[u32]
         row(q.name, &cold[i], &warm[i]);
     }
     row("baseline: no-op, the unfiltered page", noop_cold, noop_warm);
-    println!(
-        "cold: {} rounds, one request each a round on a fresh connection; warm: wrk, {CONNECTIONS} connections",
-        cold[0].len()
-    );
     for (i, q) in queries.iter().enumerate().take(base) {
         figure(
             &format!("first page, {}, cold, p99", q.name),

@@ -89,7 +89,9 @@ impl Mix {
 
     /// Attempts in the ledger, counted from the histories.
     pub fn attempts(&self) -> u64 {
-        (0..self.deliveries()).map(|d| history(d).len() as u64).sum()
+        (0..self.deliveries())
+            .map(|d| history(d).len() as u64)
+            .sum()
     }
 
     /// The organization the ledger belongs to.
@@ -252,9 +254,8 @@ fn attempt(d: u64, round: u64) -> (String, Event) {
         ),
     };
     let due = RETRY_FROM + ((h >> 8) % RETRY_SPAN as u64) as i64;
-    let next_retry_at = (outcome == Retry).then(|| {
-        RetryAt::parse(&Timestamp::from_micros(due).to_string()).expect("a retry time")
-    });
+    let next_retry_at = (outcome == Retry)
+        .then(|| RetryAt::parse(&Timestamp::from_micros(due).to_string()).expect("a retry time"));
     let last_error = match (outcome, code) {
         (Delivered, _) => None,
         (_, None) => Some("no answer within 30 s"),
