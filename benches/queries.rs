@@ -449,7 +449,7 @@ fn table_sizes(model: &Path) -> Vec<(String, u64, u64, u64)> {
             (name, table.len().unwrap_or(0), pages, stats.stored_bytes())
         })
         .collect();
-    tables.sort_by(|a, b| b.2.cmp(&a.2));
+    tables.sort_by_key(|t| std::cmp::Reverse(t.2));
     tables
 }
 

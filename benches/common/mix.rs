@@ -28,7 +28,7 @@ use projections::values::{AttemptStatus, HttpStatusCode, NonEmptyString, RetryAt
 use projections::{Event, JsonObject, Metadata, Timestamp};
 use serde_json::json;
 
-use super::workload::{delivery_id, endpoint_id, event_id, key_id, metadata, org};
+use super::workload::{delivery_id, endpoint_id, event_id, key_id, metadata, org, payload};
 use hookledger::store::NewEvent;
 
 /// Endpoints of the organization.
@@ -182,14 +182,7 @@ impl Mix {
             event_type: ["invoice.paid", "order.shipped", "customer.updated"][(w % 3) as usize]
                 .into(),
             source_key: None,
-            payload: JsonObject::from_value(&json!({
-                "invoiceId": format!("inv_{w:010}"),
-                "amount": 1200 + w % 1000,
-                "currency": "EUR",
-                "customer": {"id": format!("cus_{:06}", w % 50_000), "country": "DE"},
-                "note": "n".repeat(self.filler),
-            }))
-            .expect("an object"),
+            payload: payload(w, self.filler),
             deliveries,
         };
         (

@@ -242,20 +242,25 @@ fn accepted(shape: Shape, w: u64) -> (String, Event) {
         }
         .into(),
         source_key: None,
-        payload: JsonObject::from_value(&json!({
-            "invoiceId": format!("inv_{w:010}"),
-            "amount": 1200 + w % 1000,
-            "currency": "EUR",
-            "customer": {"id": format!("cus_{:06}", w % 50_000), "country": "DE"},
-            "note": "n".repeat(shape.filler),
-        }))
-        .expect("an object"),
+        payload: payload(w, shape.filler),
         deliveries,
     };
     (
         stream::event(&event.event_id),
         Event::WebhookEventAccepted(event),
     )
+}
+
+/// The payload of webhook event `w`: a few fields and `filler` bytes of note.
+pub fn payload(w: u64, filler: usize) -> JsonObject {
+    JsonObject::from_value(&json!({
+        "invoiceId": format!("inv_{w:010}"),
+        "amount": 1200 + w % 1000,
+        "currency": "EUR",
+        "customer": {"id": format!("cus_{:06}", w % 50_000), "country": "DE"},
+        "note": "n".repeat(filler),
+    }))
+    .expect("an object")
 }
 
 /// Attempt `k` overall: round `k / deliveries` over delivery `k % deliveries`.
