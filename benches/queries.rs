@@ -56,6 +56,11 @@ const DEFAULT_CACHE: u64 = 256 << 20;
 const TARGET_MS: f64 = 5.0;
 const ATTEMPTS: &str = "/v1/outbound-webhook-attempts";
 const DELIVERIES: &str = "/v1/outbound-webhook-deliveries";
+/// Bytes of disk an attempt takes, the log's and a rebuilt model's
+/// (BENCHMARKS.md, "Queries across deliveries": 1 206 and 2 818 at 200 000).
+const DISK_PER_ATTEMPT: u64 = 4_100;
+/// Disk the bench leaves free for everything else on the machine.
+const DISK_MARGIN: u64 = 4_000_000_000;
 /// Written into a kept ledger's directory once its model is built.
 const BUILT: &str = "queries-bench-built";
 
@@ -93,6 +98,7 @@ fn main() {
     if data.join(BUILT).exists() {
         println!("reusing the ledger built at {}", data.display());
     } else {
+        check_disk(&data, attempts);
         let t = Instant::now();
         let head = generate(&data, mix);
         println!(
@@ -430,6 +436,28 @@ fn report(
             Target::AtMost(TARGET_MS),
         );
     }
+}
+
+/// Stops before writing a ledger that the disk cannot hold beside a margin
+/// for everything else on it.
+fn check_disk(data: &Path, attempts: u64) {
+    let dir = data
+        .ancestors()
+        .find(|p| p.exists())
+        .expect("a directory that exists");
+    let stat = nix::sys::statvfs::statvfs(dir).expect("statvfs");
+    let free = stat.blocks_available() * stat.fragment_size();
+    let need = attempts * DISK_PER_ATTEMPT;
+    assert!(
+        need + DISK_MARGIN <= free,
+        "{attempts} attempts take about {} GB of log and model, and {} has {} GB free \
+         (keeping {} GB for others): lower HOOKLEDGER_BENCH_QUERY_ATTEMPTS, or write the \
+         ledger elsewhere with HOOKLEDGER_BENCH_QUERY_DATA",
+        need / 1_000_000_000,
+        dir.display(),
+        free / 1_000_000_000,
+        DISK_MARGIN / 1_000_000_000
+    );
 }
 
 /// Each table of the model: its name, entries, bytes of pages, bytes of keys
