@@ -7,6 +7,7 @@
 
 #![allow(dead_code)]
 
+pub mod mix;
 pub mod noop;
 pub mod served;
 pub mod workload;

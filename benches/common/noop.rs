@@ -4,7 +4,8 @@
 //! prepared body with the real answer's headers, on the runtime `hookledger`
 //! builds (tokio's default multi-thread one): HTTP and JSON, and nothing else.
 //! It answers a `GET` of one webhook event the same way (the prepared body,
-//! nothing read), the baseline of the scale bench's reads.
+//! nothing read), the baseline of the scale bench's reads, and any other
+//! request too (the queries bench's lists).
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::SocketAddr;
@@ -84,13 +85,18 @@ pub fn serve_if_child() -> bool {
             let answer = answer.clone();
             async move { reply(&body, answer) }
         };
+        let other = read.clone();
         let read = move |UrlPath(_id): UrlPath<String>| {
             let answer = read.clone();
             async move { with_headers(answer) }
         };
         let app = axum::Router::new()
             .route(ROUTE, post(handler))
-            .route(READ_ROUTE, get(read));
+            .route(READ_ROUTE, get(read))
+            .fallback(move || {
+                let answer = other.clone();
+                async move { with_headers(answer) }
+            });
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");

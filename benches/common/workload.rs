@@ -22,7 +22,7 @@ use tokio::task::JoinSet;
 pub const ORGS: u64 = 8;
 /// Endpoints per organization in the benches' usual mix.
 pub const ENDPOINTS: u64 = 4;
-const T0: u64 = 1_750_000_000_000;
+pub const T0: u64 = 1_750_000_000_000;
 
 /// How big a ledger is, and what it is made of.
 #[derive(Debug, Clone, Copy)]
@@ -110,7 +110,7 @@ impl Shape {
     }
 }
 
-fn ulid(prefix: &str, ms: u64, n: u64) -> String {
+pub fn ulid(prefix: &str, ms: u64, n: u64) -> String {
     format!("{prefix}_{}", ulid::Ulid::from_parts(ms, u128::from(n)))
 }
 
@@ -118,19 +118,19 @@ pub fn org(o: u64) -> String {
     format!("org_bench_{o:02}")
 }
 
-fn key_id(o: u64) -> String {
+pub fn key_id(o: u64) -> String {
     ulid("key", T0, o)
 }
 
-fn endpoint_id(o: u64, i: u64) -> String {
+pub fn endpoint_id(o: u64, i: u64) -> String {
     ulid("ep", T0, 100 + o * ENDPOINTS + i)
 }
 
-fn event_id(w: u64) -> String {
+pub fn event_id(w: u64) -> String {
     ulid("evt", T0 + w / 64, w)
 }
 
-fn delivery_id(d: u64) -> String {
+pub fn delivery_id(d: u64) -> String {
     ulid("dlv", T0 + d / 256, d)
 }
 
@@ -214,7 +214,7 @@ fn all_events(shape: Shape) -> impl Iterator<Item = (String, Event, Metadata)> {
     setup.into_iter().chain(body)
 }
 
-fn metadata(o: u64, n: u64) -> Metadata {
+pub fn metadata(o: u64, n: u64) -> Metadata {
     Metadata {
         request_id: Some(format!("req_{n:012}")),
         key_id: Some(key_id(o)),
@@ -242,20 +242,25 @@ fn accepted(shape: Shape, w: u64) -> (String, Event) {
         }
         .into(),
         source_key: None,
-        payload: JsonObject::from_value(&json!({
-            "invoiceId": format!("inv_{w:010}"),
-            "amount": 1200 + w % 1000,
-            "currency": "EUR",
-            "customer": {"id": format!("cus_{:06}", w % 50_000), "country": "DE"},
-            "note": "n".repeat(shape.filler),
-        }))
-        .expect("an object"),
+        payload: payload(w, shape.filler),
         deliveries,
     };
     (
         stream::event(&event.event_id),
         Event::WebhookEventAccepted(event),
     )
+}
+
+/// The payload of webhook event `w`: a few fields and `filler` bytes of note.
+pub fn payload(w: u64, filler: usize) -> JsonObject {
+    JsonObject::from_value(&json!({
+        "invoiceId": format!("inv_{w:010}"),
+        "amount": 1200 + w % 1000,
+        "currency": "EUR",
+        "customer": {"id": format!("cus_{:06}", w % 50_000), "country": "DE"},
+        "note": "n".repeat(filler),
+    }))
+    .expect("an object")
 }
 
 /// Attempt `k` overall: round `k / deliveries` over delivery `k % deliveries`.
@@ -364,18 +369,33 @@ pub async fn fill(store: &Arc<EmbeddedStore>, shape: Shape) -> u64 {
 /// (a smaller ledger of the same mix). Returns the head.
 pub async fn grow(store: &Arc<EmbeddedStore>, shape: Shape) -> u64 {
     check_formatting();
-    const IN_FLIGHT: usize = 8192;
-    let mut tasks = JoinSet::new();
-    let mut phase = 0u8;
     let have = store.head();
     // A ledger of a blocked mix holds a smaller one's events first.
-    for (stream, event, meta) in events_from(shape, have) {
-        let this_phase = match event {
+    let events = events_from(shape, have).map(|(stream, event, meta)| {
+        // Webhook events must land before their attempts, endpoints before both.
+        let phase = match event {
             Event::ApiKeyIssued(_) | Event::EndpointCreated(_) => 0,
             Event::WebhookEventAccepted(_) => 1,
             _ => 2,
         };
-        // Webhook events must land before their attempts, endpoints before both.
+        (phase, stream, new_event(&event, &meta))
+    });
+    append_phased(store, events).await
+}
+
+/// Appends `events` in their order, many appends in flight so that the writer
+/// commits them in large batches; all of one phase may be in flight together,
+/// and a change of phase waits until everything before it has landed (an
+/// event's attempts after the event, a delivery's attempts in their order).
+/// Returns the head.
+pub async fn append_phased(
+    store: &Arc<EmbeddedStore>,
+    events: impl Iterator<Item = (u64, String, NewEvent)>,
+) -> u64 {
+    const IN_FLIGHT: usize = 8192;
+    let mut tasks = JoinSet::new();
+    let mut phase = 0;
+    for (this_phase, stream, new) in events {
         if this_phase != phase {
             while tasks.join_next().await.is_some() {}
             phase = this_phase;
@@ -384,7 +404,6 @@ pub async fn grow(store: &Arc<EmbeddedStore>, shape: Shape) -> u64 {
             tasks.join_next().await;
         }
         let store = store.clone();
-        let new = new_event(&event, &meta);
         tasks.spawn(async move {
             store
                 .append(&stream, ExpectedVersion::Any, vec![new])

@@ -1,0 +1,554 @@
+//! Queries: the first page of each attempt filter and of the retry queue, on
+//! the built `hookledger` binary with its default settings, over a ledger of
+//! 10 million attempts (the `Mix` of `common/mix.rs`: one organization, 50
+//! endpoints, deliveries delivered, retried and failed in realistic shares),
+//! with the read model at least ten times its cache.
+//!
+//! For each query, and for two baselines measured in the same run (the plain
+//! `GET` of a delivery drawn at random, and the no-op server answering the
+//! bytes of the unfiltered first page):
+//!
+//! - **cold**: in each of `HOOKLEDGER_BENCH_COLD_ROUNDS` rounds the server is
+//!   stopped, the model file and the log's segments are dropped from the
+//!   page cache (`posix_fadvise(DONTNEED)`), the server started again (its
+//!   own cache empty), and every query sent once, on a fresh connection from
+//!   this process, in an order that turns each round; p50 and p99 over the
+//!   rounds;
+//! - **warm**: wrk in its own process, `HOOKLEDGER_BENCH_CONNECTIONS` keep-alive
+//!   connections (default 1),
+//!   one second to warm up and then `HOOKLEDGER_BENCH_SECS`, p50/p99/p99.9.
+//!
+//! The ledger is written by the bench straight into the embedded log, a key
+//! is made with `hookledger keys create`, and the model built with
+//! `hookledger projections rebuild`. The model's and the log's bytes per
+//! attempt are printed.
+//!
+//! `cargo bench --bench queries`. Knobs: `HOOKLEDGER_BENCH_QUERY_ATTEMPTS`
+//! (default 10 000 000; 200 000 is a quick try), `HOOKLEDGER_BENCH_SECS`,
+//! `HOOKLEDGER_BENCH_COLD_ROUNDS` (default 30), `HOOKLEDGER_BENCH_DIR` (where
+//! the temporary ledger goes; deleted at the end), `HOOKLEDGER_BENCH_QUERY_DATA`
+//! (a directory to write the ledger to and keep, or to reuse if a run already
+//! built it there).
+
+mod common;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::mix::{ENDPOINTS, Mix, RETRY_FROM, RETRY_SPAN, mix64};
+use common::noop::Noop;
+use common::served::{self, Served};
+use common::workload::append_phased;
+use common::wrk::{self, Load, Pick, Requests};
+use common::{Target, env_u64, figure, num, percentile_ms, phase};
+use hookledger::store::embedded::EmbeddedStore;
+use projections::Timestamp;
+use serde_json::Value;
+
+/// wrk's keep-alive connections by default: one client, so that the latency
+/// is a page's own and not a queue's (`HOOKLEDGER_BENCH_CONNECTIONS`).
+const CONNECTIONS: u64 = 1;
+/// Ids drawn at random for the filters that name one.
+const SAMPLE: u64 = 5_000;
+const DEFAULT_CACHE: u64 = 256 << 20;
+const TARGET_MS: f64 = 5.0;
+const ATTEMPTS: &str = "/v1/outbound-webhook-attempts";
+const DELIVERIES: &str = "/v1/outbound-webhook-deliveries";
+/// Bytes of disk an attempt takes, the log's and a rebuilt model's
+/// (BENCHMARKS.md, "Queries across deliveries": 1 206 and 2 818 at 200 000).
+const DISK_PER_ATTEMPT: u64 = 4_100;
+/// Disk the bench leaves free for everything else on the machine.
+const DISK_MARGIN: u64 = 4_000_000_000;
+/// Written into a kept ledger's directory once its model is built.
+const BUILT: &str = "queries-bench-built";
+
+/// One thing measured: a name and the request paths it draws from.
+struct Query {
+    name: &'static str,
+    paths: Vec<String>,
+}
+
+fn main() {
+    if common::noop::serve_if_child() {
+        return;
+    }
+    common::machine("queries");
+    let mix = Mix::with_attempts(env_u64("HOOKLEDGER_BENCH_QUERY_ATTEMPTS", 10_000_000));
+    let binary = served::binary();
+    let wrk_bin = wrk::require();
+    let work = tempfile::Builder::new()
+        .prefix("hookledger-queries-")
+        .tempdir_in(
+            std::env::var_os("HOOKLEDGER_BENCH_DIR").map_or_else(std::env::temp_dir, PathBuf::from),
+        )
+        .expect("temp dir");
+    let kept = std::env::var_os("HOOKLEDGER_BENCH_QUERY_DATA").map(PathBuf::from);
+    let data = kept.clone().unwrap_or_else(|| work.path().join("ledger"));
+    let org = mix.org();
+
+    let attempts = mix.attempts();
+    println!(
+        "binary: {}; {} webhook events, {} deliveries, {attempts} attempts, {ENDPOINTS} endpoints",
+        binary.display(),
+        mix.events,
+        mix.deliveries()
+    );
+    if data.join(BUILT).exists() {
+        println!("reusing the ledger built at {}", data.display());
+    } else {
+        check_disk(&data, attempts);
+        let t = Instant::now();
+        let head = generate(&data, mix);
+        println!(
+            "log written: {head} events in {:.1} s",
+            t.elapsed().as_secs_f64()
+        );
+    }
+    // The model is built before the key is made: `keys create` on a log with
+    // no model folds all of it into one, and the rebuild would then write a
+    // second copy beside it.
+    if !data.join(BUILT).exists() {
+        let t = Instant::now();
+        let out = served::command(&binary, &data)
+            .args(["projections", "rebuild"])
+            .output()
+            .expect("projections rebuild runs");
+        assert!(
+            out.status.success(),
+            "rebuild: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        println!(
+            "projections rebuild: {:.1} s (load average {})",
+            t.elapsed().as_secs_f64(),
+            common::loadavg()
+        );
+        std::fs::write(data.join(BUILT), "").expect("mark the ledger built");
+    }
+    let token = served::create_key(&binary, &data, &org);
+
+    let model = hookledger::model::file_in(&data);
+    let model_bytes = std::fs::metadata(&model).map_or(0, |m| m.len());
+    let log_bytes = dir_bytes(&data.join("log"));
+    println!(
+        "read model {} MB: {:.0} bytes per attempt ({:.0} per delivery); log {} MB: {:.0} bytes per attempt",
+        model_bytes / 1_000_000,
+        model_bytes as f64 / attempts as f64,
+        model_bytes as f64 / mix.deliveries() as f64,
+        log_bytes / 1_000_000,
+        log_bytes as f64 / attempts as f64
+    );
+    let cache = DEFAULT_CACHE.min(model_bytes / 10);
+    let cache_arg = cache.to_string();
+    let args = ["--cache-size", cache_arg.as_str()];
+    println!(
+        "--cache-size {cache}: the model is {:.1} times the cache",
+        model_bytes as f64 / cache as f64
+    );
+
+    let served = Served::open(&binary, &data, &org, &token, &args);
+    println!("load average before the loads: {}", common::loadavg());
+    let queries = queries(&served, mix);
+    let sample = check(&served, &queries);
+
+    let bench = Bench {
+        wrk: wrk_bin,
+        work: work.path().to_owned(),
+        length: phase(),
+        headers: served.headers(),
+        connections: env_u64("HOOKLEDGER_BENCH_CONNECTIONS", CONNECTIONS) as usize,
+    };
+    // Cold first: every round starts the server on a dropped page cache.
+    served.stop();
+    let rounds = env_u64("HOOKLEDGER_BENCH_COLD_ROUNDS", 30) as usize;
+    let mut cold: Vec<Vec<u32>> = vec![Vec::new(); queries.len()];
+    let mut seed = 1u64;
+    for round in 0..rounds {
+        drop_from_page_cache(&model);
+        for segment in files(&data.join("log")) {
+            drop_from_page_cache(&segment);
+        }
+        let served = Served::open(&binary, &data, &org, &token, &args);
+        for k in 0..queries.len() {
+            let q = (k + round) % queries.len();
+            seed = mix64(seed);
+            let path = &queries[q].paths[(seed % queries[q].paths.len() as u64) as usize];
+            cold[q].push(bench.once(served.addr, path));
+        }
+        served.stop();
+    }
+    for samples in &mut cold {
+        samples.sort_unstable();
+    }
+
+    // Warm: the server's cache and the page cache as the load leaves them.
+    let served = Served::open(&binary, &data, &org, &token, &args);
+    let warm: Vec<Load> = queries
+        .iter()
+        .map(|q| bench.load(served.addr, &q.paths))
+        .collect();
+    let (rss, peak) = served.rss();
+    served.stop();
+    let tables = table_sizes(&model);
+
+    // The no-op, answering the unfiltered page's bytes.
+    let answer = work.path().join("page.json");
+    std::fs::write(&answer, &sample).expect("answer file");
+    let noop = Noop::start(&answer);
+    let noop_warm = bench.load(noop.addr, &[ATTEMPTS.to_owned()]);
+    let mut noop_cold: Vec<u32> = (0..rounds.max(100))
+        .map(|_| bench.once(noop.addr, ATTEMPTS))
+        .collect();
+    noop_cold.sort_unstable();
+    drop(noop);
+
+    report(&queries, &cold, &warm, &noop_cold, &noop_warm);
+    println!(
+        "cold: {rounds} rounds, one request of each a round on a fresh connection; warm: wrk, {} connections",
+        bench.connections
+    );
+    println!(
+        "server RSS after the warm loads: {} MiB (peak {} MiB)",
+        rss >> 20,
+        peak >> 20
+    );
+    figure(
+        "read model on disk per attempt",
+        model_bytes as f64 / attempts as f64,
+        "bytes/attempt",
+        "the log's bytes per attempt",
+        log_bytes as f64 / attempts as f64,
+        Target::None,
+    );
+    report_tables(&tables, attempts);
+    if kept.is_none() {
+        let _ = std::fs::remove_dir_all(&data);
+    }
+    common::done("queries");
+}
+
+/// The queries measured, the plain delivery `GET` (a baseline) last.
+fn queries(served: &Served, mix: Mix) -> Vec<Query> {
+    let one = |name, path: String| Query {
+        name,
+        paths: vec![path],
+    };
+    let endpoints = |suffix: &str| -> Vec<String> {
+        (0..ENDPOINTS)
+            .map(|i| format!("{ATTEMPTS}?endpointId={}{suffix}", mix.endpoint(i)))
+            .collect()
+    };
+    let events = draw(mix.events)
+        .map(|w| format!("{ATTEMPTS}?eventId={}", mix.event(w)))
+        .collect();
+    let deliveries = || draw(mix.deliveries()).map(|d| mix.delivery(d));
+    // A recent window: the last minute of attempts recorded.
+    let newest = first_page(served, ATTEMPTS)["data"][0]["recordedAt"]
+        .as_str()
+        .and_then(Timestamp::parse_rfc3339)
+        .expect("the newest attempt's recordedAt");
+    let recent = Timestamp::from_micros(newest.micros() - 60_000_000);
+    let middle = Timestamp::from_micros(RETRY_FROM + RETRY_SPAN / 2);
+    vec![
+        one("none", ATTEMPTS.to_owned()),
+        Query {
+            name: "endpointId",
+            paths: endpoints(""),
+        },
+        Query {
+            name: "eventId",
+            paths: events,
+        },
+        Query {
+            name: "deliveryId",
+            paths: deliveries()
+                .map(|id| format!("{ATTEMPTS}?deliveryId={id}"))
+                .collect(),
+        },
+        one("status=failed", format!("{ATTEMPTS}?status=failed")),
+        one(
+            "statusCodeClass=5xx",
+            format!("{ATTEMPTS}?statusCodeClass=5xx"),
+        ),
+        one(
+            "responseStatusCode=503",
+            format!("{ATTEMPTS}?responseStatusCode=503"),
+        ),
+        one(
+            "recordedAfter (last minute)",
+            format!("{ATTEMPTS}?recordedAfter={recent}"),
+        ),
+        Query {
+            name: "endpointId+status=failed",
+            paths: endpoints("&status=failed"),
+        },
+        one(
+            "retry queue, nextRetryBefore mid-range",
+            format!("{DELIVERIES}?status=retry_scheduled&nextRetryBefore={middle}"),
+        ),
+        Query {
+            name: "baseline: GET a delivery",
+            paths: deliveries()
+                .map(|id| format!("{DELIVERIES}/{id}"))
+                .collect(),
+        },
+    ]
+}
+
+/// Sends each query once and prints what its first page holds; returns the
+/// unfiltered page's bytes, which the no-op answers.
+fn check(served: &Served, queries: &[Query]) -> String {
+    println!("\nfirst pages (one path of each):");
+    for q in queries {
+        let page = first_page(served, &q.paths[0]);
+        let items = page["data"].as_array().map_or(1, Vec::len);
+        println!(
+            "  {:<40} {items} items{}",
+            q.name,
+            if page["nextCursor"].is_string() {
+                ", more after"
+            } else {
+                ""
+            }
+        );
+    }
+    let (status, body) = served::http(served.addr, "GET", ATTEMPTS, &served.headers(), "")
+        .expect("the server answers");
+    assert_eq!(status, 200);
+    println!("the unfiltered page is {} bytes", body.len());
+    body
+}
+
+fn first_page(served: &Served, path: &str) -> Value {
+    let (status, body) =
+        served::http(served.addr, "GET", path, &served.headers(), "").expect("the server answers");
+    assert_eq!(status, 200, "GET {path}: {body}");
+    serde_json::from_str(&body).expect("a JSON answer")
+}
+
+struct Bench {
+    wrk: PathBuf,
+    work: PathBuf,
+    length: Duration,
+    headers: Vec<(&'static str, String)>,
+    connections: usize,
+}
+
+impl Bench {
+    /// One `GET` on a fresh connection; microseconds to the whole answer.
+    fn once(&self, addr: SocketAddr, path: &str) -> u32 {
+        let t = Instant::now();
+        let (status, body) =
+            served::http(addr, "GET", path, &self.headers, "").expect("the server answers");
+        let micros = t.elapsed().as_micros();
+        assert_eq!(status, 200, "GET {path}: {body}");
+        u32::try_from(micros).unwrap_or(u32::MAX)
+    }
+
+    /// A second of wrk to warm up, then the measured load.
+    fn load(&self, addr: SocketAddr, paths: &[String]) -> Load {
+        let requests = Requests {
+            method: "GET",
+            paths: paths.to_vec(),
+            pick: Pick::Random,
+            headers: self.headers.clone(),
+            body: String::new(),
+        };
+        let run = |length| {
+            let load = wrk::run(
+                &self.wrk,
+                &self.work,
+                addr,
+                &requests,
+                self.connections,
+                length,
+            );
+            assert!(load.requests > 0, "wrk sent nothing");
+            assert_eq!(load.bad_status, 0, "answers other than 2xx");
+            assert_eq!(load.socket_errors, 0, "socket errors or timeouts");
+            load
+        };
+        run(Duration::from_secs(1));
+        run(self.length)
+    }
+}
+
+fn report(
+    queries: &[Query],
+    cold: &[Vec<u32>],
+    warm: &[Load],
+    noop_cold: &[u32],
+    noop_warm: &Load,
+) {
+    let base = queries.len() - 1;
+    let (base_cold, base_warm) = (
+        percentile_ms(&cold[base], 99.0),
+        warm[base].percentile_ms(99.0),
+    );
+    println!(
+        "\n{:<40} | {:>17} | {:>26} | {:>9} | {:>13} | {:>13}",
+        "query",
+        "cold p50/p99 ms",
+        "warm p50/p99/p99.9 ms",
+        "warm /s",
+        "p99 x GET c/w",
+        "p99 x no-op c/w"
+    );
+    let noop_c = percentile_ms(noop_cold, 99.0);
+    let noop_w = noop_warm.percentile_ms(99.0);
+    let row = |name: &str, cold: &[u32], warm: &Load| {
+        let (c99, w99) = (percentile_ms(cold, 99.0), warm.percentile_ms(99.0));
+        println!(
+            "{name:<40} | {:>7} / {:>7} | {:>7} / {:>7} / {:>7} | {:>9.0} | {:>5.1} / {:>5.1} | {:>5.1} / {:>5.1}",
+            num(percentile_ms(cold, 50.0)),
+            num(c99),
+            num(warm.percentile_ms(50.0)),
+            num(w99),
+            num(warm.percentile_ms(99.9)),
+            warm.rate(),
+            c99 / base_cold,
+            w99 / base_warm,
+            c99 / noop_c,
+            w99 / noop_w,
+        );
+    };
+    for (i, q) in queries.iter().enumerate() {
+        row(q.name, &cold[i], &warm[i]);
+    }
+    row("baseline: no-op, the unfiltered page", noop_cold, noop_warm);
+    for (i, q) in queries.iter().enumerate().take(base) {
+        figure(
+            &format!("first page, {}, cold, p99", q.name),
+            percentile_ms(&cold[i], 99.0),
+            "ms",
+            "GET a delivery, cold, p99",
+            base_cold,
+            Target::AtMost(TARGET_MS),
+        );
+        figure(
+            &format!("first page, {}, warm, p99", q.name),
+            warm[i].percentile_ms(99.0),
+            "ms",
+            "GET a delivery, warm, p99",
+            base_warm,
+            Target::AtMost(TARGET_MS),
+        );
+    }
+}
+
+/// Stops before writing a ledger that the disk cannot hold beside a margin
+/// for everything else on it.
+fn check_disk(data: &Path, attempts: u64) {
+    let dir = data
+        .ancestors()
+        .find(|p| p.exists())
+        .expect("a directory that exists");
+    let stat = nix::sys::statvfs::statvfs(dir).expect("statvfs");
+    let free = stat.blocks_available() * stat.fragment_size();
+    let need = attempts * DISK_PER_ATTEMPT;
+    assert!(
+        need + DISK_MARGIN <= free,
+        "{attempts} attempts take about {} GB of log and model, and {} has {} GB free \
+         (keeping {} GB for others): lower HOOKLEDGER_BENCH_QUERY_ATTEMPTS, or write the \
+         ledger elsewhere with HOOKLEDGER_BENCH_QUERY_DATA",
+        need / 1_000_000_000,
+        dir.display(),
+        free / 1_000_000_000,
+        DISK_MARGIN / 1_000_000_000
+    );
+}
+
+/// Each table of the model: its name, entries, bytes of pages, bytes of keys
+/// and values (redb's own count, read from the closed file).
+fn table_sizes(model: &Path) -> Vec<(String, u64, u64, u64)> {
+    use redb::{ReadableDatabase, ReadableTableMetadata, TableHandle};
+    let db = redb::ReadOnlyDatabase::open(model).expect("the model opens read-only");
+    let txn = db.begin_read().expect("a read transaction");
+    let mut tables: Vec<_> = txn
+        .list_tables()
+        .expect("the model's tables")
+        .map(|handle| {
+            let name = handle.name().to_owned();
+            let table = txn.open_untyped_table(handle).expect("a table");
+            let stats = table.stats().expect("table stats");
+            let pages = (stats.leaf_pages() + stats.branch_pages()) * 4096;
+            (name, table.len().unwrap_or(0), pages, stats.stored_bytes())
+        })
+        .collect();
+    tables.sort_by_key(|t| std::cmp::Reverse(t.2));
+    tables
+}
+
+/// The model's tables by size, and what the attempt indexes take per attempt.
+fn report_tables(tables: &[(String, u64, u64, u64)], attempts: u64) {
+    println!("\nthe model's tables (4 KiB pages):");
+    for (name, entries, pages, stored) in tables {
+        println!(
+            "  {name:<32} {entries:>11} entries {:>8} MB of pages {:>8} MB stored ({:.0} bytes of pages per attempt)",
+            pages / 1_000_000,
+            stored / 1_000_000,
+            *pages as f64 / attempts as f64
+        );
+    }
+    let all: u64 = tables.iter().map(|t| t.2).sum();
+    let indexes: u64 = tables
+        .iter()
+        .filter(|t| t.0.starts_with("attempts_by_"))
+        .map(|t| t.2)
+        .sum();
+    println!(
+        "pages of every table: {:.0} bytes per attempt; the six attempt indexes {:.0} of them ({:.0}%); without them {:.0}",
+        all as f64 / attempts as f64,
+        indexes as f64 / attempts as f64,
+        100.0 * indexes as f64 / all as f64,
+        (all - indexes) as f64 / attempts as f64
+    );
+}
+
+/// Writes the ledger of `mix` into the embedded log at `data`.
+fn generate(data: &Path, mix: Mix) -> u64 {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(async {
+        let store = Arc::new(EmbeddedStore::open(data).expect("open the log"));
+        let head = append_phased(&store, mix.log()).await;
+        store.close().await;
+        head
+    })
+}
+
+/// `SAMPLE` numbers below `n`, spread by a fixed hash.
+fn draw(n: u64) -> impl Iterator<Item = u64> {
+    (0..SAMPLE.min(n)).map(move |i| mix64(i ^ 0xd4a3) % n)
+}
+
+/// Asks the kernel to drop the file's clean pages from the page cache.
+fn drop_from_page_cache(path: &Path) {
+    use nix::fcntl::{PosixFadviseAdvice, posix_fadvise};
+    let file = std::fs::File::open(path).expect("a file to drop");
+    posix_fadvise(&file, 0, 0, PosixFadviseAdvice::POSIX_FADV_DONTNEED).expect("posix_fadvise");
+}
+
+fn files(dir: &Path) -> Vec<PathBuf> {
+    std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .flatten()
+                .map(|e| e.path())
+                .filter(|p| p.is_file())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn dir_bytes(dir: &Path) -> u64 {
+    files(dir)
+        .iter()
+        .map(|p| std::fs::metadata(p).map_or(0, |m| m.len()))
+        .sum()
+}
