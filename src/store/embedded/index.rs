@@ -843,9 +843,18 @@ struct Window {
     file: Option<PathBuf>,
     start: u64,
     bytes: Vec<u8>,
+    /// How much the next read takes: doubled at each read, from
+    /// [`FIRST_WINDOW`] up to [`WINDOW`].
+    size: usize,
 }
 
-/// How much a walk reads ahead at a time.
+/// How much a walk reads ahead at first: a walk to one event from the
+/// nearest kept offset passes at most [`POSITION_EVERY`] frames, usually a
+/// few KiB. Reading a whole [`WINDOW`] for it zeroed and copied 1 MiB per
+/// event looked up, most of a page of attempts' time (BENCHMARKS.md,
+/// "Queries across deliveries").
+const FIRST_WINDOW: usize = 64 << 10;
+/// How much a long walk reads ahead at a time.
 const WINDOW: usize = 1 << 20;
 
 impl Window {
@@ -856,9 +865,10 @@ impl Window {
             && offset >= self.start
             && offset + frame::HEADER_LEN as u64 <= self.start + self.bytes.len() as u64;
         if !inside {
-            self.bytes.resize(WINDOW, 0);
+            self.size = (self.size * 2).clamp(FIRST_WINDOW, WINDOW);
+            self.bytes.resize(self.size, 0);
             let mut read = 0;
-            while read < WINDOW {
+            while read < self.size {
                 match file
                     .file
                     .read_at(&mut self.bytes[read..], offset + read as u64)
