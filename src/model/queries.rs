@@ -56,6 +56,19 @@ impl AttemptFilter {
                 .is_none_or(|t| a.recorded_at.micros() < t.micros())
     }
 
+    /// Whether an attempt of this status byte and response code (0 for
+    /// none), as its index entries carry them, may pass: what the entry
+    /// rules out needs no read of the row.
+    fn may_keep(&self, status: u8, code: u16) -> bool {
+        let code = (code != 0).then_some(code);
+        self.status
+            .is_none_or(|s| tables::attempt_status_byte(s) == status)
+            && self.response_status_code.is_none_or(|c| code == Some(c))
+            && self
+                .status_class
+                .is_none_or(|c| tables::status_class(code) == c)
+    }
+
     /// The index whose range holds the fewest entries the filter refuses:
     /// an id narrows most, then the status code's class, then the status.
     fn source(&self, org: &str) -> (Table, Key) {
@@ -240,9 +253,18 @@ impl View {
             }
             let mut at = Reader::new(value);
             let (delivery, version) = (at.str().ok_or_else(bad)?, at.u64().ok_or_else(bad)?);
-            let row_key = key::attempt(org, &delivery, version);
+            let status = at.byte().ok_or_else(bad)?;
+            let code = u16::from_be_bytes([at.byte().ok_or_else(bad)?, at.byte().ok_or_else(bad)?]);
             last_visited = Some(mark);
             visited += 1;
+            if !filter.may_keep(status, code) {
+                return Ok(if visited >= VISIT_BUDGET {
+                    Flow::Stop
+                } else {
+                    Flow::Continue
+                });
+            }
+            let row_key = key::attempt(org, &delivery, version);
             if !self.overlays_hold(|o| &o.attempts, &row_key) {
                 let row = self
                     .stored::<Attempt>(tables::ATTEMPTS, &row_key)?

@@ -41,8 +41,8 @@ pub const EVENTS_BY_TYPE_STATUS: Table = Table("events_by_type_status");
 pub const SEQUENCES: Table = Table("sequences");
 /// `(org, sequence)` -> the event's global position: the change feed.
 pub const FEED: Table = Table("feed");
-/// `(org, recorded at, sequence)` -> the attempt's `(delivery id, version)`,
-/// as [`attempt_ref`] encodes it. So are the values of the four below.
+/// `(org, recorded at, sequence)` -> the attempt's `(delivery id, version,
+/// status, response code)`, as [`attempt_ref`] encodes it. So are the values of the four below.
 pub const ATTEMPTS_BY_TIME: Table = Table("attempts_by_time");
 /// `(org, delivery id, recorded at, sequence)`.
 pub const ATTEMPTS_BY_DELIVERY: Table = Table("attempts_by_delivery");
@@ -102,7 +102,7 @@ pub const ALL: [Table; 28] = [
 
 /// Bump on any change to a row's archived form, a key or an index: a store
 /// of another format is set aside and rebuilt from the log.
-pub const FORMAT: u64 = 4;
+pub const FORMAT: u64 = 5;
 
 /// The first byte of every encoded row.
 const ROW_FORMAT: u8 = 1;
@@ -414,9 +414,18 @@ pub fn status_class(code: Option<u16>) -> u8 {
     code.map_or(0, |c| u8::try_from(c / 100).unwrap_or(0))
 }
 
-/// The value of an attempt's index entries: where its row is.
+/// The value of an attempt's index entries: where its row is, then its
+/// status and response code (0 for none), so a query can refuse an entry
+/// that another filter rules out without reading the row.
 pub fn attempt_ref(a: &Attempt) -> Vec<u8> {
-    Key::new().str(&a.delivery_id).u64(a.version).into_bytes()
+    let code = a.response_status_code.unwrap_or(0).to_be_bytes();
+    Key::new()
+        .str(&a.delivery_id)
+        .u64(a.version)
+        .byte(attempt_status_byte(a.status))
+        .byte(code[0])
+        .byte(code[1])
+        .into_bytes()
 }
 
 /// The index entries of an attempt, each with [`attempt_ref`] as its value.
