@@ -4,8 +4,8 @@
 //! arrive?" asked of an endpoint or a time window.
 //!
 //! The model finds the page in one of its attempt indexes
-//! (`crate::model::queries`); each item's response body and hash are read
-//! from the log, where the attempt's event is.
+//! (`crate::model::queries`); the items' response bodies and hashes are read
+//! from the log, where the attempts' events are, in one read for the page.
 
 use axum::Router;
 use axum::extract::State;
@@ -124,24 +124,15 @@ async fn list(
     errors.check()?;
     let org = &caller.organization_id;
     let listed = state.read(|v| v.attempt_list(org, &filter, page.limit, before))?;
+    let positions: Vec<u64> = listed.items.iter().map(|a| a.position).collect();
+    let stored = state.node().store.read_positions(&positions).await?;
     let mut body = PageBody::new(&page, state.limits().page_bytes);
-    for attempt in &listed.items {
-        let stored = state.node().store.read_all(attempt.position, 1).await?;
-        let stored = stored
-            .into_iter()
-            .next()
-            .filter(|e| e.position == attempt.position)
-            .ok_or_else(|| {
-                ApiError::Unavailable(format!(
-                    "the event at position {} is in the model but not in the log",
-                    attempt.position
-                ))
-            })?;
+    for (attempt, stored) in listed.items.iter().zip(&stored) {
         let item = ListedAttempt {
             delivery_id: &attempt.delivery_id,
             event_id: &attempt.event_id,
             endpoint_id: &attempt.endpoint_id,
-            attempt: AttemptView::of(&stored, attempt.sequence)?,
+            attempt: AttemptView::of(stored, attempt.sequence)?,
         };
         let cursor = mark_text(AttemptMark::of(attempt));
         if !body.offer(&cursor, |out| write_json(out, &item)) {

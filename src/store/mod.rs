@@ -276,6 +276,25 @@ pub trait EventStore: Send + Sync + std::fmt::Debug {
         Ok(Batch::from(self.read_all(from, max).await?))
     }
 
+    /// The events at `positions`, in that order, each of which the log
+    /// holds: what a page of a query across streams shows. A backend may read
+    /// them in one go; by default, one [`EventStore::read_all`] each.
+    async fn read_positions(&self, positions: &[u64]) -> Result<Vec<RecordedEvent>> {
+        let mut events = Vec::with_capacity(positions.len());
+        for &position in positions {
+            let event = self.read_all(position, 1).await?.into_iter().next();
+            match event {
+                Some(e) if e.position == position => events.push(e),
+                _ => {
+                    return Err(Error::Unavailable(format!(
+                        "the log holds no event at position {position}"
+                    )));
+                }
+            }
+        }
+        Ok(events)
+    }
+
     /// Resolves once the log holds a position beyond `after`; returns the head.
     async fn wait_beyond(&self, after: u64) -> Result<u64>;
 

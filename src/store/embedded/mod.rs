@@ -445,6 +445,23 @@ impl EventStore for EmbeddedStore {
         self.read(locs).await
     }
 
+    async fn read_positions(&self, positions: &[u64]) -> Result<Vec<RecordedEvent>> {
+        let index = &self.shared.index;
+        let head = self.head();
+        let mut locs = Vec::with_capacity(positions.len());
+        for &position in positions {
+            let found = index.locate_all(position, 1, head)?;
+            if found.len() != 1 {
+                return Err(Error::Unavailable(format!(
+                    "the log holds no event at position {position}"
+                )));
+            }
+            locs.extend(found);
+        }
+        // One blocking read for the page, not one per event.
+        self.read(locs).await
+    }
+
     #[tracing::instrument(level = "debug", skip(self, spent))]
     async fn read_batch(&self, from: u64, max: usize, mut spent: Batch) -> Result<Batch> {
         let index = &self.shared.index;

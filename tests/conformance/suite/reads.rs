@@ -177,6 +177,20 @@ pub async fn read_all_pages_in_bounded_batches(mut backend: impl Backend) {
     assert_eq!(store.read_all(23, 5).await.unwrap(), all[22..]);
     assert!(store.read_all(24, 5).await.unwrap().is_empty());
     assert!(store.read_all(3, 0).await.unwrap().is_empty());
+
+    // Scattered positions, in the order asked, as a page across streams reads them.
+    let wanted = [17, 2, 3, 23, 9];
+    let scattered = store.read_positions(&wanted).await.unwrap();
+    let expected: Vec<_> = wanted
+        .iter()
+        .map(|p| all[*p as usize - 1].clone())
+        .collect();
+    assert_eq!(scattered, expected);
+    assert!(store.read_positions(&[]).await.unwrap().is_empty());
+    assert!(
+        store.read_positions(&[5, 24]).await.is_err(),
+        "position 24 is past the head"
+    );
 }
 
 /// Every event from `from` through `read_batch`, `max` at a time, each
