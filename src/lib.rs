@@ -78,5 +78,6 @@ pub mod merkle;
 pub mod model;
 pub mod node;
 pub mod projector;
+pub mod signing;
 pub mod store;
 pub mod telemetry;

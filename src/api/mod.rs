@@ -32,6 +32,7 @@ use tower_http::catch_panic::CatchPanicLayer;
 use crate::ledger::{Answer, Context, Ledger, Written};
 use crate::model::View;
 use crate::node::Node;
+use crate::signing::KeyRing;
 
 pub mod attempt_list;
 pub mod attempts;
@@ -47,6 +48,7 @@ pub mod metrics;
 pub mod observe;
 pub mod ops;
 pub mod page;
+pub mod proofs;
 pub mod throttle;
 pub mod unread;
 
@@ -68,6 +70,8 @@ pub struct AppState {
     body_timeout: Duration,
     /// Budgets for lookups of unknown keys and ids.
     throttle: Arc<Throttle>,
+    /// The keys tree heads are signed with.
+    signing_keys: Arc<KeyRing>,
 }
 
 impl std::fmt::Debug for AppState {
@@ -90,7 +94,21 @@ impl AppState {
             store_stats: None,
             body_timeout: Limits::default().client_timeout,
             throttle: Arc::new(Limits::default().throttle()),
+            signing_keys: Arc::new(
+                KeyRing::ephemeral().expect("the operating system gives random bytes"),
+            ),
         }
+    }
+
+    /// Signs tree heads with `keys` (`serve` gives the data directory's or
+    /// `--signing-key`'s); without it, a key made for this process alone.
+    pub fn with_signing_keys(mut self, keys: KeyRing) -> Self {
+        self.signing_keys = Arc::new(keys);
+        self
+    }
+
+    pub fn signing_keys(&self) -> &KeyRing {
+        &self.signing_keys
     }
 
     /// Feeds the store gauges of `/metrics` (appends, fsyncs, batch size) from
@@ -270,6 +288,7 @@ pub fn app(state: AppState) -> Router {
         .merge(attempts::router())
         .merge(attempt_list::router())
         .merge(ops::router())
+        .merge(proofs::router())
         .fallback(no_route)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(CatchPanicLayer::custom(

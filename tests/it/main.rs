@@ -30,11 +30,13 @@ mod ops;
 mod pages;
 mod postgres;
 mod postgres_tls;
+mod proofs;
 mod queries;
 mod raw;
 mod record_attempt;
 mod schema;
 mod security;
+mod signing;
 #[path = "../support/frames.rs"]
 mod support_frames;
 #[cfg(feature = "kurrentdb")]
