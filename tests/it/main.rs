@@ -27,6 +27,7 @@ mod logs;
 mod multinode;
 mod operator;
 mod ops;
+mod outside;
 mod pages;
 mod postgres;
 mod postgres_tls;
