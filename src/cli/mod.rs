@@ -13,6 +13,7 @@ pub mod keys;
 pub mod limit_args;
 pub mod open;
 pub mod projections;
+pub mod prove;
 pub mod serve;
 pub mod signing_key;
 pub mod units;

@@ -32,6 +32,7 @@ mod pages;
 mod postgres;
 mod postgres_tls;
 mod proofs;
+mod prove_cli;
 mod queries;
 mod raw;
 mod record_attempt;
