@@ -13,7 +13,7 @@ use serde_json::json;
 use crate::audit::{self, Expected, Exported};
 use crate::chain::{Hash, LedgerDigest};
 use crate::cli::projections::Progress;
-use crate::cli::{Error, StoreArgs, open, prove};
+use crate::cli::{Error, StoreArgs, check_proof, open, prove};
 use crate::store::{EventStore, RecordedEvent};
 
 #[derive(Debug, Subcommand)]
@@ -40,7 +40,7 @@ pub enum AuditCommand {
     Prove(prove::ProveArgs),
     /// Check a proof against heads kept in files, and the heads' signatures
     /// with --keys; exit 1 naming what fails. Needs no data directory.
-    CheckProof(prove::CheckProofArgs),
+    CheckProof(check_proof::CheckProofArgs),
 }
 
 #[derive(Debug, Args)]
@@ -67,7 +67,7 @@ pub async fn run(args: &StoreArgs, command: AuditCommand) -> Result<(), Error> {
         AuditCommand::Digest => digest(args).await,
         AuditCommand::Export { org } => export(args, org.as_deref()).await,
         AuditCommand::Prove(prove_args) => prove::prove(args, prove_args).await,
-        AuditCommand::CheckProof(check_args) => prove::check_proof(check_args),
+        AuditCommand::CheckProof(check_args) => check_proof::run(check_args),
     }
 }
 

@@ -9,6 +9,7 @@ use clap::{Args, Parser, Subcommand};
 use crate::telemetry::LogFormat;
 
 pub mod audit;
+pub mod check_proof;
 pub mod keys;
 pub mod limit_args;
 pub mod open;
