@@ -1,6 +1,8 @@
 //! What auditors check: every record readable, every stream's hash chain intact,
-//! every event's data valid for its schema, and the ledger digest at a position
-//! equal to one kept elsewhere. Works on any backend through the store trait.
+//! every event's data valid for its schema, and what was kept elsewhere: the
+//! ledger digest at a position, or the root of the whole-ledger Merkle tree
+//! (RFC 9162) at a size, recomputed from the log alone with O(log n) memory.
+//! Works on any backend through the store trait.
 
 use std::collections::HashMap;
 
@@ -8,6 +10,7 @@ use serde::Serialize;
 use serde_json::value::RawValue;
 
 use crate::chain::{Hash, Hashed, LedgerDigest, ZERO};
+use crate::merkle::{self, Frontier};
 use crate::store::{self, EventStore, RecordedEvent};
 
 /// Events read per call while scanning.
@@ -29,20 +32,55 @@ pub struct Failure {
     pub reason: String,
 }
 
-/// A digest an auditor kept, to hold the log against.
+/// What an auditor kept, to hold the log against.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Expected {
-    pub position: u64,
-    pub digest: Hash,
+pub enum Expected {
+    /// The linear ledger digest at `position` (`audit digest`, `/v1/ledger/digest`).
+    Digest { position: u64, digest: Hash },
+    /// The root of the whole-ledger Merkle tree over the first `size` events.
+    Root { size: u64, root: Hash },
+}
+
+impl Expected {
+    /// The position it is checked at.
+    pub fn position(&self) -> u64 {
+        match self {
+            Expected::Digest { position, .. } => *position,
+            Expected::Root { size, .. } => *size,
+        }
+    }
+
+    /// Why the log does not match, at the position this is checked at.
+    fn mismatch(&self, digest: &LedgerDigest, tree: &Frontier) -> Option<String> {
+        match self {
+            Expected::Digest {
+                position,
+                digest: kept,
+            } if *kept != digest.digest => Some(format!(
+                "the ledger digest at position {position} is {}, not the expected {}: the history up to here has changed",
+                digest.hex(),
+                hex::encode(kept)
+            )),
+            Expected::Root { size, root } if *root != tree.root() => Some(format!(
+                "the ledger's Merkle root at size {size} is {}, not the expected {}: the history up to here has changed",
+                hex::encode(tree.root()),
+                hex::encode(root)
+            )),
+            _ => None,
+        }
+    }
 }
 
 /// Scans the whole log. `on_progress` is called with the position after each batch.
 pub async fn verify(
     store: &dyn EventStore,
-    expected: Option<Expected>,
+    expected: &[Expected],
     mut on_progress: impl FnMut(u64),
 ) -> Result<Report, store::Error> {
     let mut digest = LedgerDigest::default();
+    // The whole-ledger tree's right edge, kept only when a root is to be checked.
+    let roots = expected.iter().any(|e| matches!(e, Expected::Root { .. }));
+    let mut tree = Frontier::default();
     let mut tips: HashMap<String, (u64, Hash)> = HashMap::new();
     let fail = |digest: LedgerDigest, tips: &HashMap<_, _>, position, reason: String| Report {
         digest,
@@ -66,35 +104,29 @@ pub async fn verify(
             }
             tips.insert(event.stream.clone(), (event.version, event.hash));
             digest.fold(event.position, &event.hash);
-            if let Some(expected) = expected
-                && expected.position == digest.position
-                && expected.digest != digest.digest
-            {
-                return Ok(fail(
-                    digest,
-                    &tips,
-                    digest.position,
-                    format!(
-                        "the ledger digest at position {} is {}, not the expected {}: the history up to here has changed",
-                        digest.position,
-                        digest.hex(),
-                        hex::encode(expected.digest)
-                    ),
-                ));
+            if roots {
+                tree.push_leaf(merkle::leaf_hash(&event.hash));
+            }
+            let due = expected.iter().filter(|e| e.position() == digest.position);
+            if let Some(reason) = due.filter_map(|e| e.mismatch(&digest, &tree)).next() {
+                return Ok(fail(digest, &tips, digest.position, reason));
             }
         }
         on_progress(digest.position);
     }
-    if let Some(expected) = expected
-        && expected.position > digest.position
-    {
+    if let Some(beyond) = expected.iter().find(|e| e.position() > digest.position) {
+        let what = match beyond {
+            Expected::Digest { .. } => "digest is for position",
+            Expected::Root { .. } => "Merkle root is for size",
+        };
         return Ok(fail(
             digest,
             &tips,
             digest.position + 1,
             format!(
-                "the log ends at position {} but the expected digest is for position {}: events are missing",
-                digest.position, expected.position
+                "the log ends at position {} but the expected {what} {}: events are missing",
+                digest.position,
+                beyond.position()
             ),
         ));
     }

@@ -58,6 +58,10 @@
 //!   and position index on disk), `postgres` and `memory`.
 //!
 //! * [`chain`]: the per-stream hash chain and the running ledger digest.
+//!   [`merkle`]: RFC 9162 trees over event hashes (the read model keeps one
+//!   per organization and one over the ledger), their proofs and verifiers.
+//!   [`signing`]: the Ed25519 keys tree heads are signed with and the exact
+//!   bytes signed; the API's `proofs` routes and `audit prove` serve them.
 //!   [`audit`]: what `audit verify` checks and what `audit export` writes.
 //!
 //! * [`admin`]: the Unix socket through which `hookledger keys` reaches a
@@ -78,5 +82,6 @@ pub mod merkle;
 pub mod model;
 pub mod node;
 pub mod projector;
+pub mod signing;
 pub mod store;
 pub mod telemetry;

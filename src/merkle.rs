@@ -54,7 +54,19 @@ pub struct Frontier {
 impl Frontier {
     /// Appends a leaf hash; returns every node it completes, the leaf first.
     pub fn push(&mut self, leaf: Hash) -> Vec<Node> {
-        let mut done = vec![(0, self.size, leaf)];
+        let mut done = Vec::with_capacity(1 + self.size.trailing_ones() as usize);
+        self.push_each(leaf, |node| done.push(node));
+        done
+    }
+
+    /// Appends a leaf hash, keeping only the frontier.
+    pub fn push_leaf(&mut self, leaf: Hash) {
+        self.push_each(leaf, |_| {});
+    }
+
+    /// Appends a leaf hash, handing `done` every node it completes, the leaf first.
+    pub fn push_each(&mut self, leaf: Hash, mut done: impl FnMut(Node)) {
+        done((0, self.size, leaf));
         let (mut hash, mut index, mut level) = (leaf, self.size, 0u8);
         // Each trailing one bit of the old size is a peak this leaf completes.
         while index & 1 == 1 {
@@ -62,11 +74,10 @@ impl Frontier {
             hash = node_hash(&left, &hash);
             index >>= 1;
             level += 1;
-            done.push((level, index, hash));
+            done((level, index, hash));
         }
         self.peaks.push(hash);
         self.size += 1;
-        done
     }
 
     /// The tree's root (RFC 9162's MTH over all its leaves).
@@ -141,45 +152,106 @@ pub fn root<N: Nodes>(nodes: &N, size: u64) -> Result<Hash, N::Error> {
 /// The audit path of leaf `index` in the tree of the first `size` leaves
 /// (RFC 9162 §2.1.3.1), nearest sibling first. `index < size`.
 pub fn inclusion<N: Nodes>(nodes: &N, index: u64, size: u64) -> Result<Vec<Hash>, N::Error> {
-    let mut path = Vec::new();
+    inclusion_ranges(index, size)
+        .into_iter()
+        .map(|(start, end)| mth(nodes, start, end))
+        .collect()
+}
+
+/// The leaf ranges `start..end` whose tree hashes make the audit path of
+/// leaf `index` in the tree of `size` leaves, nearest sibling first.
+pub fn inclusion_ranges(index: u64, size: u64) -> Vec<(u64, u64)> {
+    let mut ranges = Vec::new();
     let (mut start, mut end, mut m) = (0u64, size, index);
     while end - start > 1 {
         let k = split(end - start);
         if m < k {
-            path.push(mth(nodes, start + k, end)?);
+            ranges.push((start + k, end));
             end = start + k;
         } else {
-            path.push(mth(nodes, start, start + k)?);
+            ranges.push((start, start + k));
             start += k;
             m -= k;
         }
     }
-    path.reverse();
-    Ok(path)
+    ranges.reverse();
+    ranges
 }
 
 /// The proof that the tree of the first `old` leaves is a prefix of the tree
 /// of the first `new` (RFC 9162 §2.1.4.1). `0 < old <= new`; empty when equal.
 pub fn consistency<N: Nodes>(nodes: &N, old: u64, new: u64) -> Result<Vec<Hash>, N::Error> {
-    let mut proof = Vec::new();
+    consistency_ranges(old, new)
+        .into_iter()
+        .map(|(start, end)| mth(nodes, start, end))
+        .collect()
+}
+
+/// The leaf ranges whose tree hashes make the consistency proof from `old`
+/// to `new` leaves, in the proof's order.
+pub fn consistency_ranges(old: u64, new: u64) -> Vec<(u64, u64)> {
+    let mut ranges = Vec::new();
     let (mut start, mut end, mut m, mut complete) = (0u64, new, old, true);
     while m != end - start {
         let k = split(end - start);
         if m <= k {
-            proof.push(mth(nodes, start + k, end)?);
+            ranges.push((start + k, end));
             end = start + k;
         } else {
-            proof.push(mth(nodes, start, start + k)?);
+            ranges.push((start, start + k));
             start += k;
             m -= k;
             complete = false;
         }
     }
     if !complete {
-        proof.push(mth(nodes, start, end)?);
+        ranges.push((start, end));
     }
-    proof.reverse();
-    Ok(proof)
+    ranges.reverse();
+    ranges
+}
+
+/// The tree hashes of chosen leaf ranges, computed from the leaves alone in
+/// one pass in order: one [`Frontier`] a range, so O(log n) memory a range.
+/// How a proof is made from the log, without the stored nodes.
+#[derive(Debug, Clone)]
+pub struct RangeHashes {
+    ranges: Vec<(u64, u64)>,
+    trees: Vec<Frontier>,
+    next: u64,
+}
+
+impl RangeHashes {
+    pub fn new(ranges: Vec<(u64, u64)>) -> RangeHashes {
+        let trees = vec![Frontier::default(); ranges.len()];
+        RangeHashes {
+            ranges,
+            trees,
+            next: 0,
+        }
+    }
+
+    /// The leaves needed: every one before the end of the last range.
+    pub fn end(&self) -> u64 {
+        self.ranges.iter().map(|r| r.1).max().unwrap_or(0)
+    }
+
+    /// Feeds leaf number `next` (counting from 0).
+    pub fn push(&mut self, leaf: Hash) {
+        let index = self.next;
+        for (range, tree) in self.ranges.iter().zip(&mut self.trees) {
+            if (range.0..range.1).contains(&index) {
+                tree.push_leaf(leaf);
+            }
+        }
+        self.next += 1;
+    }
+
+    /// The ranges' hashes, in the ranges' order; `None` until every leaf
+    /// they cover was fed.
+    pub fn hashes(&self) -> Option<Vec<Hash>> {
+        (self.next >= self.end()).then(|| self.trees.iter().map(Frontier::root).collect())
+    }
 }
 
 /// RFC 9162 §2.1.3.2: whether `path` proves the leaf `leaf` is at `index`

@@ -32,6 +32,7 @@ use tower_http::catch_panic::CatchPanicLayer;
 use crate::ledger::{Answer, Context, Ledger, Written};
 use crate::model::View;
 use crate::node::Node;
+use crate::signing::KeyRing;
 
 pub mod attempt_list;
 pub mod attempts;
@@ -48,6 +49,7 @@ pub mod metrics;
 pub mod observe;
 pub mod ops;
 pub mod page;
+pub mod proofs;
 pub mod throttle;
 pub mod unread;
 
@@ -71,6 +73,8 @@ pub struct AppState {
     throttle: Arc<Throttle>,
     /// Who follows the change feed.
     feeds: Arc<feed::Feeds>,
+    /// The keys tree heads are signed with.
+    signing_keys: Arc<KeyRing>,
 }
 
 impl std::fmt::Debug for AppState {
@@ -95,7 +99,21 @@ impl AppState {
             store_stats: None,
             body_timeout: Limits::default().client_timeout,
             throttle: Arc::new(Limits::default().throttle()),
+            signing_keys: Arc::new(
+                KeyRing::ephemeral().expect("the operating system gives random bytes"),
+            ),
         }
+    }
+
+    /// Signs tree heads with `keys` (`serve` gives the data directory's or
+    /// `--signing-key`'s); without it, a key made for this process alone.
+    pub fn with_signing_keys(mut self, keys: KeyRing) -> Self {
+        self.signing_keys = Arc::new(keys);
+        self
+    }
+
+    pub fn signing_keys(&self) -> &KeyRing {
+        &self.signing_keys
     }
 
     /// Feeds the store gauges of `/metrics` (appends, fsyncs, batch size) from
@@ -286,6 +304,7 @@ pub fn app(state: AppState) -> Router {
         .merge(attempt_list::router())
         .merge(feed::router())
         .merge(ops::router())
+        .merge(proofs::router())
         .fallback(no_route)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(CatchPanicLayer::custom(

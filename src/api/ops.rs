@@ -1,7 +1,12 @@
 //! Operational routes: liveness (`/healthz`), readiness (`/readyz`: the read
 //! model caught up with the store and its projector running), Prometheus
-//! `/metrics`, the API document `/openapi.json`, and the ledger digest
-//! `/v1/ledger/digest` an auditor keeps to verify the history later.
+//! `/metrics` and the API document `/openapi.json`. They are the operator's:
+//! `/readyz` and `/metrics` show the ledger's global position.
+//!
+//! The linear ledger digest is not served to tenants: its position would tell
+//! any tenant the volume of all the others. Operators print it with
+//! `hookledger audit digest`; tenants keep signed tree heads of their own
+//! tree instead (`proofs`).
 
 use axum::extract::State;
 use axum::http::header;
@@ -10,11 +15,9 @@ use axum::routing::get;
 use axum::{Json, Router};
 use projections::Timestamp;
 use serde::Serialize;
-use tracing::instrument;
 
 use super::AppState;
 use super::error::ApiError;
-use super::extract::Caller;
 use super::metrics::CONTENT_TYPE as METRICS_CONTENT_TYPE;
 
 /// The OpenAPI 3.1 document, served as written and checked against every
@@ -27,7 +30,6 @@ pub fn router() -> Router<AppState> {
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .route("/openapi.json", get(openapi))
-        .route("/v1/ledger/digest", get(digest))
 }
 
 #[derive(Debug, Serialize)]
@@ -81,23 +83,4 @@ async fn metrics(State(state): State<AppState>) -> Response {
 
 async fn openapi() -> Response {
     ([(header::CONTENT_TYPE, "application/json")], OPENAPI).into_response()
-}
-
-#[derive(Debug, Serialize)]
-struct Digest {
-    position: u64,
-    digest: String,
-}
-
-#[instrument(skip_all, fields(org = %caller.organization_id))]
-async fn digest(State(state): State<AppState>, caller: Caller) -> Result<Json<Digest>, ApiError> {
-    let projector = &state.node().projector;
-    projector
-        .view()
-        .map_err(|e| ApiError::Unavailable(e.to_string()))?;
-    let digest = projector.model().tip().digest;
-    Ok(Json(Digest {
-        position: digest.position,
-        digest: digest.hex(),
-    }))
 }

@@ -1,6 +1,6 @@
 //! `hookledger audit ...`: replay one delivery's history, verify the whole log,
-//! print the ledger digest, export events as JSON Lines. All of them only read,
-//! so they can run beside a live server.
+//! print the ledger digest, export events as JSON Lines, prove and check
+//! proofs (`prove`). All of them only read, so they can run beside a live server.
 
 use std::io::Write;
 
@@ -13,7 +13,7 @@ use serde_json::json;
 use crate::audit::{self, Expected, Exported};
 use crate::chain::{Hash, LedgerDigest};
 use crate::cli::projections::Progress;
-use crate::cli::{Error, StoreArgs, open};
+use crate::cli::{Error, StoreArgs, check_proof, open, prove};
 use crate::store::{EventStore, RecordedEvent};
 
 #[derive(Debug, Subcommand)]
@@ -24,8 +24,8 @@ pub enum AuditCommand {
         #[arg(long)]
         delivery: String,
     },
-    /// Check every record, every stream's hash chain and the digest; exit 1 naming
-    /// the first bad position.
+    /// Check every record, every stream's hash chain, and a digest or Merkle
+    /// root kept elsewhere; exit 1 naming the first bad position.
     Verify(VerifyArgs),
     /// Print `{position, digest}` of the whole log, to keep somewhere else.
     Digest,
@@ -35,6 +35,12 @@ pub enum AuditCommand {
         #[arg(long)]
         org: Option<String>,
     },
+    /// Print an RFC 9162 inclusion or consistency proof, or a tree head, over
+    /// the whole ledger or one organization's tree (JSON), from the log alone.
+    Prove(prove::ProveArgs),
+    /// Check a proof against heads kept in files, and the heads' signatures
+    /// with --keys; exit 1 naming what fails. Needs no data directory.
+    CheckProof(check_proof::CheckProofArgs),
 }
 
 #[derive(Debug, Args)]
@@ -45,6 +51,13 @@ pub struct VerifyArgs {
     /// The position that digest was taken at.
     #[arg(long, requires = "digest")]
     pub position: Option<u64>,
+    /// A root of the whole-ledger Merkle tree kept earlier (hex), from
+    /// `audit prove --head`: the tree is recomputed from the log alone.
+    #[arg(long, requires = "size")]
+    pub root: Option<String>,
+    /// The tree size that root is of (the events up to that position).
+    #[arg(long, requires = "root", value_parser = clap::value_parser!(u64).range(1..))]
+    pub size: Option<u64>,
 }
 
 pub async fn run(args: &StoreArgs, command: AuditCommand) -> Result<(), Error> {
@@ -53,23 +66,31 @@ pub async fn run(args: &StoreArgs, command: AuditCommand) -> Result<(), Error> {
         AuditCommand::Verify(verify_args) => verify(args, verify_args).await,
         AuditCommand::Digest => digest(args).await,
         AuditCommand::Export { org } => export(args, org.as_deref()).await,
+        AuditCommand::Prove(prove_args) => prove::prove(args, prove_args).await,
+        AuditCommand::CheckProof(check_args) => check_proof::run(check_args),
     }
 }
 
 async fn verify(args: &StoreArgs, verify_args: VerifyArgs) -> Result<(), Error> {
-    let expected = match (verify_args.digest, verify_args.position) {
-        (Some(digest), Some(position)) => Some(Expected {
+    let mut expected = Vec::new();
+    if let (Some(digest), Some(position)) = (verify_args.digest, verify_args.position) {
+        expected.push(Expected::Digest {
             position,
-            digest: parse_digest(&digest)?,
-        }),
-        _ => None,
-    };
+            digest: parse_hash("--digest", &digest)?,
+        });
+    }
+    if let (Some(root), Some(size)) = (verify_args.root, verify_args.size) {
+        expected.push(Expected::Root {
+            size,
+            root: parse_hash("--root", &root)?,
+        });
+    }
     let store = match open::store_for_reading(args).await {
         Ok(store) => store,
         Err(e) => return Err(corrupt_on_open(args, e)),
     };
     let progress = Progress::new("verify", 0, store.head());
-    let report = audit::verify(store.as_ref(), expected, |p| progress.at(p))
+    let report = audit::verify(store.as_ref(), &expected, |p| progress.at(p))
         .await
         .map_err(|e| Error::setup("reading the log failed", e))?;
     progress.done(report.digest.position);
@@ -79,8 +100,15 @@ async fn verify(args: &StoreArgs, verify_args: VerifyArgs) -> Result<(), Error> 
                 "ok: {} events in {} streams; every checksum, hash chain and schema holds",
                 report.digest.position, report.streams
             );
-            if let Some(expected) = expected {
-                println!("ok: the digest at position {} matches", expected.position);
+            for kept in &expected {
+                match kept {
+                    Expected::Digest { position, .. } => {
+                        println!("ok: the digest at position {position} matches")
+                    }
+                    Expected::Root { size, .. } => {
+                        println!("ok: the Merkle root at size {size} matches")
+                    }
+                }
             }
             println!(
                 "digest {} at position {}",
@@ -122,12 +150,12 @@ fn corrupt_on_open(args: &StoreArgs, error: Error) -> Error {
     }
 }
 
-fn parse_digest(text: &str) -> Result<Hash, Error> {
+fn parse_hash(flag: &str, text: &str) -> Result<Hash, Error> {
     let bytes = hex::decode(text.trim())
-        .map_err(|e| Error::Setup(format!("--digest must be 64 hex digits: {e}")))?;
+        .map_err(|e| Error::Setup(format!("{flag} must be 64 hex digits: {e}")))?;
     bytes
         .try_into()
-        .map_err(|_| Error::Setup("--digest must be 64 hex digits (32 bytes)".into()))
+        .map_err(|_| Error::Setup(format!("{flag} must be 64 hex digits (32 bytes)")))
 }
 
 async fn digest(args: &StoreArgs) -> Result<(), Error> {

@@ -9,11 +9,14 @@ use clap::{Args, Parser, Subcommand};
 use crate::telemetry::LogFormat;
 
 pub mod audit;
+pub mod check_proof;
 pub mod keys;
 pub mod limit_args;
 pub mod open;
 pub mod projections;
+pub mod prove;
 pub mod serve;
+pub mod signing_key;
 pub mod units;
 
 /// hookledger: an event-sourced ledger of outbound webhook deliveries.
@@ -189,9 +192,12 @@ pub enum Command {
     /// Rebuild read models from the log.
     #[command(subcommand)]
     Projections(projections::ProjectionsCommand),
-    /// Replay, verify, digest and export the history.
+    /// Replay, verify, digest and export the history; prove and check proofs.
     #[command(subcommand)]
     Audit(audit::AuditCommand),
+    /// Show or rotate the keys tree heads are signed with.
+    #[command(subcommand)]
+    SigningKey(signing_key::SigningKeyCommand),
 }
 
 /// Why a command could not do its work.
@@ -219,6 +225,7 @@ pub async fn run(cli: Cli) -> Result<(), Error> {
         Command::Keys(command) => keys::run(&cli.store, command).await,
         Command::Projections(command) => projections::run(&cli.store, command).await,
         Command::Audit(command) => audit::run(&cli.store, command).await,
+        Command::SigningKey(command) => signing_key::run(&cli.store, command),
     }
 }
 

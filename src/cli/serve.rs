@@ -3,6 +3,7 @@
 //! the read model out.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Args;
@@ -13,6 +14,7 @@ use crate::api::{self, AppState};
 use crate::cli::limit_args::LimitArgs;
 use crate::cli::{Error, StoreArgs, open};
 use crate::node::Node;
+use crate::signing::KeyRing;
 
 #[derive(Debug, Args)]
 pub struct ServeArgs {
@@ -56,7 +58,31 @@ pub struct ServeArgs {
     pub feed_max_wait: u64,
 
     #[command(flatten)]
+    pub signing: SigningKeyArgs,
+
+    #[command(flatten)]
     pub limits: LimitArgs,
+}
+
+/// Where the keys that sign tree heads are.
+#[derive(Debug, Clone, Args)]
+pub struct SigningKeyArgs {
+    /// The file of Ed25519 keys tree heads are signed with (made, mode 0600,
+    /// if missing). Default: `signing-keys` in the data directory. Every
+    /// server on one shared log (PostgreSQL, KurrentDB) must be given the
+    /// same file, or the heads one signs will not verify with the keys
+    /// another publishes.
+    #[arg(long, env = "HOOKLEDGER_SIGNING_KEY")]
+    pub signing_key: Option<PathBuf>,
+}
+
+impl SigningKeyArgs {
+    /// The key file these arguments name for `store`.
+    pub fn path(&self, store: &StoreArgs) -> PathBuf {
+        self.signing_key
+            .clone()
+            .unwrap_or_else(|| KeyRing::default_path(&store.data))
+    }
 }
 
 impl ServeArgs {
@@ -85,6 +111,7 @@ pub async fn run(store_args: &StoreArgs, args: ServeArgs) -> Result<(), Error> {
         .check_fits(crate::store::MAX_EVENT_BYTES)
         .map_err(Error::Setup)?;
     let store = open::store_for_writing(store_args).await?;
+    let signing_keys = open_signing_keys(store_args, &args.signing)?;
     if limits.check_fits(store.max_event_bytes()).is_err() {
         // A store with a lower limit of its own (KurrentDB's maximum append
         // size) answers the events over it with 413; say so once, here.
@@ -111,7 +138,9 @@ pub async fn run(store_args: &StoreArgs, args: ServeArgs) -> Result<(), Error> {
         node.clone(),
         store_args.data.display().to_string(),
     ));
-    let mut state = AppState::new(node.clone()).with_feed_limits(args.feed_limits());
+    let mut state = AppState::new(node.clone())
+        .with_feed_limits(args.feed_limits())
+        .with_signing_keys(signing_keys);
     if node.store.commit_stats().is_some() {
         let store = node.store.clone();
         state = state.with_store_stats(move || {
@@ -137,6 +166,22 @@ pub async fn run(store_args: &StoreArgs, args: ServeArgs) -> Result<(), Error> {
         Err(e) => tracing::warn!(error = %e, "writing the read model out failed"),
     }
     served.map_err(|e| Error::setup("the server failed", e))
+}
+
+/// The ring that signs tree heads; on a shared log without `--signing-key`,
+/// a warning that each server then signs with a key of its own.
+fn open_signing_keys(store: &StoreArgs, args: &SigningKeyArgs) -> Result<KeyRing, Error> {
+    if args.signing_key.is_none() && store.backend != crate::cli::Backend::Embedded {
+        tracing::warn!(
+            "several servers may share this log: give them all the same --signing-key file, \
+             or each signs tree heads with a key the others do not publish"
+        );
+    }
+    let path = args.path(store);
+    let ring = KeyRing::open_or_create(&path)
+        .map_err(|e| Error::setup("cannot open the tree-head signing key", e))?;
+    tracing::info!(path = %path.display(), key_id = %ring.current().key_id, "signing tree heads");
+    Ok(ring)
 }
 
 /// On an empty ledger, says how to get a first key.

@@ -28,6 +28,10 @@ use crate::kv::{Kv, KvRead};
 pub struct Options {
     pub settings: Settings,
     pub flushing: Flushing,
+    /// Keep the Merkle trees as events are folded. Always on in the server:
+    /// a model without them serves no tree heads or proofs. Off only to
+    /// measure what keeping them costs (`benches/trees.rs`).
+    pub merkle_trees: bool,
 }
 
 impl Default for Options {
@@ -39,6 +43,7 @@ impl Default for Options {
                 interval: Duration::from_millis(200),
                 durable_interval: Duration::from_secs(2),
             },
+            merkle_trees: true,
         }
     }
 }
@@ -57,6 +62,7 @@ impl Options {
                 interval: Duration::from_secs(3600),
                 durable_interval: Duration::from_secs(1),
             },
+            merkle_trees: true,
         }
     }
 }
@@ -65,6 +71,7 @@ impl Options {
 pub struct Model {
     layered: Layered<Overlay>,
     settings: Settings,
+    merkle_trees: bool,
     applied: AtomicU64,
 }
 
@@ -90,6 +97,7 @@ impl Model {
         Ok(Model {
             layered,
             settings: options.settings,
+            merkle_trees: options.merkle_trees,
             applied: AtomicU64::new(tip.position()),
         })
     }
@@ -125,7 +133,7 @@ impl Model {
         let (Some(first), Some(last)) = (events.first(), events.last()) else {
             return Ok(());
         };
-        let settings = self.settings;
+        let (settings, trees) = (self.settings, self.merkle_trees);
         let folded = self.layered.change(|active, frozen, kv| {
             let expected = active.tip.position() + 1;
             if first.recorded.position != expected {
@@ -149,6 +157,7 @@ impl Model {
                 frozen,
                 kv,
                 hash: [0; 32],
+                trees,
             };
             let ledger_tree = super::tables::key::ledger_tree();
             let result = events.iter().try_for_each(|event| {

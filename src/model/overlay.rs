@@ -249,6 +249,8 @@ pub struct Folding<'a> {
     /// The chain hash of the event being folded: the leaf its
     /// organization's Merkle tree gains with its sequence number.
     pub hash: Hash,
+    /// Whether the Merkle trees are kept (`Options::merkle_trees`).
+    pub trees: bool,
 }
 
 impl Folding<'_> {
@@ -269,6 +271,9 @@ impl Folding<'_> {
     /// Appends the event being folded to the Merkle tree `tree`: its
     /// frontier changes, and the nodes the leaf completes are written once.
     pub fn tree_append(&mut self, tree: &[u8]) -> Result<(), Error> {
+        if !self.trees {
+            return Ok(());
+        }
         if !self.overlay.frontiers.contains_key(tree) {
             let below = self
                 .below(tables::TREE_FRONTIERS, tree, |o| &o.frontiers)?

@@ -1,5 +1,5 @@
 //! What auditors read: a delivery as of a past version, the raw stream paged
-//! oldest first, and the ledger digest.
+//! oldest first, and the tree head that replaces the ledger digest for tenants.
 
 use reqwest::StatusCode;
 use serde_json::json;
@@ -104,19 +104,19 @@ async fn the_raw_stream_pages_oldest_first() {
 }
 
 #[tokio::test]
-async fn the_digest_moves_with_every_event() {
+async fn tenants_get_their_tree_head_not_the_ledger_digest() {
     let app = spawn_app().await;
-    let before = app.get("/v1/ledger/digest").await;
+    // The digest's position would tell a tenant every other tenant's volume.
+    let digest = app.get("/v1/ledger/digest").await;
+    digest.assert_problem(404, None);
+    let before = app.get("/v1/ledger/tree-head").await;
     assert_eq!(before.status, StatusCode::OK);
-    assert_eq!(before.body["position"], app.head());
-
     let d = app.delivery().await;
     app.record_attempt(&d, &json!({"status": "delivered"}))
         .await;
-
-    let after = app.get("/v1/ledger/digest").await;
-    assert_eq!(after.body["position"], app.head());
-    assert_ne!(after.body["digest"], before.body["digest"]);
-    let digest = app.node.projector.model().tip().digest.hex();
-    assert_eq!(after.body["digest"], digest.as_str());
+    let after = app.get("/v1/ledger/tree-head").await;
+    let grown =
+        after.body["treeSize"].as_u64().unwrap() - before.body["treeSize"].as_u64().unwrap();
+    assert_eq!(grown, 3, "an endpoint, an event and an attempt");
+    assert_ne!(after.body["rootHash"], before.body["rootHash"]);
 }

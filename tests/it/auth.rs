@@ -179,8 +179,10 @@ async fn a_revoked_key_is_refused_at_once() {
 }
 
 #[tokio::test]
-async fn the_digest_needs_a_key_too() {
+async fn the_tree_head_needs_a_key_too() {
     let app = spawn_app().await;
-    let reply = app.send(app.bare(Method::GET, "/v1/ledger/digest")).await;
+    let reply = app
+        .send(app.bare(Method::GET, "/v1/ledger/tree-head"))
+        .await;
     reply.assert_problem(401, None);
 }

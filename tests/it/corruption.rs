@@ -68,9 +68,7 @@ async fn ledger(attempts: usize) -> Ledger {
             )
             .await;
     }
-    let head = client.get("/v1/ledger/digest").await["position"]
-        .as_u64()
-        .unwrap();
+    let head = client.get("/readyz").await["head"].as_u64().unwrap();
     server.stop();
     Ledger {
         dir,

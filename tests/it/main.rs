@@ -29,14 +29,18 @@ mod logs;
 mod multinode;
 mod operator;
 mod ops;
+mod outside;
 mod pages;
 mod postgres;
 mod postgres_tls;
+mod proofs;
+mod prove_cli;
 mod queries;
 mod raw;
 mod record_attempt;
 mod schema;
 mod security;
+mod signing;
 mod sse;
 mod stats;
 #[path = "../support/frames.rs"]

@@ -167,8 +167,11 @@ impl Node {
         }
     }
 
-    pub async fn digest(&self) -> Value {
-        self.get("/v1/ledger/digest").await
+    /// The organization's tree head without its signature and time, which
+    /// differ between servers: `{treeSize, rootHash}`.
+    pub async fn tree(&self) -> Value {
+        let head = self.get("/v1/ledger/tree-head").await;
+        json!({"treeSize": head["treeSize"], "rootHash": head["rootHash"]})
     }
 }
 
@@ -245,14 +248,14 @@ pub async fn two_nodes_share_a_ledger_and_a_killed_one_loses_nothing(ledger: &Le
         expected.insert(error);
     }
 
-    // Attempts recorded on A appear on B, and both agree on the digest.
+    // Attempts recorded on A appear on B, and both agree on the tree.
     eventually("B serves every attempt", || async {
         b.attempt_errors(&delivery).await == expected
     })
     .await;
-    eventually("A and B report the same digest", || async {
-        let (da, db) = (a.digest().await, b.digest().await);
-        da == db && da["position"].as_u64() == Some(13)
+    eventually("A and B report the same tree", || async {
+        let (ta, tb) = (a.tree().await, b.tree().await);
+        ta == tb && ta["treeSize"].as_u64() == Some(13)
     })
     .await;
 
@@ -310,15 +313,22 @@ pub async fn two_nodes_share_a_ledger_and_a_killed_one_loses_nothing(ledger: &Le
     );
     let report = succeeds(hookledger(ledger, &data_cli, &["audit", "verify"]));
     assert!(report.starts_with("ok: "), "{report}");
-    let printed: Value =
-        serde_json::from_str(succeeds(hookledger(ledger, &data_cli, &["audit", "digest"])).trim())
-            .unwrap();
-    eventually("B's digest reaches the log's", || async {
-        b.digest().await == printed
+    let proved: Value = serde_json::from_str(
+        succeeds(hookledger(
+            ledger,
+            &data_cli,
+            &["audit", "prove", "--org", ORG, "--head"],
+        ))
+        .trim(),
+    )
+    .unwrap();
+    let printed = json!({"treeSize": proved["treeSize"], "rootHash": proved["rootHash"]});
+    eventually("B's tree reaches the log's", || async {
+        b.tree().await == printed
     })
     .await;
     assert_eq!(
-        printed["position"].as_u64().unwrap(),
+        printed["treeSize"].as_u64().unwrap(),
         3 + served.len() as u64,
         "the log holds the key, endpoint, event and every attempt B serves"
     );
