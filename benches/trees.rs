@@ -33,6 +33,7 @@ fn main() {
     let events = shape.log_events();
     let rounds = env_u64("HOOKLEDGER_BENCH_ROUNDS", 2);
     let (mut making, mut with, mut without) = (0.0, 0.0, 0.0);
+    let mut sizes = [0u64; 2];
     for round in 1..=rounds {
         let t = Instant::now();
         let mut n = 0u64;
@@ -49,11 +50,14 @@ fn main() {
             [false, true]
         };
         for trees in sides {
-            let secs = fold(shape, trees) - make;
+            let (secs, bytes) = fold(shape, trees);
+            let secs = secs - make;
+            sizes[usize::from(trees)] = bytes;
             println!(
-                "round {round}: {} trees: {secs:.3} s of folding ({:.0} events/s), making the events {make:.3} s",
+                "round {round}: {} trees: {secs:.3} s of folding ({:.0} events/s), making the events {make:.3} s, model file {} MB",
                 if trees { "with" } else { "without" },
-                events as f64 / secs
+                events as f64 / secs,
+                bytes / 1_000_000
             );
             if trees {
                 with += events as f64 / secs;
@@ -76,11 +80,20 @@ fn main() {
         without / rounds,
         Target::RatioAtLeast(0.95),
     );
+    figure(
+        "the model file with the Merkle trees",
+        sizes[1] as f64 / 1e6,
+        "MB",
+        "without them",
+        sizes[0] as f64 / 1e6,
+        Target::None,
+    );
     common::done("trees");
 }
 
-/// Seconds to fold `shape` into a fresh model on disk and close it.
-fn fold(shape: Shape, trees: bool) -> f64 {
+/// Seconds to fold `shape` into a fresh model on disk and close it, and the
+/// model file's size then.
+fn fold(shape: Shape, trees: bool) -> (f64, u64) {
     let dir = tempfile::tempdir().expect("temp dir");
     let kv = Arc::new(
         RedbKv::open(
@@ -107,7 +120,10 @@ fn fold(shape: Shape, trees: bool) -> f64 {
     });
     model.apply(&batch).expect("fold");
     model.close().expect("close");
-    t.elapsed().as_secs_f64()
+    let secs = t.elapsed().as_secs_f64();
+    drop(model);
+    let bytes = std::fs::metadata(dir.path().join("model.redb")).map_or(0, |m| m.len());
+    (secs, bytes)
 }
 
 /// A distinct stand-in for each event's chain hash.

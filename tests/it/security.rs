@@ -73,9 +73,17 @@ async fn another_organizations_key_never_sees_data_and_keys_are_never_stored_or_
         } else {
             &owned[2]
         };
+        // The proofs' required parameters: the caller's first event, which
+        // every organization with a key has (the key's issue).
+        let query = match template {
+            "/v1/ledger/proofs/inclusion" => "?sequence=1&treeSize=1",
+            "/v1/ledger/proofs/consistency" => "?from=1&to=1",
+            _ => "",
+        };
         template
             .replace("{id}", id)
             .replace("{outboundWebhookDeliveryId}", id)
+            + query
     };
     let body_for = |template: &str| {
         if template.contains("attempts") {
