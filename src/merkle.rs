@@ -267,11 +267,9 @@ pub fn verify_inclusion(leaf: &Hash, index: u64, size: u64, path: &[Hash], root:
         }
         if f & 1 == 1 || f == s {
             r = node_hash(p, &r);
-            if f & 1 == 0 {
-                while f & 1 == 0 && f != 0 {
-                    f >>= 1;
-                    s >>= 1;
-                }
+            while f & 1 == 0 && f != 0 {
+                f >>= 1;
+                s >>= 1;
             }
         } else {
             r = node_hash(&r, p);
@@ -318,11 +316,9 @@ pub fn verify_consistency(
         if f & 1 == 1 || f == s {
             fr = node_hash(c, &fr);
             sr = node_hash(c, &sr);
-            if f & 1 == 0 {
-                while f & 1 == 0 && f != 0 {
-                    f >>= 1;
-                    s >>= 1;
-                }
+            while f & 1 == 0 && f != 0 {
+                f >>= 1;
+                s >>= 1;
             }
         } else {
             sr = node_hash(&sr, c);
