@@ -286,6 +286,27 @@ impl TestApp {
         reply.body["data"].as_array().cloned().unwrap_or_default()
     }
 
+    /// Every page of the list at `path`, following `nextCursor` to its end;
+    /// each page's body, every one asserted 200.
+    pub async fn every_page(&self, path: &str) -> Vec<Value> {
+        let mut pages = Vec::new();
+        let mut next: Option<String> = None;
+        loop {
+            let sep = if path.contains('?') { '&' } else { '?' };
+            let url = match &next {
+                Some(cursor) => format!("{path}{sep}cursor={cursor}"),
+                None => path.to_owned(),
+            };
+            let reply = self.get(&url).await;
+            assert_eq!(reply.status, StatusCode::OK, "{url}: {}", reply.body);
+            next = reply.body["nextCursor"].as_str().map(str::to_owned);
+            pages.push(reply.body);
+            if next.is_none() {
+                return pages;
+            }
+        }
+    }
+
     /// The store's head: everything ever appended.
     pub fn head(&self) -> u64 {
         self.node.store.head()

@@ -3,37 +3,19 @@
 
 use std::collections::BTreeSet;
 
-use reqwest::StatusCode;
 use serde_json::{Value, json};
 
 use crate::helpers::{TestApp, spawn_app};
 
 /// Follows `nextCursor` to the end; returns the ids in order and the page count.
 async fn walk(app: &TestApp, path: &str) -> (Vec<String>, usize) {
-    let mut ids = Vec::new();
-    let mut pages = 0;
-    let mut next: Option<String> = None;
-    loop {
-        let sep = if path.contains('?') { '&' } else { '?' };
-        let url = match &next {
-            Some(cursor) => format!("{path}{sep}cursor={cursor}"),
-            None => path.to_owned(),
-        };
-        let reply = app.get(&url).await;
-        assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
-        pages += 1;
-        ids.extend(
-            reply.body["data"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|v| v["id"].as_str().unwrap().to_owned()),
-        );
-        match reply.body["nextCursor"].as_str() {
-            Some(cursor) => next = Some(cursor.to_owned()),
-            None => return (ids, pages),
-        }
-    }
+    let pages = app.every_page(path).await;
+    let ids = pages
+        .iter()
+        .flat_map(|p| p["data"].as_array().unwrap())
+        .map(|v| v["id"].as_str().unwrap().to_owned())
+        .collect();
+    (ids, pages.len())
 }
 
 #[tokio::test]

@@ -17,22 +17,11 @@ use crate::helpers::{TestApp, spawn_app};
 
 /// Follows `nextCursor` to the end; every item of every page.
 async fn walk(app: &TestApp, path: &str) -> Vec<Value> {
-    let mut items = Vec::new();
-    let mut next: Option<String> = None;
-    loop {
-        let sep = if path.contains('?') { '&' } else { '?' };
-        let url = match &next {
-            Some(cursor) => format!("{path}{sep}cursor={cursor}"),
-            None => path.to_owned(),
-        };
-        let reply = app.get(&url).await;
-        assert_eq!(reply.status, StatusCode::OK, "{url}: {}", reply.body);
-        items.extend(reply.body["data"].as_array().unwrap().iter().cloned());
-        match reply.body["nextCursor"].as_str() {
-            Some(cursor) => next = Some(cursor.to_owned()),
-            None => return items,
-        }
-    }
+    let pages = app.every_page(path).await;
+    pages
+        .iter()
+        .flat_map(|p| p["data"].as_array().unwrap().iter().cloned())
+        .collect()
 }
 
 /// Writes everything folded so far to the model's store.
