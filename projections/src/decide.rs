@@ -5,12 +5,13 @@
 //! commands only check that what they refer to exists in the caller's organization.
 
 use crate::canonical::JsonObject;
+use crate::body::Body;
 use crate::event::{
-    ApiKeyIssued, ApiKeyRevoked, AttemptRecorded, EndpointCreated, EndpointUpdated, Event,
-    PlannedDelivery, WebhookEventAccepted,
+    ApiKeyIssued, ApiKeyRevoked, AttemptRecorded, ContentErased, EndpointCreated, EndpointUpdated,
+    ErasureReason, Event, PlannedDelivery, WebhookEventAccepted,
 };
 use crate::rows::MemoryRows;
-use crate::values::{AttemptStatus, HttpStatusCode, NonEmptyString, RetryAt};
+use crate::values::{AttemptStatus, HttpStatusCode, NonEmptyString, RetryAt, Timestamp};
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Command {
@@ -54,6 +55,14 @@ pub enum Command {
     RevokeApiKey {
         key_id: String,
     },
+    /// Erases bodies: one event's (`event_id`), those recorded before a
+    /// time, or, with neither, all of the organization's.
+    EraseContent {
+        organization_id: String,
+        event_id: Option<String>,
+        recorded_before: Option<Timestamp>,
+        reason: ErasureReason,
+    },
 }
 
 /// Why a command appends nothing.
@@ -63,6 +72,8 @@ pub enum Rejection {
     EndpointNotFound(String),
     #[error("no delivery {0} in this organization")]
     DeliveryNotFound(String),
+    #[error("no outbound webhook event {0} in this organization")]
+    EventNotFound(String),
     #[error("no API key {0}")]
     ApiKeyNotFound(String),
     #[error("API key {0} is already revoked")]
@@ -82,6 +93,7 @@ pub struct Needs<'a> {
     /// Every endpoint of the organization: the fan-out of an accepted event.
     pub all_endpoints: bool,
     pub delivery: Option<&'a str>,
+    pub event: Option<&'a str>,
     pub source_key: Option<&'a str>,
     pub api_key: Option<&'a str>,
 }
@@ -132,6 +144,15 @@ impl Command {
                 api_key: Some(key_id),
                 ..Needs::default()
             },
+            Command::EraseContent {
+                organization_id,
+                event_id,
+                ..
+            } => Needs {
+                organization_id: Some(organization_id),
+                event: event_id.as_deref(),
+                ..Needs::default()
+            },
         }
     }
 
@@ -152,6 +173,9 @@ impl Command {
             }
             | Command::IssueApiKey {
                 organization_id, ..
+            }
+            | Command::EraseContent {
+                organization_id, ..
             } => organization_id,
             Command::RevokeApiKey { key_id } => rows
                 .api_key(key_id)
@@ -171,6 +195,14 @@ impl Command {
                 organization_id, ..
             } => stream::api_keys(organization_id),
             Command::RevokeApiKey { .. } => stream::api_keys(self.organization_id(model)),
+            Command::EraseContent {
+                organization_id,
+                event_id,
+                ..
+            } => match event_id {
+                Some(id) => stream::event(id),
+                None => stream::erasures(organization_id),
+            },
         }
     }
 }
@@ -260,7 +292,7 @@ pub fn decide(
                 organization_id,
                 event_type,
                 source_key,
-                payload,
+                payload: Body::Kept(payload),
                 deliveries,
             })])
         }
@@ -285,7 +317,7 @@ pub fn decide(
                 organization_id,
                 status,
                 response_status_code,
-                response_body,
+                response_body: response_body.map(Body::Kept),
                 last_error,
                 next_retry_at,
             })])
@@ -307,5 +339,26 @@ pub fn decide(
                 key_id,
             })]),
         },
+        Command::EraseContent {
+            organization_id,
+            event_id,
+            recorded_before,
+            reason,
+        } => {
+            if let Some(id) = &event_id
+                && model
+                    .tenant(&organization_id)
+                    .and_then(|t| t.event(id))
+                    .is_none()
+            {
+                return Err(Rejection::EventNotFound(id.clone()));
+            }
+            Ok(vec![Event::ContentErased(ContentErased {
+                organization_id,
+                event_id,
+                recorded_before,
+                reason,
+            })])
+        }
     }
 }

@@ -3,12 +3,19 @@
 //! Every event's `data` is written as canonical JSON (see [`crate::canonical`]) and is
 //! described by `schemas/events/{Type}.v{N}.json`. Reading decodes by `(type,
 //! schemaVersion)`; an older version is upcast here on read and never rewritten.
+//! Bodies (a payload, a response body) are hashed by salted digest from
+//! version 2 on and kept as the event's content ([`crate::body`],
+//! [`sealed`]).
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::canonical::JsonObject;
+use crate::body::{Body, SALT_LEN};
 use crate::values::{AttemptStatus, HttpStatusCode, NonEmptyString, RetryAt, Timestamp};
+
+mod sealed;
+
+pub use sealed::Encoded;
 
 /// One decoded event, as the folds see it.
 #[derive(Debug, Clone, PartialEq)]
@@ -19,6 +26,7 @@ pub enum Event {
     AttemptRecorded(AttemptRecorded),
     ApiKeyIssued(ApiKeyIssued),
     ApiKeyRevoked(ApiKeyRevoked),
+    ContentErased(ContentErased),
 }
 
 /// `endpoint-{id}`, version 0: an endpoint is registered.
@@ -60,18 +68,17 @@ pub struct WebhookEventAccepted {
     pub event_type: String,
     pub source_key: Option<String>,
     /// Numbers exactly as the sender wrote them.
-    pub payload: JsonObject,
+    pub payload: Body,
     pub deliveries: Vec<PlannedDelivery>,
 }
 
 impl WebhookEventAccepted {
-    /// The canonical bytes of `Event::WebhookEventAccepted(self)`, keys in
-    /// their sorted order and the payload spliced in as the text it is; a
-    /// test holds them equal to the generic path.
-    fn to_canonical_bytes(&self) -> Vec<u8> {
+    /// The canonical bytes of `Event::WebhookEventAccepted(self)` at schema
+    /// version 2, keys in their sorted order and the payload's salted digest
+    /// in its place; a test holds them equal to the generic path.
+    fn to_canonical_bytes(&self, payload_digest: &str) -> Vec<u8> {
         use crate::canonical::write_string;
-        let mut out =
-            Vec::with_capacity(128 + self.payload.get().len() + 160 * self.deliveries.len());
+        let mut out = Vec::with_capacity(256 + 160 * self.deliveries.len());
         out.extend_from_slice(b"{\"deliveries\":[");
         for (i, d) in self.deliveries.iter().enumerate() {
             if i > 0 {
@@ -93,8 +100,8 @@ impl WebhookEventAccepted {
         write_string(&mut out, &self.event_type);
         out.extend_from_slice(b",\"organizationId\":");
         write_string(&mut out, &self.organization_id);
-        out.extend_from_slice(b",\"payload\":");
-        out.extend_from_slice(self.payload.get().as_bytes());
+        out.extend_from_slice(b",\"payloadDigest\":");
+        write_string(&mut out, payload_digest);
         out.extend_from_slice(b",\"sourceKey\":");
         match &self.source_key {
             Some(key) => write_string(&mut out, key),
@@ -125,15 +132,17 @@ pub struct AttemptRecorded {
     pub status: AttemptStatus,
     pub response_status_code: Option<HttpStatusCode>,
     /// Numbers exactly as the sender wrote them.
-    pub response_body: Option<JsonObject>,
+    pub response_body: Option<Body>,
     pub last_error: Option<NonEmptyString>,
     pub next_retry_at: Option<RetryAt>,
 }
 
 impl AttemptRecorded {
-    /// The canonical bytes of `Event::AttemptRecorded(self)`, written field by
-    /// field in sorted key order; a test holds them equal to the generic path.
-    fn to_canonical_bytes(&self) -> Vec<u8> {
+    /// The canonical bytes of `Event::AttemptRecorded(self)` at schema
+    /// version 2, written field by field in sorted key order, the response
+    /// body's salted digest in its place; a test holds them equal to the
+    /// generic path.
+    fn to_canonical_bytes(&self, response_body_digest: Option<&str>) -> Vec<u8> {
         use crate::canonical::write_string;
         let mut out = Vec::with_capacity(256);
         let nullable = |out: &mut Vec<u8>, text: Option<&str>| match text {
@@ -153,11 +162,8 @@ impl AttemptRecorded {
         nullable(&mut out, self.next_retry_at.as_ref().map(RetryAt::as_str));
         out.extend_from_slice(b",\"organizationId\":");
         write_string(&mut out, &self.organization_id);
-        out.extend_from_slice(b",\"responseBody\":");
-        match &self.response_body {
-            Some(body) => out.extend_from_slice(body.get().as_bytes()),
-            None => out.extend_from_slice(b"null"),
-        }
+        out.extend_from_slice(b",\"responseBodyDigest\":");
+        nullable(&mut out, response_body_digest);
         out.extend_from_slice(b",\"responseStatusCode\":");
         match self.response_status_code {
             Some(code) => out.extend_from_slice(code.get().to_string().as_bytes()),
@@ -188,6 +194,34 @@ pub struct ApiKeyRevoked {
     pub organization_id: String,
 }
 
+/// `event-{id}` or `erasures-{org}`: bodies are erased. What it covers is
+/// every body of the organization's events before it in the log that its
+/// scope names: one event's payload and the response bodies of that event's
+/// deliveries (`eventId`), the bodies recorded before a time
+/// (`recordedBefore`, retention), or, with neither, all of the
+/// organization's. Who asked is in the metadata (`keyId`), and when is the
+/// event's `recordedAt`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ContentErased {
+    pub organization_id: String,
+    pub event_id: Option<String>,
+    pub recorded_before: Option<Timestamp>,
+    pub reason: ErasureReason,
+}
+
+/// Why bodies were erased.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErasureReason {
+    /// `DELETE /v1/outbound-webhook-events/{id}/content`.
+    Request,
+    /// `hookledger erase --org`.
+    Offboarding,
+    /// `serve --retention`.
+    Retention,
+}
+
 /// Why stored event data could not be decoded.
 #[derive(Debug, thiserror::Error)]
 pub enum DecodeError {
@@ -204,17 +238,24 @@ pub enum DecodeError {
     },
     #[error("metadata does not match its schema: {0}")]
     Metadata(serde_json::Error),
+    #[error("{event_type} v{schema_version}: {source}")]
+    Content {
+        event_type: String,
+        schema_version: u32,
+        source: crate::body::ContentError,
+    },
 }
 
 impl Event {
     /// The `(type, schemaVersion)` pairs this build writes.
-    pub const CURRENT: [(&'static str, u32); 6] = [
+    pub const CURRENT: [(&'static str, u32); 7] = [
         ("EndpointCreated", 1),
         ("EndpointUpdated", 1),
-        ("WebhookEventAccepted", 1),
-        ("AttemptRecorded", 1),
+        ("WebhookEventAccepted", 2),
+        ("AttemptRecorded", 2),
         ("ApiKeyIssued", 1),
         ("ApiKeyRevoked", 1),
+        ("ContentErased", 1),
     ];
 
     pub fn event_type(&self) -> &'static str {
@@ -225,12 +266,16 @@ impl Event {
             Event::AttemptRecorded(_) => "AttemptRecorded",
             Event::ApiKeyIssued(_) => "ApiKeyIssued",
             Event::ApiKeyRevoked(_) => "ApiKeyRevoked",
+            Event::ContentErased(_) => "ContentErased",
         }
     }
 
     /// The schema version this build writes for the event's type.
     pub fn schema_version(&self) -> u32 {
-        1
+        match self {
+            Event::WebhookEventAccepted(_) | Event::AttemptRecorded(_) => 2,
+            _ => 1,
+        }
     }
 
     /// The event's data as a JSON value, for tests and tools. A payload or
@@ -244,30 +289,44 @@ impl Event {
             Event::AttemptRecorded(e) => serde_json::to_value(e),
             Event::ApiKeyIssued(e) => serde_json::to_value(e),
             Event::ApiKeyRevoked(e) => serde_json::to_value(e),
+            Event::ContentErased(e) => serde_json::to_value(e),
         }
     }
 
-    /// The event's data in canonical JSON bytes: what the log stores and hashes.
-    pub fn to_canonical_bytes(&self) -> Vec<u8> {
+    /// The event as the log stores it at [`Event::schema_version`]: its data
+    /// in canonical JSON bytes, which the chain hashes, and its content, the
+    /// bodies sealed with salts drawn from `salt` and kept beside the data.
+    ///
+    /// # Panics
+    /// On an erased body: only an event read back from the log holds one, and
+    /// such an event is never written again.
+    pub fn encode(&self, salt: &mut dyn FnMut() -> [u8; SALT_LEN]) -> Encoded {
         match self {
             // Every recorded attempt comes through here: write its keys in
             // their sorted order directly rather than build a JSON tree to sort.
-            Event::AttemptRecorded(a) => a.to_canonical_bytes(),
-            // Its payload is canonical text already, kept as it is.
-            Event::WebhookEventAccepted(e) => e.to_canonical_bytes(),
+            Event::AttemptRecorded(a) => sealed::attempt(a, salt),
+            Event::WebhookEventAccepted(e) => sealed::accepted(e, salt),
             // Strings, booleans and lists of strings: their values are exact.
             other => match other.to_value() {
-                Ok(value) => crate::canonical::to_vec(&value),
+                Ok(value) => Encoded {
+                    data: crate::canonical::to_vec(&value),
+                    content: Vec::new(),
+                },
                 Err(_) => unreachable!("endpoint and key events hold no JSON a client sent"),
             },
         }
     }
 
-    /// Decodes stored data, upcasting older schema versions to the current types.
+    /// Decodes stored data and content, upcasting older schema versions to
+    /// the current types. `content` is `None` where the event's bodies were
+    /// erased or never kept (schema version 1, or no body); a body whose
+    /// content is gone decodes as [`Body::Erased`], and content that does not
+    /// match the digest the hash covers is an error.
     pub fn decode(
         event_type: &str,
         schema_version: u32,
         data: &[u8],
+        content: Option<&[u8]>,
     ) -> Result<Event, DecodeError> {
         fn parse<T: serde::de::DeserializeOwned>(
             event_type: &str,
@@ -287,8 +346,15 @@ impl Event {
             ("EndpointUpdated", 1) => Event::EndpointUpdated(parse(t, v, data)?),
             ("WebhookEventAccepted", 1) => Event::WebhookEventAccepted(parse(t, v, data)?),
             ("AttemptRecorded", 1) => Event::AttemptRecorded(parse(t, v, data)?),
+            ("WebhookEventAccepted", 2) => {
+                Event::WebhookEventAccepted(sealed::decode_accepted(parse(t, v, data)?, content)?)
+            }
+            ("AttemptRecorded", 2) => {
+                Event::AttemptRecorded(sealed::decode_attempt(parse(t, v, data)?, content)?)
+            }
             ("ApiKeyIssued", 1) => Event::ApiKeyIssued(parse(t, v, data)?),
             ("ApiKeyRevoked", 1) => Event::ApiKeyRevoked(parse(t, v, data)?),
+            ("ContentErased", 1) => Event::ContentErased(parse(t, v, data)?),
             _ => {
                 return Err(DecodeError::Unknown {
                     event_type: t.to_owned(),
@@ -307,6 +373,7 @@ impl Event {
             Event::AttemptRecorded(e) => &e.organization_id,
             Event::ApiKeyIssued(e) => &e.organization_id,
             Event::ApiKeyRevoked(e) => &e.organization_id,
+            Event::ContentErased(e) => &e.organization_id,
         }
     }
 }
@@ -372,5 +439,9 @@ pub mod stream {
     }
     pub fn api_keys(org: &str) -> String {
         format!("apikeys-{org}")
+    }
+    /// An organization's erasures that are not about one event.
+    pub fn erasures(org: &str) -> String {
+        format!("erasures-{org}")
     }
 }

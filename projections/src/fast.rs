@@ -143,7 +143,9 @@ struct AttemptFields<'a> {
     next_retry_at: Option<&'a str>,
 }
 
-fn attempt_fields(data: &[u8]) -> Option<AttemptFields<'_>> {
+/// The fields of an attempt at `schema_version` 1 (the response body inline)
+/// or 2 (its salted digest).
+fn attempt_fields(data: &[u8], schema_version: u32) -> Option<AttemptFields<'_>> {
     let mut c = Cursor::new(data)?;
     c.literal(b"{\"deliveryId\":")?;
     let delivery_id = c.string()?;
@@ -155,9 +157,18 @@ fn attempt_fields(data: &[u8]) -> Option<AttemptFields<'_>> {
     let next_retry_at = c.nullable_string()?;
     c.literal(b",\"organizationId\":")?;
     let organization_id = c.string()?;
-    c.literal(b",\"responseBody\":")?;
-    if !c.null() {
-        c.value()?;
+    match schema_version {
+        1 => {
+            c.literal(b",\"responseBody\":")?;
+            if !c.null() {
+                c.value()?;
+            }
+        }
+        2 => {
+            c.literal(b",\"responseBodyDigest\":")?;
+            c.nullable_string()?;
+        }
+        _ => return None,
     }
     c.literal(b",\"responseStatusCode\":")?;
     let response_status_code = if c.null() {
@@ -207,8 +218,8 @@ fn nullable<'a, T>(
 
 /// An attempt in its canonical form, without its response body (checked as
 /// JSON, then dropped, as the fold decoding does).
-pub fn attempt_for_fold(data: &[u8]) -> Option<AttemptRecorded> {
-    let f = attempt_fields(data)?;
+pub fn attempt_for_fold(data: &[u8], schema_version: u32) -> Option<AttemptRecorded> {
+    let f = attempt_fields(data, schema_version)?;
     Some(AttemptRecorded {
         delivery_id: f.delivery_id.to_owned(),
         event_id: f.event_id.to_owned(),
@@ -224,8 +235,12 @@ pub fn attempt_for_fold(data: &[u8]) -> Option<AttemptRecorded> {
 /// [`attempt_for_fold`] into `slot`, reusing its strings' memory, and its
 /// error and retry time as they are when the attempt repeats them (both were
 /// checked when they were decoded). On `None`, `slot` is as it was.
-pub fn attempt_for_fold_into(data: &[u8], slot: &mut AttemptRecorded) -> Option<()> {
-    let f = attempt_fields(data)?;
+pub fn attempt_for_fold_into(
+    data: &[u8],
+    schema_version: u32,
+    slot: &mut AttemptRecorded,
+) -> Option<()> {
+    let f = attempt_fields(data, schema_version)?;
     let last_error = match f.last_error {
         Some(text) if slot.last_error.as_ref().is_some_and(|e| e.as_str() == text) => None,
         other => Some(nullable(other, NonEmptyString::parse)?),

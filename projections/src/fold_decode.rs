@@ -1,7 +1,7 @@
 //! Decoding stored events for the folds alone: checked exactly as
 //! [`Event::decode`] and [`Metadata::decode`] check them, but what no fold
-//! reads (an attempt's `responseBody`, the request and key ids) is checked and
-//! dropped, and the canonical form this build writes takes the fast paths of
+//! reads (an attempt's `responseBody` or its digest, every event's content,
+//! the request and key ids) is checked and dropped, and the canonical form this build writes takes the fast paths of
 //! [`crate::fast`]. A replay decodes millions of events this way.
 
 use serde::Deserialize;
@@ -13,11 +13,20 @@ use crate::values::{AttemptStatus, HttpStatusCode, NonEmptyString, RetryAt};
 /// attempt's `responseBody` is checked as JSON and not kept, since no fold
 /// reads it and building it is most of an attempt's decoding.
 pub fn event(event_type: &str, schema_version: u32, data: &[u8]) -> Result<Event, DecodeError> {
-    if (event_type, schema_version) != ("AttemptRecorded", 1) {
-        return Event::decode(event_type, schema_version, data);
+    if event_type != "AttemptRecorded" {
+        // No fold reads a body: one whose content is not read decodes as erased.
+        return Event::decode(event_type, schema_version, data, None);
     }
-    if let Some(attempt) = crate::fast::attempt_for_fold(data) {
+    if let Some(attempt) = crate::fast::attempt_for_fold(data, schema_version) {
         return Ok(Event::AttemptRecorded(attempt));
+    }
+    if schema_version != 1 {
+        let Event::AttemptRecorded(mut a) = Event::decode(event_type, schema_version, data, None)?
+        else {
+            unreachable!("an AttemptRecorded decodes to an attempt");
+        };
+        a.response_body = None;
+        return Ok(Event::AttemptRecorded(a));
     }
     let a: AttemptForFold<'_> =
         serde_json::from_slice(data).map_err(|source| DecodeError::Invalid {
@@ -48,9 +57,8 @@ pub fn event_into(
     out: &mut Event,
 ) -> Result<(), DecodeError> {
     if let Event::AttemptRecorded(slot) = out
-        && schema_version == 1
         && event_type.as_bytes() == b"AttemptRecorded"
-        && crate::fast::attempt_for_fold_into(data, slot).is_some()
+        && crate::fast::attempt_for_fold_into(data, schema_version, slot).is_some()
     {
         return Ok(());
     }

@@ -13,8 +13,8 @@ use crate::view::{DeliverySnapshot, EventSnapshot};
 impl EventSnapshot {
     /// The view as compact JSON, as `serde_json::to_vec` would write it.
     pub fn to_json(&self) -> Vec<u8> {
-        let mut out =
-            Vec::with_capacity(640 + 480 * self.deliveries.len() + self.payload.get().len());
+        let payload = self.payload.kept().map_or(0, |p| p.get().len());
+        let mut out = Vec::with_capacity(640 + 480 * self.deliveries.len() + payload);
         self.write_json(&mut out);
         out
     }
@@ -28,7 +28,13 @@ impl EventSnapshot {
             .nullable_string(self.source_key.as_deref());
         o.key("status").string(self.status.as_str());
         o.key("endpointCount").unsigned(self.endpoint_count);
-        o.key("payload").raw(self.payload.get());
+        match self.payload.kept() {
+            Some(payload) => o.key("payload").raw(payload.get()),
+            None => o.key("payload").null(),
+        }
+        if self.payload_erased {
+            o.key("payloadErased").raw("true");
+        }
         let out = o.key("deliveries").0;
         out.push(b'[');
         for (i, delivery) in self.deliveries.iter().enumerate() {

@@ -8,6 +8,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod body;
 pub mod canonical;
 pub mod decide;
 pub mod event;
@@ -26,6 +27,7 @@ mod testing;
 #[cfg(test)]
 mod tests;
 
+pub use body::Body;
 pub use canonical::JsonObject;
 pub use decide::{Command, Rejection, decide};
 pub use event::{Event, Metadata, Recorded};

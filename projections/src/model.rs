@@ -8,8 +8,8 @@
 //! [`crate::decide`]; a fold only records what an event says happened.
 
 use crate::event::{
-    ApiKeyIssued, ApiKeyRevoked, AttemptRecorded, EndpointCreated, EndpointUpdated, Event,
-    Idempotency, Recorded, WebhookEventAccepted,
+    ApiKeyIssued, ApiKeyRevoked, AttemptRecorded, ContentErased, EndpointCreated, EndpointUpdated,
+    Event, Idempotency, Recorded, WebhookEventAccepted,
 };
 use crate::rows::Rows;
 use crate::values::{AttemptStatus, EventStatus, Timestamp};
@@ -58,8 +58,9 @@ pub struct Endpoint {
     pub position: u64,
 }
 
-/// An accepted webhook event. Its payload is a row of its own (written once,
-/// never changed), so the rows an attempt rewrites stay small.
+/// An accepted webhook event. Its payload is not in the read model: it is
+/// the content of the event that accepted it, read from the log at
+/// `position`, so erasing it leaves no copy behind here.
 #[derive(
     Debug, Clone, PartialEq, serde::Serialize, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize,
 )]
@@ -80,6 +81,46 @@ pub struct WebhookEvent {
     pub updated_at: Timestamp,
     /// The global position it was accepted at.
     pub position: u64,
+    /// Its payload, and the response bodies of its deliveries' attempts at
+    /// positions before this one, are erased; 0 when none is.
+    pub erased_before: u64,
+}
+
+/// What an organization's erasures that are not about one event cover
+/// (an event's own is [`WebhookEvent::erased_before`]). Every read of a
+/// body asks [`Erasures::covers`] before it serves the body.
+#[derive(
+    Debug,
+    Clone,
+    Default,
+    PartialEq,
+    serde::Serialize,
+    rkyv::Archive,
+    rkyv::Serialize,
+    rkyv::Deserialize,
+)]
+#[serde(rename_all = "camelCase")]
+pub struct Erasures {
+    /// Every body of the organization's events before this position is
+    /// erased (offboarding); 0 when none is.
+    pub all_before: u64,
+    /// Bodies recorded before this time are erased (retention).
+    pub recorded_before: Option<Timestamp>,
+    /// The position of the latest retention erasure, and the organization's
+    /// sequence number there: where the next one starts looking.
+    pub retention_position: u64,
+    pub retention_sequence: u64,
+}
+
+impl Erasures {
+    /// Whether the body of the event at `position`, recorded at
+    /// `recorded_at`, of an event whose own erasure is `event_erased_before`
+    /// (0: none), is erased.
+    pub fn covers(&self, position: u64, recorded_at: Timestamp, event_erased_before: u64) -> bool {
+        position < self.all_before
+            || position < event_erased_before
+            || self.recorded_before.is_some_and(|before| recorded_at < before)
+    }
 }
 
 /// A delivery of an event to one endpoint, as its latest attempt left it.
@@ -209,6 +250,13 @@ pub fn apply<R: Rows + ?Sized>(
             attempt(rows, e, at, (position, sequence))?;
             &e.event_id
         }
+        Event::ContentErased(e) => {
+            erased(rows, e, (position, sequence))?;
+            match &e.event_id {
+                Some(id) => id,
+                None => return Ok(()),
+            }
+        }
     };
     if let Some(i) = &recorded.metadata.idempotency {
         idempotency(rows, recorded, i, resource_id, settings)?;
@@ -320,9 +368,37 @@ fn accepted<R: Rows + ?Sized>(
             created_at: at,
             updated_at: at,
             position,
+            erased_before: 0,
         },
-        e.payload.get().to_owned(),
     )
+}
+
+/// Records what an erasure covers; the bodies themselves are in the log,
+/// whose reads ask [`Erasures::covers`].
+fn erased<R: Rows + ?Sized>(
+    rows: &mut R,
+    e: &ContentErased,
+    (position, sequence): (u64, u64),
+) -> Result<(), R::Error> {
+    let org = &e.organization_id;
+    if let Some(id) = &e.event_id {
+        if let Some(event) = rows.event_mut(org, id)? {
+            event.erased_before = position;
+            let erased = event.clone();
+            rows.put_event(erased)?;
+        }
+        return Ok(());
+    }
+    let erasures = rows.erasures_mut(org)?;
+    match e.recorded_before {
+        Some(before) => {
+            erasures.recorded_before = Some(erasures.recorded_before.map_or(before, |b| b.max(before)));
+            erasures.retention_position = position;
+            erasures.retention_sequence = sequence;
+        }
+        None => erasures.all_before = position,
+    }
+    Ok(())
 }
 
 /// `place`: the event's global position and the organization's sequence.

@@ -12,7 +12,9 @@ use std::convert::Infallible;
 
 use crate::health::{Bucket, Span, Tallies, Tally};
 use crate::key::Key;
-use crate::model::{ApiKey, Attempt, Delivery, Endpoint, IdempotencyRecord, WebhookEvent};
+use crate::model::{
+    ApiKey, Attempt, Delivery, Endpoint, Erasures, IdempotencyRecord, WebhookEvent,
+};
 
 /// The rows a fold reads and writes. Every method names the organization
 /// first: no row of one organization is reachable from another's.
@@ -26,8 +28,12 @@ pub trait Rows {
     fn put_endpoint(&mut self, endpoint: Endpoint) -> Result<(), Self::Error>;
 
     fn event_mut(&mut self, org: &str, id: &str) -> Result<Option<&mut WebhookEvent>, Self::Error>;
-    /// Inserts a newly accepted event with its payload in canonical JSON.
-    fn put_event(&mut self, event: WebhookEvent, payload: String) -> Result<(), Self::Error>;
+    /// Inserts or replaces an event.
+    fn put_event(&mut self, event: WebhookEvent) -> Result<(), Self::Error>;
+
+    /// The organization's erasures that are not about one event, none if it
+    /// has had none.
+    fn erasures_mut(&mut self, org: &str) -> Result<&mut Erasures, Self::Error>;
 
     fn delivery_mut(&mut self, org: &str, id: &str) -> Result<Option<&mut Delivery>, Self::Error>;
     fn put_delivery(&mut self, delivery: Delivery) -> Result<(), Self::Error>;
@@ -94,8 +100,7 @@ pub struct Tenant {
     /// Each endpoint as it stood at each version: `(id, version)`.
     pub endpoint_versions: BTreeMap<(String, u64), Endpoint>,
     pub events: BTreeMap<Key, WebhookEvent>,
-    /// Each event's payload in canonical JSON.
-    pub payloads: BTreeMap<Key, String>,
+    pub erasures: Erasures,
     pub deliveries: BTreeMap<Key, Delivery>,
     /// `(delivery id, 0-based version)`.
     pub attempts: BTreeMap<(Key, u64), Attempt>,
@@ -134,10 +139,6 @@ impl Tenant {
 
     pub fn event(&self, id: &str) -> Option<&WebhookEvent> {
         self.events.get(&Key::new(id))
-    }
-
-    pub fn payload(&self, id: &str) -> Option<&str> {
-        self.payloads.get(&Key::new(id)).map(String::as_str)
     }
 
     /// The attempt at `version` of a delivery's stream.
@@ -186,11 +187,14 @@ impl Rows for MemoryRows {
             .and_then(|t| t.events.get_mut(&Key::new(id))))
     }
 
-    fn put_event(&mut self, event: WebhookEvent, payload: String) -> Result<(), Infallible> {
+    fn put_event(&mut self, event: WebhookEvent) -> Result<(), Infallible> {
         let tenant = self.tenant_mut(&event.organization_id);
-        tenant.payloads.insert(Key::new(&event.id), payload);
         tenant.events.insert(Key::new(&event.id), event);
         Ok(())
+    }
+
+    fn erasures_mut(&mut self, org: &str) -> Result<&mut Erasures, Infallible> {
+        Ok(&mut self.tenant_mut(org).erasures)
     }
 
     fn delivery_mut(&mut self, org: &str, id: &str) -> Result<Option<&mut Delivery>, Infallible> {

@@ -139,6 +139,17 @@ impl Serialize for Timestamp {
     }
 }
 
+/// Exactly the form [`Timestamp`] serialises to, for event data the ledger
+/// wrote itself: microseconds, `Z`.
+impl<'de> Deserialize<'de> for Timestamp {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        Timestamp::parse_rfc3339(&text)
+            .filter(|at| at.to_rfc3339() == *text)
+            .ok_or_else(|| serde::de::Error::custom(format!("not a ledger time: {text:?}")))
+    }
+}
+
 /// The status a sender reports for one attempt; a delivery takes the status of its
 /// latest attempt and starts as `pending`.
 #[derive(

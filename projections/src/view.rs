@@ -2,8 +2,9 @@
 //! always present, as `null` when empty; timestamps are RFC 3339 UTC.
 
 use serde::Serialize;
-use serde_json::value::RawValue;
 
+use crate::body::Body;
+use crate::canonical::JsonObject;
 use crate::model::{Delivery, Endpoint, WebhookEvent};
 use crate::rows::Tenant;
 use crate::values::{AttemptStatus, EventStatus, Timestamp};
@@ -47,7 +48,11 @@ pub struct EventSnapshot {
     pub source_key: Option<String>,
     pub status: EventStatus,
     pub endpoint_count: u64,
-    pub payload: Box<RawValue>,
+    /// `null` once erased.
+    pub payload: Body,
+    /// Present, and true, once the payload is erased.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub payload_erased: bool,
     pub deliveries: Vec<DeliverySnapshot>,
     pub created_at: Timestamp,
     pub updated_at: Timestamp,
@@ -116,7 +121,7 @@ impl EventSnapshot {
     /// order, all as they stood at one moment. The status and `updatedAt` are
     /// derived from them, so an answer about the past is as consistent as one
     /// about the present.
-    pub fn new(event: &WebhookEvent, payload: &str, deliveries: Vec<DeliverySnapshot>) -> Self {
+    pub fn new(event: &WebhookEvent, payload: Body, deliveries: Vec<DeliverySnapshot>) -> Self {
         let status = EventStatus::derive(deliveries.iter().map(|d| d.status));
         let updated_at = deliveries
             .iter()
@@ -129,9 +134,8 @@ impl EventSnapshot {
             source_key: event.source_key.clone(),
             status,
             endpoint_count: event.delivery_ids.len() as u64,
-            // Payloads are stored as canonical JSON written by the fold; they always parse.
-            payload: RawValue::from_string(payload.to_owned())
-                .expect("stored payload is valid JSON"),
+            payload_erased: payload.is_erased(),
+            payload,
             deliveries,
             created_at: event.created_at,
             updated_at,
@@ -139,15 +143,33 @@ impl EventSnapshot {
     }
 }
 
+impl EventSnapshot {
+    /// The snapshot as the record-attempt contract shapes it, which requires
+    /// `payload` to be an object: an erased payload is `{}` there, with
+    /// `payloadErased` saying so.
+    pub fn for_contract(mut self) -> Self {
+        if self.payload.is_erased() {
+            self.payload = Body::Kept(JsonObject::empty());
+        }
+        self
+    }
+}
+
 impl Tenant {
-    /// The event with its deliveries as they stand now.
-    pub fn event_snapshot(&self, event_id: &str) -> Option<EventSnapshot> {
-        self.event_snapshot_as_of(event_id, u64::MAX)
+    /// The event with its deliveries as they stand now, with `payload`,
+    /// which is kept in the log, not in these rows.
+    pub fn event_snapshot(&self, event_id: &str, payload: Body) -> Option<EventSnapshot> {
+        self.event_snapshot_as_of(event_id, payload, u64::MAX)
     }
 
     /// The event with its deliveries as they stood right after global
     /// position `position`.
-    pub fn event_snapshot_as_of(&self, event_id: &str, position: u64) -> Option<EventSnapshot> {
+    pub fn event_snapshot_as_of(
+        &self,
+        event_id: &str,
+        payload: Body,
+        position: u64,
+    ) -> Option<EventSnapshot> {
         let event = self.event(event_id)?;
         if event.position > position {
             return None;
@@ -158,11 +180,7 @@ impl Tenant {
             .filter_map(|id| self.delivery_as_of(id, position))
             .map(|d| DeliverySnapshot::from(&d))
             .collect();
-        Some(EventSnapshot::new(
-            event,
-            self.payload(event_id)?,
-            deliveries,
-        ))
+        Some(EventSnapshot::new(event, payload, deliveries))
     }
 
     /// The delivery as it stood right after global position `position`.

@@ -62,13 +62,15 @@ impl std::fmt::Display for ExpectedVersion {
     }
 }
 
-/// An event to append: its data and metadata already in canonical JSON.
+/// An event to append: its data and metadata already in canonical JSON, and
+/// its content, the body kept beside them (see [`RecordedEvent::content`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NewEvent {
     pub event_type: String,
     pub schema_version: u32,
     pub data: Vec<u8>,
     pub metadata: Vec<u8>,
+    pub content: Vec<u8>,
 }
 
 /// A name an append takes, unique across the store while it holds: see
@@ -121,7 +123,8 @@ impl Held {
     }
 }
 
-/// An event as stored. Everything but `position` is covered by `hash`.
+/// An event as stored. Everything but `position` and `content` is covered by
+/// `hash`.
 #[derive(Debug, Clone, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub struct RecordedEvent {
     /// Global position: 1-based, gapless, in commit order.
@@ -139,6 +142,13 @@ pub struct RecordedEvent {
     pub metadata: Vec<u8>,
     pub prev_hash: Hash,
     pub hash: Hash,
+    /// The body the event keeps outside its hash, so that it can be erased:
+    /// a 16-byte salt followed by the body's canonical JSON, whose SHA-256
+    /// the hashed `data` holds (`crate::content`); empty for an event with
+    /// no such body, and once the body is erased. Not in the rkyv archive:
+    /// each backend keeps it beside the record, where it can be removed.
+    #[rkyv(with = rkyv::with::Skip)]
+    pub content: Vec<u8>,
 }
 
 /// The fields of a stored event that its hash covers.
@@ -380,7 +390,7 @@ pub fn check_append(stream: &str, events: &[NewEvent]) -> Result<()> {
 }
 
 /// [`check_append`] for a store whose events may take at most `limit` bytes
-/// (data, metadata and type), below [`MAX_EVENT_BYTES`].
+/// (data, metadata, content and type), below [`MAX_EVENT_BYTES`].
 pub fn check_append_within(stream: &str, events: &[NewEvent], limit: usize) -> Result<()> {
     if stream.is_empty() {
         return Err(Error::Invalid("stream name is empty".into()));
@@ -394,14 +404,15 @@ pub fn check_append_within(stream: &str, events: &[NewEvent], limit: usize) -> R
         return Err(Error::Invalid("no events to append".into()));
     }
     let limit = limit.min(MAX_EVENT_BYTES);
+    let size = |e: &NewEvent| e.data.len() + e.metadata.len() + e.content.len();
     if let Some(e) = events
         .iter()
-        .find(|e| e.data.len() + e.metadata.len() + e.event_type.len() > limit)
+        .find(|e| size(e) + e.event_type.len() > limit)
     {
         return Err(Error::Invalid(format!(
             "a {} event of {} bytes exceeds the {limit}-byte limit",
             e.event_type,
-            e.data.len() + e.metadata.len()
+            size(e)
         )));
     }
     Ok(())

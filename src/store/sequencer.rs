@@ -353,6 +353,7 @@ impl Staging<'_> {
                 metadata: event.metadata,
                 prev_hash,
                 hash,
+                content: event.content,
             });
             prev_hash = hash;
             version += 1;

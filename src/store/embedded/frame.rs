@@ -5,6 +5,12 @@
 //! frame: a crash that leaves a batch unfinished must drop all of it, or a
 //! multi-event append could come back with only some of its events.
 //!
+//! An event that keeps a body outside its hash (`RecordedEvent::content`)
+//! sets the length's next bit, and its payload is then `archive | content |
+//! archive length: u32 LE`. A frame without the bit is the archive alone, as
+//! every frame was before bodies could be erased, so older segments read as
+//! they are; erasing a body rewrites its frame without the bit.
+//!
 //! This module only turns records into bytes and back; it knows nothing of files
 //! or positions. Decoding is rkyv's validated path: bytes from disk are never
 //! trusted, and nothing here may use `unsafe`.
@@ -23,40 +29,66 @@ pub const MAX_PAYLOAD: usize = 4 * MAX_EVENT_BYTES;
 
 /// Set in the length field of every frame of a batch but its last.
 const CONTINUES: u32 = 1 << 31;
+/// Set in the length field of a frame whose payload carries content.
+const HAS_CONTENT: u32 = 1 << 30;
+/// The bits of the length field that are flags, not length.
+const FLAGS: u32 = CONTINUES | HAS_CONTENT;
 
 /// What the rkyv encoding adds to an event's variable fields, with room to spare.
 const ENVELOPE: usize = 1024;
 
 /// Whether `event` appended to `stream` encodes within [`MAX_PAYLOAD`].
 pub fn fits(stream: &str, event: &NewEvent) -> bool {
-    stream.len() + event.event_type.len() + event.data.len() + event.metadata.len() + ENVELOPE
+    stream.len()
+        + event.event_type.len()
+        + event.data.len()
+        + event.metadata.len()
+        + event.content.len()
+        + ENVELOPE
         <= MAX_PAYLOAD
 }
 
 /// Appends the frame of `event` to `out`; returns the frame's length. `continues`
 /// marks every frame of a batch but the last.
 pub fn encode(event: &RecordedEvent, continues: bool, out: &mut Vec<u8>) -> Result<usize, String> {
-    let payload = rkyv::to_bytes::<rancor::Error>(event).map_err(|e| e.to_string())?;
-    if payload.len() > MAX_PAYLOAD {
+    let archive = rkyv::to_bytes::<rancor::Error>(event).map_err(|e| e.to_string())?;
+    let trailer = if event.content.is_empty() {
+        0
+    } else {
+        event.content.len() + 4
+    };
+    let len = archive.len() + trailer;
+    if len > MAX_PAYLOAD {
         return Err(format!(
-            "event at position {} encodes to {} bytes, over the {MAX_PAYLOAD}-byte frame limit",
+            "event at position {} encodes to {len} bytes, over the {MAX_PAYLOAD}-byte frame limit",
             event.position,
-            payload.len()
         ));
     }
-    let flag = if continues { CONTINUES } else { 0 };
-    let len = (payload.len() as u32 | flag).to_le_bytes();
-    let crc = crc32c::crc32c_append(crc32c::crc32c(&len), &payload);
-    out.extend_from_slice(&len);
-    out.extend_from_slice(&crc.to_le_bytes());
-    out.extend_from_slice(&payload);
-    Ok(HEADER_LEN + payload.len())
+    let mut flags = if continues { CONTINUES } else { 0 };
+    if trailer > 0 {
+        flags |= HAS_CONTENT;
+    }
+    let len_bytes = (len as u32 | flags).to_le_bytes();
+    let start = out.len();
+    out.extend_from_slice(&len_bytes);
+    out.extend_from_slice(&[0; 4]);
+    out.extend_from_slice(&archive);
+    if trailer > 0 {
+        out.extend_from_slice(&event.content);
+        out.extend_from_slice(&(archive.len() as u32).to_le_bytes());
+    }
+    let crc = crc32c::crc32c_append(crc32c::crc32c(&len_bytes), &out[start + HEADER_LEN..]);
+    out[start + 4..start + HEADER_LEN].copy_from_slice(&crc.to_le_bytes());
+    Ok(HEADER_LEN + len)
 }
 
-/// A frame whose length and checksum hold; its payload is not decoded yet.
+/// A frame whose length and checksum hold; its archive is not decoded yet.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Frame<'a> {
-    pub payload: &'a [u8],
+    /// The rkyv archive of the record; it starts right after the header.
+    pub archive: &'a [u8],
+    /// The record's content; empty when it has none.
+    pub content: &'a [u8],
     /// The whole frame's length, header included.
     pub len: usize,
     /// The batch this frame belongs to goes on in the next frame.
@@ -68,7 +100,7 @@ pub struct Frame<'a> {
 /// of zero, as in the zeros allocated past the last frame, or beyond the limit).
 pub fn length(bytes: &[u8]) -> Option<usize> {
     let header = bytes.first_chunk::<4>()?;
-    let len = (u32::from_le_bytes(*header) & !CONTINUES) as usize;
+    let len = (u32::from_le_bytes(*header) & !FLAGS) as usize;
     (len > 0 && len <= MAX_PAYLOAD).then_some(HEADER_LEN + len)
 }
 
@@ -82,7 +114,7 @@ pub fn parse(bytes: &[u8]) -> Result<Frame<'_>, String> {
     };
     let (len_bytes, crc_bytes) = header.split_at(4);
     let raw = u32::from_le_bytes(len_bytes.try_into().unwrap_or_default());
-    let len = (raw & !CONTINUES) as usize;
+    let len = (raw & !FLAGS) as usize;
     let stored_crc = u32::from_le_bytes(crc_bytes.try_into().unwrap_or_default());
     if len > MAX_PAYLOAD {
         return Err(format!(
@@ -101,31 +133,54 @@ pub fn parse(bytes: &[u8]) -> Result<Frame<'_>, String> {
             "frame checksum mismatch: stored {stored_crc:08x}, computed {crc:08x}"
         ));
     }
+    let (archive, content) = if raw & HAS_CONTENT == 0 {
+        (payload, &payload[..0])
+    } else {
+        split_content(payload)?
+    };
     Ok(Frame {
-        payload,
+        archive,
+        content,
         len: HEADER_LEN + len,
         continues: raw & CONTINUES != 0,
     })
 }
 
-/// Decodes a checked payload into the record it holds.
-pub fn decode(payload: &[u8]) -> Result<RecordedEvent, String> {
-    decode_in(payload, &mut AlignedVec::new())
+/// `archive | content | archive length` into its archive and its content.
+fn split_content(payload: &[u8]) -> Result<(&[u8], &[u8]), String> {
+    let Some((rest, archive_len)) = payload.split_last_chunk::<4>() else {
+        return Err("frame with content has no archive length".into());
+    };
+    let archive_len = u32::from_le_bytes(*archive_len) as usize;
+    if archive_len >= rest.len() {
+        return Err(format!(
+            "frame's archive length {archive_len} leaves no content in {} bytes",
+            rest.len()
+        ));
+    }
+    Ok(rest.split_at(archive_len))
+}
+
+/// Decodes a checked frame into the record it holds.
+pub fn decode(frame: &Frame<'_>) -> Result<RecordedEvent, String> {
+    decode_in(frame, &mut AlignedVec::new())
 }
 
 /// [`decode`] with a scratch buffer that a caller decoding many frames reuses.
-pub fn decode_in(payload: &[u8], aligned: &mut AlignedVec<16>) -> Result<RecordedEvent, String> {
-    // rkyv needs its archive aligned; a payload sits at any offset in a file.
+pub fn decode_in(frame: &Frame<'_>, aligned: &mut AlignedVec<16>) -> Result<RecordedEvent, String> {
+    // rkyv needs its archive aligned; a frame sits at any offset in a file.
     aligned.clear();
-    aligned.extend_from_slice(payload);
-    rkyv::from_bytes::<RecordedEvent, rancor::Error>(aligned)
-        .map_err(|e| format!("frame payload does not decode: {e}"))
+    aligned.extend_from_slice(frame.archive);
+    let mut event = rkyv::from_bytes::<RecordedEvent, rancor::Error>(aligned)
+        .map_err(|e| format!("frame payload does not decode: {e}"))?;
+    event.content = frame.content.to_vec();
+    Ok(event)
 }
 
 /// Checks and decodes the frame at the start of `bytes`.
 pub fn read(bytes: &[u8]) -> Result<(RecordedEvent, usize), String> {
     let frame = parse(bytes)?;
-    Ok((decode(frame.payload)?, frame.len))
+    Ok((decode(&frame)?, frame.len))
 }
 
 #[cfg(test)]
@@ -144,6 +199,7 @@ mod tests {
             metadata: br#"{"requestId":"r"}"#.to_vec(),
             prev_hash: [position as u8; 32],
             hash: [position as u8 + 1; 32],
+            content: Vec::new(),
         }
     }
 
@@ -157,7 +213,48 @@ mod tests {
             bytes.extend_from_slice(b"trailing bytes belong to the next frame");
             let frame = parse(&bytes[shift..]).unwrap();
             assert_eq!((frame.len, frame.continues), (len, continues));
-            assert_eq!(decode(frame.payload).unwrap(), original);
+            assert_eq!(decode(&frame).unwrap(), original);
+        }
+    }
+
+    #[test]
+    fn content_round_trips_beside_the_archive() {
+        let mut original = event(7, br#"{"status":"delivered"}"#);
+        original.content = b"0123456789abcdef{\"ok\":true}".to_vec();
+        for continues in [false, true] {
+            let mut bytes = Vec::new();
+            let len = encode(&original, continues, &mut bytes).unwrap();
+            assert_eq!(len, bytes.len());
+            let frame = parse(&bytes).unwrap();
+            assert_eq!(frame.content, original.content.as_slice());
+            assert_eq!(frame.continues, continues);
+            assert_eq!(decode(&frame).unwrap(), original);
+        }
+        // Without its content the frame is the archive alone, as before.
+        let mut bare = Vec::new();
+        let mut without = original.clone();
+        without.content.clear();
+        encode(&without, false, &mut bare).unwrap();
+        let frame = parse(&bare).unwrap();
+        assert!(frame.content.is_empty());
+        assert_eq!(frame.archive.len() + HEADER_LEN, bare.len());
+    }
+
+    #[test]
+    fn every_flipped_bit_of_a_frame_with_content_is_caught() {
+        let mut record = event(1, b"{}");
+        record.content = b"salt-salt-salt-s{}".to_vec();
+        let mut bytes = Vec::new();
+        encode(&record, false, &mut bytes).unwrap();
+        for i in 0..bytes.len() {
+            for bit in 0..8 {
+                let mut damaged = bytes.clone();
+                damaged[i] ^= 1 << bit;
+                assert!(
+                    read(&damaged).is_err(),
+                    "flip of bit {bit} in byte {i} passed"
+                );
+            }
         }
     }
 
@@ -213,6 +310,7 @@ mod tests {
             schema_version: 1,
             data: vec![b'x'; MAX_EVENT_BYTES - 100],
             metadata: vec![b'y'; 100 - "AttemptRecorded".len()],
+            content: Vec::new(),
         };
         assert!(fits("delivery-dlv_1", &big));
         let mut bytes = Vec::new();

@@ -468,14 +468,14 @@ impl Index {
         let mut recent = self.recent.write().unwrap_or_else(|e| e.into_inner());
         for record in records {
             recent.head = record.position;
-            recent.bytes += record.data.len() + record.metadata.len();
+            recent.bytes += record.data.len() + record.metadata.len() + record.content.len();
             recent.records.push_back(record);
         }
         while recent.records.len() > RECENT_EVENTS || recent.bytes > RECENT_BYTES {
             let Some(old) = recent.records.pop_front() else {
                 break;
             };
-            recent.bytes -= old.data.len() + old.metadata.len();
+            recent.bytes -= old.data.len() + old.metadata.len() + old.content.len();
         }
         Ok(())
     }
@@ -923,8 +923,8 @@ pub fn read_archives(locs: &[Loc], mut batch: Batch) -> Result<Batch> {
             .map_err(|e| Error::io(format!("reading {}", first.file.path.display()), e))?;
         for loc in run {
             let frame = check_frame(loc, batch.raw(at, loc.len as usize))?;
-            let payload = at + frame::HEADER_LEN..at + frame.len;
-            batch.keep_archive(payload, loc.offset, loc.position);
+            let archive = at + frame::HEADER_LEN..at + frame::HEADER_LEN + frame.archive.len();
+            batch.keep_archive(archive, loc.offset, loc.position);
             at += loc.len as usize;
         }
     }
@@ -1009,7 +1009,7 @@ fn check(
 ) -> Result<RecordedEvent> {
     let corrupt = corrupt(loc);
     let frame = check_frame(loc, bytes)?;
-    let event = frame::decode_in(frame.payload, aligned).map_err(&corrupt)?;
+    let event = frame::decode_in(&frame, aligned).map_err(&corrupt)?;
     if event.position != loc.position {
         return Err(corrupt(format!("frame holds position {}", event.position)));
     }

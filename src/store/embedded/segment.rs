@@ -178,7 +178,7 @@ pub fn walk_from(
             Ok(frame) => frame,
             Err(reason) => break Some(bad(reason, false)),
         };
-        let event = frame::decode(frame.payload);
+        let event = frame::decode(&frame);
         let event = match event.and_then(|e| batch.check(seq, position, e)) {
             Ok(event) => event,
             Err(reason) => break Some(bad(reason, true)),
@@ -252,7 +252,7 @@ impl Pending {
 pub fn later_frame(bytes: &[u8], from: usize, after: u64) -> Option<(u64, u64)> {
     (from..data_end(bytes)).find_map(|at| {
         let frame = frame::parse(&bytes[at..]).ok()?;
-        let event = frame::decode(frame.payload).ok()?;
+        let event = frame::decode(&frame).ok()?;
         (event.position > after).then_some((at as u64, event.position))
     })
 }
@@ -451,7 +451,7 @@ pub fn check_last(first: u64, path: &Path) -> Result<Checked> {
         let next = position + 1;
         let bad = match frame::parse(&bytes[at..]) {
             Err(reason) => Some((reason, false)),
-            Ok(frame) => match frame::decode_in(frame.payload, &mut aligned) {
+            Ok(frame) => match frame::decode_in(&frame, &mut aligned) {
                 Err(reason) => Some((reason, true)),
                 Ok(event) if event.position != next => Some((
                     format!("frame holds position {}, expected {next}", event.position),

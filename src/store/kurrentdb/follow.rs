@@ -273,7 +273,7 @@ impl Follower {
 }
 
 fn size(e: &RecordedEvent) -> usize {
-    e.stream.len() + e.event_type.len() + e.data.len() + e.metadata.len() + 128
+    e.stream.len() + e.event_type.len() + e.data.len() + e.metadata.len() + e.content.len() + 128
 }
 
 /// Checks the numbering kept on disk against the server: the first and the

@@ -103,6 +103,7 @@ impl Intention {
                     hash: e.hash,
                     data: raw(&e.data)?,
                     metadata: raw(&e.metadata)?,
+                    content: (!e.content.is_empty()).then(|| hex::encode(&e.content)),
                 })
             })
             .collect::<Result<Vec<_>>>()?;
@@ -126,17 +127,29 @@ impl Intention {
         let events = document
             .events
             .into_iter()
-            .map(|e| Planned {
-                id: e.id,
-                event_type: e.event_type,
-                schema_version: e.schema_version,
-                data: bytes::Bytes::copy_from_slice(e.data.get().as_bytes()),
-                metadata: bytes::Bytes::copy_from_slice(e.metadata.get().as_bytes()),
-                recorded_at: e.recorded_at,
-                prev_hash: e.prev_hash,
-                hash: e.hash,
+            .map(|e| {
+                let content = match &e.content {
+                    None => Vec::new(),
+                    Some(text) => hex::decode(text).map_err(|err| Error::Corrupt {
+                        file: format!("kurrentdb:{}", event.stream).into(),
+                        offset: event.position.1,
+                        position: 0,
+                        reason: format!("an intended event's content is not hex: {err}"),
+                    })?,
+                };
+                Ok(Planned {
+                    id: e.id,
+                    event_type: e.event_type,
+                    schema_version: e.schema_version,
+                    data: bytes::Bytes::copy_from_slice(e.data.get().as_bytes()),
+                    metadata: bytes::Bytes::copy_from_slice(e.metadata.get().as_bytes()),
+                    recorded_at: e.recorded_at,
+                    prev_hash: e.prev_hash,
+                    hash: e.hash,
+                    content: content.into(),
+                })
             })
-            .collect::<Vec<_>>();
+            .collect::<Result<Vec<_>>>()?;
         if events.is_empty() {
             return Err(Error::Corrupt {
                 file: format!("kurrentdb:{}", event.stream).into(),
@@ -212,6 +225,9 @@ struct IntendedEvent<'a> {
     data: &'a RawValue,
     #[serde(borrow)]
     metadata: &'a RawValue,
+    /// Hex, as in a ledger event's envelope.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    content: Option<String>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -305,7 +321,7 @@ mod tests {
         let payload: usize = intention
             .events
             .iter()
-            .map(|e| e.data.len() + e.metadata.len())
+            .map(|e| e.data.len() + e.metadata.len() + 2 * e.content.len())
             .sum();
         assert!(json.len() <= intention_size("event-evt_1", 2, payload, 2));
         let fetched = Fetched {

@@ -192,7 +192,10 @@ impl KurrentDbStore {
             )),
             other => other,
         })?;
-        let payload: usize = events.iter().map(|e| e.data.len() + e.metadata.len()).sum();
+        let payload: usize = events
+            .iter()
+            .map(|e| e.data.len() + e.metadata.len() + 2 * e.content.len())
+            .sum();
         let wire = payload + events.len() * record::ENVELOPE_BYTES;
         let intention = if claims.is_empty() {
             0

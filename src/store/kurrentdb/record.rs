@@ -5,7 +5,10 @@
 //! tools read it), its stream revision the record's version, and its custom
 //! metadata a JSON envelope with the rest of what the hash covers:
 //! `{"hash":…,"metadata":…,"prevHash":…,"recordedAt":…,"schemaVersion":…}`,
-//! the record's metadata embedded as it is. The ledger position is not
+//! the record's metadata embedded as it is, and its content, if any, as hex
+//! under `content`. KurrentDB events cannot be rewritten, so an erased body
+//! stays in KurrentDB's files; the ledger hides it from every read (README,
+//! "Retention and erasure"). The ledger position is not
 //! stored: it is the event's place among the ledger's events in `$all`.
 //!
 //! Event ids are derived from the record's hash, which covers its stream,
@@ -52,6 +55,8 @@ struct Envelope<'a> {
     prev_hash: Hash,
     recorded_at: i64,
     schema_version: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    content: Option<String>,
 }
 
 /// One planned event: what its append sends, with the hash it chains on.
@@ -65,6 +70,7 @@ pub struct Planned {
     pub recorded_at: i64,
     pub prev_hash: Hash,
     pub hash: Hash,
+    pub content: Bytes,
 }
 
 impl Planned {
@@ -77,6 +83,7 @@ impl Planned {
             prev_hash: self.prev_hash,
             recorded_at: self.recorded_at,
             schema_version: self.schema_version,
+            content: (!self.content.is_empty()).then(|| hex::encode(&self.content)),
         })
         .map_err(|e| Error::Invalid(format!("the event envelope does not serialise: {e}")))
     }
@@ -127,6 +134,7 @@ pub fn plan(
         recorded_at,
         prev_hash,
         hash,
+        content: Bytes::copy_from_slice(&event.content),
     }
 }
 
@@ -170,6 +178,15 @@ impl From<kurrentdb::RecordedEvent> for Fetched {
 /// KurrentDB stream and log position.
 pub fn decode(event: &Fetched, stream: &str, position: u64) -> Result<RecordedEvent> {
     let envelope = envelope_of(event, position)?;
+    let content = match &envelope.content {
+        None => Vec::new(),
+        Some(text) => hex::decode(text).map_err(|e| Error::Corrupt {
+            file: format!("kurrentdb:{}", event.stream).into(),
+            offset: event.position.1,
+            position,
+            reason: format!("the event's content is not hex: {e}"),
+        })?,
+    };
     Ok(RecordedEvent {
         position,
         stream: stream.to_owned(),
@@ -181,6 +198,7 @@ pub fn decode(event: &Fetched, stream: &str, position: u64) -> Result<RecordedEv
         metadata: envelope.metadata.get().as_bytes().to_vec(),
         prev_hash: envelope.prev_hash,
         hash: envelope.hash,
+        content,
     })
 }
 

@@ -26,6 +26,11 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         "claims that expire",
         include_str!("migrations/0003_claim_expiry.sql"),
     ),
+    (
+        4,
+        "contents beside the log",
+        include_str!("migrations/0004_contents.sql"),
+    ),
 ];
 
 /// An arbitrary constant naming the migration lock among advisory locks.

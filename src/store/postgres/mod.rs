@@ -209,8 +209,9 @@ impl EventStore for PostgresStore {
         let client = self.client().await?;
         let statement = client
             .prepare_cached(
-                "SELECT position, stream, version, event_type, schema_version, recorded_at, \
-                 data, metadata, prev_hash, hash FROM hookledger_events \
+                "SELECT e.position, stream, version, event_type, schema_version, recorded_at, \
+                 data, metadata, prev_hash, hash, c.content FROM hookledger_events e \
+                 LEFT JOIN hookledger_contents c ON c.position = e.position \
                  WHERE stream = $1 AND version >= $2 ORDER BY version LIMIT $3",
             )
             .await
@@ -237,9 +238,10 @@ impl EventStore for PostgresStore {
         let client = self.client().await?;
         let statement = client
             .prepare_cached(
-                "SELECT position, stream, version, event_type, schema_version, recorded_at, \
-                 data, metadata, prev_hash, hash FROM hookledger_events \
-                 WHERE position >= $1 ORDER BY position LIMIT $2",
+                "SELECT e.position, stream, version, event_type, schema_version, recorded_at, \
+                 data, metadata, prev_hash, hash, c.content FROM hookledger_events e \
+                 LEFT JOIN hookledger_contents c ON c.position = e.position \
+                 WHERE e.position >= $1 ORDER BY e.position LIMIT $2",
             )
             .await
             .map_err(|e| db_error("preparing a log read", e))?;
@@ -331,6 +333,7 @@ fn row_to_event(row: &tokio_postgres::Row) -> Result<RecordedEvent> {
         metadata: row.get(7),
         prev_hash: hash(8, "prev_hash")?,
         hash: hash(9, "hash")?,
+        content: row.get::<_, Option<Vec<u8>>>(10).unwrap_or_default(),
     })
 }
 

@@ -24,7 +24,7 @@ struct Inner {
 }
 
 fn size(e: &RecordedEvent) -> usize {
-    e.stream.len() + e.event_type.len() + e.data.len() + e.metadata.len() + 128
+    e.stream.len() + e.event_type.len() + e.data.len() + e.metadata.len() + e.content.len() + 128
 }
 
 impl Tail {

@@ -261,6 +261,13 @@ impl Writer {
             )
             .await
             .map_err(failed("preparing the event insert"))?;
+        let insert_contents = tx
+            .prepare_cached(
+                "INSERT INTO hookledger_contents (position, content) \
+                 SELECT * FROM unnest($1::bigint[], $2::bytea[])",
+            )
+            .await
+            .map_err(failed("preparing the content insert"))?;
         let insert_claims = tx
             .prepare_cached(
                 "INSERT INTO hookledger_claims (claim_sha256, claim, position, expires_at) \
@@ -290,10 +297,23 @@ impl Writer {
                 .collect::<Vec<_>>(),
             claims.iter().map(|(_, h)| h.expires_at).collect::<Vec<_>>(),
         );
+        let (content_positions, contents): (Vec<i64>, Vec<&[u8]>) = records
+            .iter()
+            .filter(|r| !r.content.is_empty())
+            .map(|r| (r.position as i64, r.content.as_slice()))
+            .unzip();
         let head_text = new_head.to_string();
         let (new_head_i64, channel) = (new_head as i64, CHANNEL);
         let written = tokio::try_join!(
-            tx.execute(&insert, &params),
+            async {
+                // The contents name their events: inserted after them.
+                let events = tx.execute(&insert, &params).await?;
+                if !contents.is_empty() {
+                    tx.execute(&insert_contents, &[&content_positions, &contents])
+                        .await?;
+                }
+                Ok(events)
+            },
             async {
                 if claims.is_empty() {
                     Ok(0)
@@ -318,6 +338,7 @@ impl Writer {
             drop(tx);
             drop(params);
             drop(columns);
+            drop(contents);
             // Nothing was written: the appends keep their events for another try.
             give_back(requests, &results, records);
             return Err(failure);
@@ -328,6 +349,7 @@ impl Writer {
             .map_err(|e| Failure::Failed(db_error("committing the batch", e)))?;
         drop(params);
         drop(columns);
+        drop(contents);
         Ok((results, records))
     }
 }
