@@ -29,6 +29,7 @@ fn event(i: usize) -> NewEvent {
         )
         .into_bytes(),
         metadata: br#"{"requestId":"req_bench"}"#.to_vec(),
+        content: Vec::new(),
     }
 }
 

@@ -51,6 +51,7 @@ fn event(writer: usize) -> NewEvent {
         schema_version: 1,
         data: format!("{prefix}{pad}\"}}").into_bytes(),
         metadata: b"{}".to_vec(),
+        content: Vec::new(),
     }
 }
 

@@ -13,9 +13,12 @@
 
 use std::collections::HashMap;
 
+use projections::body::SALT_LEN;
 use projections::event::{Metadata, PlannedDelivery, WebhookEventAccepted};
 use projections::view::{DeliverySnapshot, EventSnapshot};
-use projections::{AttemptStatus, Command, Endpoint, EventStatus, JsonObject, Tenant, Timestamp};
+use projections::{
+    AttemptStatus, Body, Command, Endpoint, EventStatus, JsonObject, Tenant, Timestamp,
+};
 
 /// The largest request body: 1 MiB. It bounds every field a client sends in one
 /// request together, payload included.
@@ -245,10 +248,11 @@ impl Limits {
     /// an accepted event whose body filled [`MAX_BODY_BYTES`], fanned out to
     /// [`Limits::fan_out`] endpoints with the longest names and URLs, each
     /// character of them as long as it can be once written as JSON. Data,
-    /// metadata and type, as the store counts them.
+    /// metadata, content and type, as the store counts them.
     pub fn largest_event_bytes(&self) -> usize {
         let event = self.largest_event();
-        let data = projections::Event::WebhookEventAccepted(event).to_canonical_bytes();
+        let encoded =
+            projections::Event::WebhookEventAccepted(event).encode(&mut || [0; SALT_LEN]);
         let metadata = Metadata {
             // 128 visible characters, each escaped to two bytes at worst.
             request_id: Some("\"".repeat(128)),
@@ -260,7 +264,10 @@ impl Limits {
             }),
         }
         .to_canonical_bytes();
-        data.len() + metadata.len() + "WebhookEventAccepted".len()
+        encoded.data.len()
+            + encoded.content.len()
+            + metadata.len()
+            + "WebhookEventAccepted".len()
     }
 
     /// The largest answer to a recorded attempt (the parent event with every
@@ -297,7 +304,8 @@ impl Limits {
             source_key: event.source_key,
             status: EventStatus::Pending,
             endpoint_count: u64::MAX,
-            payload: event.payload.as_raw().to_owned(),
+            payload: event.payload,
+            payload_erased: false,
             deliveries,
             created_at: at,
             updated_at: at,
@@ -317,7 +325,7 @@ impl Limits {
             organization_id: "\"".repeat(MAX_ORGANIZATION_ID),
             event_type: String::new(),
             source_key: None,
-            payload: JsonObject::parse(&payload).unwrap_or_else(|_| JsonObject::empty()),
+            payload: Body::Kept(JsonObject::parse(&payload).unwrap_or_else(|_| JsonObject::empty())),
             deliveries: (0..self.fan_out)
                 .map(|_| PlannedDelivery {
                     delivery_id: format!("dlv_{}", "0".repeat(26)),

@@ -25,7 +25,7 @@ use projections::event::{
     ApiKeyIssued, AttemptRecorded, EndpointCreated, PlannedDelivery, WebhookEventAccepted, stream,
 };
 use projections::values::{AttemptStatus, HttpStatusCode, NonEmptyString, RetryAt};
-use projections::{Event, JsonObject, Metadata, Timestamp};
+use projections::{Body, Event, JsonObject, Metadata, Timestamp};
 use serde_json::json;
 
 use super::workload::{delivery_id, endpoint_id, event_id, key_id, metadata, org, payload};
@@ -182,7 +182,7 @@ impl Mix {
             event_type: ["invoice.paid", "order.shipped", "customer.updated"][(w % 3) as usize]
                 .into(),
             source_key: None,
-            payload: payload(w, self.filler),
+            payload: Body::Kept(payload(w, self.filler)),
             deliveries,
         };
         (
@@ -270,7 +270,7 @@ fn attempt(d: u64, round: u64) -> (String, Event) {
         organization_id: org(0),
         status,
         response_status_code: code.and_then(|c| HttpStatusCode::parse(i64::from(c))),
-        response_body,
+        response_body: response_body.map(Body::Kept),
         last_error,
         next_retry_at,
     };
@@ -280,12 +280,23 @@ fn attempt(d: u64, round: u64) -> (String, Event) {
     )
 }
 
+/// The event as the ledger writes it; salts are drawn from a fixed
+/// sequence, so every run writes the same bytes.
 fn encode(event: &Event, meta: &Metadata) -> NewEvent {
+    static SALTS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let encoded = event.encode(&mut || {
+        let n = mix64(SALTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
+        let mut salt = [0; 16];
+        salt[..8].copy_from_slice(&n.to_le_bytes());
+        salt[8..].copy_from_slice(&mix64(n).to_le_bytes());
+        salt
+    });
     NewEvent {
         event_type: event.event_type().to_owned(),
         schema_version: event.schema_version(),
-        data: event.to_canonical_bytes(),
+        data: encoded.data,
         metadata: meta.to_canonical_bytes(),
+        content: encoded.content,
     }
 }
 

@@ -15,7 +15,8 @@ use projections::event::{
     ApiKeyIssued, AttemptRecorded, EndpointCreated, PlannedDelivery, WebhookEventAccepted, stream,
 };
 use projections::values::{AttemptStatus, HttpStatusCode, NonEmptyString, RetryAt};
-use projections::{Event, JsonObject, Metadata, Recorded, Timestamp};
+use projections::event::Encoded;
+use projections::{Body, Event, JsonObject, Metadata, Recorded, Timestamp};
 use serde_json::json;
 use tokio::task::JoinSet;
 
@@ -242,7 +243,7 @@ fn accepted(shape: Shape, w: u64) -> (String, Event) {
         }
         .into(),
         source_key: None,
-        payload: payload(w, shape.filler),
+        payload: Body::Kept(payload(w, shape.filler)),
         deliveries,
     };
     (
@@ -283,7 +284,8 @@ fn attempt(shape: Shape, k: u64) -> (String, AttemptRecorded) {
             json!({"ok": true})
         } else {
             json!({"error": "unavailable"})
-        }),
+        })
+        .map(Body::Kept),
         last_error: (!delivered).then(|| {
             NonEmptyString::parse("upstream answered 503 Service Unavailable").expect("non-empty")
         }),
@@ -304,22 +306,35 @@ fn attempts(shape: Shape) -> impl Iterator<Item = (String, Event, Metadata)> {
     })
 }
 
-/// The canonical bytes of an attempt, formatted directly: the log generator
-/// writes millions of them.
-fn attempt_bytes(a: &AttemptRecorded) -> Vec<u8> {
+/// The salt of the `n`-th body the generator writes: a fixed sequence, so
+/// every run writes the same log.
+fn salt(n: u64) -> [u8; 16] {
+    let mut salt = [0; 16];
+    salt[..8].copy_from_slice(&n.wrapping_mul(0x9e37_79b9_7f4a_7c15).to_le_bytes());
+    salt[8..].copy_from_slice(&(!n).to_le_bytes());
+    salt
+}
+
+/// An attempt as the ledger stores it (data and content), formatted
+/// directly: the log generator writes millions of them.
+fn attempt_encoded(a: &AttemptRecorded, salt: [u8; 16]) -> Encoded {
     let opt = |s: Option<String>| s.map_or("null".to_owned(), |s| format!("\"{s}\""));
-    format!(
-        r#"{{"deliveryId":"{}","eventId":"{}","lastError":{},"nextRetryAt":{},"organizationId":"{}","responseBody":{},"responseStatusCode":{},"status":"{}"}}"#,
+    let body = a.response_body.as_ref().and_then(Body::kept);
+    let content = body.map_or_else(Vec::new, |b| projections::body::seal(b, salt).content);
+    let digest = body.map(|_| projections::body::digest(&content));
+    let data = format!(
+        r#"{{"deliveryId":"{}","eventId":"{}","lastError":{},"nextRetryAt":{},"organizationId":"{}","responseBodyDigest":{},"responseStatusCode":{},"status":"{}"}}"#,
         a.delivery_id,
         a.event_id,
         opt(a.last_error.as_ref().map(|e| e.as_str().to_owned())),
         opt(a.next_retry_at.as_ref().map(|_| "2030-01-01T00:00:00Z".to_owned())),
         a.organization_id,
-        a.response_body.as_ref().map_or("null", |b| b.get()),
+        opt(digest),
         a.response_status_code.map_or("null".to_owned(), |c| c.get().to_string()),
         a.status.as_str(),
     )
-    .into_bytes()
+    .into_bytes();
+    Encoded { data, content }
 }
 
 fn metadata_bytes(m: &Metadata) -> Vec<u8> {
@@ -329,28 +344,27 @@ fn metadata_bytes(m: &Metadata) -> Vec<u8> {
     }
 }
 
-fn new_event(event: &Event, meta: &Metadata) -> NewEvent {
-    let data = match event {
-        Event::AttemptRecorded(a) => attempt_bytes(a),
-        other => other.to_canonical_bytes(),
+fn new_event(event: &Event, meta: &Metadata, n: u64) -> NewEvent {
+    let encoded = match event {
+        Event::AttemptRecorded(a) => attempt_encoded(a, salt(n)),
+        other => other.encode(&mut || salt(n)),
     };
     NewEvent {
         event_type: event.event_type().to_owned(),
         schema_version: event.schema_version(),
-        data,
+        data: encoded.data,
         metadata: metadata_bytes(meta),
+        content: encoded.content,
     }
 }
 
 /// Panics unless the directly formatted bytes are the canonical ones.
 pub fn check_formatting() {
-    for (_, event, meta) in attempts(Shape::of(4, 64)) {
-        let fast = new_event(&event, &meta);
-        assert_eq!(
-            fast.data,
-            event.to_canonical_bytes(),
-            "attempt bytes drifted"
-        );
+    for (n, (_, event, meta)) in (0..).zip(attempts(Shape::of(4, 64))) {
+        let fast = new_event(&event, &meta, n);
+        let encoded = event.encode(&mut || salt(n));
+        assert_eq!(fast.data, encoded.data, "attempt bytes drifted");
+        assert_eq!(fast.content, encoded.content, "attempt content drifted");
         assert_eq!(
             fast.metadata,
             meta.to_canonical_bytes(),
@@ -371,14 +385,14 @@ pub async fn grow(store: &Arc<EmbeddedStore>, shape: Shape) -> u64 {
     check_formatting();
     let have = store.head();
     // A ledger of a blocked mix holds a smaller one's events first.
-    let events = events_from(shape, have).map(|(stream, event, meta)| {
+    let events = (have..).zip(events_from(shape, have)).map(|(n, (stream, event, meta))| {
         // Webhook events must land before their attempts, endpoints before both.
         let phase = match event {
             Event::ApiKeyIssued(_) | Event::EndpointCreated(_) => 0,
             Event::WebhookEventAccepted(_) => 1,
             _ => 2,
         };
-        (phase, stream, new_event(&event, &meta))
+        (phase, stream, new_event(&event, &meta, n))
     });
     append_phased(store, events).await
 }

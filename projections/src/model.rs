@@ -382,10 +382,9 @@ fn erased<R: Rows + ?Sized>(
 ) -> Result<(), R::Error> {
     let org = &e.organization_id;
     if let Some(id) = &e.event_id {
+        // What the fold changes through `event_mut` is kept.
         if let Some(event) = rows.event_mut(org, id)? {
             event.erased_before = position;
-            let erased = event.clone();
-            rows.put_event(erased)?;
         }
         return Ok(());
     }

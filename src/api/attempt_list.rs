@@ -126,13 +126,14 @@ async fn list(
     let listed = state.read(|v| v.attempt_list(org, &filter, page.limit, before))?;
     let positions: Vec<u64> = listed.items.iter().map(|a| a.position).collect();
     let stored = state.node().store.read_positions(&positions).await?;
+    let view = state.view()?;
     let mut body = PageBody::new(&page, state.limits().page_bytes);
     for (attempt, stored) in listed.items.iter().zip(&stored) {
         let item = ListedAttempt {
             delivery_id: &attempt.delivery_id,
             event_id: &attempt.event_id,
             endpoint_id: &attempt.endpoint_id,
-            attempt: AttemptView::of(stored, attempt.sequence)?,
+            attempt: AttemptView::of(&view, stored, attempt.sequence)?,
         };
         let cursor = mark_text(AttemptMark::of(attempt));
         if !body.offer(&cursor, |out| write_json(out, &item)) {

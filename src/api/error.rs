@@ -172,6 +172,9 @@ impl From<ledger::Error> for ApiError {
             ledger::Error::Rejected(Rejection::EndpointNotFound(id)) => {
                 ApiError::NotFound(format!("no outbound webhook endpoint {id}"))
             }
+            ledger::Error::Rejected(Rejection::EventNotFound(id)) => {
+                ApiError::NotFound(format!("no outbound webhook event {id}"))
+            }
             ledger::Error::Rejected(other) => {
                 ApiError::Internal(format!("unexpected rejection: {other}"))
             }

@@ -8,9 +8,10 @@ use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::Response;
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 use projections::JsonObject;
 use projections::view::EventSnapshot;
+use projections::event::ErasureReason;
 use projections::{Command, EventStatus, Timestamp};
 use serde::Deserialize;
 use tracing::instrument;
@@ -28,6 +29,7 @@ pub fn router() -> Router<AppState> {
     Router::new()
         .route("/v1/outbound-webhook-events", post(accept).get(list))
         .route("/v1/outbound-webhook-events/{id}", get(show))
+        .route("/v1/outbound-webhook-events/{id}/content", delete(erase))
 }
 
 #[derive(Debug, Deserialize)]
@@ -201,30 +203,79 @@ async fn list(
     let page = Page::read(&params, "evt", &mut errors);
     errors.check()?;
     let org = &caller.organization_id;
-    let body = state.read(|v| {
+    let (listed, parts) = state.read(|v| {
         let listed = v.event_list(org, &filters.to_model(), &page.to_model())?;
-        let mut body = PageBody::new(&page, limits.page_bytes);
+        let mut parts = Vec::with_capacity(listed.items.len());
         for event in &listed.items {
-            let Some(snapshot) = v.event_snapshot(org, &event.id, None)? else {
-                continue;
-            };
-            if !body.offer(&event.id, |out| snapshot.write_json(out)) {
-                return Ok(body);
+            if let Some(p) = v.event_snapshot(org, &event.id, None)? {
+                parts.push(p);
             }
         }
-        body.go_on_at(listed.next);
-        Ok(body)
+        Ok((listed, parts))
     })?;
+    let events: Vec<_> = parts.iter().map(|p| p.event.clone()).collect();
+    let payloads = state.ledger().payloads(&events).await?;
+    let mut body = PageBody::new(&page, limits.page_bytes);
+    for (parts, payload) in parts.into_iter().zip(payloads) {
+        let id = parts.event.id.clone();
+        let snapshot = parts.with_payload(payload);
+        if !body.offer(&id, |out| snapshot.write_json(out)) {
+            return Ok(body.into_response("evt"));
+        }
+    }
+    body.go_on_at(listed.next);
     Ok(body.into_response("evt"))
 }
 
 #[instrument(skip_all, fields(org = %caller.organization_id, event = %id.0))]
 async fn show(State(state): State<AppState>, caller: Caller, id: Id) -> Result<Response, ApiError> {
-    current(&state, &caller.organization_id, &id.0)?
+    current(&state, &caller.organization_id, &id.0)
+        .await?
         .map(|event| reply_event(StatusCode::OK, &event, false))
-        .ok_or_else(|| ApiError::NotFound(format!("no outbound webhook event {}", id.0)))
+        .ok_or_else(|| not_found(&id.0))
 }
 
-fn current(state: &AppState, org: &str, id: &str) -> Result<Option<EventSnapshot>, ApiError> {
-    state.read(|v| v.event_snapshot(org, id, None))
+fn not_found(id: &str) -> ApiError {
+    ApiError::NotFound(format!("no outbound webhook event {id}"))
+}
+
+async fn current(state: &AppState, org: &str, id: &str) -> Result<Option<EventSnapshot>, ApiError> {
+    let Some(parts) = state.read(|v| v.event_snapshot(org, id, None))? else {
+        return Ok(None);
+    };
+    let mut payloads = state
+        .ledger()
+        .payloads(std::slice::from_ref(&parts.event))
+        .await?;
+    let payload = payloads
+        .pop()
+        .ok_or_else(|| ApiError::Internal(format!("no payload read for event {id}")))?;
+    Ok(Some(parts.with_payload(payload)))
+}
+
+/// `DELETE /v1/outbound-webhook-events/{id}/content`: erases the event's
+/// payload and the response bodies of every attempt recorded on its
+/// deliveries so far. The erasure is an event of the event's stream, so the
+/// history shows who asked and when; the answer is the event as it stands
+/// after it, payload `null` and `payloadErased: true`. The bytes leave the
+/// disk when compaction next runs; nothing serves them from now on.
+#[instrument(skip_all, fields(org = %caller.organization_id, event = %id.0))]
+async fn erase(
+    State(state): State<AppState>,
+    caller: Caller,
+    id: Id,
+) -> Result<Response, ApiError> {
+    // Erasing again erases what was recorded since: no key is needed to
+    // make a repeat safe.
+    let ctx = caller.context(None);
+    let command = Command::EraseContent {
+        organization_id: caller.organization_id.clone(),
+        event_id: Some(id.0.clone()),
+        recorded_before: None,
+        reason: ErasureReason::Request,
+    };
+    let written = state.execute(command, &ctx, None).await?;
+    let replayed = written.outcome == Outcome::Replayed;
+    let (snapshot, _) = event_answer(written)?;
+    Ok(reply_event(StatusCode::OK, &snapshot, replayed))
 }

@@ -45,7 +45,9 @@ use super::AppState;
 use super::error::{ApiError, FieldError};
 use super::extract::{Caller, Params};
 use super::input::Errors;
+use super::content::{self, ContentView};
 use super::page::{DEFAULT_LIMIT, Page, PageBody, parse_limit, write_json};
+use crate::model::View;
 use crate::store::RecordedEvent;
 
 pub mod hub;
@@ -234,19 +236,34 @@ struct FeedEvent<'a> {
     metadata: &'a RawValue,
     prev_hash: String,
     hash: String,
+    content: Option<ContentView<'a>>,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    content_erased: bool,
 }
 
-/// Writes the stored event at `sequence` as a [`FeedEvent`].
-fn write_event(sequence: u64, e: &RecordedEvent, out: &mut Vec<u8>) -> Result<(), ApiError> {
+/// Writes the stored event at `sequence` as a [`FeedEvent`], its content as
+/// `view` lets it be served.
+fn write_event(
+    view: &View,
+    sequence: u64,
+    e: &RecordedEvent,
+    out: &mut Vec<u8>,
+) -> Result<(), ApiError> {
     fn raw(bytes: &[u8], sequence: u64) -> Result<&RawValue, ApiError> {
         std::str::from_utf8(bytes)
             .ok()
             .and_then(|text| serde_json::from_str::<&RawValue>(text).ok())
             .ok_or_else(|| ApiError::Unavailable(format!("feed event {sequence} is not JSON")))
     }
+    let shown = view
+        .shown_content(e)
+        .map_err(|err| ApiError::Unavailable(err.to_string()))?;
+    let (content, content_erased) = content::fields(shown, e.position)?;
     write_json(
         out,
         &FeedEvent {
+            content,
+            content_erased,
             sequence,
             stream: &e.stream,
             event_type: &e.event_type,
@@ -286,9 +303,10 @@ async fn read_page(
     let mut next_after = after;
     for (sequence, position) in entries {
         let event = read_event(state, position).await?;
+        let view = state.view()?;
         let mut failed = None;
         let taken = body.offer(&sequence.to_string(), |out| {
-            failed = write_event(sequence, &event, out).err();
+            failed = write_event(&view, sequence, &event, out).err();
         });
         if let Some(e) = failed {
             return Err(e);
@@ -387,8 +405,9 @@ impl Follower {
 
     async fn event(&self, sequence: u64, position: u64) -> Result<Event, ApiError> {
         let stored = read_event(&self.state, position).await?;
+        let view = self.state.view()?;
         let mut out = Vec::new();
-        write_event(sequence, &stored, &mut out)?;
+        write_event(&view, sequence, &stored, &mut out)?;
         let data = String::from_utf8(out)
             .map_err(|_| ApiError::Internal("a feed event is not UTF-8".into()))?;
         Ok(Event::default().id(sequence.to_string()).data(data))

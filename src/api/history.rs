@@ -7,17 +7,19 @@ use axum::extract::State;
 use axum::response::Response;
 use projections::event::stream;
 use projections::values::{AttemptStatus, HttpStatusCode, NonEmptyString, RetryAt, Timestamp};
-use projections::{Event, JsonObject};
+use projections::{Body, Event};
 use serde::Serialize;
 use serde_json::value::RawValue;
 use tracing::instrument;
 
 use super::AppState;
+use super::content::{self, ContentView};
 use super::deliveries::not_found;
 use super::error::{ApiError, FieldError};
 use super::extract::{Caller, Id, Params};
 use super::input::Errors;
 use super::page::{Page, PageBody, write_json};
+use crate::model::View;
 use crate::store::RecordedEvent;
 
 /// One attempt as the sender reported it, with its place in its stream and
@@ -28,7 +30,10 @@ pub(super) struct AttemptView {
     pub attempt_number: u64,
     pub status: AttemptStatus,
     pub response_status_code: Option<HttpStatusCode>,
-    pub response_body: Option<JsonObject>,
+    /// `null` when none was reported, and once erased.
+    pub response_body: Option<Body>,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub response_body_erased: bool,
     pub last_error: Option<NonEmptyString>,
     pub next_retry_at: Option<RetryAt>,
     pub recorded_at: Timestamp,
@@ -39,10 +44,11 @@ pub(super) struct AttemptView {
 
 impl AttemptView {
     /// The attempt recorded by `stored`, the `sequence`-th event of its
-    /// organization.
-    pub fn of(stored: &RecordedEvent, sequence: u64) -> Result<AttemptView, ApiError> {
-        let recorded =
-            crate::model::decode(stored).map_err(|e| ApiError::Unavailable(e.to_string()))?;
+    /// organization, with its response body as `view` lets it be served.
+    pub fn of(view: &View, stored: &RecordedEvent, sequence: u64) -> Result<AttemptView, ApiError> {
+        let recorded = view
+            .decode_servable(stored)
+            .map_err(|e| ApiError::Unavailable(e.to_string()))?;
         let Event::AttemptRecorded(attempt) = recorded.event else {
             return Err(ApiError::Internal(format!(
                 "a {} event at position {} where an attempt was expected",
@@ -53,6 +59,7 @@ impl AttemptView {
             attempt_number: stored.version + 1,
             status: attempt.status,
             response_status_code: attempt.response_status_code,
+            response_body_erased: attempt.response_body.as_ref().is_some_and(Body::is_erased),
             response_body: attempt.response_body,
             last_error: attempt.last_error,
             next_retry_at: attempt.next_retry_at,
@@ -79,6 +86,9 @@ struct RawEvent<'a> {
     metadata: &'a RawValue,
     prev_hash: String,
     hash: String,
+    content: Option<ContentView<'a>>,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    content_erased: bool,
 }
 
 /// A page of the delivery's stream, oldest first, after checking the delivery
@@ -185,6 +195,7 @@ pub(super) async fn history(
     id: Id,
     params: Params,
 ) -> Result<Response, ApiError> {
+    let view = state.view()?;
     stream_page(
         &state,
         &caller,
@@ -192,7 +203,7 @@ pub(super) async fn history(
         &params,
         "attempts",
         |stored, sequence, out| {
-            write_json(out, &AttemptView::of(stored, sequence)?);
+            write_json(out, &AttemptView::of(&view, stored, sequence)?);
             Ok(())
         },
     )
@@ -206,6 +217,7 @@ pub(super) async fn raw_events(
     id: Id,
     params: Params,
 ) -> Result<Response, ApiError> {
+    let view = state.view()?;
     stream_page(
         &state,
         &caller,
@@ -221,9 +233,15 @@ pub(super) async fn raw_events(
                         ApiError::Unavailable(format!("stored event {position} is not JSON"))
                     })
             }
+            let shown = view
+                .shown_content(e)
+                .map_err(|err| ApiError::Unavailable(err.to_string()))?;
+            let (content, content_erased) = content::fields(shown, e.position)?;
             write_json(
                 out,
                 &RawEvent {
+                    content,
+                    content_erased,
                     data: raw(&e.data, e.position)?,
                     metadata: raw(&e.metadata, e.position)?,
                     stream: &e.stream,

@@ -36,6 +36,7 @@ use crate::signing::KeyRing;
 
 pub mod attempt_list;
 pub mod attempts;
+mod content;
 pub mod conn;
 pub mod deliveries;
 pub mod endpoints;
@@ -209,6 +210,15 @@ impl AppState {
 }
 
 impl AppState {
+    /// A view of the model, for a handler that reads it across awaits (a
+    /// view holds no lock). 503 while the model cannot be trusted.
+    pub(crate) fn view(&self) -> Result<View, ApiError> {
+        self.node
+            .projector
+            .view()
+            .map_err(|e| ApiError::Unavailable(e.to_string()))
+    }
+
     /// Reads the model through `f`. 503 while the model cannot be trusted
     /// (its projector stopped, or it is being rebuilt), and when a read fails;
     /// a read that finds the model's file damaged starts its rebuild.
@@ -290,6 +300,7 @@ fn command_name(command: &Command) -> &'static str {
         Command::RecordAttempt { .. } => "record_attempt",
         Command::IssueApiKey { .. } => "issue_api_key",
         Command::RevokeApiKey { .. } => "revoke_api_key",
+        Command::EraseContent { .. } => "erase_content",
     }
 }
 

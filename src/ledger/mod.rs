@@ -7,10 +7,12 @@
 
 use std::sync::{Arc, Mutex, RwLock};
 
+use projections::body::SALT_LEN;
 use projections::event::Idempotency;
 use projections::model::idempotency_slot;
 use projections::view::{EndpointView, EventSnapshot};
-use projections::{Command, MemoryRows, Metadata, Rejection, Rows, Settings, Timestamp};
+use projections::model::WebhookEvent;
+use projections::{Body, Command, MemoryRows, Metadata, Rejection, Rows, Settings, Timestamp};
 
 use crate::limits::{Exceeded, Limits};
 use crate::model::{self, View};
@@ -209,13 +211,13 @@ impl Ledger {
                 && let Some(done) =
                     self.idempotent_answer(org, i, ctx.request_sha256_as_sent.as_deref())?
             {
-                return self.answer(&wants, org, done);
+                return self.answer(&wants, org, done).await;
             }
             match self
                 .try_execute(command.clone(), ctx, if_match, claims.clone())
                 .await
             {
-                Ok(done) => return self.answer(&wants, org, done),
+                Ok(done) => return self.answer(&wants, org, done).await,
                 Err(Error::Store(store::Error::Conflict { actual, .. })) => {
                     if let Some(expected) = if_match {
                         return Err(Error::PreconditionFailed {
@@ -290,8 +292,43 @@ impl Ledger {
         }))
     }
 
+    /// The payloads of `events`, in their order: each the content of the
+    /// event that accepted it, read from the log, as it may be served (an
+    /// erased one is [`Body::Erased`], whether or not compaction has removed
+    /// it from the disk yet).
+    pub async fn payloads(&self, events: &[WebhookEvent]) -> Result<Vec<Body>, Error> {
+        let positions: Vec<u64> = events.iter().map(|e| e.position).collect();
+        let records = self.store.read_positions(&positions).await?;
+        let view = self.view()?;
+        let mut payloads = Vec::with_capacity(events.len());
+        for (event, record) in events.iter().zip(&records) {
+            let recorded = view.decode_servable(record)?;
+            match recorded.event {
+                projections::Event::WebhookEventAccepted(e) if e.event_id == event.id => {
+                    payloads.push(e.payload);
+                }
+                _ => {
+                    return Err(model::Error::Inconsistent(format!(
+                        "position {} does not hold the acceptance of event {}",
+                        record.position, event.id
+                    ))
+                    .into());
+                }
+            }
+        }
+        if payloads.len() != events.len() {
+            return Err(model::Error::Inconsistent(format!(
+                "{} of {} accepted events read from the log",
+                records.len(),
+                events.len()
+            ))
+            .into());
+        }
+        Ok(payloads)
+    }
+
     /// Reads the answer `wants` names, as it stood at `done.position`.
-    fn answer(&self, wants: &Wants, org: &str, done: Done) -> Result<Written, Error> {
+    async fn answer(&self, wants: &Wants, org: &str, done: Done) -> Result<Written, Error> {
         let view = self.view()?;
         let position = done.position.unwrap_or_else(|| view.position());
         let vanished =
@@ -303,9 +340,11 @@ impl Ledger {
                     .ok_or_else(vanished)?,
             )),
             Wants::Event { delivery_id } => {
-                let snapshot = view
+                let parts = view
                     .event_snapshot(org, &done.resource_id, done.position)?
                     .ok_or_else(vanished)?;
+                let mut payloads = self.payloads(std::slice::from_ref(&parts.event)).await?;
+                let snapshot = parts.with_payload(payloads.pop().ok_or_else(vanished)?);
                 let delivery_version = delivery_id.as_ref().map(|id| {
                     snapshot
                         .deliveries
@@ -344,6 +383,13 @@ impl Ledger {
                 (ExpectedVersion::NoStream, endpoint_id.clone())
             }
             Command::AcceptEvent { event_id, .. } => (ExpectedVersion::NoStream, event_id.clone()),
+            Command::EraseContent {
+                event_id: Some(event_id),
+                ..
+            } => (ExpectedVersion::Any, event_id.clone()),
+            Command::EraseContent {
+                organization_id, ..
+            } => (ExpectedVersion::Any, organization_id.clone()),
             Command::UpdateEndpoint { endpoint_id, .. } => {
                 let version = rows
                     .tenant(org)
@@ -398,13 +444,23 @@ impl Ledger {
             idempotency: ctx.idempotency.clone(),
         }
         .to_canonical_bytes();
+        // A fresh salt for each body, drawn before anything is written.
+        let mut salts = vec![[0u8; SALT_LEN]; events.len()];
+        getrandom::fill(salts.as_flattened_mut())
+            .map_err(|e| store::Error::Unavailable(format!("no random salt for a body: {e}")))?;
+        let mut salts = salts.into_iter();
+        let mut salt = || salts.next().unwrap_or_default();
         let events = events
             .iter()
-            .map(|event| NewEvent {
-                event_type: event.event_type().to_owned(),
-                schema_version: event.schema_version(),
-                data: event.to_canonical_bytes(),
-                metadata: metadata.clone(),
+            .map(|event| {
+                let encoded = event.encode(&mut salt);
+                NewEvent {
+                    event_type: event.event_type().to_owned(),
+                    schema_version: event.schema_version(),
+                    data: encoded.data,
+                    metadata: metadata.clone(),
+                    content: encoded.content,
+                }
             })
             .collect();
         let appended = self
@@ -436,7 +492,12 @@ impl Wants {
             Command::RecordAttempt { delivery_id, .. } => Wants::Event {
                 delivery_id: Some(delivery_id.clone()),
             },
-            Command::IssueApiKey { .. } | Command::RevokeApiKey { .. } => Wants::Nothing,
+            Command::EraseContent {
+                event_id: Some(_), ..
+            } => Wants::Event { delivery_id: None },
+            Command::IssueApiKey { .. }
+            | Command::RevokeApiKey { .. }
+            | Command::EraseContent { .. } => Wants::Nothing,
         }
     }
 }
@@ -464,6 +525,11 @@ fn load(view: &View, command: &Command) -> Result<MemoryRows, model::Error> {
             && let Some(delivery) = view.delivery(org, id)?
         {
             put(rows.put_delivery(delivery));
+        }
+        if let Some(id) = needs.event
+            && let Some(event) = view.event(org, id)?
+        {
+            put(rows.put_event(event));
         }
         if let Some(key) = needs.source_key
             && let Some(event) = view.source_key(org, key)?

@@ -139,7 +139,8 @@ fn as_json(table: Table, bytes: &[u8]) -> Value {
         tables::API_KEYS => row::<ApiKey>(bytes),
         tables::IDEMPOTENCY => row::<IdempotencyRecord>(bytes),
         tables::ENDPOINT_TALLIES => row::<projections::health::Tally>(bytes),
-        tables::PAYLOADS | tables::SOURCE_KEYS => {
+        tables::ERASURES => row::<projections::model::Erasures>(bytes),
+        tables::SOURCE_KEYS => {
             Value::String(String::from_utf8_lossy(bytes).into_owned())
         }
         _ if bytes.is_empty() => Value::Bool(true),

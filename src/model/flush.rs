@@ -15,7 +15,7 @@ pub fn write_out(overlay: &Overlay, batch: &mut WriteBatch) {
     let batch = &mut *batch;
     rows(batch, tables::ENDPOINTS, &overlay.endpoints);
     rows(batch, tables::ENDPOINT_VERSIONS, &overlay.endpoint_versions);
-    rows(batch, tables::PAYLOADS, &overlay.payloads);
+    rows(batch, tables::ERASURES, &overlay.erasures);
     rows(batch, tables::SEQUENCES, &overlay.sequences);
     rows(batch, tables::FEED, &overlay.feed);
     rows(batch, tables::TREE_NODES, &overlay.tree_nodes);

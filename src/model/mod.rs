@@ -9,6 +9,7 @@
 //!   position, and the lists with their indexes.
 //! - [`queries`]: attempts across deliveries, the retry queue, the change feed.
 //! - [`trees`]: the Merkle trees of each organization and of the ledger.
+//! - `erasure`: which bodies in the log may still be served.
 //! - `stats`: an endpoint's health since an instant, from the fold's counters.
 //! - [`tables`] and [`keys`]: what is stored where, and how keys sort.
 //! - [`compare`]: two stores row by row, for `projections rebuild --verify`.
@@ -26,6 +27,7 @@ use crate::kv::{self, Kv, RedbKv};
 use crate::store::EventRef;
 
 pub mod compare;
+mod erasure;
 mod flush;
 pub mod keys;
 pub mod list;
@@ -42,7 +44,8 @@ pub use live::{Model, Options};
 pub use overlay::Chain;
 pub use queries::{AttemptFilter, AttemptMark, Attempts, Retries, RetryMark};
 pub use trees::Tree;
-pub use view::View;
+pub use erasure::{Shown, body_owner, names_a_body};
+pub use view::{EventParts, View};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -127,15 +130,31 @@ impl Decoded {
     }
 }
 
-/// Decodes a stored event whole, response bodies and metadata included, as
-/// an auditor's tool reads it.
+/// Decodes a stored event whole, metadata and any content it still holds
+/// included, as an auditor's tool reads it: content that does not match the
+/// digest its hash covers is an error. Whether a body may be *served* is
+/// another question, which [`View::servable_content`] answers.
 pub fn decode(event: &crate::store::RecordedEvent) -> Result<projections::Recorded, Error> {
+    decode_with(event, (!event.content.is_empty()).then_some(&event.content[..]))
+}
+
+/// [`decode`] with `content` in place of the event's own: `None` decodes
+/// its bodies as erased.
+pub fn decode_with(
+    event: &crate::store::RecordedEvent,
+    content: Option<&[u8]>,
+) -> Result<projections::Recorded, Error> {
     let fold_error = |reason: String| Error::Fold {
         position: event.position,
         reason,
     };
-    let data = projections::Event::decode(&event.event_type, event.schema_version, &event.data)
-        .map_err(|e| fold_error(e.to_string()))?;
+    let data = projections::Event::decode(
+        &event.event_type,
+        event.schema_version,
+        &event.data,
+        content,
+    )
+    .map_err(|e| fold_error(e.to_string()))?;
     let metadata =
         projections::Metadata::decode(&event.metadata).map_err(|e| fold_error(e.to_string()))?;
     Ok(projections::Recorded {

@@ -12,7 +12,9 @@ use std::collections::{BTreeMap, HashMap};
 
 use projections::Rows;
 use projections::health::{Bucket, Tally};
-use projections::model::{ApiKey, Attempt, Delivery, Endpoint, IdempotencyRecord, WebhookEvent};
+use projections::model::{
+    ApiKey, Attempt, Delivery, Endpoint, Erasures, IdempotencyRecord, WebhookEvent,
+};
 
 use super::Error;
 use super::tables::{self, Row, key};
@@ -52,7 +54,8 @@ pub struct Overlay {
     pub endpoints: BTreeMap<Vec<u8>, Endpoint>,
     pub endpoint_versions: BTreeMap<Vec<u8>, Endpoint>,
     pub events: BTreeMap<Vec<u8>, WebhookEvent>,
-    pub payloads: BTreeMap<Vec<u8>, String>,
+    /// By `key::org`.
+    pub erasures: BTreeMap<Vec<u8>, Erasures>,
     pub deliveries: BTreeMap<Vec<u8>, Delivery>,
     pub attempts: BTreeMap<Vec<u8>, Attempt>,
     pub source_keys: BTreeMap<Vec<u8>, String>,
@@ -89,6 +92,12 @@ pub trait Footprint {
 
 fn strings<'a>(all: impl IntoIterator<Item = &'a String>) -> usize {
     all.into_iter().map(String::capacity).sum()
+}
+
+impl Footprint for Erasures {
+    fn heap(&self) -> usize {
+        0
+    }
 }
 
 impl Footprint for String {
@@ -373,12 +382,23 @@ impl Rows for Folding<'_> {
         )
     }
 
-    fn put_event(&mut self, event: WebhookEvent, payload: String) -> Result<(), Error> {
+    fn put_event(&mut self, event: WebhookEvent) -> Result<(), Error> {
         let key = key::event(&event.organization_id, &event.id);
-        self.added(entry_bytes(&key, &payload) + entry_bytes(&key, &event));
-        self.overlay.payloads.insert(key.clone(), payload);
+        self.added(entry_bytes(&key, &event));
         self.overlay.events.insert(key, event);
         Ok(())
+    }
+
+    fn erasures_mut(&mut self, org: &str) -> Result<&mut Erasures, Error> {
+        let key = key::org(org).into_bytes();
+        if !self.overlay.erasures.contains_key(&key) {
+            let erasures = self
+                .below(tables::ERASURES, &key, |o| &o.erasures)?
+                .unwrap_or_default();
+            self.added(entry_bytes(&key, &erasures));
+            self.overlay.erasures.insert(key.clone(), erasures);
+        }
+        Ok(self.overlay.erasures.get_mut(&key).expect("inserted above"))
     }
 
     fn delivery_mut(&mut self, org: &str, id: &str) -> Result<Option<&mut Delivery>, Error> {

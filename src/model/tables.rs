@@ -6,7 +6,9 @@
 //! row format. Index entries carry no value: the key is the whole fact.
 
 use projections::health::{Bucket, Level, Tally};
-use projections::model::{ApiKey, Attempt, Delivery, Endpoint, IdempotencyRecord, WebhookEvent};
+use projections::model::{
+    ApiKey, Attempt, Delivery, Endpoint, Erasures, IdempotencyRecord, WebhookEvent,
+};
 use projections::{AttemptStatus, EventStatus};
 use rkyv::rancor;
 use rkyv::util::AlignedVec;
@@ -18,7 +20,9 @@ pub const META: Table = Table("meta");
 pub const ENDPOINTS: Table = Table("endpoints");
 pub const ENDPOINT_VERSIONS: Table = Table("endpoint_versions");
 pub const EVENTS: Table = Table("events");
-pub const PAYLOADS: Table = Table("payloads");
+/// `(org)` -> what the organization's erasures cover (payloads are not
+/// kept here: they are read from the log, where erasure removes them).
+pub const ERASURES: Table = Table("erasures");
 pub const DELIVERIES: Table = Table("deliveries");
 pub const ATTEMPTS: Table = Table("attempts");
 pub const SOURCE_KEYS: Table = Table("source_keys");
@@ -75,7 +79,7 @@ pub const ALL: [Table; 28] = [
     ENDPOINTS,
     ENDPOINT_VERSIONS,
     EVENTS,
-    PAYLOADS,
+    ERASURES,
     DELIVERIES,
     ATTEMPTS,
     SOURCE_KEYS,
@@ -102,7 +106,7 @@ pub const ALL: [Table; 28] = [
 
 /// Bump on any change to a row's archived form, a key or an index: a store
 /// of another format is set aside and rebuilt from the log.
-pub const FORMAT: u64 = 5;
+pub const FORMAT: u64 = 6;
 
 /// The first byte of every encoded row.
 const ROW_FORMAT: u8 = 1;
@@ -240,6 +244,7 @@ archived_row!(Attempt, "attempt");
 archived_row!(ApiKey, "API key");
 archived_row!(IdempotencyRecord, "idempotency");
 archived_row!(Tally, "endpoint tally");
+archived_row!(Erasures, "erasures");
 
 /// Numbers (sequence counters, positions) are 8 bytes big-endian.
 impl Row for u64 {
@@ -290,7 +295,7 @@ impl Row for crate::merkle::Frontier {
     }
 }
 
-/// Strings (payloads, source keys' event ids) are stored as their bytes.
+/// Strings (source keys' event ids) are stored as their bytes.
 impl Row for String {
     const WHAT: &'static str = "text";
 

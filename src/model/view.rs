@@ -11,7 +11,10 @@ use std::collections::BTreeMap;
 use std::ops::Bound;
 use std::sync::RwLockReadGuard;
 
-use projections::model::{ApiKey, Attempt, Delivery, Endpoint, IdempotencyRecord, WebhookEvent};
+use projections::Body;
+use projections::model::{
+    ApiKey, Attempt, Delivery, Endpoint, Erasures, IdempotencyRecord, WebhookEvent,
+};
 use projections::view::{DeliverySnapshot, EventSnapshot};
 
 use super::Error;
@@ -24,6 +27,20 @@ use crate::kv::{Flow, Table};
 type Each<'a, R> = dyn FnMut(&[u8], R) -> Result<Flow, Error> + 'a;
 /// The same over the stored bytes of each row.
 type EachStored<'a> = dyn FnMut(&[u8], &[u8]) -> Result<Flow, Error> + 'a;
+
+/// An event as its snapshot shows it, but for its payload: that is the
+/// content of the event that accepted it, in the log at `event.position`.
+#[derive(Debug, Clone)]
+pub struct EventParts {
+    pub event: WebhookEvent,
+    pub deliveries: Vec<DeliverySnapshot>,
+}
+
+impl EventParts {
+    pub fn with_payload(self, payload: Body) -> EventSnapshot {
+        EventSnapshot::new(&self.event, payload, self.deliveries)
+    }
+}
 
 /// A consistent view of the model for reading.
 #[derive(Clone)]
@@ -79,8 +96,11 @@ impl View {
         self.get(tables::EVENTS, &key::event(org, id), |o| &o.events)
     }
 
-    pub fn payload(&self, org: &str, id: &str) -> Result<Option<String>, Error> {
-        self.get(tables::PAYLOADS, &key::event(org, id), |o| &o.payloads)
+    /// What the organization's erasures that are not about one event cover.
+    pub fn erasures(&self, org: &str) -> Result<Erasures, Error> {
+        Ok(self
+            .get(tables::ERASURES, key::org(org).as_bytes(), |o| &o.erasures)?
+            .unwrap_or_default())
     }
 
     pub fn delivery(&self, org: &str, id: &str) -> Result<Option<Delivery>, Error> {
@@ -198,13 +218,13 @@ impl View {
     }
 
     /// The event with its deliveries as they stood right after `position`
-    /// (`None`: as they stand now).
+    /// (`None`: as they stand now), all but its payload, which is in the log.
     pub fn event_snapshot(
         &self,
         org: &str,
         id: &str,
         position: Option<u64>,
-    ) -> Result<Option<EventSnapshot>, Error> {
+    ) -> Result<Option<EventParts>, Error> {
         let Some(event) = self.event(org, id)? else {
             return Ok(None);
         };
@@ -212,9 +232,6 @@ impl View {
         if event.position > position {
             return Ok(None);
         }
-        let payload = self
-            .payload(org, id)?
-            .ok_or_else(|| missing("payload", id))?;
         let mut deliveries = Vec::with_capacity(event.delivery_ids.len());
         for delivery_id in &event.delivery_ids {
             let delivery = self
@@ -222,7 +239,7 @@ impl View {
                 .ok_or_else(|| missing("delivery", delivery_id))?;
             deliveries.push(DeliverySnapshot::from(&delivery));
         }
-        Ok(Some(EventSnapshot::new(&event, &payload, deliveries)))
+        Ok(Some(EventParts { event, deliveries }))
     }
 
     /// The endpoint as it stood right after `position`.

@@ -234,6 +234,7 @@ mod tests {
             metadata: b"{}".to_vec(),
             prev_hash: [position as u8; 32],
             hash: [position as u8 + 1; 32],
+            content: Vec::new(),
         }
     }
 

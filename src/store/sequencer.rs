@@ -432,6 +432,7 @@ pub fn give_back(
                     schema_version: r.schema_version,
                     data: r.data,
                     metadata: r.metadata,
+                    content: r.content,
                 })
                 .collect();
         }

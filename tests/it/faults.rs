@@ -111,6 +111,7 @@ async fn a_stopped_projector_makes_the_api_unavailable() {
         schema_version: 1,
         data: b"{}".to_vec(),
         metadata: b"{}".to_vec(),
+        content: Vec::new(),
     };
     app.node
         .store

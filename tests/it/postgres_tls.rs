@@ -34,6 +34,7 @@ fn event(id: &str) -> NewEvent {
         schema_version: 1,
         data: format!(r#"{{"id":"{id}"}}"#).into_bytes(),
         metadata: b"{}".to_vec(),
+        content: Vec::new(),
     }
 }
 

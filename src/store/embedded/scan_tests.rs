@@ -13,6 +13,7 @@ pub(super) fn new_event(i: u64) -> NewEvent {
         schema_version: 1,
         data: format!(r#"{{"attempt":{i}}}"#).into_bytes(),
         metadata: b"{}".to_vec(),
+        content: Vec::new(),
     }
 }
 

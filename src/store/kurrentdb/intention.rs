@@ -288,6 +288,7 @@ mod tests {
                         schema_version: 1,
                         data: format!(r#"{{"n":{i},"s":"\u00e9\"x\""}}"#).into_bytes(),
                         metadata: br#"{"requestId":"r"}"#.to_vec(),
+                        content: Vec::new(),
                     },
                     17,
                     [i as u8; 32],

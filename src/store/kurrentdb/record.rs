@@ -249,6 +249,7 @@ mod tests {
             schema_version: 2,
             data: br#"{"text":"h\u00e9 \"q\"","n":1e3}"#.to_vec(),
             metadata: br#"{"idempotencyKey":"k-\u0000"}"#.to_vec(),
+            content: Vec::new(),
         };
         let planned = plan("delivery-dlv_1", 4, &new, 1_700_000_000_123_456, [7; 32]);
         assert_eq!(planned.id, event_id(&planned.hash));
@@ -269,6 +270,7 @@ mod tests {
                 metadata: new.metadata,
                 prev_hash: [7; 32],
                 hash: planned.hash,
+                content: Vec::new(),
             }
         );
         assert_eq!(
@@ -287,6 +289,7 @@ mod tests {
                 schema_version: 1,
                 data: b"{}".to_vec(),
                 metadata: b"{}".to_vec(),
+                content: Vec::new(),
             },
             0,
             [0; 32],

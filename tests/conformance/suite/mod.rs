@@ -38,6 +38,7 @@ pub fn event(id: &str) -> NewEvent {
         schema_version: 1,
         data: format!(r#"{{"id":"{id}"}}"#).into_bytes(),
         metadata: br#"{"requestId":"req_1"}"#.to_vec(),
+        content: Vec::new(),
     }
 }
 
@@ -91,6 +92,7 @@ pub fn replay_through_sequencer(stored: &[RecordedEvent]) -> Vec<RecordedEvent> 
                 schema_version: e.schema_version,
                 data: e.data.clone(),
                 metadata: e.metadata.clone(),
+                content: Vec::new(),
             })
             .collect();
         let mut staging = sequencer.staging();

@@ -22,6 +22,7 @@ pub async fn appends_read_back_byte_for_byte(mut backend: impl Backend) {
         )
         .into_bytes(),
         metadata: br#"{"idempotencyKey":"k-\u0000","keyId":"key_1"}"#.to_vec(),
+        content: Vec::new(),
     };
     let inputs = [
         ("delivery-dlv_1", vec![event("a"), event("b")]),
