@@ -226,3 +226,26 @@ fn the_canonical_forms_take_the_fast_path() {
         assert!(metadata_without_idempotency(refused).is_none());
     }
 }
+
+#[test]
+fn a_digest_that_is_not_a_string_is_refused_as_serde_refuses_it() {
+    let a = AttemptRecorded {
+        delivery_id: "dlv_1".into(),
+        event_id: "evt_1".into(),
+        organization_id: "org".into(),
+        status: AttemptStatus::Delivered,
+        response_status_code: HttpStatusCode::parse(200),
+        response_body: JsonObject::from_value(&serde_json::json!({"ok": true})).map(Body::Kept),
+        last_error: None,
+        next_retry_at: None,
+    };
+    let text = String::from_utf8(data(a, 2, 6)).unwrap();
+    let start = text.find(r#""responseBodyDigest":""#).unwrap() + r#""responseBodyDigest":"#.len();
+    let end = start + 66;
+    assert!(text[start..end].starts_with('"') && text[start..end].ends_with('"'));
+    for bad in ["7", r#"{"a":1}"#, "true", "[]", r#"{"ok":true}"#] {
+        let damaged = format!("{}{bad}{}", &text[..start], &text[end..]);
+        assert_eq!(slow(damaged.as_bytes(), 2), None, "{damaged}");
+        assert_eq!(attempt_for_fold(damaged.as_bytes(), 2), None, "{damaged}");
+    }
+}
