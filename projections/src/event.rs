@@ -14,6 +14,8 @@ use crate::body::{Body, SALT_LEN};
 use crate::values::{AttemptStatus, HttpStatusCode, NonEmptyString, RetryAt, Timestamp};
 
 mod sealed;
+#[cfg(test)]
+mod tests;
 
 pub use sealed::Encoded;
 

@@ -174,9 +174,10 @@ fn string(out: &mut Vec<u8>, s: &str) {
 #[cfg(test)]
 mod tests {
     use proptest::prelude::*;
-    use serde_json::value::RawValue;
 
     use super::*;
+    use crate::body::Body;
+    use crate::canonical::JsonObject;
     use crate::values::{AttemptStatus, EventStatus};
 
     /// Mostly plain text, sometimes what JSON must escape, sometimes not ASCII.
@@ -240,15 +241,20 @@ mod tests {
     }
 
     fn event() -> impl Strategy<Value = EventSnapshot> {
+        // Kept, erased, and erased as the contract shapes it (`{}` and the flag).
         let payload = prop_oneof![
-            Just(r#"{}"#.to_owned()),
-            text().prop_map(|t| serde_json::json!({"note": t, "n": [1, 2.5, null]}).to_string()),
+            Just(Body::Kept(JsonObject::empty())),
+            text().prop_map(|t| Body::Kept(
+                JsonObject::from_value(&serde_json::json!({"note": t, "n": [1, 2.5, null]}))
+                    .expect("an object")
+            )),
+            Just(Body::Erased),
         ];
         (
             (text(), text(), text(), proptest::option::of(text())),
             proptest::sample::select(EventStatus::ALL.to_vec()),
             any::<u64>(),
-            payload,
+            (payload, any::<bool>()),
             proptest::collection::vec(delivery(), 0..5),
             (timestamp(), timestamp()),
         )
@@ -257,20 +263,28 @@ mod tests {
                     (id, organization_id, event_type, source_key),
                     status,
                     endpoint_count,
-                    payload,
+                    (payload, for_contract),
                     deliveries,
                     (created_at, updated_at),
-                )| EventSnapshot {
-                    id,
-                    organization_id,
-                    event_type,
-                    source_key,
-                    status,
-                    endpoint_count,
-                    payload: RawValue::from_string(payload).expect("valid JSON"),
-                    deliveries,
-                    created_at,
-                    updated_at,
+                )| {
+                    let snapshot = EventSnapshot {
+                        id,
+                        organization_id,
+                        event_type,
+                        source_key,
+                        status,
+                        endpoint_count,
+                        payload_erased: payload.is_erased(),
+                        payload,
+                        deliveries,
+                        created_at,
+                        updated_at,
+                    };
+                    if for_contract {
+                        snapshot.for_contract()
+                    } else {
+                        snapshot
+                    }
                 },
             )
     }
@@ -283,6 +297,17 @@ mod tests {
                 String::from_utf8(snapshot.to_json()).unwrap(),
                 String::from_utf8(expected).unwrap()
             );
+        }
+
+        #[test]
+        fn an_erased_payload_is_written_as_serde_json_writes_it(
+            snapshot in event().prop_filter("erased", |s| s.payload_erased),
+        ) {
+            let fast = String::from_utf8(snapshot.to_json()).unwrap();
+            prop_assert_eq!(&fast, &String::from_utf8(serde_json::to_vec(&snapshot).unwrap()).unwrap());
+            let payload = if snapshot.payload.is_erased() { "null" } else { "{}" };
+            let expected = format!(r#""payload":{payload},"payloadErased":true,"deliveries":["#);
+            prop_assert!(fast.contains(&expected), "{}", fast);
         }
 
         #[test]

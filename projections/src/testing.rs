@@ -7,15 +7,17 @@
 
 use serde_json::{Value, json};
 
+use crate::body::Body;
 use crate::canonical::JsonObject;
 use crate::decide::{Command, Rejection, decide};
 use crate::event::{
-    AttemptRecorded, EndpointCreated, EndpointUpdated, Event, Metadata, PlannedDelivery, Recorded,
-    WebhookEventAccepted,
+    AttemptRecorded, ContentErased, EndpointCreated, EndpointUpdated, ErasureReason, Event,
+    Metadata, PlannedDelivery, Recorded, WebhookEventAccepted,
 };
 use crate::model::{Delivery, Settings, WebhookEvent, apply};
 use crate::rows::{MemoryRows, Tenant};
 use crate::values::{AttemptStatus, HttpStatusCode, NonEmptyString, RetryAt, Timestamp};
+use crate::view::EventSnapshot;
 
 /// Events start at this instant and are one second apart.
 pub const T0: i64 = 1_700_000_000_000_000;
@@ -77,6 +79,28 @@ impl Scenario {
             scenario: self,
             result,
         }
+    }
+
+    /// The payload the log holds for `event_id`, as a read takes it from the
+    /// accepted event (the read model keeps none).
+    #[track_caller]
+    pub fn payload_in_log(&self, event_id: &str) -> Body {
+        self.log
+            .iter()
+            .find_map(|r| match &r.event {
+                Event::WebhookEventAccepted(e) if e.event_id == event_id => Some(e.payload.clone()),
+                _ => None,
+            })
+            .unwrap_or_else(|| panic!("no accepted event {event_id} in the log"))
+    }
+
+    /// The event's snapshot as it stands now, its payload read from the log.
+    #[track_caller]
+    pub fn snapshot(&self, org: &str, event_id: &str) -> EventSnapshot {
+        self.model
+            .org(org)
+            .event_snapshot(event_id, self.payload_in_log(event_id))
+            .unwrap_or_else(|| panic!("no snapshot of {event_id} in {org}"))
     }
 
     /// Decides and folds a step that comes before the one under test; it must
@@ -192,7 +216,7 @@ pub fn accepted(
         organization_id: org.to_owned(),
         event_type: event_type.to_owned(),
         source_key: None,
-        payload: payload(),
+        payload: Body::Kept(payload()),
         deliveries: deliveries.into_iter().collect(),
     })
 }
@@ -260,7 +284,7 @@ impl Attempt {
             organization_id: self.organization_id.clone(),
             status: self.status,
             response_status_code: self.response_status_code,
-            response_body: self.response_body.clone(),
+            response_body: self.response_body.clone().map(Body::Kept),
             last_error: self.last_error.clone(),
             next_retry_at: self.next_retry_at.clone(),
         })
@@ -348,6 +372,55 @@ impl From<Patch> for Command {
             enabled: p.enabled,
         }
     }
+}
+
+/// `EraseContent` of one event's bodies, as `DELETE .../{id}/content` asks.
+pub fn erase_event(event_id: &str, org: &str) -> Command {
+    Command::EraseContent {
+        organization_id: org.to_owned(),
+        event_id: Some(event_id.to_owned()),
+        recorded_before: None,
+        reason: ErasureReason::Request,
+    }
+}
+
+/// `EraseContent` of every body of an organization (offboarding).
+pub fn erase_org(org: &str) -> Command {
+    Command::EraseContent {
+        organization_id: org.to_owned(),
+        event_id: None,
+        recorded_before: None,
+        reason: ErasureReason::Offboarding,
+    }
+}
+
+/// `EraseContent` of an organization's bodies recorded before `before` (retention).
+pub fn erase_before(org: &str, before: Timestamp) -> Command {
+    Command::EraseContent {
+        organization_id: org.to_owned(),
+        event_id: None,
+        recorded_before: Some(before),
+        reason: ErasureReason::Retention,
+    }
+}
+
+/// The event an `EraseContent` command decides: the command's fields as they are.
+pub fn content_erased(command: &Command) -> Event {
+    let Command::EraseContent {
+        organization_id,
+        event_id,
+        recorded_before,
+        reason,
+    } = command.clone()
+    else {
+        panic!("not an EraseContent: {command:?}")
+    };
+    Event::ContentErased(ContentErased {
+        organization_id,
+        event_id,
+        recorded_before,
+        reason,
+    })
 }
 
 // --- Reading the model ----------------------------------------------------------

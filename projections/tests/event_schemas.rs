@@ -1,7 +1,9 @@
 //! The JSON Schemas in `schemas/events/` against the code that writes and reads the
 //! log: every type and version has a file, every file is a version the decoder
 //! reads, what the writer produces is valid, and what the decoder refuses the
-//! schema refuses too.
+//! schema refuses too. Events with bodies are checked at the version this build
+//! writes (the salted digests) and at version 1 (the bodies inline), which old
+//! logs hold and which must stay valid and readable.
 //!
 //! Uses only the crate's public API, as an auditor's tool would.
 
@@ -13,12 +15,13 @@ use jsonschema::Validator;
 use proptest::prelude::*;
 use serde_json::{Value, json};
 
+use projections::body::SALT_LEN;
 use projections::event::{
-    ApiKeyIssued, ApiKeyRevoked, AttemptRecorded, DecodeError, EndpointCreated, EndpointUpdated,
-    Idempotency, PlannedDelivery, WebhookEventAccepted,
+    ApiKeyIssued, ApiKeyRevoked, AttemptRecorded, ContentErased, DecodeError, EndpointCreated,
+    EndpointUpdated, ErasureReason, Idempotency, PlannedDelivery, WebhookEventAccepted,
 };
-use projections::values::{AttemptStatus, HttpStatusCode, NonEmptyString, RetryAt};
-use projections::{Event, JsonObject, Metadata};
+use projections::values::{AttemptStatus, HttpStatusCode, NonEmptyString, RetryAt, Timestamp};
+use projections::{Body, Event, JsonObject, Metadata};
 
 /// `nextRetryAt`'s pattern exactly as the record-attempt contract gives it
 /// (`docs/DESIGN.md` §1).
@@ -61,10 +64,57 @@ fn version_of(event_type: &str) -> u32 {
         .unwrap_or_else(|| panic!("{event_type} is not a current type"))
 }
 
+/// Decodes `data` at the current version, without content: as the log reads
+/// it once the bodies are erased, or where there are none.
 fn decode(event_type: &str, data: &Value) -> Result<Event, DecodeError> {
     let bytes = serde_json::to_vec(data).unwrap();
-    Event::decode(event_type, version_of(event_type), &bytes)
+    Event::decode(event_type, version_of(event_type), &bytes, None)
 }
+
+fn salt() -> [u8; SALT_LEN] {
+    *b"0123456789abcdef"
+}
+
+/// The data the writer stores for `event`, the hashed part (its bodies'
+/// digests in place of the bodies).
+fn data_of(event: &Event) -> Value {
+    serde_json::from_slice(&event.encode(&mut salt).data).unwrap()
+}
+
+/// The data a build before salted digests stored: version 1, each body inline
+/// as sent where version 2 has its digest (`payload` and `responseBody` sort
+/// where their digests do).
+fn v1_bytes(event: &Event) -> Vec<u8> {
+    let encoded = event.encode(&mut salt);
+    let v2 = String::from_utf8(encoded.data).unwrap();
+    let digest = projections::body::digest(&encoded.content);
+    let (from, to) = match event {
+        Event::WebhookEventAccepted(e) => (
+            format!(r#""payloadDigest":"{digest}""#),
+            format!(r#""payload":{}"#, e.payload.kept().unwrap().get()),
+        ),
+        Event::AttemptRecorded(a) => match &a.response_body {
+            Some(body) => (
+                format!(r#""responseBodyDigest":"{digest}""#),
+                format!(r#""responseBody":{}"#, body.kept().unwrap().get()),
+            ),
+            None => (
+                r#""responseBodyDigest":null"#.to_owned(),
+                r#""responseBody":null"#.to_owned(),
+            ),
+        },
+        other => panic!("{} has no version 1 with a body", other.event_type()),
+    };
+    assert_eq!(v2.matches(&from).count(), 1, "{v2}");
+    v2.replacen(&from, &to, 1).into_bytes()
+}
+
+fn v1_data_of(event: &Event) -> Value {
+    serde_json::from_slice(&v1_bytes(event)).unwrap()
+}
+
+/// The types whose data held their bodies inline at version 1.
+const WITH_BODIES: [&str; 2] = ["WebhookEventAccepted", "AttemptRecorded"];
 
 fn errors(validator: &Validator, data: &Value) -> Vec<String> {
     validator.iter_errors(data).map(|e| e.to_string()).collect()
@@ -134,7 +184,7 @@ fn samples() -> Vec<Event> {
             organization_id: "org_1".into(),
             event_type: "order.paid".into(),
             source_key: None,
-            payload: JsonObject::empty(),
+            payload: Body::Kept(JsonObject::empty()),
             deliveries: vec![],
         }),
         Event::WebhookEventAccepted(WebhookEventAccepted {
@@ -142,10 +192,12 @@ fn samples() -> Vec<Event> {
             organization_id: "org_1".into(),
             event_type: "order.paid".into(),
             source_key: Some("order-42".into()),
-            payload: JsonObject::parse(
-                r#"{"order": {"id": 42, "lines": [1, 2.5, null, "x", true]}, "é": "ü", "exact": [18446744073709551616, 1e-400, -0]}"#,
-            )
-            .unwrap(),
+            payload: Body::Kept(
+                JsonObject::parse(
+                    r#"{"order": {"id": 42, "lines": [1, 2.5, null, "x", true]}, "é": "ü", "exact": [18446744073709551616, 1e-400, -0]}"#,
+                )
+                .unwrap(),
+            ),
             deliveries: vec![
                 PlannedDelivery {
                     delivery_id: "dlv_01HZX".into(),
@@ -196,7 +248,7 @@ fn samples() -> Vec<Event> {
     for (status, code, body, retry_at) in full {
         out.push(Event::AttemptRecorded(AttemptRecorded {
             response_status_code: HttpStatusCode::parse(code),
-            response_body: JsonObject::from_value(&body),
+            response_body: JsonObject::from_value(&body).map(Body::Kept),
             last_error: NonEmptyString::parse("connection reset by peer"),
             next_retry_at: RetryAt::parse(retry_at),
             ..attempt(status)
@@ -211,6 +263,22 @@ fn samples() -> Vec<Event> {
         next_retry_at: RetryAt::parse("2031-12-31T23:59Z"),
         ..attempt(AttemptStatus::RetryScheduled)
     }));
+    for (event_id, recorded_before, reason) in [
+        (Some("evt_01HZX"), None, ErasureReason::Request),
+        (None, None, ErasureReason::Offboarding),
+        (
+            None,
+            Some(Timestamp::from_micros(1_700_000_000_123_456)),
+            ErasureReason::Retention,
+        ),
+    ] {
+        out.push(Event::ContentErased(ContentErased {
+            organization_id: "org_1".into(),
+            event_id: event_id.map(str::to_owned),
+            recorded_before,
+            reason,
+        }));
+    }
     out
 }
 
@@ -273,7 +341,7 @@ fn every_schema_file_is_a_version_the_decoder_reads() {
         }
         // Old versions stay readable: decode must know the pair, so it refuses
         // empty data as invalid rather than as an unknown type.
-        match Event::decode(event_type, version, b"{}") {
+        match Event::decode(event_type, version, b"{}", None) {
             Err(DecodeError::Invalid { .. }) => {}
             other => panic!("{name}: decode does not read this version: {other:?}"),
         }
@@ -302,7 +370,7 @@ fn the_samples_cover_every_type_and_every_optional_and_nullable_field() {
         let values: Vec<Value> = samples
             .iter()
             .filter(|e| e.event_type() == event_type)
-            .map(|e| e.to_value().unwrap())
+            .map(data_of)
             .collect();
 
         // The schema's shape is the writer's: required are the keys it always
@@ -350,7 +418,16 @@ fn the_samples_cover_every_type_and_every_optional_and_nullable_field() {
 
 #[test]
 fn a_planned_delivery_is_described_field_for_field() {
-    let schema = load("WebhookEventAccepted.v1.json");
+    for file in [
+        "WebhookEventAccepted.v1.json",
+        "WebhookEventAccepted.v2.json",
+    ] {
+        planned_delivery_is_described_in(file);
+    }
+}
+
+fn planned_delivery_is_described_in(file: &str) {
+    let schema = load(file);
     let planned = &schema["$defs"]["PlannedDelivery"];
     let described: BTreeSet<&String> = planned["properties"].as_object().unwrap().keys().collect();
     let required: BTreeSet<&str> = planned["required"]
@@ -366,7 +443,7 @@ fn a_planned_delivery_is_described_field_for_field() {
     );
     for event in samples() {
         if let Event::WebhookEventAccepted(_) = event {
-            for delivery in event.to_value().unwrap()["deliveries"].as_array().unwrap() {
+            for delivery in data_of(&event)["deliveries"].as_array().unwrap() {
                 let written: BTreeSet<&String> = delivery.as_object().unwrap().keys().collect();
                 assert_eq!(written, described);
                 assert_eq!(
@@ -382,13 +459,64 @@ fn a_planned_delivery_is_described_field_for_field() {
 fn what_the_writer_produces_is_valid_and_decodes_to_the_same_event() {
     let validators = validators();
     for event in samples() {
-        let data = event.to_value().unwrap();
+        assert_eq!(event.schema_version(), version_of(event.event_type()));
+        let data = data_of(&event);
         let validator = &validators[event.event_type()];
         let problems = errors(validator, &data);
         assert!(problems.is_empty(), "{data}: {problems:?}");
 
-        let bytes = event.to_canonical_bytes();
-        let decoded = Event::decode(event.event_type(), event.schema_version(), &bytes)
+        let encoded = event.encode(&mut salt);
+        let content = (!encoded.content.is_empty()).then_some(&encoded.content[..]);
+        let decoded = Event::decode(
+            event.event_type(),
+            event.schema_version(),
+            &encoded.data,
+            content,
+        )
+        .unwrap_or_else(|e| panic!("{data}: {e}"));
+        assert_eq!(decoded, event);
+    }
+}
+
+/// The bodies of `event` erased, as the log reads it once its content is gone.
+fn erased(event: &Event) -> Event {
+    let mut event = event.clone();
+    match &mut event {
+        Event::WebhookEventAccepted(e) => e.payload = Body::Erased,
+        Event::AttemptRecorded(a) if a.response_body.is_some() => {
+            a.response_body = Some(Body::Erased)
+        }
+        _ => {}
+    }
+    event
+}
+
+#[test]
+fn the_data_without_its_content_decodes_with_the_bodies_erased() {
+    for event in samples() {
+        let data = data_of(&event);
+        assert_eq!(
+            decode(event.event_type(), &data).unwrap_or_else(|e| panic!("{data}: {e}")),
+            erased(&event),
+            "{data}"
+        );
+    }
+}
+
+#[test]
+fn version_1_data_stays_valid_against_its_schema_and_is_upcast_on_read() {
+    for event in samples() {
+        let event_type = event.event_type();
+        if !WITH_BODIES.contains(&event_type) {
+            continue;
+        }
+        let data = v1_data_of(&event);
+        let v1 = validator(&file_name(event_type, 1));
+        let problems = errors(&v1, &data);
+        assert!(problems.is_empty(), "{data}: {problems:?}");
+        // Version 1 is not the current shape: the current schema refuses it.
+        assert!(!validators()[event_type].is_valid(&data), "{data}");
+        let decoded = Event::decode(event_type, 1, &v1_bytes(&event), None)
             .unwrap_or_else(|e| panic!("{data}: {e}"));
         assert_eq!(decoded, event);
     }
@@ -451,7 +579,7 @@ fn a_missing_required_field_is_refused() {
     for event in samples() {
         let event_type = event.event_type();
         let schema = load(&file_name(event_type, event.schema_version()));
-        let data = event.to_value().unwrap();
+        let data = data_of(&event);
         for field in schema["required"].as_array().unwrap() {
             let field = field.as_str().unwrap();
             let mut missing = data.clone();
@@ -484,7 +612,7 @@ fn a_missing_required_field_is_refused() {
 fn an_unknown_field_is_refused_at_every_level() {
     let validators = validators();
     for event in samples() {
-        let mut data = event.to_value().unwrap();
+        let mut data = data_of(&event);
         data["unexpected"] = json!(1);
         both_refuse(&validators, event.event_type(), &data);
     }
@@ -493,7 +621,7 @@ fn an_unknown_field_is_refused_at_every_level() {
         .into_iter()
         .find(|e| matches!(e, Event::WebhookEventAccepted(a) if !a.deliveries.is_empty()))
         .unwrap();
-    let mut data = accepted.to_value().unwrap();
+    let mut data = data_of(&accepted);
     data["deliveries"][1]["status"] = json!("pending");
     both_refuse(&validators, "WebhookEventAccepted", &data);
 
@@ -522,12 +650,12 @@ fn an_unknown_field_is_refused_at_every_level() {
 }
 
 fn full_attempt() -> Value {
-    samples()
-        .into_iter()
-        .find(|e| matches!(e, Event::AttemptRecorded(a) if a.response_status_code.is_some()))
-        .unwrap()
-        .to_value()
-        .unwrap()
+    data_of(
+        &samples()
+            .into_iter()
+            .find(|e| matches!(e, Event::AttemptRecorded(a) if a.response_status_code.is_some()))
+            .unwrap(),
+    )
 }
 
 #[test]
@@ -562,6 +690,9 @@ fn attempt_values_outside_the_contract_are_refused() {
         ("status", json!(null)),
         ("deliveryId", json!(7)),
         ("deliveryId", json!(null)),
+        ("responseBodyDigest", json!(7)),
+        ("responseBodyDigest", json!({"a": 1})),
+        ("responseBody", json!({"a": 1})),
     ];
     for (field, value) in bad {
         let mut data = base.clone();
@@ -581,16 +712,43 @@ fn other_wrong_types_are_refused() {
         ("EndpointUpdated", "enabled", json!(1)),
         ("WebhookEventAccepted", "deliveries", json!({})),
         ("WebhookEventAccepted", "sourceKey", json!(42)),
+        ("WebhookEventAccepted", "payloadDigest", json!(null)),
+        ("WebhookEventAccepted", "payloadDigest", json!(42)),
+        (
+            "WebhookEventAccepted",
+            "payload",
+            json!({"inline": "is version 1"}),
+        ),
         ("ApiKeyIssued", "secretSha256", json!(null)),
         ("ApiKeyRevoked", "keyId", json!(["key_1"])),
+        ("ContentErased", "organizationId", json!(null)),
+        ("ContentErased", "eventId", json!(1)),
+        ("ContentErased", "reason", json!("forgotten")),
+        ("ContentErased", "reason", json!(null)),
+        (
+            "ContentErased",
+            "recordedBefore",
+            json!("2023-11-14T22:13:20Z"),
+        ),
+        (
+            "ContentErased",
+            "recordedBefore",
+            json!("2023-11-14T22:13:20.123456+00:00"),
+        ),
+        (
+            "ContentErased",
+            "recordedBefore",
+            json!("2023-02-29T00:00:00.000000Z"),
+        ),
+        ("ContentErased", "recordedBefore", json!(1_700_000_000)),
     ];
     for (event_type, field, value) in cases {
-        let mut data = samples()
-            .into_iter()
-            .find(|e| e.event_type() == event_type)
-            .unwrap()
-            .to_value()
-            .unwrap();
+        let mut data = data_of(
+            &samples()
+                .into_iter()
+                .find(|e| e.event_type() == event_type)
+                .unwrap(),
+        );
         data[field] = value;
         both_refuse(&validators, event_type, &data);
     }
@@ -602,33 +760,79 @@ fn other_wrong_types_are_refused() {
 fn the_schema_holds_the_writer_to_its_documented_shapes() {
     let validators = validators();
     let cases: Vec<(&str, &str, Value)> = vec![
-        ("WebhookEventAccepted", "payload", json!([1, 2])),
-        ("WebhookEventAccepted", "payload", json!("text")),
-        ("AttemptRecorded", "responseBody", json!([])),
-        ("AttemptRecorded", "responseBody", json!("ok")),
         ("ApiKeyIssued", "secretSha256", json!(DIGEST.to_uppercase())),
         ("ApiKeyIssued", "secretSha256", json!(&DIGEST[1..])),
         ("ApiKeyIssued", "secretSha256", json!("not a digest")),
         ("EndpointUpdated", "name", json!(null)),
+        // A body's digest is read back without its content once erased, so
+        // the decoder does not check its form; the writer writes only these.
+        (
+            "WebhookEventAccepted",
+            "payloadDigest",
+            json!(DIGEST.to_uppercase()),
+        ),
+        ("WebhookEventAccepted", "payloadDigest", json!(&DIGEST[1..])),
+        (
+            "WebhookEventAccepted",
+            "payloadDigest",
+            json!("not a digest"),
+        ),
+        (
+            "AttemptRecorded",
+            "responseBodyDigest",
+            json!(DIGEST.to_uppercase()),
+        ),
+        (
+            "AttemptRecorded",
+            "responseBodyDigest",
+            json!(format!("{DIGEST}0")),
+        ),
+        ("AttemptRecorded", "responseBodyDigest", json!("")),
     ];
     for (event_type, field, value) in cases {
-        let mut data = samples()
-            .into_iter()
-            .rfind(|e| e.event_type() == event_type)
-            .unwrap()
-            .to_value()
-            .unwrap();
+        let mut data = data_of(
+            &samples()
+                .into_iter()
+                .rfind(|e| e.event_type() == event_type)
+                .unwrap(),
+        );
         data[field] = value;
         assert!(
             !validators[event_type].is_valid(&data),
             "the {event_type} schema accepts {data}"
         );
     }
+    // Version 1: a body is always an object.
+    let cases: Vec<(&str, &str, Value)> = vec![
+        ("WebhookEventAccepted", "payload", json!([1, 2])),
+        ("WebhookEventAccepted", "payload", json!("text")),
+        ("AttemptRecorded", "responseBody", json!([])),
+        ("AttemptRecorded", "responseBody", json!("ok")),
+    ];
+    for (event_type, field, value) in cases {
+        let mut data = v1_data_of(
+            &samples()
+                .into_iter()
+                .rfind(|e| e.event_type() == event_type)
+                .unwrap(),
+        );
+        data[field] = value;
+        assert!(
+            !validator(&file_name(event_type, 1)).is_valid(&data),
+            "the {event_type} v1 schema accepts {data}"
+        );
+    }
 }
 
 #[test]
 fn next_retry_at_uses_the_contracts_pattern_verbatim() {
-    let schema = load("AttemptRecorded.v1.json");
+    for file in ["AttemptRecorded.v1.json", "AttemptRecorded.v2.json"] {
+        attempt_fields_follow_the_contract_in(file);
+    }
+}
+
+fn attempt_fields_follow_the_contract_in(file: &str) {
+    let schema = load(file);
     assert_eq!(
         schema["properties"]["nextRetryAt"]["pattern"],
         CONTRACT_PATTERN
@@ -671,7 +875,40 @@ fn date_time_like() -> impl Strategy<Value = String> {
 }
 
 static ATTEMPT_RECORDED: LazyLock<Validator> =
-    LazyLock::new(|| validator("AttemptRecorded.v1.json"));
+    LazyLock::new(|| validator(&file_name("AttemptRecorded", version_of("AttemptRecorded"))));
+
+static CONTENT_ERASED: LazyLock<Validator> =
+    LazyLock::new(|| validator(&file_name("ContentErased", version_of("ContentErased"))));
+
+fn retention_erasure() -> Value {
+    data_of(
+        &samples()
+            .into_iter()
+            .find(|e| matches!(e, Event::ContentErased(c) if c.recorded_before.is_some()))
+            .unwrap(),
+    )
+}
+
+/// Around the ledger's own time form (seconds, six fraction digits, `Z`):
+/// the date and time as [`date_time_like`] varies them.
+fn ledger_time_like() -> impl Strategy<Value = String> {
+    (
+        (0u32..10000, 0u32..14, 0u32..33),
+        (0u32..26, 0u32..62, 0u32..62),
+        prop_oneof![3 => Just(6usize), 1 => 0usize..10],
+        "[0-9]{9}",
+        prop_oneof![4 => Just("Z"), 1 => Just("z"), 1 => Just("+00:00"), 1 => Just("")],
+    )
+        .prop_map(|((y, mo, d), (h, mi, s), digits, fraction, zone)| {
+            let mut text = format!("{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}");
+            if digits > 0 {
+                text.push('.');
+                text.push_str(&fraction[..digits]);
+            }
+            text.push_str(zone);
+            text
+        })
+}
 
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(512))]
@@ -683,6 +920,17 @@ proptest! {
         prop_assert_eq!(
             ATTEMPT_RECORDED.is_valid(&data),
             decode("AttemptRecorded", &data).is_ok(),
+            "{}", text
+        );
+    }
+
+    #[test]
+    fn schema_and_decoder_agree_on_recorded_before(text in ledger_time_like()) {
+        let mut data = retention_erasure();
+        data["recordedBefore"] = json!(text);
+        prop_assert_eq!(
+            CONTENT_ERASED.is_valid(&data),
+            decode("ContentErased", &data).is_ok(),
             "{}", text
         );
     }

@@ -2,6 +2,7 @@
 //! subscribed to its type (empty `eventTypes` = all), each with the endpoint's
 //! name and url as they stood; `skipped` when none matches.
 
+use crate::body::SALT_LEN;
 use crate::event::PlannedDelivery;
 use crate::testing::*;
 use crate::values::{AttemptStatus, EventStatus};
@@ -170,18 +171,31 @@ fn disabling_an_endpoint_leaves_its_existing_deliveries_alone() {
 }
 
 #[test]
-fn the_payload_and_event_type_are_kept_with_the_event() {
-    let model = given([])
-        .when(accept("evt_1", ORG, "order.paid"))
-        .then([accepted("evt_1", ORG, "order.paid", [])]);
+fn the_payload_is_kept_in_the_log_and_the_event_type_with_the_event() {
+    let scenario = given([]).and(accept("evt_1", ORG, "order.paid"));
+    let model = &scenario.model;
 
     let event = model.event(ORG, "evt_1");
     assert_eq!(event.event_type, "order.paid");
     assert_eq!(event.source_key, None);
     assert_eq!(event.organization_id, ORG);
-    // Kept as canonical JSON: keys sorted, no whitespace.
+    assert_eq!(event.erased_before, 0);
+    // The log keeps it as canonical JSON (keys sorted, no whitespace) after
+    // its salt, as the accepted event's content.
+    let canonical = r#"{"order":{"id":42,"total":"9.99"},"tags":["a","b"]}"#;
+    let accepted = &scenario.log.last().unwrap().event;
+    let content = accepted.encode(&mut || [9; SALT_LEN]).content;
+    assert_eq!(&content[..SALT_LEN], &[9; SALT_LEN]);
     assert_eq!(
-        model.org(ORG).payload("evt_1").unwrap(),
-        r#"{"order":{"id":42,"total":"9.99"},"tags":["a","b"]}"#
+        std::str::from_utf8(&content[SALT_LEN..]).unwrap(),
+        canonical
     );
+    assert_eq!(
+        scenario.payload_in_log("evt_1").kept().unwrap().get(),
+        canonical
+    );
+    // The read model holds no copy of it: erasing the log's leaves none.
+    let rows = format!("{model:?}");
+    assert!(rows.contains("order.paid"), "{rows}");
+    assert!(!rows.contains("9.99"), "{rows}");
 }

@@ -4,6 +4,7 @@
 
 use serde_json::json;
 
+use crate::body::Body;
 use crate::decide::Command;
 use crate::event::{Event, Idempotency, Metadata, stream};
 use crate::model::{Settings, apply};
@@ -184,10 +185,11 @@ fn every_event_as_of_any_position_equals_the_log_folded_up_to_it() {
         }
         for org in [ORG, OTHER_ORG] {
             for id in events {
-                let then = past.tenant(org).and_then(|t| t.event_snapshot(id));
+                let kept = || Body::Kept(payload());
+                let then = past.tenant(org).and_then(|t| t.event_snapshot(id, kept()));
                 let as_of = live
                     .tenant(org)
-                    .and_then(|t| t.event_snapshot_as_of(id, cut as u64));
+                    .and_then(|t| t.event_snapshot_as_of(id, kept(), cut as u64));
                 assert_eq!(
                     then.as_ref().map(serde_json::to_value).map(Result::unwrap),
                     as_of.as_ref().map(serde_json::to_value).map(Result::unwrap),

@@ -5,6 +5,7 @@
 mod api_keys;
 mod attempts;
 mod endpoints;
+mod erasure;
 mod event_status;
 mod fan_out;
 mod health;

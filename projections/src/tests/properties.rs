@@ -219,8 +219,9 @@ proptest! {
             apply(&mut before, recorded, &Settings::default()).unwrap();
         }
         let live = scenario.model.org(ORG);
-        let then = before.tenant(ORG).and_then(|t| t.event_snapshot("evt_1"));
-        let as_of = live.event_snapshot_as_of("evt_1", k as u64);
+        let payload = scenario.payload_in_log("evt_1");
+        let then = before.tenant(ORG).and_then(|t| t.event_snapshot("evt_1", payload.clone()));
+        let as_of = live.event_snapshot_as_of("evt_1", payload, k as u64);
         prop_assert_eq!(
             then.map(|s| serde_json::to_value(s).unwrap()),
             as_of.map(|s| serde_json::to_value(s).unwrap())

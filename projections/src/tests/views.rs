@@ -7,6 +7,7 @@ use std::collections::BTreeSet;
 use serde::Serialize;
 use serde_json::{Value, json};
 
+use crate::body::Body;
 use crate::testing::*;
 use crate::values::AttemptStatus;
 use crate::view::{DeliverySnapshot, DeliveryView, EndpointView, EventSnapshot};
@@ -66,7 +67,7 @@ fn is_utc_timestamp(value: &Value) -> bool {
 
 /// `evt_1` fans out to `dlv_0001` (ep_1) and `dlv_0002` (ep_2); one attempt on the first.
 fn snapshot_after_one_attempt() -> Value {
-    let model = given([endpoint("ep_1", ORG, &[]), endpoint("ep_2", ORG, &[])])
+    let scenario = given([endpoint("ep_1", ORG, &[]), endpoint("ep_2", ORG, &[])])
         .and(accept_keyed("evt_1", ORG, "order.paid", "order-42"))
         .and(
             attempt("dlv_0001", ORG, AttemptStatus::RetryScheduled)
@@ -74,9 +75,8 @@ fn snapshot_after_one_attempt() -> Value {
                 .body(json!({"ignored": "by the view"}))
                 .error("upstream busy")
                 .retry_at("2023-11-15T00:00Z"),
-        )
-        .model;
-    json_of(&model.org(ORG).event_snapshot("evt_1").unwrap())
+        );
+    json_of(&scenario.snapshot(ORG, "evt_1"))
 }
 
 #[test]
@@ -142,8 +142,11 @@ fn the_event_snapshot_is_exactly_as_folded() {
 
 #[test]
 fn nullable_fields_are_present_as_null_and_timestamps_are_utc() {
-    let model = given([]).and(accept("evt_1", ORG, "order.paid")).model;
-    let snapshot = json_of(&model.org(ORG).event_snapshot("evt_1").unwrap());
+    let snapshot = json_of(
+        &given([])
+            .and(accept("evt_1", ORG, "order.paid"))
+            .snapshot(ORG, "evt_1"),
+    );
     assert_eq!(keys(&snapshot), BTreeSet::from(EVENT_KEYS));
     assert_eq!(snapshot["sourceKey"], Value::Null);
     assert_eq!(snapshot["status"], "skipped");
@@ -213,7 +216,7 @@ fn the_event_status_is_one_of_the_contract_values() {
         if let Some(status) = status {
             scenario = scenario.and(attempt("dlv_0001", ORG, status));
         }
-        let snapshot = json_of(&scenario.model.org(ORG).event_snapshot("evt_1").unwrap());
+        let snapshot = json_of(&scenario.snapshot(ORG, "evt_1"));
         assert_eq!(snapshot["status"], expected, "{status:?}");
     }
 }
@@ -252,7 +255,59 @@ fn an_endpoint_view_is_camel_case_with_utc_timestamps() {
 #[test]
 fn an_unknown_event_has_no_snapshot() {
     let model = given([]).and(accept("evt_1", ORG, "t")).model;
-    assert!(model.org(ORG).event_snapshot("evt_2").is_none());
-    let known: Option<EventSnapshot> = model.org(ORG).event_snapshot("evt_1");
+    let kept = || Body::Kept(payload());
+    assert!(model.org(ORG).event_snapshot("evt_2", kept()).is_none());
+    let known: Option<EventSnapshot> = model.org(ORG).event_snapshot("evt_1", kept());
     assert!(known.is_some());
+}
+
+#[test]
+fn an_erased_payload_is_null_and_marked_and_the_contract_shape_is_an_empty_object() {
+    let scenario = given([endpoint("ep_1", ORG, &[])])
+        .and(accept("evt_1", ORG, "order.paid"))
+        .and(erase_event("evt_1", ORG));
+    let kept = scenario.snapshot(ORG, "evt_1");
+    let erased = scenario
+        .model
+        .org(ORG)
+        .event_snapshot("evt_1", Body::Erased)
+        .unwrap();
+    assert!(erased.payload_erased);
+
+    let text = String::from_utf8(erased.to_json()).unwrap();
+    assert!(
+        text.contains(r#","payload":null,"payloadErased":true,"deliveries":["#),
+        "{text}"
+    );
+    assert_eq!(text.as_bytes(), serde_json::to_vec(&erased).unwrap());
+    let with_marker: BTreeSet<&str> = EVENT_KEYS.into_iter().chain(["payloadErased"]).collect();
+    let value = json_of(&erased);
+    assert_eq!(keys(&value), with_marker);
+
+    // The contract requires an object: `{}`, still marked.
+    let contract = erased.clone().for_contract();
+    let text = String::from_utf8(contract.to_json()).unwrap();
+    assert!(
+        text.contains(r#","payload":{},"payloadErased":true,"deliveries":["#),
+        "{text}"
+    );
+    assert_eq!(text.as_bytes(), serde_json::to_vec(&contract).unwrap());
+
+    // Erasure changes nothing else in the snapshot.
+    let mut rest = value.clone();
+    let mut kept_rest = json_of(&kept);
+    for v in [&mut rest, &mut kept_rest] {
+        let o = v.as_object_mut().unwrap();
+        o.remove("payload");
+        o.remove("payloadErased");
+    }
+    assert_eq!(rest, kept_rest);
+
+    // A kept payload has no marker, and the contract shape leaves it as it is.
+    assert_eq!(keys(&json_of(&kept)), BTreeSet::from(EVENT_KEYS));
+    assert_eq!(json_of(&kept.clone().for_contract()), json_of(&kept));
+    assert_eq!(
+        json_of(&kept)["payload"],
+        json!({"order": {"id": 42, "total": "9.99"}, "tags": ["a", "b"]})
+    );
 }
