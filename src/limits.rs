@@ -251,8 +251,7 @@ impl Limits {
     /// metadata, content and type, as the store counts them.
     pub fn largest_event_bytes(&self) -> usize {
         let event = self.largest_event();
-        let encoded =
-            projections::Event::WebhookEventAccepted(event).encode(&mut || [0; SALT_LEN]);
+        let encoded = projections::Event::WebhookEventAccepted(event).encode(&mut || [0; SALT_LEN]);
         let metadata = Metadata {
             // 128 visible characters, each escaped to two bytes at worst.
             request_id: Some("\"".repeat(128)),
@@ -264,10 +263,7 @@ impl Limits {
             }),
         }
         .to_canonical_bytes();
-        encoded.data.len()
-            + encoded.content.len()
-            + metadata.len()
-            + "WebhookEventAccepted".len()
+        encoded.data.len() + encoded.content.len() + metadata.len() + "WebhookEventAccepted".len()
     }
 
     /// The largest answer to a recorded attempt (the parent event with every
@@ -325,7 +321,9 @@ impl Limits {
             organization_id: "\"".repeat(MAX_ORGANIZATION_ID),
             event_type: String::new(),
             source_key: None,
-            payload: Body::Kept(JsonObject::parse(&payload).unwrap_or_else(|_| JsonObject::empty())),
+            payload: Body::Kept(
+                JsonObject::parse(&payload).unwrap_or_else(|_| JsonObject::empty()),
+            ),
             deliveries: (0..self.fan_out)
                 .map(|_| PlannedDelivery {
                     delivery_id: format!("dlv_{}", "0".repeat(26)),

@@ -11,11 +11,11 @@ use std::sync::Arc;
 
 use hookledger::store::embedded::EmbeddedStore;
 use hookledger::store::{EventStore, ExpectedVersion, NewEvent};
+use projections::event::Encoded;
 use projections::event::{
     ApiKeyIssued, AttemptRecorded, EndpointCreated, PlannedDelivery, WebhookEventAccepted, stream,
 };
 use projections::values::{AttemptStatus, HttpStatusCode, NonEmptyString, RetryAt};
-use projections::event::Encoded;
 use projections::{Body, Event, JsonObject, Metadata, Recorded, Timestamp};
 use serde_json::json;
 use tokio::task::JoinSet;
@@ -385,15 +385,17 @@ pub async fn grow(store: &Arc<EmbeddedStore>, shape: Shape) -> u64 {
     check_formatting();
     let have = store.head();
     // A ledger of a blocked mix holds a smaller one's events first.
-    let events = (have..).zip(events_from(shape, have)).map(|(n, (stream, event, meta))| {
-        // Webhook events must land before their attempts, endpoints before both.
-        let phase = match event {
-            Event::ApiKeyIssued(_) | Event::EndpointCreated(_) => 0,
-            Event::WebhookEventAccepted(_) => 1,
-            _ => 2,
-        };
-        (phase, stream, new_event(&event, &meta, n))
-    });
+    let events = (have..)
+        .zip(events_from(shape, have))
+        .map(|(n, (stream, event, meta))| {
+            // Webhook events must land before their attempts, endpoints before both.
+            let phase = match event {
+                Event::ApiKeyIssued(_) | Event::EndpointCreated(_) => 0,
+                Event::WebhookEventAccepted(_) => 1,
+                _ => 2,
+            };
+            (phase, stream, new_event(&event, &meta, n))
+        });
     append_phased(store, events).await
 }
 

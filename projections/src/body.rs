@@ -104,11 +104,20 @@ pub enum ContentError {
     Body(String),
     #[error("the event holds content but no body digest")]
     Unexpected,
+    #[error("a body digest is not 64 lowercase hex digits")]
+    NotADigest,
 }
 
 /// The body that `content` holds, checked against `digest`; `None` content
 /// (erased) is [`Body::Erased`].
 pub fn open(content: Option<&[u8]>, digest_hex: &str) -> Result<Body, ContentError> {
+    if digest_hex.len() != 64
+        || !digest_hex
+            .bytes()
+            .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+    {
+        return Err(ContentError::NotADigest);
+    }
     let Some(content) = content else {
         return Ok(Body::Erased);
     };
@@ -118,8 +127,8 @@ pub fn open(content: Option<&[u8]>, digest_hex: &str) -> Result<Body, ContentErr
     if digest(content) != digest_hex {
         return Err(ContentError::Digest);
     }
-    let text = std::str::from_utf8(&content[SALT_LEN..])
-        .map_err(|e| ContentError::Body(e.to_string()))?;
+    let text =
+        std::str::from_utf8(&content[SALT_LEN..]).map_err(|e| ContentError::Body(e.to_string()))?;
     let body = JsonObject::parse(text).map_err(|e| ContentError::Body(e.to_string()))?;
     if body.get() != text {
         return Err(ContentError::Body("not in canonical form".into()));

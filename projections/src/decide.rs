@@ -4,8 +4,8 @@
 //! The ledger records facts and invents no rule beyond the contract, so most
 //! commands only check that what they refer to exists in the caller's organization.
 
-use crate::canonical::JsonObject;
 use crate::body::Body;
+use crate::canonical::JsonObject;
 use crate::event::{
     ApiKeyIssued, ApiKeyRevoked, AttemptRecorded, ContentErased, EndpointCreated, EndpointUpdated,
     ErasureReason, Event, PlannedDelivery, WebhookEventAccepted,

@@ -119,7 +119,9 @@ impl Erasures {
     pub fn covers(&self, position: u64, recorded_at: Timestamp, event_erased_before: u64) -> bool {
         position < self.all_before
             || position < event_erased_before
-            || self.recorded_before.is_some_and(|before| recorded_at < before)
+            || self
+                .recorded_before
+                .is_some_and(|before| recorded_at < before)
     }
 }
 
@@ -355,22 +357,20 @@ fn accepted<R: Rows + ?Sized>(
         rows.put_source_key(org, source_key, &e.event_id)?;
     }
     let status = EventStatus::derive(e.deliveries.iter().map(|_| AttemptStatus::Pending));
-    rows.put_event(
-        WebhookEvent {
-            id: e.event_id.clone(),
-            organization_id: org.clone(),
-            event_type: e.event_type.clone(),
-            source_key: e.source_key.clone(),
-            delivery_ids: e.deliveries.iter().map(|d| d.delivery_id.clone()).collect(),
-            status,
-            open_deliveries: u32::try_from(e.deliveries.len()).unwrap_or(u32::MAX),
-            failed_deliveries: 0,
-            created_at: at,
-            updated_at: at,
-            position,
-            erased_before: 0,
-        },
-    )
+    rows.put_event(WebhookEvent {
+        id: e.event_id.clone(),
+        organization_id: org.clone(),
+        event_type: e.event_type.clone(),
+        source_key: e.source_key.clone(),
+        delivery_ids: e.deliveries.iter().map(|d| d.delivery_id.clone()).collect(),
+        status,
+        open_deliveries: u32::try_from(e.deliveries.len()).unwrap_or(u32::MAX),
+        failed_deliveries: 0,
+        created_at: at,
+        updated_at: at,
+        position,
+        erased_before: 0,
+    })
 }
 
 /// Records what an erasure covers; the bodies themselves are in the log,
@@ -391,7 +391,8 @@ fn erased<R: Rows + ?Sized>(
     let erasures = rows.erasures_mut(org)?;
     match e.recorded_before {
         Some(before) => {
-            erasures.recorded_before = Some(erasures.recorded_before.map_or(before, |b| b.max(before)));
+            erasures.recorded_before =
+                Some(erasures.recorded_before.map_or(before, |b| b.max(before)));
             erasures.retention_position = position;
             erasures.retention_sequence = sequence;
         }

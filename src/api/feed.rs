@@ -42,10 +42,10 @@ use serde_json::value::RawValue;
 use tracing::instrument;
 
 use super::AppState;
+use super::content::{self, ContentView};
 use super::error::{ApiError, FieldError};
 use super::extract::{Caller, Params};
 use super::input::Errors;
-use super::content::{self, ContentView};
 use super::page::{DEFAULT_LIMIT, Page, PageBody, parse_limit, write_json};
 use crate::model::View;
 use crate::store::RecordedEvent;

@@ -36,8 +36,8 @@ use crate::signing::KeyRing;
 
 pub mod attempt_list;
 pub mod attempts;
-mod content;
 pub mod conn;
+mod content;
 pub mod deliveries;
 pub mod endpoints;
 pub mod error;

@@ -9,9 +9,9 @@ use std::sync::{Arc, Mutex, RwLock};
 
 use projections::body::SALT_LEN;
 use projections::event::Idempotency;
+use projections::model::WebhookEvent;
 use projections::model::idempotency_slot;
 use projections::view::{EndpointView, EventSnapshot};
-use projections::model::WebhookEvent;
 use projections::{Body, Command, MemoryRows, Metadata, Rejection, Rows, Settings, Timestamp};
 
 use crate::limits::{Exceeded, Limits};

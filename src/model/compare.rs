@@ -140,9 +140,7 @@ fn as_json(table: Table, bytes: &[u8]) -> Value {
         tables::IDEMPOTENCY => row::<IdempotencyRecord>(bytes),
         tables::ENDPOINT_TALLIES => row::<projections::health::Tally>(bytes),
         tables::ERASURES => row::<projections::model::Erasures>(bytes),
-        tables::SOURCE_KEYS => {
-            Value::String(String::from_utf8_lossy(bytes).into_owned())
-        }
+        tables::SOURCE_KEYS => Value::String(String::from_utf8_lossy(bytes).into_owned()),
         _ if bytes.is_empty() => Value::Bool(true),
         _ => Value::String(hex::encode(bytes)),
     }

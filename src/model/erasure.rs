@@ -87,7 +87,10 @@ impl View {
     /// `record`'s content as it may be served: `None` when it has none, and
     /// once an erasure covers it, whether or not compaction has removed it
     /// from the disk yet.
-    pub fn servable_content<'a>(&self, record: &'a RecordedEvent) -> Result<Option<&'a [u8]>, Error> {
+    pub fn servable_content<'a>(
+        &self,
+        record: &'a RecordedEvent,
+    ) -> Result<Option<&'a [u8]>, Error> {
         let Some((org, event_id)) = body_owner(record) else {
             return Ok(None);
         };

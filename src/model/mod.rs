@@ -39,12 +39,12 @@ pub mod tables;
 pub mod trees;
 pub mod view;
 
+pub use erasure::{Shown, body_owner, names_a_body};
 pub use list::{DeliveryFilter, EventFilter, Listed, Page};
 pub use live::{Model, Options};
 pub use overlay::Chain;
 pub use queries::{AttemptFilter, AttemptMark, Attempts, Retries, RetryMark};
 pub use trees::Tree;
-pub use erasure::{Shown, body_owner, names_a_body};
 pub use view::{EventParts, View};
 
 #[derive(Debug, thiserror::Error)]
@@ -135,7 +135,10 @@ impl Decoded {
 /// digest its hash covers is an error. Whether a body may be *served* is
 /// another question, which [`View::servable_content`] answers.
 pub fn decode(event: &crate::store::RecordedEvent) -> Result<projections::Recorded, Error> {
-    decode_with(event, (!event.content.is_empty()).then_some(&event.content[..]))
+    decode_with(
+        event,
+        (!event.content.is_empty()).then_some(&event.content[..]),
+    )
 }
 
 /// [`decode`] with `content` in place of the event's own: `None` decodes

@@ -88,6 +88,25 @@ impl EventStore for MemoryStore {
         Ok(state.events.iter().skip(start).take(max).cloned().collect())
     }
 
+    async fn remove_contents(&self, positions: &[u64]) -> Result<u64> {
+        let mut state = self.state();
+        let mut removed = 0;
+        for &position in positions {
+            let Some(index) = position.checked_sub(1) else {
+                continue;
+            };
+            if let Some(event) = usize::try_from(index)
+                .ok()
+                .and_then(|i| state.events.get_mut(i))
+                && !event.content.is_empty()
+            {
+                event.content = Vec::new();
+                removed += 1;
+            }
+        }
+        Ok(removed)
+    }
+
     async fn wait_beyond(&self, after: u64) -> Result<u64> {
         let mut head = self.head.subscribe();
         let reached = head

@@ -306,6 +306,20 @@ pub trait EventStore: Send + Sync + std::fmt::Debug {
     }
 
     /// Resolves once the log holds a position beyond `after`; returns the head.
+    /// Removes from the disk the content (`RecordedEvent::content`) of the
+    /// events at `positions` that still hold any, leaving what their hashes
+    /// cover untouched; returns how many contents it removed. Idempotent,
+    /// and crash-safe: after a crash each content is either whole or gone,
+    /// never half there. A backend that cannot rewrite what it stores says
+    /// so with [`Error::Unavailable`] (the ledger still never serves an
+    /// erased body; see `model::View::servable_content`).
+    async fn remove_contents(&self, positions: &[u64]) -> Result<u64> {
+        let _ = positions;
+        Err(Error::Unavailable(
+            "this store cannot remove content from what it has written".into(),
+        ))
+    }
+
     async fn wait_beyond(&self, after: u64) -> Result<u64>;
 
     /// The last durable position; 0 when the log is empty.
@@ -405,10 +419,7 @@ pub fn check_append_within(stream: &str, events: &[NewEvent], limit: usize) -> R
     }
     let limit = limit.min(MAX_EVENT_BYTES);
     let size = |e: &NewEvent| e.data.len() + e.metadata.len() + e.content.len();
-    if let Some(e) = events
-        .iter()
-        .find(|e| size(e) + e.event_type.len() > limit)
-    {
+    if let Some(e) = events.iter().find(|e| size(e) + e.event_type.len() > limit) {
         return Err(Error::Invalid(format!(
             "a {} event of {} bytes exceeds the {limit}-byte limit",
             e.event_type,

@@ -53,7 +53,10 @@ fn kept<'a>(body: &'a Body, what: &str) -> &'a crate::JsonObject {
     }
 }
 
-pub(super) fn accepted(e: &WebhookEventAccepted, salt: &mut dyn FnMut() -> [u8; SALT_LEN]) -> Encoded {
+pub(super) fn accepted(
+    e: &WebhookEventAccepted,
+    salt: &mut dyn FnMut() -> [u8; SALT_LEN],
+) -> Encoded {
     let sealed = body::seal(kept(&e.payload, "payload"), salt());
     Encoded {
         data: e.to_canonical_bytes(&sealed.digest),
@@ -89,8 +92,8 @@ pub(super) fn decode_accepted(
     e: AcceptedV2,
     content: Option<&[u8]>,
 ) -> Result<WebhookEventAccepted, DecodeError> {
-    let payload = body::open(content, &e.payload_digest)
-        .map_err(content_error("WebhookEventAccepted"))?;
+    let payload =
+        body::open(content, &e.payload_digest).map_err(content_error("WebhookEventAccepted"))?;
     Ok(WebhookEventAccepted {
         event_id: e.event_id,
         organization_id: e.organization_id,
@@ -106,7 +109,9 @@ pub(super) fn decode_attempt(
     content: Option<&[u8]>,
 ) -> Result<AttemptRecorded, DecodeError> {
     let response_body = match &a.response_body_digest {
-        Some(digest) => Some(body::open(content, digest).map_err(content_error("AttemptRecorded"))?),
+        Some(digest) => {
+            Some(body::open(content, digest).map_err(content_error("AttemptRecorded"))?)
+        }
         None if content.is_some() => {
             return Err(content_error("AttemptRecorded")(ContentError::Unexpected));
         }

@@ -227,6 +227,25 @@ impl EventStore for PostgresStore {
         Ok(events)
     }
 
+    #[tracing::instrument(level = "debug", skip_all, fields(positions = positions.len()))]
+    async fn remove_contents(&self, positions: &[u64]) -> Result<u64> {
+        if positions.is_empty() {
+            return Ok(0);
+        }
+        let positions: Vec<i64> = positions.iter().map(|&p| to_i64(p)).collect();
+        let client = self.client().await?;
+        let removed = client
+            .execute(
+                "DELETE FROM hookledger_contents WHERE position = ANY($1)",
+                &[&positions],
+            )
+            .await
+            .map_err(|e| db_error("removing contents", e))?;
+        let held: Vec<u64> = positions.iter().map(|&p| p as u64).collect();
+        self.tail.remove_contents(&held);
+        Ok(removed)
+    }
+
     #[tracing::instrument(level = "debug", skip(self))]
     async fn read_all(&self, from: u64, max: usize) -> Result<Vec<RecordedEvent>> {
         if max == 0 {

@@ -56,6 +56,30 @@ impl Tail {
         }
     }
 
+    /// Drops the content of the held events at `positions`, as the table
+    /// just did.
+    pub fn remove_contents(&self, positions: &[u64]) {
+        let mut inner = self.inner();
+        let Some(first) = inner.events.front().map(|e| e.position) else {
+            return;
+        };
+        for &position in positions {
+            let Some(i) = position
+                .checked_sub(first)
+                .and_then(|i| usize::try_from(i).ok())
+            else {
+                continue;
+            };
+            let freed = match inner.events.get_mut(i) {
+                Some(event) if event.position == position => {
+                    std::mem::take(&mut event.content).len()
+                }
+                _ => 0,
+            };
+            inner.bytes -= freed;
+        }
+    }
+
     /// Up to `max` events from position `from`, if the run holds `from` and
     /// reaches `head`, the last position this process has heard of: a read
     /// served here ends no earlier than one from the table would have when
