@@ -275,7 +275,8 @@ fn reseal_frame_containing(segment: &mut [u8], at: usize) {
     let header = FRAME_HEADER_LEN as usize;
     loop {
         let len_bytes: [u8; 4] = segment[offset..offset + 4].try_into().unwrap();
-        let len = (u32::from_le_bytes(len_bytes) & 0x7fff_ffff) as usize;
+        // The top two bits are flags: the batch goes on, the frame holds content.
+        let len = (u32::from_le_bytes(len_bytes) & 0x3fff_ffff) as usize;
         let end = offset + header + len;
         if (offset..end).contains(&at) {
             let payload = &segment[offset + header..end];

@@ -12,8 +12,9 @@ pub fn frames(segment: &Path) -> Vec<(u64, u64)> {
     let mut frames = Vec::new();
     let mut at = SEGMENT_HEADER_LEN as usize;
     while at < bytes.len() {
-        // The top bit marks a frame whose batch goes on in the next one.
-        let len = (u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap()) & !(1 << 31)) as u64;
+        // The top bit marks a frame whose batch goes on in the next one, the
+        // next a frame that holds content after its archive.
+        let len = (u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap()) & !(3 << 30)) as u64;
         if len == 0 {
             break;
         }

@@ -103,7 +103,7 @@ impl Intention {
                     hash: e.hash,
                     data: raw(&e.data)?,
                     metadata: raw(&e.metadata)?,
-                    content: (!e.content.is_empty()).then(|| hex::encode(&e.content)),
+                    content: record::Content::of(&e.content)?,
                 })
             })
             .collect::<Result<Vec<_>>>()?;
@@ -130,11 +130,11 @@ impl Intention {
             .map(|e| {
                 let content = match &e.content {
                     None => Vec::new(),
-                    Some(text) => hex::decode(text).map_err(|err| Error::Corrupt {
+                    Some(content) => content.to_bytes().map_err(|reason| Error::Corrupt {
                         file: format!("kurrentdb:{}", event.stream).into(),
                         offset: event.position.1,
                         position: 0,
-                        reason: format!("an intended event's content is not hex: {err}"),
+                        reason,
                     })?,
                 };
                 Ok(Planned {
@@ -225,9 +225,9 @@ struct IntendedEvent<'a> {
     data: &'a RawValue,
     #[serde(borrow)]
     metadata: &'a RawValue,
-    /// Hex, as in a ledger event's envelope.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    content: Option<String>,
+    /// As in a ledger event's envelope.
+    #[serde(default, borrow, skip_serializing_if = "Option::is_none")]
+    content: Option<record::Content<'a>>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -322,7 +322,7 @@ mod tests {
         let payload: usize = intention
             .events
             .iter()
-            .map(|e| e.data.len() + e.metadata.len() + 2 * e.content.len())
+            .map(|e| e.data.len() + e.metadata.len() + e.content.len())
             .sum();
         assert!(json.len() <= intention_size("event-evt_1", 2, payload, 2));
         let fetched = Fetched {

@@ -194,7 +194,7 @@ impl KurrentDbStore {
         })?;
         let payload: usize = events
             .iter()
-            .map(|e| e.data.len() + e.metadata.len() + 2 * e.content.len())
+            .map(|e| e.data.len() + e.metadata.len() + e.content.len())
             .sum();
         let wire = payload + events.len() * record::ENVELOPE_BYTES;
         let intention = if claims.is_empty() {

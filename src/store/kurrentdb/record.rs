@@ -5,8 +5,9 @@
 //! tools read it), its stream revision the record's version, and its custom
 //! metadata a JSON envelope with the rest of what the hash covers:
 //! `{"hash":…,"metadata":…,"prevHash":…,"recordedAt":…,"schemaVersion":…}`,
-//! the record's metadata embedded as it is, and its content, if any, as hex
-//! under `content`. KurrentDB events cannot be rewritten, so an erased body
+//! the record's metadata embedded as it is, and its content, if any, under
+//! `content` as `{"body":…,"salt":hex}`, the body's canonical JSON embedded
+//! as it is. KurrentDB events cannot be rewritten, so an erased body
 //! stays in KurrentDB's files; the ledger hides it from every read (README,
 //! "Retention and erasure"). The ledger position is not
 //! stored: it is the event's place among the ledger's events in `$all`.
@@ -55,8 +56,41 @@ struct Envelope<'a> {
     prev_hash: Hash,
     recorded_at: i64,
     schema_version: u32,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    content: Option<String>,
+    #[serde(default, borrow, skip_serializing_if = "Option::is_none")]
+    content: Option<Content<'a>>,
+}
+
+/// An event's content in JSON: the salt in hex, the body as it is.
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Content<'a> {
+    #[serde(borrow)]
+    body: &'a RawValue,
+    salt: String,
+}
+
+impl<'a> Content<'a> {
+    /// `salt || body` as JSON; `None` for no content, and an error for
+    /// content whose body is not JSON (never written by the ledger).
+    pub fn of(content: &'a [u8]) -> Result<Option<Content<'a>>> {
+        if content.is_empty() {
+            return Ok(None);
+        }
+        let salt_len = projections::body::SALT_LEN.min(content.len());
+        let (salt, body) = content.split_at(salt_len);
+        Ok(Some(Content {
+            body: raw_json(body, "content")?,
+            salt: hex::encode(salt),
+        }))
+    }
+
+    /// Back to `salt || body`.
+    pub fn to_bytes(&self) -> std::result::Result<Vec<u8>, String> {
+        let mut bytes =
+            hex::decode(&self.salt).map_err(|e| format!("the content's salt is not hex: {e}"))?;
+        bytes.extend_from_slice(self.body.get().as_bytes());
+        Ok(bytes)
+    }
 }
 
 /// One planned event: what its append sends, with the hash it chains on.
@@ -83,7 +117,7 @@ impl Planned {
             prev_hash: self.prev_hash,
             recorded_at: self.recorded_at,
             schema_version: self.schema_version,
-            content: (!self.content.is_empty()).then(|| hex::encode(&self.content)),
+            content: Content::of(&self.content)?,
         })
         .map_err(|e| Error::Invalid(format!("the event envelope does not serialise: {e}")))
     }
@@ -180,11 +214,11 @@ pub fn decode(event: &Fetched, stream: &str, position: u64) -> Result<RecordedEv
     let envelope = envelope_of(event, position)?;
     let content = match &envelope.content {
         None => Vec::new(),
-        Some(text) => hex::decode(text).map_err(|e| Error::Corrupt {
+        Some(content) => content.to_bytes().map_err(|reason| Error::Corrupt {
             file: format!("kurrentdb:{}", event.stream).into(),
             offset: event.position.1,
             position,
-            reason: format!("the event's content is not hex: {e}"),
+            reason,
         })?,
     };
     Ok(RecordedEvent {

@@ -304,7 +304,7 @@ pub fn wire_size(pending: &Pending) -> usize {
     pending
         .events
         .iter()
-        .map(|e| e.data.len() + e.metadata.len() + 2 * e.content.len() + record::ENVELOPE_BYTES)
+        .map(|e| e.data.len() + e.metadata.len() + e.content.len() + record::ENVELOPE_BYTES)
         .sum()
 }
 
