@@ -1,4 +1,5 @@
-//! The admin socket: how `hookledger keys` reaches a running server.
+//! The admin socket: how `hookledger keys` and `hookledger erase` reach a
+//! running server.
 //!
 //! Only one process can hold the embedded log for writing, so while `serve` runs,
 //! the key commands send their request to it over a Unix socket in the data
@@ -14,7 +15,10 @@ use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 
-use crate::ledger::Ledger;
+use projections::Command;
+use projections::event::ErasureReason;
+
+use crate::ledger::{Context, Ledger};
 
 /// The socket of a data directory.
 pub fn socket_path(data_dir: &Path) -> PathBuf {
@@ -31,6 +35,9 @@ pub enum Request {
         #[serde(rename = "keyId")]
         key_id: String,
     },
+    /// Erases every body of an organization recorded so far.
+    #[serde(rename = "erase.organization")]
+    EraseOrganization { org: String },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -43,6 +50,11 @@ pub enum Response {
     },
     KeyRevoked {
         key_id: String,
+    },
+    Erased {
+        organization_id: String,
+        /// The erasure's position in the log.
+        position: u64,
     },
     Failed {
         error: String,
@@ -122,6 +134,30 @@ pub async fn handle(ledger: &Ledger, request: Request) -> Response {
                 error: e.to_string(),
             },
         },
+        Request::EraseOrganization { org } => {
+            let command = Command::EraseContent {
+                organization_id: org.clone(),
+                event_id: None,
+                recorded_before: None,
+                reason: ErasureReason::Offboarding,
+            };
+            let ctx = Context {
+                organization_id: org.clone(),
+                ..Context::default()
+            };
+            match ledger.execute(command, &ctx, None).await {
+                Ok(written) => {
+                    tracing::info!(organization_id = %org, position = written.position, "erased an organization's bodies");
+                    Response::Erased {
+                        organization_id: org,
+                        position: written.position,
+                    }
+                }
+                Err(e) => Response::Failed {
+                    error: e.to_string(),
+                },
+            }
+        }
     }
 }
 

@@ -22,8 +22,35 @@ pub struct Report {
     /// The digest up to the last good event.
     pub digest: LedgerDigest,
     pub streams: usize,
+    pub bodies: Bodies,
     /// The first thing wrong, if anything is.
     pub failure: Option<Failure>,
+}
+
+/// The bodies the scan found: those named by a digest in an event's data
+/// (schema 2 on), kept on disk or erased from it, and the erasures recorded.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Bodies {
+    /// On disk, each checked against its digest.
+    pub kept: u64,
+    /// Gone from the disk; the digest their hash covers is all that is left.
+    pub erased: u64,
+    /// `ContentErased` events.
+    pub erasures: u64,
+}
+
+impl Bodies {
+    fn count(&mut self, event: &crate::store::RecordedEvent) {
+        if event.event_type == "ContentErased" {
+            self.erasures += 1;
+        } else if crate::model::names_a_body(event) {
+            if event.content.is_empty() {
+                self.erased += 1;
+            } else {
+                self.kept += 1;
+            }
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -82,9 +109,11 @@ pub async fn verify(
     let roots = expected.iter().any(|e| matches!(e, Expected::Root { .. }));
     let mut tree = Frontier::default();
     let mut tips: HashMap<String, (u64, Hash)> = HashMap::new();
+    let mut bodies = Bodies::default();
     let fail = |digest: LedgerDigest, tips: &HashMap<_, _>, position, reason: String| Report {
         digest,
         streams: tips.len(),
+        bodies: Bodies::default(),
         failure: Some(Failure { position, reason }),
     };
     loop {
@@ -103,6 +132,7 @@ pub async fn verify(
                 return Ok(fail(digest, &tips, digest.position + 1, reason));
             }
             tips.insert(event.stream.clone(), (event.version, event.hash));
+            bodies.count(event);
             digest.fold(event.position, &event.hash);
             if roots {
                 tree.push_leaf(merkle::leaf_hash(&event.hash));
@@ -133,6 +163,7 @@ pub async fn verify(
     Ok(Report {
         digest,
         streams: tips.len(),
+        bodies,
         failure: None,
     })
 }

@@ -64,8 +64,12 @@
 //!   bytes signed; the API's `proofs` routes and `audit prove` serve them.
 //!   [`audit`]: what `audit verify` checks and what `audit export` writes.
 //!
-//! * [`admin`]: the Unix socket through which `hookledger keys` reaches a
-//!   running server. [`telemetry`]: logging, set up once, written by a thread
+//! * [`erasure`]: taking erased bodies off the disk (the eraser, which
+//!   `serve` runs in the background and `compact` and `erase` run to the
+//!   end) and `serve --retention`.
+//!
+//! * [`admin`]: the Unix socket through which `hookledger keys` and
+//!   `hookledger erase` reach a running server. [`telemetry`]: logging, set up once, written by a thread
 //!   of its own. [`files`]: files and directories created private (0600, 0700)
 //!   whatever the umask.
 
@@ -74,6 +78,7 @@ pub mod api;
 pub mod audit;
 pub mod chain;
 pub mod cli;
+pub mod erasure;
 pub mod files;
 pub mod kv;
 pub mod ledger;

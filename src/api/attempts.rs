@@ -191,7 +191,8 @@ async fn record(
     // The answer is the event as it stood right after this attempt, whatever
     // landed since: the ledger reads it so.
     let (snapshot, version) = event_answer(written)?;
-    let mut response = reply_event(StatusCode::OK, &snapshot, replayed);
+    // The contract's answer has `payload` an object, erased or not.
+    let mut response = reply_event(StatusCode::OK, &snapshot.for_contract(), replayed);
     response
         .headers_mut()
         .insert(header::ETAG, etag(version.unwrap_or(0)));

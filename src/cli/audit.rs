@@ -100,6 +100,11 @@ async fn verify(args: &StoreArgs, verify_args: VerifyArgs) -> Result<(), Error> 
                 "ok: {} events in {} streams; every checksum, hash chain and schema holds",
                 report.digest.position, report.streams
             );
+            let bodies = report.bodies;
+            println!(
+                "bodies: {} kept, each matching its digest; {} erased from the disk, their digests still in the chain; {} erasures recorded",
+                bodies.kept, bodies.erased, bodies.erasures
+            );
             for kept in &expected {
                 match kept {
                     Expected::Digest { position, .. } => {

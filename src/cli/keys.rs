@@ -97,6 +97,7 @@ pub async fn run(args: &StoreArgs, command: KeysCommand) -> Result<(), Error> {
             Ok(())
         }
         Response::Failed { error } => Err(Error::Setup(error)),
+        Response::Erased { .. } => Err(Error::Setup("unexpected answer to a key request".into())),
     }
 }
 

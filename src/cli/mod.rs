@@ -10,6 +10,7 @@ use crate::telemetry::LogFormat;
 
 pub mod audit;
 pub mod check_proof;
+pub mod erase;
 pub mod keys;
 pub mod limit_args;
 pub mod open;
@@ -198,6 +199,14 @@ pub enum Command {
     /// Show or rotate the keys tree heads are signed with.
     #[command(subcommand)]
     SigningKey(signing_key::SigningKeyCommand),
+    /// Erase every payload and response body an organization has recorded
+    /// (offboarding). The erasure is recorded in its history and every hash
+    /// still verifies; the bodies leave the disk before this returns, or, if
+    /// a server holds the ledger, in its background.
+    Erase(erase::EraseArgs),
+    /// Remove from the disk every erased body not yet removed, while the
+    /// server is stopped (a running server does this in the background).
+    Compact,
 }
 
 /// Why a command could not do its work.
@@ -226,6 +235,8 @@ pub async fn run(cli: Cli) -> Result<(), Error> {
         Command::Projections(command) => projections::run(&cli.store, command).await,
         Command::Audit(command) => audit::run(&cli.store, command).await,
         Command::SigningKey(command) => signing_key::run(&cli.store, command),
+        Command::Erase(args) => erase::erase(&cli.store, args).await,
+        Command::Compact => erase::compact(&cli.store).await,
     }
 }
 

@@ -4,6 +4,7 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Args;
@@ -13,6 +14,7 @@ use crate::api::metrics::StoreStats;
 use crate::api::{self, AppState};
 use crate::cli::limit_args::LimitArgs;
 use crate::cli::{Error, StoreArgs, open};
+use crate::erasure::{Eraser, Retention};
 use crate::node::Node;
 use crate::signing::KeyRing;
 
@@ -57,6 +59,14 @@ pub struct ServeArgs {
     #[arg(long, env = "HOOKLEDGER_FEED_MAX_WAIT", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=60))]
     pub feed_max_wait: u64,
 
+    /// Erase every payload and response body older than this (`90d`,
+    /// `720h`, `30m`), in the background: each organization's erasure is
+    /// recorded in its history, the bodies are served as erased from then
+    /// on, and compaction removes them from the disk. Hashes, proofs and
+    /// everything else are kept. Default: keep bodies for good.
+    #[arg(long, env = "HOOKLEDGER_RETENTION", value_parser = retention)]
+    pub retention: Option<Duration>,
+
     #[command(flatten)]
     pub signing: SigningKeyArgs,
 
@@ -83,6 +93,14 @@ impl SigningKeyArgs {
             .clone()
             .unwrap_or_else(|| KeyRing::default_path(&store.data))
     }
+}
+
+fn retention(text: &str) -> Result<Duration, String> {
+    let keep = crate::cli::units::parse_duration(text)?;
+    if keep < Duration::from_secs(1) {
+        return Err("must be at least 1s".into());
+    }
+    Ok(keep)
 }
 
 impl ServeArgs {
@@ -138,6 +156,7 @@ pub async fn run(store_args: &StoreArgs, args: ServeArgs) -> Result<(), Error> {
         node.clone(),
         store_args.data.display().to_string(),
     ));
+    let erasing = start_erasing(store_args, &node, args.retention)?;
     let mut state = AppState::new(node.clone())
         .with_feed_limits(args.feed_limits())
         .with_signing_keys(signing_keys);
@@ -153,6 +172,9 @@ pub async fn run(store_args: &StoreArgs, args: ServeArgs) -> Result<(), Error> {
     }
     let served = api::serve_with(listener, state, args.limits(), shutdown_signal()).await;
     admin.abort();
+    for task in erasing {
+        task.abort();
+    }
     tracing::info!("stopped accepting; in-flight requests are done");
     let closing = node.clone();
     match tokio::task::spawn_blocking(move || closing.close()).await {
@@ -182,6 +204,39 @@ fn open_signing_keys(store: &StoreArgs, args: &SigningKeyArgs) -> Result<KeyRing
         .map_err(|e| Error::setup("cannot open the tree-head signing key", e))?;
     tracing::info!(path = %path.display(), key_id = %ring.current().key_id, "signing tree heads");
     Ok(ring)
+}
+
+/// Starts the background work of erasure: the eraser, which takes erased
+/// bodies off the disk, and retention if it is asked for.
+fn start_erasing(
+    store_args: &StoreArgs,
+    node: &Node,
+    retention: Option<Duration>,
+) -> Result<Vec<tokio::task::JoinHandle<()>>, Error> {
+    let eraser = Eraser::open(node.store.clone(), node.projector.clone(), &store_args.data)
+        .map_err(|e| Error::setup("cannot open the eraser's state", e))?;
+    let ready = node.clone();
+    let mut tasks = vec![tokio::spawn(async move {
+        if ready.ready().await.is_ok() {
+            Arc::new(eraser).follow().await;
+        }
+    })];
+    if let Some(keep) = retention {
+        let job = Retention::new(
+            node.ledger.clone(),
+            node.store.clone(),
+            node.projector.clone(),
+            keep,
+        );
+        tracing::info!(keep = ?keep, every = ?job.interval(), "bodies older than the retention time are erased");
+        let ready = node.clone();
+        tasks.push(tokio::spawn(async move {
+            if ready.ready().await.is_ok() {
+                job.run().await;
+            }
+        }));
+    }
+    Ok(tasks)
 }
 
 /// On an empty ledger, says how to get a first key.

@@ -1,0 +1,317 @@
+//! Erasure's second half: taking erased bodies off the disk, and retention.
+//!
+//! An erasure is an event (`ContentErased`): once it is folded, no read
+//! serves the bodies it covers (`model::View::servable_content`). The
+//! [`Eraser`] then removes those bodies from the store
+//! (`EventStore::remove_contents`): it follows the log for erasures, works out
+//! the positions each one covers from the read model's indexes, and asks the
+//! store to drop their content. It runs in the background of `serve`, and to
+//! the end in `hookledger compact` and `hookledger erase`. What it has done is
+//! kept in `DATA/erasure.json`, so a restart goes on from there; doing a
+//! removal twice is harmless.
+//!
+//! [`Retention`] is `serve --retention`: now and then it records, for each
+//! organization with bodies older than the retention time, an erasure of the
+//! bodies recorded before then, which the eraser then removes.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use projections::event::{ContentErased, ErasureReason};
+use projections::{Command, Event, Timestamp};
+use serde::{Deserialize, Serialize};
+
+use crate::ledger::{Context, Ledger};
+use crate::model::View;
+use crate::projector::Projector;
+use crate::store::{Batch, EventStore};
+
+mod covers;
+
+/// Why the eraser or the retention job stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Store(#[from] crate::store::Error),
+    #[error(transparent)]
+    Model(#[from] crate::model::Error),
+    #[error(transparent)]
+    Projector(#[from] crate::projector::Error),
+    #[error(transparent)]
+    Ledger(#[from] crate::ledger::Error),
+    #[error("the eraser's state in {}: {reason}", path.display())]
+    State { path: PathBuf, reason: String },
+    #[error("an erasure at position {position} does not decode: {reason}")]
+    Decode { position: u64, reason: String },
+}
+
+/// What one pass removed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Pass {
+    /// Erasures found in the log since the last pass.
+    pub erasures: u64,
+    /// Contents removed from the disk.
+    pub removed: u64,
+    /// The log position the pass reached.
+    pub through: u64,
+}
+
+/// The eraser's progress, kept between runs.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct State {
+    /// Every erasure up to this position has been carried out.
+    through: u64,
+    /// Per organization, the position before which retention has removed
+    /// what it covers.
+    retained_before: BTreeMap<String, u64>,
+}
+
+/// Removes erased bodies from the store; see the module documentation.
+#[derive(Debug)]
+pub struct Eraser {
+    store: Arc<dyn EventStore>,
+    projector: Arc<Projector>,
+    path: PathBuf,
+    state: tokio::sync::Mutex<State>,
+}
+
+/// Positions handed to the store at a time.
+const CHUNK: usize = 4096;
+
+impl Eraser {
+    /// The eraser of the ledger whose data directory is `data_dir`.
+    pub fn open(
+        store: Arc<dyn EventStore>,
+        projector: Arc<Projector>,
+        data_dir: &Path,
+    ) -> Result<Eraser, Error> {
+        let path = data_dir.join("erasure.json");
+        let state = match std::fs::read(&path) {
+            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| Error::State {
+                path: path.clone(),
+                reason: e.to_string(),
+            })?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => State::default(),
+            Err(e) => {
+                return Err(Error::State {
+                    path,
+                    reason: e.to_string(),
+                });
+            }
+        };
+        Ok(Eraser {
+            store,
+            projector,
+            path,
+            state: tokio::sync::Mutex::new(state),
+        })
+    }
+
+    /// Carries out every erasure up to the log's head: removes from the
+    /// store the content of every body they cover.
+    pub async fn pass(&self) -> Result<Pass, Error> {
+        let mut state = self.state.lock().await;
+        let head = self.store.sync_head().await?;
+        self.projector.wait_for(head).await?;
+        let erasures = self.erasures_between(state.through, head).await?;
+        let mut pass = Pass {
+            erasures: erasures.len() as u64,
+            removed: 0,
+            through: head,
+        };
+        for (position, erasure) in &erasures {
+            let view = self.projector.view()?;
+            let positions = covers::positions(
+                &view,
+                self.store.as_ref(),
+                erasure,
+                *position,
+                &mut state.retained_before,
+            )
+            .await?;
+            for chunk in positions.chunks(CHUNK) {
+                pass.removed += self.store.remove_contents(chunk).await?;
+            }
+        }
+        state.through = head;
+        self.save(&state)?;
+        Ok(pass)
+    }
+
+    /// Runs [`Eraser::pass`] whenever the log grows, until the task is
+    /// dropped. A failed pass is logged and tried again later: erased bodies
+    /// are never served meanwhile.
+    pub async fn follow(self: Arc<Self>) {
+        loop {
+            let seen = match self.pass().await {
+                Ok(pass) => {
+                    if pass.removed > 0 {
+                        tracing::info!(
+                            erasures = pass.erasures,
+                            removed = pass.removed,
+                            through = pass.through,
+                            "erased bodies removed from the disk"
+                        );
+                    }
+                    pass.through
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "removing erased bodies failed; trying again");
+                    tokio::time::sleep(Duration::from_secs(5)).await;
+                    continue;
+                }
+            };
+            if self.store.wait_beyond(seen).await.is_err() {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+    }
+
+    /// The erasures at positions in `(after, head]`, in position order.
+    async fn erasures_between(
+        &self,
+        after: u64,
+        head: u64,
+    ) -> Result<Vec<(u64, ContentErased)>, Error> {
+        let mut found = Vec::new();
+        let mut from = after + 1;
+        let mut spent = Batch::default();
+        while from <= head {
+            let batch = self.store.read_batch(from, 8192, spent).await?;
+            let Some(last) = batch.last_position() else {
+                break;
+            };
+            for event in batch.iter() {
+                let event = event?;
+                if event.position > head || event.event_type != "ContentErased" {
+                    continue;
+                }
+                let decoded =
+                    Event::decode(event.event_type, event.schema_version, event.data, None)
+                        .map_err(|e| Error::Decode {
+                            position: event.position,
+                            reason: e.to_string(),
+                        })?;
+                if let Event::ContentErased(erasure) = decoded {
+                    found.push((event.position, erasure));
+                }
+            }
+            from = last + 1;
+            spent = batch;
+        }
+        Ok(found)
+    }
+
+    /// Writes the state beside the old one and renames it over, so a crash
+    /// leaves one or the other.
+    fn save(&self, state: &State) -> Result<(), Error> {
+        let failed = |e: std::io::Error| Error::State {
+            path: self.path.clone(),
+            reason: e.to_string(),
+        };
+        let bytes = serde_json::to_vec(state).map_err(|e| Error::State {
+            path: self.path.clone(),
+            reason: e.to_string(),
+        })?;
+        let aside = self.path.with_extension("json.new");
+        let mut file = crate::files::create(&aside).map_err(failed)?;
+        file.write_all(&bytes)
+            .and_then(|()| file.sync_all())
+            .map_err(failed)?;
+        std::fs::rename(&aside, &self.path).map_err(failed)?;
+        if let Some(dir) = self.path.parent() {
+            crate::files::sync_dir(dir).map_err(failed)?;
+        }
+        Ok(())
+    }
+}
+
+/// `serve --retention`: erases the bodies older than the retention time,
+/// for each organization, once in a while.
+#[derive(Debug)]
+pub struct Retention {
+    ledger: Arc<Ledger>,
+    store: Arc<dyn EventStore>,
+    projector: Arc<Projector>,
+    /// How long bodies are kept.
+    keep: Duration,
+}
+
+impl Retention {
+    pub fn new(
+        ledger: Arc<Ledger>,
+        store: Arc<dyn EventStore>,
+        projector: Arc<Projector>,
+        keep: Duration,
+    ) -> Retention {
+        Retention {
+            ledger,
+            store,
+            projector,
+            keep,
+        }
+    }
+
+    /// How often the job looks: a hundredth of the retention time, at least
+    /// a second and at most an hour.
+    pub fn interval(&self) -> Duration {
+        (self.keep / 100).clamp(Duration::from_secs(1), Duration::from_secs(3600))
+    }
+
+    /// Records a retention erasure for each organization that holds bodies
+    /// recorded before `now - keep` not yet covered by one; returns how many
+    /// it recorded.
+    pub async fn pass(&self, now: Timestamp) -> Result<u64, Error> {
+        let keep = i64::try_from(self.keep.as_micros()).unwrap_or(i64::MAX);
+        let before = Timestamp::from_micros(now.micros().saturating_sub(keep));
+        let boundary = covers::first_at_or_after(self.store.as_ref(), before).await?;
+        if boundary <= 1 {
+            return Ok(0);
+        }
+        let view = self.projector.view()?;
+        let mut recorded = 0;
+        for org in covers::organizations(&view)? {
+            if !covers::holds_bodies_before(&view, self.store.as_ref(), &org, boundary).await? {
+                continue;
+            }
+            let command = Command::EraseContent {
+                organization_id: org.clone(),
+                event_id: None,
+                recorded_before: Some(before),
+                reason: ErasureReason::Retention,
+            };
+            let ctx = Context {
+                organization_id: org,
+                ..Context::default()
+            };
+            self.ledger.execute(command, &ctx, None).await?;
+            recorded += 1;
+        }
+        Ok(recorded)
+    }
+
+    /// Runs [`Retention::pass`] every [`Retention::interval`] until the task
+    /// is dropped.
+    pub async fn run(self) {
+        let mut tick = tokio::time::interval(self.interval());
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let now = Timestamp::from_datetime(chrono::Utc::now());
+            match self.pass(now).await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(organizations = n, "retention erased old bodies"),
+                Err(e) => tracing::warn!(error = %e, "retention failed; trying again later"),
+            }
+        }
+    }
+}
+
+/// Every organization the model knows.
+pub fn organizations(view: &View) -> Result<Vec<String>, Error> {
+    covers::organizations(view)
+}
