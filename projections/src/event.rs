@@ -280,9 +280,11 @@ impl Event {
         }
     }
 
-    /// The event's data as a JSON value, for tests and tools. A payload or
-    /// response body number beyond `f64` (`1e400`) has no such value, and is
-    /// an error here; [`Event::to_canonical_bytes`] keeps it as sent.
+    /// The event as a JSON value, for tests and tools: its fields with any
+    /// body in full (or `null` once erased), which is not what the log
+    /// stores from schema version 2 on ([`Event::encode`] writes that). A
+    /// body number beyond `f64` (`1e400`) has no such value: `serde_json`
+    /// makes it an error or loses its precision; `encode` keeps it as sent.
     pub fn to_value(&self) -> serde_json::Result<Value> {
         match self {
             Event::EndpointCreated(e) => serde_json::to_value(e),
