@@ -123,6 +123,18 @@ impl Eraser {
             removed: 0,
             through: head,
         };
+        if !self.store.removes_contents() {
+            // Nothing to take off: every read hides the erased bodies.
+            if !erasures.is_empty() {
+                tracing::warn!(
+                    erasures = erasures.len(),
+                    "this store cannot remove erased bodies from its files; every read hides them"
+                );
+            }
+            state.through = head;
+            self.save(&state)?;
+            return Ok(pass);
+        }
         for (position, erasure) in &erasures {
             let view = self.projector.view()?;
             let positions = covers::positions(

@@ -88,6 +88,10 @@ impl EventStore for MemoryStore {
         Ok(state.events.iter().skip(start).take(max).cloned().collect())
     }
 
+    fn removes_contents(&self) -> bool {
+        true
+    }
+
     async fn remove_contents(&self, positions: &[u64]) -> Result<u64> {
         let mut state = self.state();
         let mut removed = 0;

@@ -320,6 +320,11 @@ pub trait EventStore: Send + Sync + std::fmt::Debug {
         ))
     }
 
+    /// Whether [`EventStore::remove_contents`] can remove anything here.
+    fn removes_contents(&self) -> bool {
+        false
+    }
+
     async fn wait_beyond(&self, after: u64) -> Result<u64>;
 
     /// The last durable position; 0 when the log is empty.

@@ -227,6 +227,10 @@ impl EventStore for PostgresStore {
         Ok(events)
     }
 
+    fn removes_contents(&self) -> bool {
+        true
+    }
+
     #[tracing::instrument(level = "debug", skip_all, fields(positions = positions.len()))]
     async fn remove_contents(&self, positions: &[u64]) -> Result<u64> {
         if positions.is_empty() {
