@@ -12,6 +12,7 @@ mod concurrency;
 mod corruption;
 mod crash;
 mod docs;
+mod erasure_disk;
 mod exact;
 mod faults;
 mod feed;
