@@ -93,6 +93,11 @@ pub fn digest(content: &[u8]) -> String {
     out
 }
 
+/// Whether `text` has a digest's form: 64 lowercase hex digits.
+pub fn is_digest(text: &str) -> bool {
+    text.len() == 64 && text.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+}
+
 /// Why stored content does not open.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ContentError {
@@ -111,11 +116,7 @@ pub enum ContentError {
 /// The body that `content` holds, checked against `digest`; `None` content
 /// (erased) is [`Body::Erased`].
 pub fn open(content: Option<&[u8]>, digest_hex: &str) -> Result<Body, ContentError> {
-    if digest_hex.len() != 64
-        || !digest_hex
-            .bytes()
-            .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
-    {
+    if !is_digest(digest_hex) {
         return Err(ContentError::NotADigest);
     }
     let Some(content) = content else {

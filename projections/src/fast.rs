@@ -166,7 +166,12 @@ fn attempt_fields(data: &[u8], schema_version: u32) -> Option<AttemptFields<'_>>
         }
         2 => {
             c.literal(b",\"responseBodyDigest\":")?;
-            c.nullable_string()?;
+            // A digest is 64 lowercase hex digits, as the serde path checks.
+            if let Some(digest) = c.nullable_string()?
+                && !crate::body::is_digest(digest)
+            {
+                return None;
+            }
         }
         _ => return None,
     }
