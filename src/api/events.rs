@@ -6,7 +6,7 @@
 
 use axum::Router;
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::Response;
 use axum::routing::{delete, get, post};
 use projections::JsonObject;
@@ -258,13 +258,26 @@ async fn current(state: &AppState, org: &str, id: &str) -> Result<Option<EventSn
 /// deliveries so far. The erasure is an event of the event's stream, so the
 /// history shows who asked and when; the answer is the event as it stands
 /// after it, payload `null` and `payloadErased: true`. The bytes leave the
-/// disk when compaction next runs; nothing serves them from now on.
+/// disk when compaction next runs; nothing serves them from now on. A body
+/// is refused rather than ignored: an erasure cannot be undone, so one sent
+/// with options this route does not have (which delivery, which field) must
+/// not erase the whole event.
 #[instrument(skip_all, fields(org = %caller.organization_id, event = %id.0))]
 async fn erase(
     State(state): State<AppState>,
     caller: Caller,
     id: Id,
+    headers: HeaderMap,
 ) -> Result<Response, ApiError> {
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .is_some_and(|length| length.as_bytes() != b"0");
+    if declared || headers.contains_key(header::TRANSFER_ENCODING) {
+        return Err(ApiError::field(
+            "body",
+            "must be empty: erasing an event's content takes no options",
+        ));
+    }
     // Erasing again erases what was recorded since: no key is needed to
     // make a repeat safe.
     let ctx = caller.context(None);

@@ -12,6 +12,8 @@ mod concurrency;
 mod corruption;
 mod crash;
 mod docs;
+mod erasure;
+mod erasure_binary;
 mod erasure_disk;
 mod exact;
 mod faults;
