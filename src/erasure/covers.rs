@@ -158,9 +158,16 @@ pub fn organizations(view: &View) -> Result<Vec<String>, Error> {
     Ok(orgs)
 }
 
-/// Whether the organization has events before position `boundary` that no
-/// retention erasure has covered yet: any at or after the first position
-/// recorded at its last retention time.
+/// Events of an organization read to find a body before giving up and
+/// saying it may hold one.
+const LOOK_AHEAD: usize = 64;
+
+/// Whether the organization has bodies before position `boundary` that no
+/// erasure has covered yet: among its events at or after the first position
+/// recorded at its last retention time (and after its last erasure of
+/// everything), one that keeps a body. An organization whose only events
+/// there are its own erasures, endpoints or keys holds none, so a quiet
+/// organization is not erased again and again.
 pub async fn holds_bodies_before(
     view: &View,
     store: &dyn EventStore,
@@ -177,8 +184,18 @@ pub async fn holds_bodies_before(
         return Ok(false);
     }
     let after = sequence_before(view, org, from)?;
-    Ok(view
-        .feed(org, after, 1)?
-        .first()
-        .is_some_and(|&(_, position)| position < boundary))
+    let positions: Vec<u64> = view
+        .feed(org, after, LOOK_AHEAD)?
+        .into_iter()
+        .map(|(_, position)| position)
+        .filter(|&position| position < boundary)
+        .collect();
+    if positions.len() == LOOK_AHEAD {
+        // Too many to look at one by one: erasing finds out.
+        return Ok(true);
+    }
+    let records = store.read_positions(&positions).await?;
+    Ok(records
+        .iter()
+        .any(|record| crate::model::names_a_body(record) && !record.content.is_empty()))
 }

@@ -453,6 +453,35 @@ async fn retention_erases_the_bodies_recorded_before_its_cut_off_and_keeps_the_l
         .get(&format!("/v1/outbound-webhook-events/{new_id}"))
         .await;
     assert_eq!(new.body["payloadErased"], true);
+
+    // A day on, the new event's response bodies (recorded after its
+    // acceptance) are old too; after that the organization is quiet, its
+    // only events since being its own erasures, and holds no body: however
+    // much later, retention records nothing more.
+    let day = 86_400_000_000;
+    assert_eq!(
+        retention
+            .pass(Timestamp::from_micros(later.micros() + day))
+            .await
+            .unwrap(),
+        1
+    );
+    let history = app.history(&new_delivery).await;
+    // The first two carried bodies; the third reported none.
+    assert!(
+        history[..2].iter().all(|a| a["responseBodyErased"] == true),
+        "{history:?}"
+    );
+    let head = app.head();
+    for days in [2, 30, 400] {
+        let much_later = Timestamp::from_micros(later.micros() + days * day);
+        assert_eq!(
+            retention.pass(much_later).await.unwrap(),
+            0,
+            "{days} days on"
+        );
+    }
+    assert_eq!(app.head(), head, "nothing appended");
 }
 
 #[tokio::test]
