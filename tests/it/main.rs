@@ -8,6 +8,7 @@ mod auth;
 mod backends;
 mod binary;
 mod cli;
+mod compaction;
 mod concurrency;
 mod corruption;
 mod crash;

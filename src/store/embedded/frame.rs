@@ -161,6 +161,20 @@ fn split_content(payload: &[u8]) -> Result<(&[u8], &[u8]), String> {
     Ok(rest.split_at(archive_len))
 }
 
+/// Appends to `out` the checked `frame` without its content: the archive
+/// alone, its continuation bit kept and its checksum computed anew, as
+/// [`encode`] writes a record that has no content. Returns the new frame's
+/// length.
+pub fn encode_without_content(frame: &Frame<'_>, out: &mut Vec<u8>) -> usize {
+    let flags = if frame.continues { CONTINUES } else { 0 };
+    let len_bytes = (frame.archive.len() as u32 | flags).to_le_bytes();
+    let crc = crc32c::crc32c_append(crc32c::crc32c(&len_bytes), frame.archive);
+    out.extend_from_slice(&len_bytes);
+    out.extend_from_slice(&crc.to_le_bytes());
+    out.extend_from_slice(frame.archive);
+    HEADER_LEN + frame.archive.len()
+}
+
 /// Decodes a checked frame into the record it holds.
 pub fn decode(frame: &Frame<'_>) -> Result<RecordedEvent, String> {
     decode_in(frame, &mut AlignedVec::new())
@@ -238,6 +252,23 @@ mod tests {
         let frame = parse(&bare).unwrap();
         assert!(frame.content.is_empty());
         assert_eq!(frame.archive.len() + HEADER_LEN, bare.len());
+    }
+
+    #[test]
+    fn a_frame_stripped_of_its_content_is_the_frame_of_the_record_without_it() {
+        let mut record = event(3, br#"{"digest":"00"}"#);
+        record.content = b"salt-salt-salt-s{\"secret\":1}".to_vec();
+        for continues in [false, true] {
+            let mut with = Vec::new();
+            encode(&record, continues, &mut with).unwrap();
+            let mut stripped = Vec::new();
+            let len = encode_without_content(&parse(&with).unwrap(), &mut stripped);
+            let mut bare = record.clone();
+            bare.content.clear();
+            let mut expected = Vec::new();
+            encode(&bare, continues, &mut expected).unwrap();
+            assert_eq!((len, &stripped), (expected.len(), &expected));
+        }
     }
 
     #[test]

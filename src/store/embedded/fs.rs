@@ -1,5 +1,5 @@
 //! The file layer under the log's write path: every byte the embedded store
-//! writes, every sync and every truncation goes through [`Fs`] and [`LogFile`],
+//! writes, every sync, rename and truncation goes through [`Fs`] and [`LogFile`],
 //! so a test can make a write fail with ENOSPC or a sync with EIO and watch the
 //! store recover. Reads do not go through it: they cannot harm the log.
 //!
@@ -19,6 +19,13 @@ pub trait Fs: Send + Sync + fmt::Debug {
     /// Creates a file for writing, emptying any file already at `path`.
     fn create(&self, path: &Path) -> io::Result<Box<dyn LogFile>>;
     fn remove(&self, path: &Path) -> io::Result<()>;
+    /// Puts the file at `from` in the place of the one at `to`, in one atomic
+    /// step; not durable until [`Fs::sync_dir`]. By default the operating
+    /// system's rename, which is what every implementation but a fault
+    /// injector wants.
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        std::fs::rename(from, to)
+    }
     /// Makes the entries of directory `dir` (created or removed files) durable.
     fn sync_dir(&self, dir: &Path) -> io::Result<()>;
 }

@@ -23,11 +23,14 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 
 use crate::chain::Hash;
-use crate::kv::layered::{Flushing, Layered, Memtable};
+use crate::kv::layered::{Flushing, Layered, Layers, Memtable};
 use crate::kv::{self, Flow, Kv, KvRead, RedbKv, Table, WriteBatch};
 use crate::store::embedded::frame;
 use crate::store::sequencer::{Lookup, StreamTip};
 use crate::store::{Batch, Error, Held, RecordedEvent, Result};
+
+mod relocate;
+pub use relocate::Moved;
 
 /// A segment file open for positioned reads.
 #[derive(Debug)]
@@ -41,6 +44,11 @@ impl SegmentFile {
         let file =
             File::open(&path).map_err(|e| Error::io(format!("opening {}", path.display()), e))?;
         Ok(Arc::new(SegmentFile { path, file }))
+    }
+
+    /// The open file, for positioned reads.
+    pub fn reader(&self) -> &File {
+        &self.file
     }
 }
 
@@ -101,6 +109,10 @@ pub struct Pending {
     events: HashMap<u64, Vec<(u64, Place)>>,
     positions: Vec<(u64, u64)>,
     claims: HashMap<String, Held>,
+    /// Frames a compaction moved, by position: the stream id and version
+    /// they are indexed under, and their new place. They override what the
+    /// layers below (and `events` above) say of those positions.
+    moved: HashMap<u64, (u64, u64, Place)>,
     head: Option<Head>,
     next_id: u64,
     bytes: usize,
@@ -141,6 +153,17 @@ impl Memtable for Pending {
         }
         for (name, held) in &self.claims {
             batch.put(CLAIMS, name.as_bytes().to_vec(), encode_held(held));
+        }
+        // After `events` and `positions`: a later write of a key wins.
+        for (position, (id, version, place)) in &self.moved {
+            batch.put(EVENTS, event_key(*id, *version), encode_place(place));
+            if position.is_multiple_of(POSITION_EVERY) {
+                batch.put(
+                    POSITIONS,
+                    position.to_be_bytes().to_vec(),
+                    place.offset.to_be_bytes().to_vec(),
+                );
+            }
         }
         if let Some(head) = &self.head {
             batch.put(META, META_HEAD.to_vec(), encode_head(head));
@@ -357,6 +380,11 @@ pub struct Index {
     /// Where the last walk by position ended, so a reader going through the
     /// log in order goes on from there.
     cursor: std::sync::Mutex<Option<(u64, u64)>>,
+    /// Held by every read while it turns the index's places into frames
+    /// to read, and by a compaction while it swaps a segment's file and the
+    /// places of its frames: a read never pairs the places of one with the
+    /// file of the other.
+    relocating: RwLock<()>,
 }
 
 #[derive(Debug, Default)]
@@ -417,6 +445,7 @@ impl Index {
                 ..Recent::default()
             }),
             cursor: std::sync::Mutex::new(None),
+            relocating: RwLock::new(()),
         })
     }
 
@@ -565,6 +594,7 @@ impl Index {
 
     /// The frames of up to `max` events of `stream` from version `from`.
     pub fn locate_stream(&self, stream: &str, from: u64, max: usize) -> Result<Vec<Loc>> {
+        let _relocating = self.relocating.read().unwrap_or_else(|e| e.into_inner());
         let Some(layered) = self.layered() else {
             return Err(Error::Unavailable(
                 "streams are read through the writer's index: this log is opened read-only, or closed"
@@ -618,7 +648,7 @@ impl Index {
         places.truncate(max);
         Ok(places
             .into_iter()
-            .filter_map(|(_, p)| self.locate(p))
+            .filter_map(|(_, p)| self.locate(moved(&layers, p.position).unwrap_or(p)))
             .collect())
     }
 
@@ -630,6 +660,7 @@ impl Index {
         if from > head || max == 0 {
             return Ok(Vec::new());
         }
+        let _relocating = self.relocating.read().unwrap_or_else(|e| e.into_inner());
         let segments = self
             .segments
             .read()
@@ -728,7 +759,8 @@ impl Index {
                 },
             )
             .map_err(|e| self.fail(e))?;
-        Ok(best)
+        // A kept offset in a compacted segment has moved with its frame.
+        Ok(best.map(|(p, o)| (p, moved(&layers, p).map_or(o, |place| place.offset))))
     }
 
     /// Writes the index out durably, so the next open scans little, and
@@ -766,6 +798,15 @@ fn stream_row(
     Ok(kv
         .get(STREAMS, stream.as_bytes())?
         .and_then(|b| decode_stream(&b)))
+}
+
+/// Where a compaction moved the frame of `position`, if it did since the
+/// store below last took it in: the active memtable first, then the frozen one.
+fn moved(layers: &Layers<Pending>, position: u64) -> Option<Place> {
+    [Some(layers.active()), layers.frozen()]
+        .into_iter()
+        .flatten()
+        .find_map(|m| m.moved.get(&position).map(|&(_, _, place)| place))
 }
 
 fn store_error(e: kv::Error) -> Error {

@@ -5,6 +5,7 @@
 //! index against the log and scans the tail after it, `segment` scans and
 //! checks segment files, `writer` group-commits appends on its own thread,
 //! `index` keeps the index on disk and finds and re-checks frames for reads,
+//! `compact` rewrites segments without the contents erasure removes,
 //! `frame` is the record format and `fs` the file layer that tests use to
 //! inject faults. One process at a time may open a data directory for writing
 //! (a lock file guards it); any number may open it read-only.
@@ -24,6 +25,9 @@ use crate::store::{
 
 #[cfg(test)]
 mod batch_tests;
+mod compact;
+#[cfg(test)]
+mod compact_tests;
 #[cfg(test)]
 mod fault_tests;
 mod frame;
@@ -37,11 +41,12 @@ mod scan_tests;
 mod segment;
 mod writer;
 
+pub use compact::CompactionStats;
 pub use fs::{Fs, LogFile, RealFs};
 pub use segment::{ScanReport, TornTail, scan};
 
 use index::{Index, SegmentFile};
-use writer::{Active, Request, Writer};
+use writer::{Active, Command, Request, Writer};
 
 /// Bytes of a segment file before its first frame.
 pub const SEGMENT_HEADER_LEN: u64 = segment::HEADER_LEN as u64;
@@ -165,7 +170,7 @@ impl std::fmt::Debug for Shared {
 
 #[derive(Debug)]
 struct WriterHandle {
-    requests: mpsc::Sender<Request>,
+    requests: mpsc::Sender<Command>,
     thread: JoinHandle<()>,
 }
 
@@ -176,6 +181,11 @@ pub struct EmbeddedStore {
     shared: Arc<Shared>,
     writer: Mutex<Option<WriterHandle>>,
     lock: Mutex<Option<File>>,
+    /// The file layer compactions write through; `None` when read-only.
+    fs: Option<Arc<dyn Fs>>,
+    /// Held by a compaction for its whole run: one at a time.
+    compacting: tokio::sync::Mutex<()>,
+    compaction: Mutex<CompactionStats>,
 }
 
 impl EmbeddedStore {
@@ -204,6 +214,7 @@ impl EmbeddedStore {
             }
         }
         let lock = lock(dir)?;
+        compact::clean_up(&log_dir, fs.as_ref())?;
         let files = segment::list(&log_dir)?;
         let opened = open::for_writing(
             &log_dir,
@@ -250,7 +261,7 @@ impl EmbeddedStore {
         let index = Index::new(Some(opened.kv), opened.pending, &files, head)?;
         let shared = Arc::new(Shared::new(index, true));
         let writer = Writer::new(
-            fs,
+            fs.clone(),
             log_dir,
             options.segment_size,
             head,
@@ -268,6 +279,9 @@ impl EmbeddedStore {
             shared,
             writer: Mutex::new(Some(WriterHandle { requests, thread })),
             lock: Mutex::new(Some(lock)),
+            fs: Some(fs),
+            compacting: tokio::sync::Mutex::new(()),
+            compaction: Mutex::new(CompactionStats::default()),
         })
     }
 
@@ -296,6 +310,9 @@ impl EmbeddedStore {
             shared: Arc::new(Shared::new(index, false)),
             writer: Mutex::new(None),
             lock: Mutex::new(None),
+            fs: None,
+            compacting: tokio::sync::Mutex::new(()),
+            compaction: Mutex::new(CompactionStats::default()),
         })
     }
 
@@ -309,6 +326,32 @@ impl EmbeddedStore {
             batches: self.shared.batches.load(Ordering::Relaxed),
             fsyncs: self.shared.fsyncs.load(Ordering::Relaxed),
         }
+    }
+
+    /// What the compactions of [`EventStore::remove_contents`] have done
+    /// since the store opened.
+    pub fn compaction_stats(&self) -> CompactionStats {
+        *self.compaction.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Has the writer seal the active segment if it holds any frame, so
+    /// that every durable frame lies in a sealed segment.
+    async fn seal(&self) -> Result<()> {
+        let (reply, answer) = oneshot::channel();
+        let sent = match self.writer_handle().as_ref() {
+            Some(writer) => writer.requests.send(Command::Seal(reply)).is_ok(),
+            None => false,
+        };
+        if !sent {
+            return Err(Error::Unavailable(format!(
+                "{} is closed or read-only",
+                self.dir.display()
+            )));
+        }
+        answer
+            .await
+            .map_err(|_| Error::Unavailable("the log writer stopped".into()))?
+            .map_err(|e| Error::io("sealing the active segment", e))
     }
 
     /// Stops taking appends, lets the writer finish the batch in hand,
@@ -353,6 +396,13 @@ impl Drop for EmbeddedStore {
         }
         self.release();
     }
+}
+
+/// Runs `f` on the blocking pool.
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| Error::Unavailable(format!("a blocking task failed: {e}")))
 }
 
 /// Takes the directory's lock file, or names the directory that is taken.
@@ -414,7 +464,7 @@ impl EventStore for EmbeddedStore {
             reply,
         };
         let sent = match self.writer_handle().as_ref() {
-            Some(writer) => writer.requests.send(request).is_ok(),
+            Some(writer) => writer.requests.send(Command::Append(request)).is_ok(),
             None => false,
         };
         if !sent {
@@ -476,6 +526,59 @@ impl EventStore for EmbeddedStore {
         tokio::task::spawn_blocking(move || index::read_archives(&locs, spent))
             .await
             .map_err(|e| Error::Unavailable(format!("read task failed: {e}")))?
+    }
+
+    /// Rewrites each segment that holds a content to remove (see the
+    /// `compact` module). A content in the active segment is removed too:
+    /// the writer first seals that segment and starts a new one, so each
+    /// call that reaches the active segment leaves one more segment file;
+    /// callers should gather positions and remove them together. Calls run
+    /// one at a time; appends and reads go on meanwhile.
+    async fn remove_contents(&self, positions: &[u64]) -> Result<u64> {
+        let Some(fs) = self.fs.clone() else {
+            return Err(Error::Unavailable(format!(
+                "{} is open read-only",
+                self.dir.display()
+            )));
+        };
+        if self.writer_handle().is_none() {
+            return Err(Error::Unavailable(format!(
+                "{} is closed",
+                self.dir.display()
+            )));
+        }
+        let _one = self.compacting.lock().await;
+        let head = self.head();
+        let mut wanted: Vec<u64> = positions
+            .iter()
+            .copied()
+            .filter(|p| (1..=head).contains(p))
+            .collect();
+        wanted.sort_unstable();
+        wanted.dedup();
+        let shared = self.shared.clone();
+        let holding =
+            blocking(move || compact::holding_content(&shared.index, &wanted, head)).await??;
+        let active_first = self
+            .shared
+            .index
+            .segment_files()
+            .last()
+            .map_or(1, |(first, _)| *first);
+        if holding.last().is_some_and(|&p| p >= active_first) {
+            self.seal().await?;
+        }
+        let shared = self.shared.clone();
+        let log_dir = self.dir.join("log");
+        let mut stats = self.compaction_stats();
+        let (removed, stats) = blocking(move || {
+            let removed =
+                compact::remove(fs.as_ref(), &log_dir, &shared.index, &holding, &mut stats);
+            (removed, stats)
+        })
+        .await?;
+        *self.compaction.lock().unwrap_or_else(|e| e.into_inner()) = stats;
+        removed
     }
 
     async fn wait_beyond(&self, after: u64) -> Result<u64> {

@@ -13,9 +13,9 @@ use std::sync::{Arc, RwLock};
 
 use crate::kv::layered::Memtable;
 use crate::kv::{self, Kv, KvRead, WriteBatch};
-use crate::store::embedded::frame;
 use crate::store::embedded::index::{self, Head, Pending, Place};
 use crate::store::embedded::segment::{self, Found, Scan, Scanned};
+use crate::store::embedded::{compact, frame};
 use crate::store::sequencer::{Fallback, Lookup, Sequencer, StreamTip};
 use crate::store::{ClaimsOf, Error, Held, RecordedEvent, Result};
 
@@ -39,6 +39,17 @@ pub fn for_writing(
     if marker.exists() {
         let reason = std::fs::read_to_string(&marker).unwrap_or_default();
         tracing::warn!(%reason, "not using the log's index, found damaged while serving; rebuilding it from the whole log");
+        set_aside(log_dir)?;
+        std::fs::remove_file(&marker)
+            .map_err(|e| Error::io(format!("removing {}", marker.display()), e))?;
+    }
+    // A compaction cut short may have moved frames the index still places
+    // where they were.
+    let marker = compact::marker(log_dir);
+    if marker.exists() {
+        tracing::warn!(
+            "a compaction of the log was cut short; rebuilding the log's index from the whole log"
+        );
         set_aside(log_dir)?;
         std::fs::remove_file(&marker)
             .map_err(|e| Error::io(format!("removing {}", marker.display()), e))?;

@@ -42,6 +42,16 @@ const ALLOCATE_LOW: u64 = 1024 * 1024;
 /// One append waiting for the writer.
 pub use crate::store::sequencer::Pending as Request;
 
+/// What the writer is asked to do.
+#[derive(Debug)]
+pub enum Command {
+    Append(Request),
+    /// Start a new segment now if the active one holds any frame, so that
+    /// every frame written so far lies in a sealed segment, which a
+    /// compaction may rewrite. Answered once the new segment is durable.
+    Seal(tokio::sync::oneshot::Sender<io::Result<()>>),
+}
+
 /// The segment that takes new frames.
 #[derive(Debug)]
 pub struct Active {
@@ -129,15 +139,20 @@ impl Writer {
     }
 
     /// Serves appends until every sender is gone.
-    pub fn run(mut self, requests: Receiver<Request>) {
+    pub fn run(mut self, commands: Receiver<Command>) {
         loop {
             if self.pending.is_empty() {
-                match requests.recv() {
-                    Ok(request) => self.pending.push_back(request),
+                match commands.recv() {
+                    Ok(command) => self.take(command),
                     Err(_) => return,
                 }
             }
-            self.pending.extend(requests.try_iter());
+            for command in commands.try_iter() {
+                self.take(command);
+            }
+            if self.pending.is_empty() {
+                continue;
+            }
             let mut size = 0;
             let mut batch = Vec::new();
             while let Some(request) = self.pending.pop_front() {
@@ -148,7 +163,9 @@ impl Writer {
                 }
             }
             self.commit(batch);
-            self.pending.extend(requests.try_iter());
+            for command in commands.try_iter() {
+                self.take(command);
+            }
             // Allocate in a lull too, so a batch under steady load rarely waits for it.
             if self.pending.is_empty()
                 && !self.damaged
@@ -158,6 +175,28 @@ impl Writer {
                 active.allocate_ahead(need, self.segment_size, &mut self.allocate_failing);
             }
         }
+    }
+
+    /// Queues an append, or seals the active segment at once.
+    fn take(&mut self, command: Command) {
+        match command {
+            Command::Append(request) => self.pending.push_back(request),
+            Command::Seal(reply) => {
+                let _ = reply.send(self.seal());
+            }
+        }
+    }
+
+    fn seal(&mut self) -> io::Result<()> {
+        if let Some(reason) = &self.broken {
+            return Err(io::Error::other(reason.clone()));
+        }
+        self.recover()?;
+        let holds_frames = self
+            .active
+            .as_ref()
+            .is_some_and(|a| a.len > segment::HEADER_LEN as u64);
+        if holds_frames { self.roll() } else { Ok(()) }
     }
 
     fn commit(&mut self, mut requests: Vec<Request>) {
@@ -291,6 +330,11 @@ impl Writer {
         if !full {
             return Ok(());
         }
+        self.roll()
+    }
+
+    /// Seals the active segment, if any, and starts the next.
+    fn roll(&mut self) -> io::Result<()> {
         // A sealed segment ends at its last frame: cut the allocated zeros off
         // before the next segment exists, so a crash cannot leave them inside the log.
         if let Some(active) = self.active.as_mut().filter(|a| a.size > a.len) {
