@@ -79,8 +79,14 @@ pub struct Eraser {
     state: tokio::sync::Mutex<State>,
 }
 
-/// Positions handed to the store at a time.
-const CHUNK: usize = 4096;
+/// Positions gathered before they are handed to the store.
+const BATCH: usize = 1 << 20;
+
+/// How long the background eraser waits after carrying out erasures before
+/// it looks again: erased bytes leave the disk within about this much more
+/// than a rewrite takes, and a steady stream of erasures seals the embedded
+/// log's active segment at most this often.
+pub const SETTLE: Duration = Duration::from_secs(10);
 
 impl Eraser {
     /// The eraser of the ledger whose data directory is `data_dir`.
@@ -135,32 +141,57 @@ impl Eraser {
             self.save(&state)?;
             return Ok(pass);
         }
+        // Every erasure's positions together, so that one rewrite of a
+        // segment (and, on the embedded log, one seal of the active segment)
+        // serves them all; in batches of at most `BATCH` positions.
+        let mut positions = Vec::new();
         for (position, erasure) in &erasures {
             let view = self.projector.view()?;
-            let positions = covers::positions(
-                &view,
-                self.store.as_ref(),
-                erasure,
-                *position,
-                &mut state.retained_before,
-            )
-            .await?;
-            for chunk in positions.chunks(CHUNK) {
-                pass.removed += self.store.remove_contents(chunk).await?;
+            positions.extend(
+                covers::positions(
+                    &view,
+                    self.store.as_ref(),
+                    erasure,
+                    *position,
+                    &mut state.retained_before,
+                )
+                .await?,
+            );
+            if positions.len() >= BATCH {
+                pass.removed += self.remove(&mut positions).await?;
             }
         }
+        pass.removed += self.remove(&mut positions).await?;
         state.through = head;
         self.save(&state)?;
         Ok(pass)
     }
 
+    /// Removes the content at `positions`, and empties it.
+    async fn remove(&self, positions: &mut Vec<u64>) -> Result<u64, Error> {
+        if positions.is_empty() {
+            return Ok(0);
+        }
+        positions.sort_unstable();
+        positions.dedup();
+        let removed = self.store.remove_contents(positions).await?;
+        positions.clear();
+        Ok(removed)
+    }
+
     /// Runs [`Eraser::pass`] whenever the log grows, until the task is
-    /// dropped. A failed pass is logged and tried again later: erased bodies
-    /// are never served meanwhile.
+    /// dropped; after a pass that carried out erasures it waits
+    /// [`SETTLE`] before the next, so that a stream of erasures is taken
+    /// off the disk in a few large rewrites rather than many small ones. A
+    /// failed pass is logged and tried again later: erased bodies are never
+    /// served meanwhile.
     pub async fn follow(self: Arc<Self>) {
         loop {
             let seen = match self.pass().await {
                 Ok(pass) => {
+                    if pass.erasures > 0 {
+                        tokio::time::sleep(SETTLE).await;
+                    }
                     if pass.removed > 0 {
                         tracing::info!(
                             erasures = pass.erasures,

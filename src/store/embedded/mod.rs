@@ -528,6 +528,11 @@ impl EventStore for EmbeddedStore {
             .map_err(|e| Error::Unavailable(format!("read task failed: {e}")))?
     }
 
+    fn removes_contents(&self) -> bool {
+        // Not when opened read-only: `remove_contents` says so then.
+        self.fs.is_some()
+    }
+
     /// Rewrites each segment that holds a content to remove (see the
     /// `compact` module). A content in the active segment is removed too:
     /// the writer first seals that segment and starts a new one, so each
