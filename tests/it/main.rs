@@ -13,6 +13,7 @@ mod corruption;
 mod crash;
 mod docs;
 mod exact;
+mod fair;
 mod faults;
 mod feed;
 mod feed_binary;
