@@ -16,6 +16,11 @@
 //! all; see `attacker.rs` for their names). The attacker is paced: what is
 //! measured is what its inputs cost the server beyond their number.
 //!
+//! `HOOKLEDGER_BENCH_ADMISSION` lists the fair admission settings to run, each
+//! on a server of its own (default `off,default`): `off` is
+//! `--max-requests-in-flight 0`, `default` the server's defaults, and `N:M`
+//! is `--max-requests-in-flight N --max-requests-in-flight-per-org M`.
+//!
 //! The ledger grows under attack (every accepted event and attempt is kept),
 //! and so does a read model held in memory: the end of each phase prints the
 //! head and the data directory beside the RSS, so growth with the history
@@ -80,16 +85,45 @@ fn main() {
     let seconds = common::env_u64("HOOKLEDGER_BENCH_HOSTILE_SECS", 60);
     let backends =
         std::env::var("HOOKLEDGER_BENCH_BACKENDS").unwrap_or_else(|_| "embedded,postgres".into());
+    let settings =
+        std::env::var("HOOKLEDGER_BENCH_ADMISSION").unwrap_or_else(|_| "off,default".into());
     for backend in backends.split(',') {
-        run_backend(backend.trim(), seconds);
+        for setting in settings.split(',') {
+            run_backend(backend.trim(), setting.trim(), seconds);
+        }
     }
     common::done("hostile");
 }
 
-fn run_backend(backend: &str, seconds: u64) {
-    let Some(served) = Served::start(backend) else {
+/// The `serve` arguments of a fair admission setting (see the module doc).
+fn admission_args(setting: &str) -> Vec<String> {
+    let args = |in_flight: &str, per_org: &str| {
+        [
+            "--max-requests-in-flight",
+            in_flight,
+            "--max-requests-in-flight-per-org",
+            per_org,
+        ]
+        .map(str::to_owned)
+        .to_vec()
+    };
+    match setting {
+        "off" => args("0", "1"),
+        "default" => Vec::new(),
+        other => {
+            let (in_flight, per_org) = other
+                .split_once(':')
+                .unwrap_or_else(|| panic!("no admission setting {other}"));
+            args(in_flight, per_org)
+        }
+    }
+}
+
+fn run_backend(backend: &str, setting: &str, seconds: u64) {
+    let Some(served) = Served::start(backend, &admission_args(setting)) else {
         return;
     };
+    let backend = &format!("{backend} (admission {setting})");
     let runtime = tokio::runtime::Runtime::new().expect("a runtime");
     let http = reqwest::Client::new();
     runtime.block_on(

@@ -3,7 +3,8 @@
 //! paced rate, for the plan's length (and the victim's warm-up):
 //!
 //! - **methods**: pipelined requests with a unique 200-character method each,
-//!   1 000 a second, and a `/metrics` scrape every 5 s (its size reported);
+//!   1 000 a second, and a `/metrics` scrape every 5 s (its size reported,
+//!   and the most requests it saw waiting for their turn);
 //! - **NUL source keys**: events whose `sourceKey` holds a NUL, 20 a second;
 //! - **huge lists**: the events, deliveries and flood history lists at
 //!   `?limit=250`, 5 a second, over events fanned out as wide as allowed;
@@ -63,6 +64,7 @@ struct Attack {
     tally: Tally,
     stop_at: Instant,
     metrics_bytes: AtomicU64,
+    most_waiting: AtomicU64,
 }
 
 impl Attack {
@@ -126,6 +128,7 @@ pub async fn run(plan: &Plan) -> Value {
         // The victim warms up for two seconds after the attacker starts.
         stop_at: Instant::now() + Duration::from_secs(plan.seconds + 4),
         metrics_bytes: AtomicU64::new(0),
+        most_waiting: AtomicU64::new(0),
     });
     let mut tasks = tokio::task::JoinSet::new();
     let every = Duration::from_millis;
@@ -165,6 +168,7 @@ pub async fn run(plan: &Plan) -> Value {
     json!({
         "answers": tally,
         "largest_metrics_scrape_bytes": attack.metrics_bytes.load(Ordering::Relaxed),
+        "most_requests_waiting_at_a_scrape": attack.most_waiting.load(Ordering::Relaxed),
     })
 }
 
@@ -177,6 +181,12 @@ async fn scrape_metrics(a: Arc<Attack>, _: u64) {
     {
         a.metrics_bytes
             .fetch_max(bytes.len() as u64, Ordering::Relaxed);
+        let waiting = String::from_utf8_lossy(&bytes)
+            .lines()
+            .find_map(|l| l.strip_prefix("hookledger_requests_waiting "))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0);
+        a.most_waiting.fetch_max(waiting, Ordering::Relaxed);
         a.tally.count("metrics scrape", "200").await;
     }
 }

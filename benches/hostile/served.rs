@@ -28,7 +28,8 @@ impl Drop for Served {
 }
 
 impl Served {
-    pub fn start(backend: &str) -> Option<Served> {
+    /// `hookledger serve` on `backend`, with `serve_args` besides the defaults.
+    pub fn start(backend: &str, serve_args: &[String]) -> Option<Served> {
         let data = tempfile::tempdir().expect("a temp dir");
         let mut args = vec!["--data".to_owned(), data.path().display().to_string()];
         let postgres = match backend {
@@ -62,6 +63,7 @@ impl Served {
         let child = Command::new(env!("CARGO_BIN_EXE_hookledger"))
             .arg("serve")
             .args(&args)
+            .args(serve_args)
             .args(["--listen", &format!("127.0.0.1:{port}")])
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())

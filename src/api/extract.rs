@@ -19,6 +19,7 @@ use sha2::{Digest, Sha256};
 
 use super::AppState;
 use super::error::{ApiError, FieldError};
+use super::fair::AdmittedKey;
 use super::observe::RequestId;
 use crate::ledger::Context;
 use crate::limits::{self, Limits};
@@ -58,18 +59,13 @@ impl FromRequestParts<AppState> for Caller {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let token = parts
-            .headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| {
-                let (scheme, token) = v.trim().split_once(' ')?;
-                scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
-            })
-            .filter(|t| !t.is_empty());
-        let known = match token {
-            Some(t) => state.ledger().authenticate(t)?,
-            None => None,
+        let token = bearer_token(&parts.headers);
+        // Fair admission looked the key up already when it knew it.
+        let admitted = parts.extensions.get::<AdmittedKey>().map(|k| k.0.clone());
+        let known = match (admitted, token) {
+            (Some(key), _) => Some(key),
+            (None, Some(t)) => state.ledger().authenticate(t)?,
+            (None, None) => None,
         };
         let key = match known {
             Some(key) => key,
@@ -92,6 +88,18 @@ impl FromRequestParts<AppState> for Caller {
             request_id: parts.extensions.get::<RequestId>().map(|r| r.0.clone()),
         })
     }
+}
+
+/// The token of an `authorization: Bearer` header, if there is a non-empty one.
+pub(crate) fn bearer_token(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            let (scheme, token) = v.trim().split_once(' ')?;
+            scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+        })
+        .filter(|t| !t.is_empty())
 }
 
 /// A key this node's model does not know (or none): it may have been issued

@@ -79,6 +79,9 @@ pub struct Metrics {
     feed_connections: Family<FeedLabels, Gauge>,
     feed_events: Family<FeedLabels, Counter>,
     feed_refused: Counter,
+    requests_running: Gauge,
+    requests_waiting: Gauge,
+    requests_refused_busy: Counter,
 }
 
 impl Default for Metrics {
@@ -146,7 +149,28 @@ impl Metrics {
             "Long-polls and event streams refused (429) past the feed connection limits",
             feed_refused.clone(),
         );
+        let requests_running = Gauge::default();
+        registry.register(
+            "requests_running",
+            "Requests running their handlers under fair admission",
+            requests_running.clone(),
+        );
+        let requests_waiting = Gauge::default();
+        registry.register(
+            "requests_waiting",
+            "Requests waiting for their turn under fair admission",
+            requests_waiting.clone(),
+        );
+        let requests_refused_busy = Counter::default();
+        registry.register(
+            "requests_refused_busy",
+            "Requests refused (429) because their organization had too many waiting, or waited too long",
+            requests_refused_busy.clone(),
+        );
         Metrics {
+            requests_running,
+            requests_waiting,
+            requests_refused_busy,
             feed_connections,
             feed_events,
             feed_refused,
@@ -208,6 +232,18 @@ impl Metrics {
 
     pub fn feed_refused(&self) {
         self.feed_refused.inc();
+    }
+
+    pub fn refused_busy(&self) {
+        self.requests_refused_busy.inc();
+    }
+
+    /// Sets the fair admission gauges, read at each scrape.
+    pub fn set_admission(&self, running: usize, waiting: usize) {
+        self.requests_running
+            .set(i64::try_from(running).unwrap_or(i64::MAX));
+        self.requests_waiting
+            .set(i64::try_from(waiting).unwrap_or(i64::MAX));
     }
 
     /// The text exposition, after reading the scrape-time gauges.

@@ -11,6 +11,7 @@
 //! for each write of the answer to make progress ([`conn`]); at most
 //! [`Limits::max_connections`] connections are served at once; and lookups
 //! that find nothing are budgeted per address and per key ([`throttle`]).
+//! Requests take turns by organization when the handlers are busy ([`fair`]).
 
 use std::future::Future;
 use std::sync::Arc;
@@ -43,6 +44,7 @@ pub mod endpoints;
 pub mod error;
 pub mod events;
 pub mod extract;
+pub mod fair;
 pub mod feed;
 pub mod history;
 pub mod input;
@@ -76,6 +78,8 @@ pub struct AppState {
     feeds: Arc<feed::Feeds>,
     /// The keys tree heads are signed with.
     signing_keys: Arc<KeyRing>,
+    /// Turns for requests by organization; `None` when off.
+    admission: Option<Arc<fair::Admission>>,
 }
 
 impl std::fmt::Debug for AppState {
@@ -103,6 +107,7 @@ impl AppState {
             signing_keys: Arc::new(
                 KeyRing::ephemeral().expect("the operating system gives random bytes"),
             ),
+            admission: None,
         }
     }
 
@@ -159,6 +164,10 @@ impl AppState {
 
     pub(crate) fn throttle(&self) -> &Throttle {
         &self.throttle
+    }
+
+    pub(crate) fn admission(&self) -> Option<&Arc<fair::Admission>> {
+        self.admission.as_ref()
     }
 
     /// Looks `id` up again after catching the model up with the store, for an
@@ -323,6 +332,10 @@ pub fn app(state: AppState) -> Router {
                 ApiError::Internal("a handler panicked".into()).into_response()
             },
         ))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            fair::admit,
+        ))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
@@ -353,6 +366,9 @@ pub struct Limits {
     /// of unknown ids per key, per second (bursts of
     /// [`throttle::BURST_SECONDS`] worth); past it, 429.
     pub unknown_lookups_per_second: u32,
+    /// Requests running at once, in all and per organization, and waiting
+    /// per organization ([`fair`]); a request waits at most the client timeout.
+    pub fair: fair::FairLimits,
 }
 
 impl Default for Limits {
@@ -361,6 +377,7 @@ impl Default for Limits {
             client_timeout: Duration::from_secs(30),
             max_connections: 512,
             unknown_lookups_per_second: 20,
+            fair: fair::FairLimits::default(),
         }
     }
 }
@@ -396,6 +413,8 @@ pub async fn serve_with(
 ) -> std::io::Result<()> {
     state.body_timeout = limits.client_timeout;
     state.throttle = Arc::new(limits.throttle());
+    state.admission = (limits.fair.in_flight > 0)
+        .then(|| fair::Admission::new(limits.fair, limits.client_timeout));
     let feeds = state.feeds.clone();
     let router = app(state);
     let mut http = hyper::server::conn::http1::Builder::new();

@@ -77,6 +77,10 @@ async fn readyz(State(state): State<AppState>) -> Result<Json<Readiness>, ApiErr
 async fn metrics(State(state): State<AppState>) -> Response {
     let node = state.node();
     let lag = node.store.head().saturating_sub(node.projector.position());
+    if let Some(admission) = state.admission() {
+        let (running, waiting) = admission.counts();
+        state.metrics().set_admission(running, waiting);
+    }
     let text = state.metrics().render(lag, state.store_stats());
     ([(header::CONTENT_TYPE, METRICS_CONTENT_TYPE)], text).into_response()
 }

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use clap::Args;
 
+use crate::api::fair::FairLimits;
 use crate::api::feed::FeedLimits;
 use crate::api::metrics::StoreStats;
 use crate::api::{self, AppState};
@@ -67,6 +68,26 @@ pub struct ServeArgs {
     #[arg(long, env = "HOOKLEDGER_RETENTION", value_parser = retention)]
     pub retention: Option<Duration>,
 
+    /// Requests whose handlers run at once, of every organization; more wait
+    /// their turn, and when one finishes, the next to run is a waiting one of
+    /// the organization that used the least handler time lately (requests
+    /// without a known API key count as one organization; probes, `/metrics`
+    /// and the change feed never wait). 0 turns fair admission off: every
+    /// request runs at once, whoever sends it.
+    #[arg(long, env = "HOOKLEDGER_MAX_REQUESTS_IN_FLIGHT", default_value_t = FairLimits::default().in_flight as u64, value_parser = clap::value_parser!(u64).range(0..=1_000_000))]
+    pub max_requests_in_flight: u64,
+
+    /// Requests of one organization whose handlers run at once; more wait
+    /// their turn even when the server has room.
+    #[arg(long, env = "HOOKLEDGER_MAX_REQUESTS_IN_FLIGHT_PER_ORG", default_value_t = FairLimits::default().in_flight_per_class as u64, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub max_requests_in_flight_per_org: u64,
+
+    /// Requests of one organization waiting for their turn at once; one more
+    /// is 429 with Retry-After, as is a request that waited the client
+    /// timeout for its turn.
+    #[arg(long, env = "HOOKLEDGER_MAX_QUEUED_REQUESTS_PER_ORG", default_value_t = FairLimits::default().queued_per_class as u64, value_parser = clap::value_parser!(u64).range(0..=1_000_000))]
+    pub max_queued_requests_per_org: u64,
+
     #[command(flatten)]
     pub signing: SigningKeyArgs,
 
@@ -105,10 +126,16 @@ fn retention(text: &str) -> Result<Duration, String> {
 
 impl ServeArgs {
     fn limits(&self) -> api::Limits {
+        let count = |n: u64| usize::try_from(n).unwrap_or(usize::MAX);
         api::Limits {
             client_timeout: Duration::from_secs(self.client_timeout),
-            max_connections: usize::try_from(self.max_connections).unwrap_or(usize::MAX),
+            max_connections: count(self.max_connections),
             unknown_lookups_per_second: self.unknown_lookups_per_second,
+            fair: FairLimits {
+                in_flight: count(self.max_requests_in_flight),
+                in_flight_per_class: count(self.max_requests_in_flight_per_org),
+                queued_per_class: count(self.max_queued_requests_per_org),
+            },
         }
     }
 

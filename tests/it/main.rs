@@ -17,6 +17,7 @@ mod erasure;
 mod erasure_binary;
 mod erasure_disk;
 mod exact;
+mod fair;
 mod faults;
 mod feed;
 mod feed_binary;
