@@ -41,18 +41,12 @@ async fn the_merkle_trees_cover_each_organizations_events_and_the_ledger_across_
         )
         .await
         .unwrap();
-    let (first, _) = Projector::open(store.clone(), on_disk(dir.path()))
-        .await
-        .unwrap();
-    first.catch_up().await.unwrap();
+    let first = caught_up(&store, dir.path()).await;
     first.close().unwrap();
     drop(first);
     // More of org_1 after a restart: its frontier was kept on disk.
     endpoint_history(store.as_ref(), "ep_2", 3).await;
-    let (second, _) = Projector::open(store.clone(), on_disk(dir.path()))
-        .await
-        .unwrap();
-    second.catch_up().await.unwrap();
+    let second = caught_up(&store, dir.path()).await;
 
     let log = store.read_all(1, 100).await.unwrap();
     let view = second.view().unwrap();
@@ -115,6 +109,19 @@ fn check_org_tree(view: &crate::model::View, hashes: &[[u8; 32]], sizes: &[u64])
     }
 }
 
+/// A projector on the model in `dir`, caught up with the log.
+async fn caught_up(store: &Arc<dyn EventStore>, dir: &std::path::Path) -> Arc<Projector> {
+    let (projector, _) = Projector::open(store.clone(), on_disk(dir)).await.unwrap();
+    projector.catch_up().await.unwrap();
+    projector
+}
+
+/// Every event hash in the log, in position order.
+async fn event_hashes(store: &dyn EventStore) -> Vec<[u8; 32]> {
+    let log = store.read_all(1, 1000).await.unwrap();
+    log.iter().map(|e| e.hash).collect()
+}
+
 #[tokio::test]
 async fn proofs_read_leaves_and_nodes_from_stored_tiles_and_the_edge_across_a_restart() {
     let width = merkle::tiles::WIDTH as u64;
@@ -123,25 +130,13 @@ async fn proofs_read_leaves_and_nodes_from_stored_tiles_and_the_edge_across_a_re
     // 300 events: tile level 0's first 18 tiles complete (the 18th at
     // 288), tile level 1's first too (at 256), 12 leaves on the edge.
     endpoint_history(store.as_ref(), "ep_1", 299).await;
-    let (first, _) = Projector::open(store.clone(), on_disk(dir.path()))
-        .await
-        .unwrap();
-    first.catch_up().await.unwrap();
+    let first = caught_up(&store, dir.path()).await;
     first.close().unwrap();
     drop(first);
 
     // Opened again with nothing new: every tile and the edge come from disk.
-    let (second, _) = Projector::open(store.clone(), on_disk(dir.path()))
-        .await
-        .unwrap();
-    second.catch_up().await.unwrap();
-    let hashes: Vec<[u8; 32]> = store
-        .read_all(1, 1000)
-        .await
-        .unwrap()
-        .iter()
-        .map(|e| e.hash)
-        .collect();
+    let second = caught_up(&store, dir.path()).await;
+    let hashes = event_hashes(store.as_ref()).await;
     assert_eq!(hashes.len(), 300);
     let sizes = [1, width - 1, width, width + 1, 255, 256, 257, 288, 289, 300];
     check_org_tree(&second.view().unwrap(), &hashes, &sizes);
@@ -149,13 +144,7 @@ async fn proofs_read_leaves_and_nodes_from_stored_tiles_and_the_edge_across_a_re
     // 40 more: tiles completed after the restart beside those stored before.
     endpoint_history(store.as_ref(), "ep_2", 39).await;
     second.catch_up().await.unwrap();
-    let hashes: Vec<[u8; 32]> = store
-        .read_all(1, 1000)
-        .await
-        .unwrap()
-        .iter()
-        .map(|e| e.hash)
-        .collect();
+    let hashes = event_hashes(store.as_ref()).await;
     check_org_tree(
         &second.view().unwrap(),
         &hashes,
