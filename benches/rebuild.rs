@@ -12,7 +12,11 @@
 //! `cargo bench --bench rebuild`; `HOOKLEDGER_BENCH_REBUILD_EVENTS` sets the log's
 //! size (default 2 million events);
 //! `HOOKLEDGER_BENCH_DIR` keeps the generated log in that directory and reuses it
-//! on the next run (for profiling the replay alone).
+//! on the next run (for profiling the replay alone);
+//! `HOOKLEDGER_BENCH_AGAINST` names another `hookledger` executable whose
+//! rebuild of the same log runs in the same rounds, each round alternating
+//! which goes first (a build with the Merkle trees switched off, say), and
+//! prints this build's rate against it.
 
 mod common;
 
@@ -63,45 +67,37 @@ fn main() {
     // Warm the page cache so both sides read from memory.
     let bytes = common::read_all_files(&log);
     let rounds = env_u64("HOOKLEDGER_BENCH_ROUNDS", 2);
-    let (mut plain, mut rebuild, mut command) = (0.0, 0.0, 0.0);
+    let against = std::env::var_os("HOOKLEDGER_BENCH_AGAINST").map(std::path::PathBuf::from);
+    let ours = std::path::PathBuf::from(env!("CARGO_BIN_EXE_hookledger"));
+    let (mut plain, mut rebuild, mut command, mut other) = (0.0, 0.0, 0.0, 0.0);
     for round in 1..=rounds {
         let t = Instant::now();
         let read = common::read_all_files(&log);
         let plain_secs = t.elapsed().as_secs_f64();
         assert_eq!(read, bytes);
-        let t = Instant::now();
-        let out = Command::new(env!("CARGO_BIN_EXE_hookledger"))
-            .args(["projections", "rebuild"])
-            .env("HOOKLEDGER_DATA", &dir)
-            .env("HOOKLEDGER_LOG_FORMAT", "json")
-            .output()
-            .expect("projections rebuild runs");
-        let wall = t.elapsed().as_secs_f64();
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        assert!(
-            out.status.success(),
-            "rebuild failed: {stdout}{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        // "rebuilt N events in X s (R events/s)"
-        let replay_secs: f64 = stdout
-            .lines()
-            .find_map(|l| l.strip_prefix("rebuilt "))
-            .and_then(|l| l.split(" in ").nth(1))
-            .and_then(|l| l.split(' ').next())
-            .and_then(|s| s.parse().ok())
-            .unwrap_or_else(|| panic!("no rebuild line in: {stdout}"));
-        assert!(
-            stdout.contains(&format!("rebuilt {head} events")),
-            "{stdout}"
-        );
-        println!(
-            "round {round}: plain read {plain_secs:.3} s ({:.0} MB/s), replay {replay_secs:.3} s, the whole command {wall:.3} s",
-            bytes as f64 / plain_secs / 1e6
-        );
+        let mut sides = vec![(true, &ours)];
+        if let Some(against) = &against {
+            sides.push((false, against));
+            if round % 2 == 0 {
+                sides.reverse();
+            }
+        }
+        for (this, binary) in sides {
+            let (replay_secs, wall) = rebuild_with(binary, &dir, head);
+            println!(
+                "round {round}: {} plain read {plain_secs:.3} s ({:.0} MB/s), replay {replay_secs:.3} s ({:.0} events/s), the whole command {wall:.3} s",
+                if this { "this build:" } else { "against:" },
+                bytes as f64 / plain_secs / 1e6,
+                head as f64 / replay_secs,
+            );
+            if this {
+                rebuild += head as f64 / replay_secs;
+                command += head as f64 / wall;
+            } else {
+                other += head as f64 / replay_secs;
+            }
+        }
         plain += head as f64 / plain_secs;
-        rebuild += head as f64 / replay_secs;
-        command += head as f64 / wall;
     }
     let model = dir_bytes(&hookledger::model::dir_in(&dir));
     println!(
@@ -137,7 +133,49 @@ fn main() {
         plain / rounds,
         Target::None,
     );
+    if let Some(against) = &against {
+        figure(
+            "rebuild rate, this build",
+            rebuild / rounds,
+            "events/s",
+            &format!("the same log rebuilt by {}", against.display()),
+            other / rounds,
+            Target::None,
+        );
+    }
     common::done("rebuild");
+}
+
+/// Runs `binary`'s `projections rebuild` of the ledger in `dir`: the seconds
+/// its replay took, as it prints them, and the whole command's.
+fn rebuild_with(binary: &std::path::Path, dir: &std::path::Path, head: u64) -> (f64, f64) {
+    let t = Instant::now();
+    let out = Command::new(binary)
+        .args(["projections", "rebuild"])
+        .env("HOOKLEDGER_DATA", dir)
+        .env("HOOKLEDGER_LOG_FORMAT", "json")
+        .output()
+        .expect("projections rebuild runs");
+    let wall = t.elapsed().as_secs_f64();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "rebuild failed: {stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // "rebuilt N events in X s (R events/s)"
+    let replay_secs: f64 = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("rebuilt "))
+        .and_then(|l| l.split(" in ").nth(1))
+        .and_then(|l| l.split(' ').next())
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no rebuild line in: {stdout}"));
+    assert!(
+        stdout.contains(&format!("rebuilt {head} events")),
+        "{stdout}"
+    );
+    (replay_secs, wall)
 }
 
 fn dir_bytes(dir: &std::path::Path) -> u64 {

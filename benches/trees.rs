@@ -11,8 +11,15 @@
 //! them), so its cost bounds theirs on record-attempt throughput. Making the
 //! events is timed alone and taken out of both sides.
 //!
+//! On this shared machine the wall time of a round swings with the other
+//! work on it, so the bench also counts the process's CPU seconds (every
+//! thread's: the fold's and the flusher's) on each side, which the other
+//! work moves far less.
+//!
 //! `cargo bench --bench trees`; `HOOKLEDGER_BENCH_TREE_EVENTS` sets the
-//! events folded (default 1 000 000), `HOOKLEDGER_BENCH_ROUNDS` the rounds.
+//! events folded (default 1 000 000), `HOOKLEDGER_BENCH_ROUNDS` the rounds,
+//! `HOOKLEDGER_BENCH_ONLY=with` (or `without`) folds one side alone (for a
+//! profile of each).
 
 mod common;
 
@@ -20,7 +27,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use common::workload::{Shape, each_recorded};
-use common::{Target, env_u64, figure};
+use common::{Target, cpu_seconds, env_u64, figure};
 use hookledger::kv::RedbKv;
 use hookledger::model::{self, Chain, Decoded, Model};
 use projections::Settings;
@@ -33,31 +40,45 @@ fn main() {
     let events = shape.log_events();
     let rounds = env_u64("HOOKLEDGER_BENCH_ROUNDS", 2);
     let (mut making, mut with, mut without) = (0.0, 0.0, 0.0);
+    // CPU seconds of the fold on each side, the events' making taken out.
+    let mut cpu = [0.0f64; 2];
     let mut sizes = [0u64; 2];
     for round in 1..=rounds {
         let t = Instant::now();
+        let cpu_before = cpu_seconds();
         let mut n = 0u64;
         each_recorded(shape, |recorded| {
             n += 1;
             std::hint::black_box(&recorded);
         });
         let make = t.elapsed().as_secs_f64();
+        let make_cpu = cpu_seconds() - cpu_before;
         assert_eq!(n, events);
         // Alternate which side goes first.
-        let sides = if round % 2 == 1 {
-            [true, false]
+        let mut sides = if round % 2 == 1 {
+            vec![true, false]
         } else {
-            [false, true]
+            vec![false, true]
         };
+        match std::env::var("HOOKLEDGER_BENCH_ONLY").as_deref() {
+            Ok("with") => sides.retain(|t| *t),
+            Ok("without") => sides.retain(|t| !*t),
+            _ => {}
+        }
         for trees in sides {
+            let cpu_before = cpu_seconds();
             let (secs, bytes) = fold(shape, trees);
             let secs = secs - make;
+            let used = cpu_seconds() - cpu_before - make_cpu;
+            cpu[usize::from(trees)] += used;
             sizes[usize::from(trees)] = bytes;
             println!(
-                "round {round}: {} trees: {secs:.3} s of folding ({:.0} events/s), making the events {make:.3} s, model file {} MB",
+                "round {round}: {} trees: {secs:.3} s of folding ({:.0} events/s), {:.2} us of CPU an event, making the events {make:.3} s, model file {} MB, load average {}",
                 if trees { "with" } else { "without" },
                 events as f64 / secs,
-                bytes / 1_000_000
+                used * 1e6 / events as f64,
+                bytes / 1_000_000,
+                common::loadavg(),
             );
             if trees {
                 with += events as f64 / secs;
@@ -78,6 +99,14 @@ fn main() {
         "events/s",
         "the same fold without the trees",
         without / rounds,
+        Target::RatioAtLeast(0.95),
+    );
+    figure(
+        "events folded and written out a CPU second, with the Merkle trees",
+        events as f64 * rounds / cpu[1],
+        "events/s",
+        "the same fold without the trees",
+        events as f64 * rounds / cpu[0],
         Target::RatioAtLeast(0.95),
     );
     figure(

@@ -3,12 +3,12 @@
 //! `SHA-256(0x01 || left || right)`, and a tree of `n` leaves splits at the
 //! largest power of two below `n`.
 //!
-//! A tree is kept as the hashes of its complete subtrees: the node at
-//! `(level, index)` covers leaves `index * 2^level .. (index + 1) * 2^level`
-//! and never changes once its last leaf is in. Appending a leaf costs
-//! O(log n) ([`Frontier::push`] returns the nodes it completes); a root, an
-//! inclusion proof or a consistency proof for any size up to the current
-//! one reads O(log n) stored nodes ([`Nodes`]), never the leaves.
+//! The node at `(level, index)` covers leaves `index * 2^level .. (index +
+//! 1) * 2^level` and never changes once its last leaf is in. A root, an
+//! inclusion proof or a consistency proof for any size up to the current one
+//! reads O(log n) complete nodes ([`Nodes`]), never the leaves; the read
+//! model keeps them as tiles ([`tiles`]), and appending a leaf costs O(log n).
+//! A [`Frontier`] alone is what a walk over the log keeps.
 //!
 //! The verifiers are the algorithms of RFC 9162 §2.1.3.2 and §2.1.4.2, as an
 //! auditor outside runs them.
@@ -40,9 +40,6 @@ pub fn empty_root() -> Hash {
     Sha256::digest([]).into()
 }
 
-/// A completed node: `(level, index, hash)`.
-pub type Node = (u8, u64, Hash);
-
 /// The right edge of a tree: its size and the roots of its perfect
 /// subtrees, largest (leftmost) first, one per bit set in the size.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -52,29 +49,14 @@ pub struct Frontier {
 }
 
 impl Frontier {
-    /// Appends a leaf hash; returns every node it completes, the leaf first.
-    pub fn push(&mut self, leaf: Hash) -> Vec<Node> {
-        let mut done = Vec::with_capacity(1 + self.size.trailing_ones() as usize);
-        self.push_each(leaf, |node| done.push(node));
-        done
-    }
-
-    /// Appends a leaf hash, keeping only the frontier.
+    /// Appends a leaf hash.
     pub fn push_leaf(&mut self, leaf: Hash) {
-        self.push_each(leaf, |_| {});
-    }
-
-    /// Appends a leaf hash, handing `done` every node it completes, the leaf first.
-    pub fn push_each(&mut self, leaf: Hash, mut done: impl FnMut(Node)) {
-        done((0, self.size, leaf));
-        let (mut hash, mut index, mut level) = (leaf, self.size, 0u8);
+        let (mut hash, mut index) = (leaf, self.size);
         // Each trailing one bit of the old size is a peak this leaf completes.
         while index & 1 == 1 {
             let left = self.peaks.pop().expect("a peak for each bit of the size");
             hash = node_hash(&left, &hash);
             index >>= 1;
-            level += 1;
-            done((level, index, hash));
         }
         self.peaks.push(hash);
         self.size += 1;
@@ -87,29 +69,6 @@ impl Frontier {
             return empty_root();
         };
         peaks.fold(*last, |right, left| node_hash(left, &right))
-    }
-
-    /// `size` then the peaks, as stored.
-    pub fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(8 + 32 * self.peaks.len());
-        out.extend_from_slice(&self.size.to_be_bytes());
-        for peak in &self.peaks {
-            out.extend_from_slice(peak);
-        }
-        out
-    }
-
-    pub fn decode(bytes: &[u8]) -> Option<Frontier> {
-        let (size, rest) = bytes.split_first_chunk::<8>()?;
-        let size = u64::from_be_bytes(*size);
-        if rest.len() != 32 * size.count_ones() as usize {
-            return None;
-        }
-        let peaks = rest
-            .chunks_exact(32)
-            .map(|c| <Hash>::try_from(c).expect("32 bytes"))
-            .collect();
-        Some(Frontier { size, peaks })
     }
 }
 
@@ -328,6 +287,8 @@ pub fn verify_consistency(
     }
     fr == *old_root && sr == *new_root && s == 0
 }
+
+pub mod tiles;
 
 #[cfg(test)]
 mod tests;

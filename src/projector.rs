@@ -467,3 +467,5 @@ impl Projector {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tree_tests;

@@ -5,7 +5,8 @@
 //! (`/v1/ledger/proofs/...`). Leaf `i` of the tree is the event with
 //! sequence number `i + 1`.
 //!
-//! Each proof reads O(log n) stored nodes of the tree; sizes are the caller's
+//! Each proof reads O(log n) rows of the tree (its edge, and a tile or two
+//! a tile level); sizes are the caller's
 //! own event counts, never the ledger's, so nothing here tells a tenant about
 //! another one.
 
@@ -101,8 +102,7 @@ async fn inclusion(
         if size > current {
             return Ok(Err(beyond("treeSize", current)));
         }
-        let leaf = v.leaf(&tree, sequence - 1)?;
-        Ok(Ok((leaf, v.inclusion_proof(&tree, sequence - 1, size)?)))
+        Ok(Ok(v.leaf_and_path(&tree, sequence - 1, size)?))
     })??;
     Ok(Json(InclusionProof {
         sequence,

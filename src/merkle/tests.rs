@@ -60,50 +60,62 @@ fn reference_subproof(m: usize, leaves: &[Hash], complete: bool) -> Vec<Hash> {
     }
 }
 
-struct Stored(HashMap<(u8, u64), Hash>);
+/// Tiles kept in memory.
+#[derive(Debug, Default)]
+struct Stored(HashMap<(u8, u64), tiles::Tile>);
 
-impl Nodes for Stored {
+impl tiles::Tiles for &Stored {
     type Error = Infallible;
-    fn node(&self, level: u8, index: u64) -> Result<Hash, Infallible> {
-        Ok(*self
+    fn tile(&self, level: u8, index: u64) -> Result<tiles::Tile, Infallible> {
+        Ok(self
             .0
             .get(&(level, index))
-            .unwrap_or_else(|| panic!("node ({level}, {index}) asked for but not complete")))
+            .unwrap_or_else(|| panic!("tile ({level}, {index}) asked for but not complete"))
+            .clone())
     }
 }
 
-/// Event hashes `0..n`, appended; the nodes they completed, and the frontier.
-fn grown(n: usize) -> (Vec<Hash>, Stored, Frontier) {
-    let leaves: Vec<Hash> = (0..n as u32)
+/// Event hashes `0..n`.
+fn event_hashes(n: usize) -> Vec<Hash> {
+    (0..n as u32)
         .map(|i| {
             let mut h = [0u8; 32];
             h[..4].copy_from_slice(&i.to_be_bytes());
             h[31] = 0x5a;
             h
         })
-        .collect();
-    let mut frontier = Frontier::default();
-    let mut nodes = HashMap::new();
-    for leaf in &leaves {
-        for (level, index, hash) in frontier.push(leaf_hash(leaf)) {
-            assert!(
-                nodes.insert((level, index), hash).is_none(),
-                "a node made twice"
-            );
-        }
-    }
-    (leaves, Stored(nodes), frontier)
+        .collect()
 }
 
-fn check_tree(n: usize) {
-    let (leaves, nodes, frontier) = grown(n);
-    assert_eq!(
-        frontier.root(),
-        reference_mth(&leaves),
-        "frontier root at {n}"
-    );
-    assert_eq!(Frontier::decode(&frontier.encode()), Some(frontier.clone()));
-    for size in 1..=n {
+/// Event hashes `0..n`, appended; the tiles they completed, and the edge.
+fn grown(n: usize) -> (Vec<Hash>, Stored, tiles::Edge) {
+    let leaves = event_hashes(n);
+    let mut edge = tiles::Edge::default();
+    let mut stored = Stored::default();
+    for leaf in &leaves {
+        edge.push(leaf_hash(leaf), |level, index, tile| {
+            assert!(
+                stored.0.insert((level, index), tile).is_none(),
+                "a tile made twice"
+            );
+        });
+    }
+    (leaves, stored, edge)
+}
+
+/// Checks the tree of `n` leaves, and every root, path and proof at each of
+/// `sizes` up to it.
+fn check_tree(n: usize, sizes: impl IntoIterator<Item = usize>) {
+    let (leaves, stored, edge) = grown(n);
+    assert_eq!(edge.root(), reference_mth(&leaves), "edge root at {n}");
+    let mut plain = Frontier::default();
+    for leaf in &leaves {
+        plain.push_leaf(leaf_hash(leaf));
+    }
+    assert_eq!(edge.frontier(), plain, "peaks at {n}");
+    assert_eq!(tiles::Edge::decode(&edge.encode()), Some(edge.clone()));
+    let nodes = tiles::TiledNodes::new(&edge, &stored);
+    for size in sizes.into_iter().filter(|s| (1..=n).contains(s)) {
         let root_at = root(&nodes, size as u64).unwrap();
         assert_eq!(root_at, reference_mth(&leaves[..size]), "root at {size}");
         for m in 0..size {
@@ -137,8 +149,13 @@ fn check_tree(n: usize) {
 
 #[test]
 fn every_root_path_and_proof_of_small_trees_is_rfc_9162s() {
-    for n in 0..=33 {
-        check_tree(n);
+    for n in 0..=40 {
+        check_tree(n, 1..=n);
+    }
+    // Into a third tile level: 16 * 16 leaves complete the first tile of
+    // tile level 1.
+    for n in [255, 256, 257, 300] {
+        check_tree(n, [1, 15, 16, 17, 31, 32, 33, 129, 255, 256, 257, n]);
     }
 }
 
@@ -153,7 +170,8 @@ fn the_empty_tree_is_the_hash_of_nothing() {
 
 #[test]
 fn a_wrong_prefix_or_sibling_order_is_a_different_tree() {
-    let (leaves, nodes, _) = grown(5);
+    let (leaves, stored, edge) = grown(5);
+    let nodes = tiles::TiledNodes::new(&edge, &stored);
     let root5 = root(&nodes, 5).unwrap();
     // Without the 0x00 leaf prefix, or with the children swapped, the
     // root is another one.
@@ -176,7 +194,8 @@ proptest! {
         byte in 0usize..32,
         which in any::<u64>(),
     ) {
-        let (leaves, nodes, _) = grown(n);
+        let (leaves, stored, edge) = grown(n);
+        let nodes = tiles::TiledNodes::new(&edge, &stored);
         let size = n as u64;
         let m = m_seed % size;
         let root_n = root(&nodes, size).unwrap();
@@ -222,7 +241,8 @@ fn from_leaves(ranges: Vec<(u64, u64)>, leaves: &[Hash]) -> Vec<Hash> {
 #[test]
 fn proofs_made_from_the_leaves_in_one_pass_are_the_stored_nodes_proofs() {
     for n in 1..=20 {
-        let (leaves, nodes, _) = grown(n);
+        let (leaves, stored, edge) = grown(n);
+        let nodes = tiles::TiledNodes::new(&edge, &stored);
         for size in 1..=n as u64 {
             for m in 0..size {
                 let ranges = inclusion_ranges(m, size);

@@ -18,8 +18,8 @@ pub fn write_out(overlay: &Overlay, batch: &mut WriteBatch) {
     rows(batch, tables::ERASURES, &overlay.erasures);
     rows(batch, tables::SEQUENCES, &overlay.sequences);
     rows(batch, tables::FEED, &overlay.feed);
-    rows(batch, tables::TREE_NODES, &overlay.tree_nodes);
-    rows(batch, tables::TREE_FRONTIERS, &overlay.frontiers);
+    rows(batch, tables::TREE_TILES, &overlay.tree_tiles);
+    rows(batch, tables::TREE_EDGES, &overlay.tree_edges);
     for (key, attempt) in &overlay.attempts {
         batch.put(tables::ATTEMPTS, key.clone(), attempt.encode());
         let at = tables::attempt_ref(attempt);

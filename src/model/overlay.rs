@@ -21,7 +21,7 @@ use super::tables::{self, Row, key};
 use crate::chain::{Hash, LedgerDigest};
 use crate::kv::layered::Memtable;
 use crate::kv::{KvRead, Table, WriteBatch};
-use crate::merkle::{self, Frontier};
+use crate::merkle::{self, tiles::Edge, tiles::Tile};
 
 /// The chain after the last event folded: the ledger digest and that event's hash.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -65,9 +65,9 @@ pub struct Overlay {
     pub sequences: BTreeMap<Vec<u8>, u64>,
     /// `(org, sequence)` -> position.
     pub feed: BTreeMap<Vec<u8>, u64>,
-    /// Merkle trees: the nodes completed, and each tree's frontier.
-    pub tree_nodes: BTreeMap<Vec<u8>, Hash>,
-    pub frontiers: BTreeMap<Vec<u8>, Frontier>,
+    /// Merkle trees: the tiles completed, and each tree's edge.
+    pub tree_tiles: BTreeMap<Vec<u8>, Tile>,
+    pub tree_edges: BTreeMap<Vec<u8>, Edge>,
     /// `(org, endpoint id, level, bucket start)` -> health counters.
     pub tallies: BTreeMap<Vec<u8>, Tally>,
     /// The index entries of rows copied up from below, as they were there;
@@ -165,9 +165,15 @@ impl Footprint for Tally {
     }
 }
 
-impl Footprint for Frontier {
+impl Footprint for Edge {
     fn heap(&self) -> usize {
-        self.peaks.capacity() * size_of::<Hash>()
+        Edge::heap(self)
+    }
+}
+
+impl Footprint for Tile {
+    fn heap(&self) -> usize {
+        size_of::<[Hash; merkle::tiles::WIDTH]>()
     }
 }
 
@@ -277,33 +283,33 @@ impl Folding<'_> {
         self.overlay.bytes += bytes;
     }
 
-    /// Appends the event being folded to the Merkle tree `tree`: its
-    /// frontier changes, and the nodes the leaf completes are written once.
+    /// Appends the event being folded to the Merkle tree `tree`: its edge
+    /// changes, and the tiles the leaf completes are written once.
     pub fn tree_append(&mut self, tree: &[u8]) -> Result<(), Error> {
         if !self.trees {
             return Ok(());
         }
-        if !self.overlay.frontiers.contains_key(tree) {
+        if !self.overlay.tree_edges.contains_key(tree) {
             let below = self
-                .below(tables::TREE_FRONTIERS, tree, |o| &o.frontiers)?
+                .below(tables::TREE_EDGES, tree, |o| &o.tree_edges)?
                 .unwrap_or_default();
             self.added(entry_bytes(tree, &below));
-            self.overlay.frontiers.insert(tree.to_vec(), below);
+            self.overlay.tree_edges.insert(tree.to_vec(), below);
         }
-        let frontier = self
-            .overlay
-            .frontiers
-            .get_mut(tree)
-            .expect("copied up above");
-        let before = frontier.heap();
-        let completed = frontier.push(merkle::leaf_hash(&self.hash));
-        let grown = frontier.heap().saturating_sub(before);
-        let mut bytes = grown;
-        for (level, index, hash) in completed {
-            let key = key::tree_node(tree, level, index);
-            bytes += entry_bytes(&key, &hash);
-            self.overlay.tree_nodes.insert(key, hash);
-        }
+        let Overlay {
+            tree_edges,
+            tree_tiles,
+            ..
+        } = &mut *self.overlay;
+        let edge = tree_edges.get_mut(tree).expect("copied up above");
+        let before = edge.heap();
+        let mut bytes = 0;
+        edge.push(merkle::leaf_hash(&self.hash), |level, index, tile| {
+            let key = key::tree_tile(tree, level, index);
+            bytes += entry_bytes(&key, &tile);
+            tree_tiles.insert(key, tile);
+        });
+        bytes += edge.heap().saturating_sub(before);
         self.added(bytes);
         Ok(())
     }

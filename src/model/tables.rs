@@ -65,12 +65,14 @@ pub const RETRY_QUEUE: Table = Table("retry_queue");
 /// counters there (`projections::health`); all time is level 0, start 0.
 pub const ENDPOINT_TALLIES: Table = Table("endpoint_tallies");
 
-/// `(tree, level, index)` -> the hash of a complete Merkle subtree; a tree
-/// is an organization's (`key::org_tree`) or the whole ledger's
-/// (`key::ledger_tree`).
-pub const TREE_NODES: Table = Table("tree_nodes");
-/// `(tree)` -> its size and the roots of its perfect subtrees.
-pub const TREE_FRONTIERS: Table = Table("tree_frontiers");
+/// `(tree, tile level, tile index)` -> a complete tile of a Merkle tree
+/// (`crate::merkle::tiles`): its hashes at tree level `tile level *
+/// tiles::HEIGHT`. A tree is an organization's (`key::org_tree`) or the whole
+/// ledger's (`key::ledger_tree`).
+pub const TREE_TILES: Table = Table("tree_tiles");
+/// `(tree)` -> its size and the hashes right of each tile level's last
+/// complete tile.
+pub const TREE_EDGES: Table = Table("tree_edges");
 
 /// Every table, in the order a comparison walks them.
 pub const ALL: [Table; 28] = [
@@ -99,14 +101,14 @@ pub const ALL: [Table; 28] = [
     ATTEMPTS_BY_STATUS,
     ATTEMPTS_BY_CLASS,
     RETRY_QUEUE,
-    TREE_NODES,
-    TREE_FRONTIERS,
+    TREE_TILES,
+    TREE_EDGES,
     ENDPOINT_TALLIES,
 ];
 
 /// Bump on any change to a row's archived form, a key or an index: a store
 /// of another format is set aside and rebuilt from the log.
-pub const FORMAT: u64 = 6;
+pub const FORMAT: u64 = 7;
 
 /// The first byte of every encoded row.
 const ROW_FORMAT: u8 = 1;
@@ -168,7 +170,7 @@ pub mod key {
         Key::new().byte(0).into_bytes()
     }
 
-    pub fn tree_node(tree: &[u8], level: u8, index: u64) -> Vec<u8> {
+    pub fn tree_tile(tree: &[u8], level: u8, index: u64) -> Vec<u8> {
         let mut key = Vec::with_capacity(tree.len() + 9);
         key.extend_from_slice(tree);
         key.push(level);
@@ -264,33 +266,41 @@ impl Row for u64 {
     }
 }
 
-/// Hashes (tree nodes) are their 32 bytes.
-impl Row for [u8; 32] {
-    const WHAT: &'static str = "hash";
+/// A Merkle tile is its hashes, one after another.
+impl Row for crate::merkle::tiles::Tile {
+    const WHAT: &'static str = "tree tile";
 
     fn encode(&self) -> Vec<u8> {
-        self.to_vec()
+        self.as_flattened().to_vec()
     }
 
     fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
-        <[u8; 32]>::try_from(bytes).map_err(|_| DecodeError {
-            what: "hash",
-            reason: format!("{} bytes, not 32", bytes.len()),
-        })
+        let mut tile = Box::new([[0u8; 32]; crate::merkle::tiles::WIDTH]);
+        if bytes.len() != tile.as_flattened().len() {
+            return Err(DecodeError {
+                what: "tree tile",
+                reason: format!("{} bytes, not {}", bytes.len(), tile.as_flattened().len()),
+            });
+        }
+        tile.as_flattened_mut().copy_from_slice(bytes);
+        Ok(tile)
     }
 }
 
-impl Row for crate::merkle::Frontier {
-    const WHAT: &'static str = "tree frontier";
+impl Row for crate::merkle::tiles::Edge {
+    const WHAT: &'static str = "tree edge";
 
     fn encode(&self) -> Vec<u8> {
-        crate::merkle::Frontier::encode(self)
+        crate::merkle::tiles::Edge::encode(self)
     }
 
     fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
-        crate::merkle::Frontier::decode(bytes).ok_or_else(|| DecodeError {
-            what: "tree frontier",
-            reason: format!("{} bytes do not hold a size and its peaks", bytes.len()),
+        crate::merkle::tiles::Edge::decode(bytes).ok_or_else(|| DecodeError {
+            what: "tree edge",
+            reason: format!(
+                "{} bytes do not hold a size and its partial tiles",
+                bytes.len()
+            ),
         })
     }
 }

@@ -1,12 +1,14 @@
 //! Reading the Merkle trees the folds keep (`crate::merkle`): an
 //! organization's, over its events in sequence order, and the whole
-//! ledger's, in position order. Roots and proofs for any size up to the
-//! tree's current one, from O(log n) stored nodes.
+//! ledger's, in position order. Each is stored as tiles and an edge
+//! (`crate::merkle::tiles`); roots and proofs for any size up to the tree's
+//! current one read O(log n) rows, at most two tiles a tile level.
 
 use super::Error;
 use super::tables::{self, key};
 use super::view::View;
-use crate::merkle::{self, Frontier, Hash, Nodes};
+use crate::merkle::tiles::{Edge, Tile, TiledNodes, Tiles};
+use crate::merkle::{self, Hash, Nodes};
 
 /// Which tree.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -26,45 +28,52 @@ impl Tree<'_> {
     }
 }
 
-/// A tree's nodes as the view holds them.
+/// A tree's tiles as the view holds them.
 struct Stored<'a> {
     view: &'a View,
     id: Vec<u8>,
 }
 
-impl Nodes for Stored<'_> {
+impl Tiles for Stored<'_> {
     type Error = Error;
 
-    fn node(&self, level: u8, index: u64) -> Result<Hash, Error> {
-        let key = key::tree_node(&self.id, level, index);
+    fn tile(&self, level: u8, index: u64) -> Result<Tile, Error> {
+        let key = key::tree_tile(&self.id, level, index);
         self.view
-            .get(tables::TREE_NODES, &key, |o| &o.tree_nodes)?
+            .get(tables::TREE_TILES, &key, |o| &o.tree_tiles)?
             .ok_or_else(|| {
                 Error::Inconsistent(format!(
-                    "the Merkle node at level {level}, index {index} is missing"
+                    "the Merkle tile at level {level}, index {index} is missing"
                 ))
             })
     }
 }
 
 impl View {
-    /// The tree's current frontier: its size and the roots of its peaks.
-    pub fn tree(&self, tree: &Tree<'_>) -> Result<Frontier, Error> {
+    /// The tree's current edge: its size, its root, and its partial tiles.
+    pub fn tree(&self, tree: &Tree<'_>) -> Result<Edge, Error> {
         Ok(self
-            .get(tables::TREE_FRONTIERS, &tree.id(), |o| &o.frontiers)?
+            .get(tables::TREE_EDGES, &tree.id(), |o| &o.tree_edges)?
             .unwrap_or_default())
     }
 
-    fn nodes<'a>(&'a self, tree: &Tree<'_>) -> Stored<'a> {
-        Stored {
+    /// Reads the tree's edge once, then hands `read` its nodes.
+    fn with_nodes<T>(
+        &self,
+        tree: &Tree<'_>,
+        read: impl FnOnce(&TiledNodes<'_, Stored<'_>>) -> Result<T, Error>,
+    ) -> Result<T, Error> {
+        let edge = self.tree(tree)?;
+        let stored = Stored {
             view: self,
             id: tree.id(),
-        }
+        };
+        read(&TiledNodes::new(&edge, stored))
     }
 
     /// The root of the tree's first `size` leaves (`size` at most its size).
     pub fn tree_root(&self, tree: &Tree<'_>, size: u64) -> Result<Hash, Error> {
-        merkle::root(&self.nodes(tree), size)
+        self.with_nodes(tree, |nodes| merkle::root(nodes, size))
     }
 
     /// The audit path of leaf `index` in the tree of the first `size` leaves.
@@ -74,7 +83,7 @@ impl View {
         index: u64,
         size: u64,
     ) -> Result<Vec<Hash>, Error> {
-        merkle::inclusion(&self.nodes(tree), index, size)
+        self.with_nodes(tree, |nodes| merkle::inclusion(nodes, index, size))
     }
 
     /// The proof that the tree's first `old` leaves are a prefix of its first `new`.
@@ -84,11 +93,22 @@ impl View {
         old: u64,
         new: u64,
     ) -> Result<Vec<Hash>, Error> {
-        merkle::consistency(&self.nodes(tree), old, new)
+        self.with_nodes(tree, |nodes| merkle::consistency(nodes, old, new))
     }
 
-    /// The hash of leaf `index` as stored: its node at level 0.
-    pub fn leaf(&self, tree: &Tree<'_>, index: u64) -> Result<Hash, Error> {
-        self.nodes(tree).node(0, index)
+    /// Leaf `index`'s hash (tile level 0's, stored or on the edge) and its audit path in the tree of the first
+    /// `size` leaves, from one read of the tree's edge and tiles.
+    pub fn leaf_and_path(
+        &self,
+        tree: &Tree<'_>,
+        index: u64,
+        size: u64,
+    ) -> Result<(Hash, Vec<Hash>), Error> {
+        self.with_nodes(tree, |nodes| {
+            Ok((
+                nodes.node(0, index)?,
+                merkle::inclusion(nodes, index, size)?,
+            ))
+        })
     }
 }

@@ -8,7 +8,7 @@ use crate::store::{ExpectedVersion, NewEvent};
 use projections::event::{EndpointCreated, EndpointUpdated};
 use projections::{Event, Metadata};
 
-fn new_event(event: Event) -> NewEvent {
+pub(super) fn new_event(event: Event) -> NewEvent {
     let encoded = event.encode(&mut || [7; 16]);
     NewEvent {
         event_type: event.event_type().to_owned(),
@@ -20,7 +20,7 @@ fn new_event(event: Event) -> NewEvent {
 }
 
 /// An endpoint created and then renamed `renames` times.
-async fn endpoint_history(store: &dyn EventStore, id: &str, renames: usize) {
+pub(super) async fn endpoint_history(store: &dyn EventStore, id: &str, renames: usize) {
     let created = Event::EndpointCreated(EndpointCreated {
         endpoint_id: id.into(),
         organization_id: "org_1".into(),
@@ -50,7 +50,7 @@ async fn endpoint_history(store: &dyn EventStore, id: &str, renames: usize) {
     }
 }
 
-fn on_disk(dir: &std::path::Path) -> Config {
+pub(super) fn on_disk(dir: &std::path::Path) -> Config {
     Config {
         file: Some(crate::model::file_in(dir)),
         cache_bytes: 4 << 20,
@@ -328,92 +328,4 @@ async fn a_model_found_damaged_while_serving_is_rebuilt_from_the_log() {
         differences(&projector.model(), &expected.model()),
         Vec::<String>::new()
     );
-}
-
-/// The root a tree of these event hashes has, built leaf by leaf.
-fn root_of<'a>(hashes: impl IntoIterator<Item = &'a [u8; 32]>) -> [u8; 32] {
-    let mut frontier = crate::merkle::Frontier::default();
-    for h in hashes {
-        frontier.push(crate::merkle::leaf_hash(h));
-    }
-    frontier.root()
-}
-
-#[tokio::test]
-async fn the_merkle_trees_cover_each_organizations_events_and_the_ledger_across_a_restart() {
-    use crate::model::Tree;
-    let dir = tempfile::tempdir().unwrap();
-    let store: Arc<dyn EventStore> = Arc::new(MemoryStore::new());
-    endpoint_history(store.as_ref(), "ep_1", 2).await;
-    let other = Event::EndpointCreated(EndpointCreated {
-        endpoint_id: "ep_9".into(),
-        organization_id: "org_2".into(),
-        name: "theirs".into(),
-        url: "https://example.com/theirs".into(),
-        event_types: vec![],
-        enabled: true,
-    });
-    store
-        .append(
-            "endpoint-ep_9",
-            ExpectedVersion::NoStream,
-            vec![new_event(other)],
-        )
-        .await
-        .unwrap();
-    let (first, _) = Projector::open(store.clone(), on_disk(dir.path()))
-        .await
-        .unwrap();
-    first.catch_up().await.unwrap();
-    first.close().unwrap();
-    drop(first);
-    // More of org_1 after a restart: its frontier was kept on disk.
-    endpoint_history(store.as_ref(), "ep_2", 3).await;
-    let (second, _) = Projector::open(store.clone(), on_disk(dir.path()))
-        .await
-        .unwrap();
-    second.catch_up().await.unwrap();
-
-    let log = store.read_all(1, 100).await.unwrap();
-    let view = second.view().unwrap();
-    let ledger = view.tree(&Tree::Ledger).unwrap();
-    assert_eq!(ledger.size, 8);
-    assert_eq!(ledger.root(), root_of(log.iter().map(|e| &e.hash)));
-    assert_eq!(view.tree_root(&Tree::Ledger, 8).unwrap(), ledger.root());
-    assert_eq!(
-        view.tree_root(&Tree::Ledger, 3).unwrap(),
-        root_of(log[..3].iter().map(|e| &e.hash))
-    );
-
-    let ours: Vec<&[u8; 32]> = log
-        .iter()
-        .filter(|e| e.stream != "endpoint-ep_9")
-        .map(|e| &e.hash)
-        .collect();
-    let org = view.tree(&Tree::Org("org_1")).unwrap();
-    assert_eq!(org.size, 7);
-    assert_eq!(org.root(), root_of(ours.iter().copied()));
-    for (i, hash) in ours.iter().enumerate() {
-        let path = view
-            .inclusion_proof(&Tree::Org("org_1"), i as u64, 7)
-            .unwrap();
-        let leaf = crate::merkle::leaf_hash(hash);
-        assert!(crate::merkle::verify_inclusion(
-            &leaf,
-            i as u64,
-            7,
-            &path,
-            &org.root()
-        ));
-    }
-    let proof = view.consistency_proof(&Tree::Org("org_1"), 3, 7).unwrap();
-    let old = root_of(ours[..3].iter().copied());
-    assert!(crate::merkle::verify_consistency(
-        3,
-        7,
-        &old,
-        &org.root(),
-        &proof
-    ));
-    assert_eq!(view.tree(&Tree::Org("org_2")).unwrap().size, 1);
 }

@@ -109,7 +109,7 @@ async fn the_head_is_signed_and_every_proof_checks_against_the_log() {
     assert_eq!(head.body["organizationId"], app.org.as_str());
     let mut frontier = Frontier::default();
     for h in &hashes {
-        frontier.push(merkle::leaf_hash(h));
+        frontier.push_leaf(merkle::leaf_hash(h));
     }
     let root = hash(&head.body["rootHash"]);
     assert_eq!(root, frontier.root(), "the root is RFC 9162's over the log");
