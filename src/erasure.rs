@@ -68,6 +68,9 @@ struct State {
     /// Per organization, the position before which retention has removed
     /// what it covers.
     retained_before: BTreeMap<String, u64>,
+    /// When the state was last written, if in this process.
+    #[serde(skip)]
+    saved_at: Option<std::time::Instant>,
 }
 
 /// Removes erased bodies from the store; see the module documentation.
@@ -87,6 +90,13 @@ const BATCH: usize = 1 << 20;
 /// than a rewrite takes, and a steady stream of erasures seals the embedded
 /// log's active segment at most this often.
 pub const SETTLE: Duration = Duration::from_secs(10);
+
+/// The longest the background eraser waits between passes while the log
+/// grows: it looks at most this often, not on every append.
+pub const LOOK_EVERY: Duration = Duration::from_secs(1);
+
+/// How often a pass without erasures writes the eraser's state.
+const SAVE_EVERY: Duration = Duration::from_secs(30);
 
 impl Eraser {
     /// The eraser of the ledger whose data directory is `data_dir`.
@@ -138,7 +148,7 @@ impl Eraser {
                 );
             }
             state.through = head;
-            self.save(&state)?;
+            self.save_if_due(&mut state, !erasures.is_empty())?;
             return Ok(pass);
         }
         // Every erasure's positions together, so that one rewrite of a
@@ -163,7 +173,7 @@ impl Eraser {
         }
         pass.removed += self.remove(&mut positions).await?;
         state.through = head;
-        self.save(&state)?;
+        self.save_if_due(&mut state, !erasures.is_empty())?;
         Ok(pass)
     }
 
@@ -208,6 +218,7 @@ impl Eraser {
                     continue;
                 }
             };
+            tokio::time::sleep(LOOK_EVERY).await;
             if self.store.wait_beyond(seen).await.is_err() {
                 tokio::time::sleep(Duration::from_secs(1)).await;
             }
@@ -247,6 +258,19 @@ impl Eraser {
             spent = batch;
         }
         Ok(found)
+    }
+
+    /// Writes the state after a pass that carried out erasures, and
+    /// otherwise at most every [`SAVE_EVERY`]: what a pass without erasures
+    /// moves on is only where the next start begins to read, and reading a
+    /// little more then costs less than two fsyncs on every pass.
+    fn save_if_due(&self, state: &mut State, erased: bool) -> Result<(), Error> {
+        let due = erased || state.saved_at.is_none_or(|at| at.elapsed() >= SAVE_EVERY);
+        if due {
+            self.save(state)?;
+            state.saved_at = Some(std::time::Instant::now());
+        }
+        Ok(())
     }
 
     /// Writes the state beside the old one and renames it over, so a crash
