@@ -25,7 +25,6 @@ use projections::{Command, Event, Timestamp};
 use serde::{Deserialize, Serialize};
 
 use crate::ledger::{Context, Ledger};
-use crate::model::View;
 use crate::projector::Projector;
 use crate::store::{Batch, EventStore};
 
@@ -376,9 +375,4 @@ impl Retention {
             }
         }
     }
-}
-
-/// Every organization the model knows.
-pub fn organizations(view: &View) -> Result<Vec<String>, Error> {
-    covers::organizations(view)
 }
