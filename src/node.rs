@@ -25,6 +25,7 @@ impl Node {
         config: projector::Config,
     ) -> Result<Node, projector::Error> {
         let settings = config.options.settings;
+        let payload_cache = config.payload_cache_bytes;
         let (projector, start) = Projector::open(store.clone(), config).await?;
         match &start {
             Start::Resumed { position } => tracing::info!(
@@ -40,7 +41,12 @@ impl Node {
             Start::Fresh { .. } => {}
         }
         tokio::spawn(projector.clone().run());
-        let ledger = Arc::new(Ledger::new(store.clone(), projector.clone(), settings));
+        let ledger = Arc::new(Ledger::new(
+            store.clone(),
+            projector.clone(),
+            settings,
+            payload_cache,
+        ));
         Ok(Node {
             store,
             projector,

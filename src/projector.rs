@@ -56,6 +56,9 @@ pub struct Config {
     pub file: Option<PathBuf>,
     /// Bytes of the store's pages kept in memory.
     pub cache_bytes: usize,
+    /// Bytes of payloads read lately, kept in memory for the answers that
+    /// carry them.
+    pub payload_cache_bytes: usize,
     pub options: model::Options,
 }
 
@@ -65,6 +68,7 @@ impl Config {
         Config {
             file: Some(model::file_in(data_dir)),
             cache_bytes: 16 << 20,
+            payload_cache_bytes: 4 << 20,
             options: model::Options::default(),
         }
     }
@@ -73,6 +77,7 @@ impl Config {
         Config {
             file: None,
             cache_bytes: 16 << 20,
+            payload_cache_bytes: 4 << 20,
             options: model::Options::default(),
         }
     }

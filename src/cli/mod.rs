@@ -123,6 +123,7 @@ impl StoreArgs {
         crate::projector::Config {
             file: Some(crate::model::file_in(&self.data)),
             cache_bytes: memory.page_cache,
+            payload_cache_bytes: memory.payloads,
             options,
         }
     }

@@ -9,10 +9,9 @@ use std::sync::{Arc, Mutex, RwLock};
 
 use projections::body::SALT_LEN;
 use projections::event::Idempotency;
-use projections::model::WebhookEvent;
 use projections::model::idempotency_slot;
 use projections::view::{EndpointView, EventSnapshot};
-use projections::{Body, Command, MemoryRows, Metadata, Rejection, Rows, Settings, Timestamp};
+use projections::{Command, MemoryRows, Metadata, Rejection, Rows, Settings, Timestamp};
 
 use crate::limits::{Exceeded, Limits};
 use crate::model::{self, View};
@@ -110,16 +109,25 @@ pub struct Ledger {
     settings: Settings,
     locks: KeyedLocks,
     limits: RwLock<Limits>,
+    payload_cache: PayloadCache,
 }
 
 impl Ledger {
-    pub fn new(store: Arc<dyn EventStore>, projector: Arc<Projector>, settings: Settings) -> Self {
+    /// A ledger on `store`, keeping about `payload_cache` bytes of payloads
+    /// read lately in memory.
+    pub fn new(
+        store: Arc<dyn EventStore>,
+        projector: Arc<Projector>,
+        settings: Settings,
+        payload_cache: usize,
+    ) -> Self {
         Ledger {
             store,
             projector,
             settings,
             locks: KeyedLocks::default(),
             limits: RwLock::new(Limits::default()),
+            payload_cache: PayloadCache::new(payload_cache),
         }
     }
 
@@ -292,41 +300,6 @@ impl Ledger {
         }))
     }
 
-    /// The payloads of `events`, in their order: each the content of the
-    /// event that accepted it, read from the log, as it may be served (an
-    /// erased one is [`Body::Erased`], whether or not compaction has removed
-    /// it from the disk yet).
-    pub async fn payloads(&self, events: &[WebhookEvent]) -> Result<Vec<Body>, Error> {
-        let positions: Vec<u64> = events.iter().map(|e| e.position).collect();
-        let records = self.store.read_positions(&positions).await?;
-        let view = self.view()?;
-        let mut payloads = Vec::with_capacity(events.len());
-        for (event, record) in events.iter().zip(&records) {
-            let recorded = view.decode_servable(record)?;
-            match recorded.event {
-                projections::Event::WebhookEventAccepted(e) if e.event_id == event.id => {
-                    payloads.push(e.payload);
-                }
-                _ => {
-                    return Err(model::Error::Inconsistent(format!(
-                        "position {} does not hold the acceptance of event {}",
-                        record.position, event.id
-                    ))
-                    .into());
-                }
-            }
-        }
-        if payloads.len() != events.len() {
-            return Err(model::Error::Inconsistent(format!(
-                "{} of {} accepted events read from the log",
-                records.len(),
-                events.len()
-            ))
-            .into());
-        }
-        Ok(payloads)
-    }
-
     /// Reads the answer `wants` names, as it stood at `done.position`.
     async fn answer(&self, wants: &Wants, org: &str, done: Done) -> Result<Written, Error> {
         let view = self.view()?;
@@ -420,6 +393,7 @@ impl Ledger {
             }
         };
         self.limits().check(rows.tenant(org), &command)?;
+        let erases = matches!(command, Command::EraseContent { .. });
         let events = match projections::decide(&rows, command, &mut || new_id("dlv")) {
             Ok(events) => events,
             Err(Rejection::DuplicateSourceKey(existing)) => {
@@ -469,6 +443,11 @@ impl Ledger {
             .await?;
         let position = *appended.positions.end();
         self.projector.wait_for(position).await?;
+        if erases {
+            // Served bodies are checked against the erasure anyway; this
+            // keeps the erased ones from lingering in memory.
+            self.payload_cache.clear();
+        }
         Ok(Done {
             outcome: Outcome::Appended,
             position: Some(position),
@@ -563,7 +542,9 @@ fn new_ulid() -> ulid::Ulid {
 mod claims;
 mod keys;
 mod locks;
+mod payloads;
 
 pub use claims::{claims, claims_of, store_claims_of};
 pub use keys::IssuedKey;
 use locks::KeyedLocks;
+use payloads::PayloadCache;

@@ -40,7 +40,7 @@ impl Default for Options {
             settings: Settings::default(),
             flushing: Flushing {
                 bytes: 16 << 20,
-                interval: Duration::from_millis(200),
+                interval: Duration::from_millis(1000),
                 durable_interval: Duration::from_secs(2),
             },
             merkle_trees: true,

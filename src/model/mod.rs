@@ -190,8 +190,6 @@ pub fn file_in(data_dir: &Path) -> PathBuf {
     dir_in(data_dir).join("readmodel.redb")
 }
 
-/// Opens (or creates) the store at `file` and reads what it reflects;
-/// `cache` bytes of its pages stay in memory.
 /// How the memory a model is given (its share of `--cache-size`) is spent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Memory {
@@ -202,18 +200,25 @@ pub struct Memory {
     /// the write's batch is about one overlay's size again: overlays take at
     /// most about five times this.
     pub overlay: usize,
+    /// Bytes of payloads read lately from the log, kept for the answers that
+    /// carry them (every attempt's answer carries its event's).
+    pub payloads: usize,
 }
 
 impl Memory {
-    /// Three quarters to the page cache; the overlays the rest.
+    /// A sixteenth to payloads, a quarter to the overlays, the rest to the
+    /// page cache.
     pub fn of(bytes: usize) -> Memory {
         Memory {
-            page_cache: bytes - bytes / 4,
+            page_cache: bytes - bytes / 4 - bytes / 16,
             overlay: (bytes / 20).max(1 << 20),
+            payloads: bytes / 16,
         }
     }
 }
 
+/// Opens (or creates) the store at `file` and reads what it reflects;
+/// `cache` bytes of its pages stay in memory.
 pub fn open(file: &Path, cache: usize) -> Result<Stored, Error> {
     if let Some(dir) = file.parent() {
         crate::files::create_dir_all(dir)

@@ -54,6 +54,7 @@ pub(super) fn on_disk(dir: &std::path::Path) -> Config {
     Config {
         file: Some(crate::model::file_in(dir)),
         cache_bytes: 4 << 20,
+        payload_cache_bytes: 1 << 20,
         options: crate::model::Options::default(),
     }
 }
