@@ -64,8 +64,14 @@ use throttle::Throttle;
 pub use crate::limits::MAX_BODY_BYTES;
 
 /// What every handler shares: the node, the metrics, and how this process began.
+/// Extractors and middleware clone it for every request, so it is one `Arc`.
+#[derive(Clone, Debug)]
+pub struct AppState(Arc<Shared>);
+
+/// What an [`AppState`] points to. Set up before serving; copied once if it
+/// is changed after it was shared.
 #[derive(Clone)]
-pub struct AppState {
+pub struct Shared {
     node: Arc<Node>,
     metrics: Arc<Metrics>,
     started_at: Timestamp,
@@ -82,9 +88,24 @@ pub struct AppState {
     admission: Option<Arc<fair::Admission>>,
 }
 
-impl std::fmt::Debug for AppState {
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+impl AppState {
+    /// The shared state, to change before serving.
+    fn shared_mut(&mut self) -> &mut Shared {
+        Arc::make_mut(&mut self.0)
+    }
+}
+
+impl std::fmt::Debug for Shared {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AppState")
+        f.debug_struct("Shared")
             .field("node", &self.node)
             .field("started_at", &self.started_at)
             .field("store_stats", &self.store_stats.is_some())
@@ -96,7 +117,7 @@ impl AppState {
     /// State for serving `node`, with fresh metrics and the start time taken now.
     pub fn new(node: Node) -> Self {
         let metrics = Arc::new(Metrics::new());
-        AppState {
+        AppState(Arc::new(Shared {
             node: Arc::new(node),
             feeds: Arc::new(feed::Feeds::new(Default::default(), metrics.clone())),
             metrics,
@@ -108,13 +129,13 @@ impl AppState {
                 KeyRing::ephemeral().expect("the operating system gives random bytes"),
             ),
             admission: None,
-        }
+        }))
     }
 
     /// Signs tree heads with `keys` (`serve` gives the data directory's or
     /// `--signing-key`'s); without it, a key made for this process alone.
     pub fn with_signing_keys(mut self, keys: KeyRing) -> Self {
-        self.signing_keys = Arc::new(keys);
+        self.shared_mut().signing_keys = Arc::new(keys);
         self
     }
 
@@ -128,13 +149,14 @@ impl AppState {
         mut self,
         stats: impl Fn() -> StoreStats + Send + Sync + 'static,
     ) -> Self {
-        self.store_stats = Some(Arc::new(stats));
+        self.shared_mut().store_stats = Some(Arc::new(stats));
         self
     }
 
     /// Bounds the change feed's long-polls and event streams by `limits`.
     pub fn with_feed_limits(mut self, limits: feed::FeedLimits) -> Self {
-        self.feeds = Arc::new(feed::Feeds::new(limits, self.metrics.clone()));
+        let feeds = Arc::new(feed::Feeds::new(limits, self.metrics.clone()));
+        self.shared_mut().feeds = feeds;
         self
     }
 
@@ -411,9 +433,10 @@ pub async fn serve_with(
     limits: Limits,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    state.body_timeout = limits.client_timeout;
-    state.throttle = Arc::new(limits.throttle());
-    state.admission = (limits.fair.in_flight > 0)
+    let shared = state.shared_mut();
+    shared.body_timeout = limits.client_timeout;
+    shared.throttle = Arc::new(limits.throttle());
+    shared.admission = (limits.fair.in_flight > 0)
         .then(|| fair::Admission::new(limits.fair, limits.client_timeout));
     let feeds = state.feeds.clone();
     let router = app(state);
