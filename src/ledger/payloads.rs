@@ -252,6 +252,17 @@ mod tests {
         }
     }
 
+    /// Erases event `event_id`'s bodies through `ledger`, as a DELETE does.
+    async fn erase(ledger: &Ledger, event_id: &str) {
+        let erase = Command::EraseContent {
+            organization_id: ORG.into(),
+            event_id: Some(event_id.into()),
+            recorded_before: None,
+            reason: ErasureReason::Request,
+        };
+        ledger.execute(erase, &ctx(), None).await.unwrap();
+    }
+
     /// A payload held in the cache is still asked whether an erasure covers
     /// it: here the erasure comes through another ledger on the same store
     /// (as from another process sharing it), so this one's cache is not
@@ -277,13 +288,7 @@ mod tests {
             Settings::default(),
             1 << 20,
         );
-        let erase = Command::EraseContent {
-            organization_id: ORG.into(),
-            event_id: Some("evt_1".into()),
-            recorded_before: None,
-            reason: ErasureReason::Request,
-        };
-        elsewhere.execute(erase, &ctx(), None).await.unwrap();
+        erase(&elsewhere, "evt_1").await;
 
         assert_eq!(attempt(ledger, &delivery).await, Body::Erased);
         let event = ledger.view().unwrap().event(ORG, "evt_1").unwrap().unwrap();
@@ -301,13 +306,7 @@ mod tests {
         accepted_with_a_delivery(ledger, "evt_2", r#"{"n":2}"#).await;
         attempt(ledger, &delivery).await;
         assert_eq!(ledger.payload_cache.cache.as_ref().unwrap().len(), 2);
-        let erase = Command::EraseContent {
-            organization_id: ORG.into(),
-            event_id: Some("evt_1".into()),
-            recorded_before: None,
-            reason: ErasureReason::Request,
-        };
-        ledger.execute(erase, &ctx(), None).await.unwrap();
+        erase(ledger, "evt_1").await;
         assert_eq!(ledger.payload_cache.cache.as_ref().unwrap().len(), 0);
         assert_eq!(attempt(ledger, &delivery).await, Body::Erased);
     }
