@@ -18,32 +18,32 @@
 //!   connections (default 1),
 //!   one second to warm up and then `HOOKLEDGER_BENCH_SECS`, p50/p99/p99.9.
 //!
-//! The ledger is written by the bench straight into the embedded log, a key
-//! is made with `hookledger keys create`, and the model built with
-//! `hookledger projections rebuild`. The model's and the log's bytes per
+//! The ledger is written by the bench straight into the embedded log and
+//! the model built with `hookledger projections rebuild`
+//! (`common/mix_ledger.rs`, which the proofs bench shares), then a key made
+//! with `hookledger keys create`. The model's and the log's bytes per
 //! attempt are printed.
 //!
 //! `cargo bench --bench queries`. Knobs: `HOOKLEDGER_BENCH_QUERY_ATTEMPTS`
 //! (default 10 000 000; 200 000 is a quick try), `HOOKLEDGER_BENCH_SECS`,
 //! `HOOKLEDGER_BENCH_COLD_ROUNDS` (default 30), `HOOKLEDGER_BENCH_DIR` (where
 //! the temporary ledger goes; deleted at the end), `HOOKLEDGER_BENCH_QUERY_DATA`
-//! (a directory to write the ledger to and keep, or to reuse if a run already
-//! built it there).
+//! (a directory to write the ledger to and keep, or to reuse if a run of this
+//! bench or of the proofs bench already built it there),
+//! `HOOKLEDGER_BENCH_ONLY=build` (build the ledger and stop).
 
 mod common;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::mix::{ENDPOINTS, Mix, RETRY_FROM, RETRY_SPAN, mix64};
+use common::mix_ledger::{self, Ledger};
 use common::noop::Noop;
 use common::served::{self, Served};
-use common::workload::append_phased;
 use common::wrk::{self, Load, Pick, Requests};
 use common::{Target, env_u64, figure, num, percentile_ms, phase};
-use hookledger::store::embedded::EmbeddedStore;
 use projections::Timestamp;
 use serde_json::Value;
 
@@ -52,18 +52,9 @@ use serde_json::Value;
 const CONNECTIONS: u64 = 1;
 /// Ids drawn at random for the filters that name one.
 const SAMPLE: u64 = 5_000;
-const DEFAULT_CACHE: u64 = 256 << 20;
 const TARGET_MS: f64 = 5.0;
 const ATTEMPTS: &str = "/v1/outbound-webhook-attempts";
 const DELIVERIES: &str = "/v1/outbound-webhook-deliveries";
-/// Bytes of disk an attempt takes, the log's and a rebuilt model's
-/// (BENCHMARKS.md, "Queries across deliveries": 1 206 and 2 818 at 200 000).
-const DISK_PER_ATTEMPT: u64 = 4_100;
-/// Disk the bench leaves free for everything else on the machine.
-const DISK_MARGIN: u64 = 4_000_000_000;
-/// Written into a kept ledger's directory once its model is built.
-const BUILT: &str = "queries-bench-built";
-
 /// One thing measured: a name and the request paths it draws from.
 struct Query {
     name: &'static str,
@@ -77,17 +68,19 @@ fn main() {
     common::machine("queries");
     let mix = Mix::with_attempts(env_u64("HOOKLEDGER_BENCH_QUERY_ATTEMPTS", 10_000_000));
     let binary = served::binary();
-    let wrk_bin = wrk::require();
     let work = tempfile::Builder::new()
         .prefix("hookledger-queries-")
         .tempdir_in(
             std::env::var_os("HOOKLEDGER_BENCH_DIR").map_or_else(std::env::temp_dir, PathBuf::from),
         )
         .expect("temp dir");
-    let kept = std::env::var_os("HOOKLEDGER_BENCH_QUERY_DATA").map(PathBuf::from);
-    let data = kept.clone().unwrap_or_else(|| work.path().join("ledger"));
+    let ledger = Ledger::built(&binary, work.path(), mix);
+    if mix_ledger::build_only() {
+        return;
+    }
+    let wrk_bin = wrk::require();
+    let (data, mix) = (ledger.data.clone(), ledger.mix);
     let org = mix.org();
-
     let attempts = mix.attempts();
     println!(
         "binary: {}; {} webhook events, {} deliveries, {attempts} attempts, {ENDPOINTS} endpoints",
@@ -95,43 +88,11 @@ fn main() {
         mix.events,
         mix.deliveries()
     );
-    if data.join(BUILT).exists() {
-        println!("reusing the ledger built at {}", data.display());
-    } else {
-        check_disk(&data, attempts);
-        let t = Instant::now();
-        let head = generate(&data, mix);
-        println!(
-            "log written: {head} events in {:.1} s",
-            t.elapsed().as_secs_f64()
-        );
-    }
-    // The model is built before the key is made: `keys create` on a log with
-    // no model folds all of it into one, and the rebuild would then write a
-    // second copy beside it.
-    if !data.join(BUILT).exists() {
-        let t = Instant::now();
-        let out = served::command(&binary, &data)
-            .args(["projections", "rebuild"])
-            .output()
-            .expect("projections rebuild runs");
-        assert!(
-            out.status.success(),
-            "rebuild: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        println!(
-            "projections rebuild: {:.1} s (load average {})",
-            t.elapsed().as_secs_f64(),
-            common::loadavg()
-        );
-        std::fs::write(data.join(BUILT), "").expect("mark the ledger built");
-    }
     let token = served::create_key(&binary, &data, &org);
 
-    let model = hookledger::model::file_in(&data);
-    let model_bytes = std::fs::metadata(&model).map_or(0, |m| m.len());
-    let log_bytes = dir_bytes(&data.join("log"));
+    let model = ledger.model();
+    let model_bytes = ledger.model_bytes();
+    let log_bytes = ledger.log_bytes();
     println!(
         "read model {} MB: {:.0} bytes per attempt ({:.0} per delivery); log {} MB: {:.0} bytes per attempt",
         model_bytes / 1_000_000,
@@ -140,7 +101,7 @@ fn main() {
         log_bytes / 1_000_000,
         log_bytes as f64 / attempts as f64
     );
-    let cache = DEFAULT_CACHE.min(model_bytes / 10);
+    let cache = ledger.cache();
     let cache_arg = cache.to_string();
     let args = ["--cache-size", cache_arg.as_str()];
     println!(
@@ -167,7 +128,7 @@ fn main() {
     let mut seed = 1u64;
     for round in 0..rounds {
         drop_from_page_cache(&model);
-        for segment in files(&data.join("log")) {
+        for segment in ledger.segments() {
             drop_from_page_cache(&segment);
         }
         let served = Served::open(&binary, &data, &org, &token, &args);
@@ -223,9 +184,7 @@ fn main() {
         Target::None,
     );
     report_tables(&tables, attempts);
-    if kept.is_none() {
-        let _ = std::fs::remove_dir_all(&data);
-    }
+    ledger.finish();
     common::done("queries");
 }
 
@@ -438,28 +397,6 @@ fn report(
     }
 }
 
-/// Stops before writing a ledger that the disk cannot hold beside a margin
-/// for everything else on it.
-fn check_disk(data: &Path, attempts: u64) {
-    let dir = data
-        .ancestors()
-        .find(|p| p.exists())
-        .expect("a directory that exists");
-    let stat = nix::sys::statvfs::statvfs(dir).expect("statvfs");
-    let free = stat.blocks_available() * stat.fragment_size();
-    let need = attempts * DISK_PER_ATTEMPT;
-    assert!(
-        need + DISK_MARGIN <= free,
-        "{attempts} attempts take about {} GB of log and model, and {} has {} GB free \
-         (keeping {} GB for others): lower HOOKLEDGER_BENCH_QUERY_ATTEMPTS, or write the \
-         ledger elsewhere with HOOKLEDGER_BENCH_QUERY_DATA",
-        need / 1_000_000_000,
-        dir.display(),
-        free / 1_000_000_000,
-        DISK_MARGIN / 1_000_000_000
-    );
-}
-
 /// Each table of the model: its name, entries, bytes of pages, bytes of keys
 /// and values (redb's own count, read from the closed file).
 fn table_sizes(model: &Path) -> Vec<(String, u64, u64, u64)> {
@@ -507,21 +444,6 @@ fn report_tables(tables: &[(String, u64, u64, u64)], attempts: u64) {
     );
 }
 
-/// Writes the ledger of `mix` into the embedded log at `data`.
-fn generate(data: &Path, mix: Mix) -> u64 {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
-    runtime.block_on(async {
-        let store = Arc::new(EmbeddedStore::open(data).expect("open the log"));
-        let head = append_phased(&store, mix.log()).await;
-        store.close().await;
-        head
-    })
-}
-
 /// `SAMPLE` numbers below `n`, spread by a fixed hash.
 fn draw(n: u64) -> impl Iterator<Item = u64> {
     (0..SAMPLE.min(n)).map(move |i| mix64(i ^ 0xd4a3) % n)
@@ -532,23 +454,4 @@ fn drop_from_page_cache(path: &Path) {
     use nix::fcntl::{PosixFadviseAdvice, posix_fadvise};
     let file = std::fs::File::open(path).expect("a file to drop");
     posix_fadvise(&file, 0, 0, PosixFadviseAdvice::POSIX_FADV_DONTNEED).expect("posix_fadvise");
-}
-
-fn files(dir: &Path) -> Vec<PathBuf> {
-    std::fs::read_dir(dir)
-        .map(|entries| {
-            entries
-                .flatten()
-                .map(|e| e.path())
-                .filter(|p| p.is_file())
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
-fn dir_bytes(dir: &Path) -> u64 {
-    files(dir)
-        .iter()
-        .map(|p| std::fs::metadata(p).map_or(0, |m| m.len()))
-        .sum()
 }

@@ -8,6 +8,7 @@
 #![allow(dead_code)]
 
 pub mod mix;
+pub mod mix_ledger;
 pub mod noop;
 pub mod served;
 pub mod workload;

@@ -34,6 +34,7 @@ pub mod list;
 pub mod live;
 pub mod overlay;
 pub mod queries;
+mod read_ahead;
 mod stats;
 pub mod tables;
 pub mod trees;

@@ -7,7 +7,10 @@
 //! lists, a request reads at most [`VISIT_BUDGET`] entries of the store; when
 //! the other filters match few of them, the page comes back short, or empty,
 //! with a cursor to go on from, so no request's work grows with the history.
+//! The retry queue reads its page's delivery rows before it puts the page
+//! together, at once when they are not in memory (`read_ahead`).
 
+use std::collections::HashMap;
 use std::ops::Bound;
 
 use projections::model::{Attempt, Delivery};
@@ -341,51 +344,64 @@ impl View {
             Some(next) => Bound::Excluded(of_org.clone().i64(next).into_bytes()),
             None => Bound::Excluded(of_org.prefix_end()),
         };
+        let range = (lower, upper);
+        let skip = of_org.as_bytes().len();
+        let bad = || Error::Inconsistent(format!("a bad entry in {}", tables::RETRY_QUEUE.0));
+        // Its rows are scattered through the deliveries table, a few reads
+        // of the disk each when they are not in memory: read them at once.
+        let mut read: HashMap<Vec<u8>, Delivery> = self.prefetch(
+            tables::RETRY_QUEUE,
+            &range,
+            false,
+            tables::DELIVERIES,
+            want,
+            |entry, _| {
+                let mut tail = Reader::new(&entry[skip..]);
+                tail.i64().ok_or_else(bad)?;
+                let row_key = key::delivery(org, &tail.str().ok_or_else(bad)?);
+                Ok((!self.overlays_hold(|o| &o.deliveries, &row_key)).then_some(row_key))
+            },
+        )?;
+
         let mut items: Vec<Delivery> = Vec::new();
         let mut visited = 0usize;
         let mut last_visited = None;
-        let skip = of_org.as_bytes().len();
-        let bad = || Error::Inconsistent(format!("a bad entry in {}", tables::RETRY_QUEUE.0));
-        self.scan_store_in(
-            tables::RETRY_QUEUE,
-            &(lower, upper),
-            false,
-            &mut |entry, _| {
-                let mut tail = Reader::new(&entry[skip..]);
-                let mark = RetryMark {
-                    due: tail.i64().ok_or_else(bad)?,
-                    delivery_id: tail.str().ok_or_else(bad)?,
-                };
-                while items.len() < want && pending.last().is_some_and(|d| RetryMark::of(d) < mark)
-                {
-                    items.push(pending.pop().expect("checked above"));
+        self.scan_store_in(tables::RETRY_QUEUE, &range, false, &mut |entry, _| {
+            let mut tail = Reader::new(&entry[skip..]);
+            let mark = RetryMark {
+                due: tail.i64().ok_or_else(bad)?,
+                delivery_id: tail.str().ok_or_else(bad)?,
+            };
+            while items.len() < want && pending.last().is_some_and(|d| RetryMark::of(d) < mark) {
+                items.push(pending.pop().expect("checked above"));
+            }
+            if items.len() >= want {
+                return Ok(Flow::Stop);
+            }
+            let row_key = key::delivery(org, &mark.delivery_id);
+            visited += 1;
+            if !self.overlays_hold(|o| &o.deliveries, &row_key) {
+                let row = match read.remove(&row_key) {
+                    Some(row) => Some(row),
+                    None => self.stored::<Delivery>(tables::DELIVERIES, &row_key)?,
                 }
-                if items.len() >= want {
-                    return Ok(Flow::Stop);
+                .ok_or_else(|| {
+                    Error::Inconsistent(format!(
+                        "the retry queue names {}, which has no row",
+                        mark.delivery_id
+                    ))
+                })?;
+                if filter.keep(&row) {
+                    items.push(row);
                 }
-                let row_key = key::delivery(org, &mark.delivery_id);
-                visited += 1;
-                if !self.overlays_hold(|o| &o.deliveries, &row_key) {
-                    let row = self
-                        .stored::<Delivery>(tables::DELIVERIES, &row_key)?
-                        .ok_or_else(|| {
-                            Error::Inconsistent(format!(
-                                "the retry queue names {}, which has no row",
-                                mark.delivery_id
-                            ))
-                        })?;
-                    if filter.keep(&row) {
-                        items.push(row);
-                    }
-                }
-                last_visited = Some(mark);
-                Ok(if items.len() >= want || visited >= VISIT_BUDGET {
-                    Flow::Stop
-                } else {
-                    Flow::Continue
-                })
-            },
-        )?;
+            }
+            last_visited = Some(mark);
+            Ok(if items.len() >= want || visited >= VISIT_BUDGET {
+                Flow::Stop
+            } else {
+                Flow::Continue
+            })
+        })?;
         let (items, next) = finish(items, pending, limit, visited, last_visited, RetryMark::of);
         Ok(Retries { items, next })
     }

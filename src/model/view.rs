@@ -21,7 +21,7 @@ use super::Error;
 use super::overlay::{Field, Overlay, lookup};
 use super::tables::{self, Row, key};
 use crate::kv::layered::Layers;
-use crate::kv::{Flow, Table};
+use crate::kv::{Flow, KvRead, Table};
 
 /// What a scan of the model calls with each key and row it passes.
 type Each<'a, R> = dyn FnMut(&[u8], R) -> Result<Flow, Error> + 'a;
@@ -472,6 +472,11 @@ impl View {
             .get(table, key)?
             .map(|bytes| R::decode(&bytes).map_err(Error::from))
             .transpose()
+    }
+
+    /// The store under the overlays.
+    pub(super) fn store(&self) -> &dyn KvRead {
+        self.layers.kv.as_ref()
     }
 
     /// Whether an overlay holds the row at `key` of the map `field`.
