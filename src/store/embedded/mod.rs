@@ -338,8 +338,16 @@ impl EmbeddedStore {
     /// that every durable frame lies in a sealed segment.
     async fn seal(&self) -> Result<()> {
         let (reply, answer) = oneshot::channel();
+        self.ask_writer(Command::Seal(reply), answer)
+            .await?
+            .map_err(|e| Error::io("sealing the active segment", e))
+    }
+
+    /// Hands `command` to the writer thread and waits for its reply on
+    /// `answer`.
+    async fn ask_writer<T>(&self, command: Command, answer: oneshot::Receiver<T>) -> Result<T> {
         let sent = match self.writer_handle().as_ref() {
-            Some(writer) => writer.requests.send(Command::Seal(reply)).is_ok(),
+            Some(writer) => writer.requests.send(command).is_ok(),
             None => false,
         };
         if !sent {
@@ -350,8 +358,7 @@ impl EmbeddedStore {
         }
         answer
             .await
-            .map_err(|_| Error::Unavailable("the log writer stopped".into()))?
-            .map_err(|e| Error::io("sealing the active segment", e))
+            .map_err(|_| Error::Unavailable("the log writer stopped".into()))
     }
 
     /// Stops taking appends, lets the writer finish the batch in hand,
@@ -463,19 +470,7 @@ impl EventStore for EmbeddedStore {
             claims,
             reply,
         };
-        let sent = match self.writer_handle().as_ref() {
-            Some(writer) => writer.requests.send(Command::Append(request)).is_ok(),
-            None => false,
-        };
-        if !sent {
-            return Err(Error::Unavailable(format!(
-                "{} is closed or read-only",
-                self.dir.display()
-            )));
-        }
-        answer
-            .await
-            .map_err(|_| Error::Unavailable("the log writer stopped".into()))?
+        self.ask_writer(Command::Append(request), answer).await?
     }
 
     #[tracing::instrument(level = "debug", skip(self))]
