@@ -5,7 +5,11 @@
 //! deliveries picked at random among 256. The baseline is a no-op axum handler
 //! of the same shape in its own process under the same wrk in the same run: it
 //! parses the same body and answers a prepared body the size of the real answer,
-//! with no storage and no log.
+//! with no storage and no log. A second baseline, the durable no-op, is the
+//! same handler answering only once the body is written and `fdatasync`ed by
+//! a group commit on a thread of its own (`Noop::start_durable`): the least
+//! any server must do to acknowledge durably on this disk, so the floor under
+//! record-attempt's throughput and latency, the p99 above all.
 //!
 //! Each round starts a fresh server (so every round measures the same ledger),
 //! warms each side up for a second, then measures each; the order of the sides
@@ -70,6 +74,10 @@ fn main() {
     let mut sides = Vec::new();
     if only != "real" {
         sides.push(Side::new("no-op", Kind::Noop(Noop::start(&answer_file))));
+        sides.push(Side::new(
+            "durable no-op",
+            Kind::Noop(Noop::start_durable(&answer_file, bench.work.path())),
+        ));
     }
     if only != "noop" {
         sides.push(Side::new("hookledger", Kind::Binary(current.clone())));
@@ -214,12 +222,13 @@ impl Bench {
                 let cpu = after.cpu - before.cpu;
                 let (appends, fsyncs) =
                     (after.appends - before.appends, after.fsyncs - before.fsyncs);
+                let slow_commits = after.slow_commits - before.slow_commits;
                 let (lines, bytes) = (
                     after.log_lines - before.log_lines,
                     after.log_bytes - before.log_bytes,
                 );
                 let line = format!(
-                    "{} {:.0} attempts/s, p99 {:.2} ms, server {:.1} us CPU/req ({:.2} cores), wrk {:.1} us CPU/req, {:.1} appends per fsync, {:.2} log lines and {:.0} log bytes per request",
+                    "{} {:.0} attempts/s, p99 {:.2} ms, server {:.1} us CPU/req ({:.2} cores), wrk {:.1} us CPU/req, {:.1} appends per fsync, {:.1} commits/s over 3 ms, {:.2} log lines and {:.0} log bytes per request",
                     side.name,
                     load.rate(),
                     load.percentile_ms(99.0),
@@ -227,6 +236,7 @@ impl Bench {
                     cpu / load.seconds,
                     load.wrk_cpu * 1e6 / n,
                     appends / fsyncs.max(1.0),
+                    slow_commits / load.seconds,
                     lines as f64 / n,
                     bytes as f64 / n,
                 );
@@ -277,6 +287,34 @@ impl Bench {
             noop.runs.rate(),
             Target::RatioAtLeast(0.5),
         );
+        if let Some(durable) = side("durable no-op") {
+            figure(
+                "durable no-op (each answer after a group commit's fdatasync)",
+                durable.runs.rate(),
+                "req/s",
+                "no-op",
+                noop.runs.rate(),
+                Target::None,
+            );
+            figure(
+                "HTTP durable record-attempt against the durable no-op",
+                real.runs.rate(),
+                "attempts/s",
+                "durable no-op",
+                durable.runs.rate(),
+                Target::None,
+            );
+            for p in [50.0, 99.0] {
+                figure(
+                    &format!("HTTP record-attempt p{p} against the durable no-op"),
+                    real.runs.percentile_ms(p),
+                    "ms",
+                    &format!("durable no-op p{p}"),
+                    durable.runs.percentile_ms(p),
+                    Target::None,
+                );
+            }
+        }
         for p in wrk::PERCENTILES {
             let target = if p == 99.0 {
                 Target::AtMost(3.0)
@@ -385,20 +423,38 @@ fn check(load: &Load, side: &str) {
     assert_eq!(load.socket_errors, 0, "{side}: socket errors or timeouts");
 }
 
-/// fdatasyncs/s of a raw loop of 256-byte writes in `dir`, for two seconds.
+/// fdatasyncs/s of a raw loop of 256-byte writes in `dir`, for two seconds,
+/// and how long each took: every attempt waits for one, and a slow one holds
+/// every connection whose attempt it covers, so the tail of this loop is the
+/// floor under the tail of record-attempt on the same disk in the same run.
 fn fsync_rate(dir: &Path) -> f64 {
     use std::os::unix::fs::FileExt;
     let path = dir.join("raw-fsync.bin");
     let file = std::fs::File::create(&path).expect("raw file");
     let started = Instant::now();
-    let mut n = 0u64;
+    let mut took = Vec::new();
     while started.elapsed() < Duration::from_secs(2) {
+        let n = took.len() as u64;
         file.write_all_at(&[0x5a; 256], n * 256).expect("write");
+        let sync = Instant::now();
         file.sync_data().expect("fdatasync");
-        n += 1;
+        took.push(sync.elapsed());
     }
-    let rate = n as f64 / started.elapsed().as_secs_f64();
+    let rate = took.len() as f64 / started.elapsed().as_secs_f64();
     let _ = std::fs::remove_file(&path);
-    println!("raw 256-byte write + fdatasync loop: {rate:.0}/s");
+    took.sort_unstable();
+    let at = |p: f64| {
+        let i = ((took.len() as f64 * p / 100.0) as usize).min(took.len() - 1);
+        took[i].as_secs_f64() * 1000.0
+    };
+    let slow = took.iter().filter(|t| t.as_micros() > 3_000).count();
+    println!(
+        "raw 256-byte write + fdatasync loop: {rate:.0}/s; each p50 {:.3} ms, p99 {:.2} ms, p99.9 {:.2} ms, max {:.1} ms; {:.1}% over 3 ms",
+        at(50.0),
+        at(99.0),
+        at(99.9),
+        at(100.0),
+        100.0 * slow as f64 / took.len() as f64
+    );
     rate
 }

@@ -29,6 +29,11 @@ pub const ROUTE: &str = "/v1/outbound-webhook-deliveries/{id}/attempts";
 pub const READ_ROUTE: &str = "/v1/outbound-webhook-events/{id}";
 /// Set in the child: the file holding the answer it sends.
 const ANSWER: &str = "HOOKLEDGER_BENCH_NOOP_ANSWER";
+/// Set in the child of [`Noop::start_durable`]: the directory of its log.
+const DURABLE: &str = "HOOKLEDGER_BENCH_NOOP_DURABLE";
+/// The durable no-op's log: written zeros that its batches go into, from
+/// the start again when they reach the end (a baseline, not a log).
+const LOG_BYTES: u64 = 64 << 20;
 
 /// The running no-op server.
 #[derive(Debug)]
@@ -40,7 +45,24 @@ pub struct Noop {
 impl Noop {
     /// Starts the child, answering every request with the bytes of `answer`.
     pub fn start(answer: &Path) -> Noop {
-        let mut child = Command::new(std::env::current_exe().expect("this executable"))
+        Self::spawn(answer, None)
+    }
+
+    /// [`Noop::start`], but each `POST` is answered only once its body is
+    /// written to a file in `dir` and `fdatasync`ed, by a group commit of
+    /// every body that arrived meanwhile, on a thread of its own: the least a
+    /// server must do to acknowledge durably, the floor under record-attempt
+    /// on the same disk.
+    pub fn start_durable(answer: &Path, dir: &Path) -> Noop {
+        Self::spawn(answer, Some(dir))
+    }
+
+    fn spawn(answer: &Path, durable: Option<&Path>) -> Noop {
+        let mut command = Command::new(std::env::current_exe().expect("this executable"));
+        if let Some(dir) = durable {
+            command.env(DURABLE, dir);
+        }
+        let mut child = command
             .env(ANSWER, answer)
             .stdout(Stdio::piped())
             .spawn()
@@ -81,9 +103,19 @@ pub fn serve_if_child() -> bool {
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
     runtime.block_on(async move {
         let read = answer.clone();
+        let commits = std::env::var_os(DURABLE).map(|dir| group_commit(Path::new(&dir)));
         let handler = move |UrlPath(_id): UrlPath<String>, body: Bytes| {
             let answer = answer.clone();
-            async move { reply(&body, answer) }
+            let commits = commits.clone();
+            async move {
+                let response = reply(&body, answer);
+                if let Some(commits) = commits {
+                    let (done, synced) = tokio::sync::oneshot::channel();
+                    commits.send((body, done)).expect("the group commit runs");
+                    synced.await.expect("the group commit answers");
+                }
+                response
+            }
         };
         let other = read.clone();
         let read = move |UrlPath(_id): UrlPath<String>| {
@@ -133,4 +165,36 @@ fn with_headers(answer: Bytes) -> Response {
         HeaderValue::from_static("req_01KBENCH00000000000000000000"),
     );
     response
+}
+
+type Commit = (Bytes, tokio::sync::oneshot::Sender<()>);
+
+/// Starts the durable no-op's group commit: a thread that takes every body
+/// waiting, writes them at once into written zeros, syncs, and answers them.
+fn group_commit(dir: &Path) -> std::sync::mpsc::Sender<Commit> {
+    use std::os::unix::fs::FileExt;
+    let path = dir.join("durable-noop.log");
+    let file = std::fs::File::create(&path).expect("the durable no-op's log");
+    for at in (0..LOG_BYTES).step_by(1 << 20) {
+        file.write_all_at(&[0; 1 << 20], at).expect("zeros");
+    }
+    file.sync_all().expect("fsync");
+    let (sender, bodies) = std::sync::mpsc::channel::<Commit>();
+    std::thread::spawn(move || {
+        let mut at = 0;
+        while let Ok(first) = bodies.recv() {
+            let batch: Vec<Commit> = std::iter::once(first).chain(bodies.try_iter()).collect();
+            let bytes: Vec<u8> = batch.iter().flat_map(|(b, _)| b.iter().copied()).collect();
+            if at + bytes.len() as u64 > LOG_BYTES {
+                at = 0;
+            }
+            file.write_all_at(&bytes, at).expect("write");
+            file.sync_data().expect("fdatasync");
+            at += bytes.len() as u64;
+            for (_, done) in batch {
+                let _ = done.send(());
+            }
+        }
+    });
+    sender
 }

@@ -357,6 +357,9 @@ pub struct Reading {
     /// `hookledger_store_appends` and `hookledger_store_fsyncs` of `/metrics`.
     pub appends: f64,
     pub fsyncs: f64,
+    /// Group commits that took longer than 3 ms
+    /// (`hookledger_store_commit_duration_seconds`): each held every append it covered.
+    pub slow_commits: f64,
     pub log_lines: u64,
     pub log_bytes: u64,
     /// Each thread's name and CPU seconds, by thread id.
@@ -371,6 +374,8 @@ impl Reading {
             cpu: process_cpu(served.pid()),
             appends: served.metric("hookledger_store_appends"),
             fsyncs: served.metric("hookledger_store_fsyncs"),
+            slow_commits: served.metric("hookledger_store_commit_duration_seconds_count")
+                - served.metric("hookledger_store_commit_duration_seconds_bucket{le=\"0.003\"}"),
             log_lines: log.lines,
             log_bytes: log.bytes,
             threads,

@@ -10,7 +10,9 @@ use std::fmt::Write as _;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, NoLabelSet};
+use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
@@ -19,6 +21,9 @@ use prometheus_client::registry::Registry;
 
 pub use prometheus_client::encoding::prometheus_text::CONTENT_TYPE;
 
+use crate::store::CommitTimes;
+use crate::store::commit_times::BUCKETS_MICROS;
+
 /// What a store reports about its durability work, read at each scrape.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct StoreStats {
@@ -26,6 +31,8 @@ pub struct StoreStats {
     pub appends: u64,
     /// fsyncs (group commits) since the store opened.
     pub fsyncs: u64,
+    /// How long those commits took.
+    pub commit_times: CommitTimes,
 }
 
 /// Reads the store's counters; the embedded backend supplies one.
@@ -76,6 +83,7 @@ pub struct Metrics {
     batch_size: Gauge<f64, std::sync::atomic::AtomicU64>,
     /// The store counters at the previous scrape, for the batch size in between.
     last_stats: Mutex<StoreStats>,
+    commit_times: Arc<StoreCommitTimes>,
     feed_connections: Family<FeedLabels, Gauge>,
     feed_events: Family<FeedLabels, Counter>,
     feed_refused: Counter,
@@ -131,6 +139,8 @@ impl Metrics {
             "Mean appends per fsync since the previous scrape",
             batch_size.clone(),
         );
+        let commit_times = Arc::new(StoreCommitTimes::default());
+        registry.register_collector(Box::new(commit_times.clone()));
         let feed_connections = Family::<FeedLabels, Gauge>::default();
         registry.register(
             "feed_connections",
@@ -183,6 +193,7 @@ impl Metrics {
             store_fsyncs,
             batch_size,
             last_stats: Mutex::new(StoreStats::default()),
+            commit_times,
         }
     }
 
@@ -261,6 +272,11 @@ impl Metrics {
                 self.batch_size.set(appends as f64 / fsyncs as f64);
             }
             *last = now;
+            *self
+                .commit_times
+                .0
+                .lock()
+                .unwrap_or_else(|e| e.into_inner()) = Some(now.commit_times);
         }
         let mut out = String::new();
         if prometheus_client::encoding::prometheus_text::encode(&mut out, &self.registry).is_err() {
@@ -268,5 +284,37 @@ impl Metrics {
             let _ = writeln!(out, "# encoding failed");
         }
         out
+    }
+}
+
+/// `store_commit_duration_seconds`: how long the store's group commits took,
+/// as the store counted them up to this scrape. Absent for a store that does
+/// not report them.
+#[derive(Debug, Default)]
+struct StoreCommitTimes(Mutex<Option<CommitTimes>>);
+
+impl Collector for StoreCommitTimes {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> std::fmt::Result {
+        let Some(times) = *self.0.lock().unwrap_or_else(|e| e.into_inner()) else {
+            return Ok(());
+        };
+        let buckets: Vec<(f64, u64)> = BUCKETS_MICROS
+            .iter()
+            .map(|&upper| upper as f64 / 1e6)
+            .chain([f64::INFINITY])
+            .zip(times.counts)
+            .collect();
+        let mut metric = encoder.encode_descriptor(
+            "store_commit_duration_seconds",
+            "Time each group commit took: the write and fsync of the embedded log, the transaction on PostgreSQL, the append on KurrentDB; every append it covers waits that long",
+            None,
+            MetricType::Histogram,
+        )?;
+        metric.encode_histogram::<NoLabelSet>(
+            times.sum_micros as f64 / 1e6,
+            times.count(),
+            &buckets,
+            None,
+        )
     }
 }

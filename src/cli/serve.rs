@@ -194,6 +194,7 @@ pub async fn run(store_args: &StoreArgs, args: ServeArgs) -> Result<(), Error> {
             StoreStats {
                 appends: stats.appends,
                 fsyncs: stats.commits,
+                commit_times: stats.times,
             }
         });
     }

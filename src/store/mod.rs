@@ -13,8 +13,10 @@ use std::sync::Arc;
 use crate::chain::{Hash, Hashed};
 
 pub use batch::{Batch, EventRef};
+pub use commit_times::{CommitClock, CommitTimes};
 
 mod batch;
+pub mod commit_times;
 pub mod embedded;
 #[cfg(feature = "kurrentdb")]
 pub mod kurrentdb;
@@ -370,6 +372,8 @@ pub struct CommitStats {
     pub appends: u64,
     /// Group commits (one fsync or one transaction each) that made them durable.
     pub commits: u64,
+    /// How long those commits took.
+    pub times: CommitTimes,
 }
 
 /// Recognises the claims a recorded event was appended with, so that a store

@@ -265,6 +265,10 @@ async fn faulty_app(dir: &Path) -> (TestApp, Arc<Faults>) {
     });
     let options = Options {
         fs: Arc::new(FaultyFs(faults.clone())),
+        // One fault for every file, and one record of every operation: the
+        // spare segment, made on a thread of its own, would take the writer's
+        // fault or interleave its operations with the writer's.
+        spare_segment: false,
         ..Options::default()
     };
     let store = EmbeddedStore::open_with(dir, options).expect("the store opens");

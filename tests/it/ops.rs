@@ -87,9 +87,15 @@ async fn the_api_document_is_served_and_covers_the_contract() {
 async fn store_stats_feed_the_fsync_gauges() {
     let node = crate::helpers::new_node().await;
     let app = crate::helpers::spawn_app_with(node, |state| {
-        state.with_store_stats(|| hookledger::api::metrics::StoreStats {
+        let clock = hookledger::store::CommitClock::default();
+        for micros in [80, 900, 4_000, 400_000] {
+            clock.record(std::time::Duration::from_micros(micros));
+        }
+        let commit_times = clock.times();
+        state.with_store_stats(move || hookledger::api::metrics::StoreStats {
             appends: 12,
             fsyncs: 4,
+            commit_times,
         })
     })
     .await;
@@ -98,6 +104,94 @@ async fn store_stats_feed_the_fsync_gauges() {
     assert!(text.contains("hookledger_store_appends 12"), "{text}");
     assert!(text.contains("hookledger_store_fsyncs 4"));
     assert!(text.contains("hookledger_store_fsync_batch_size 3"));
+    // Cumulative buckets, in seconds, as Prometheus reads them.
+    for line in [
+        "# TYPE hookledger_store_commit_duration_seconds histogram",
+        "hookledger_store_commit_duration_seconds_count 4",
+        "hookledger_store_commit_duration_seconds_sum 0.40498",
+        "hookledger_store_commit_duration_seconds_bucket{le=\"0.0001\"} 1",
+        "hookledger_store_commit_duration_seconds_bucket{le=\"0.001\"} 2",
+        "hookledger_store_commit_duration_seconds_bucket{le=\"0.003\"} 2",
+        "hookledger_store_commit_duration_seconds_bucket{le=\"0.005\"} 3",
+        "hookledger_store_commit_duration_seconds_bucket{le=\"0.25\"} 3",
+        "hookledger_store_commit_duration_seconds_bucket{le=\"+Inf\"} 4",
+    ] {
+        assert!(text.contains(line), "{line} is not in {text}");
+    }
+}
+
+#[tokio::test]
+async fn every_group_commit_of_the_embedded_log_is_timed() {
+    let data = tempfile::tempdir().unwrap();
+    let org = "org_commit_times";
+    let key = crate::binary::create_key(data.path(), org);
+    let server = crate::binary::Server::start(data.path()).await;
+    let client = reqwest::Client::new();
+    let post = |path: String, body: Value| {
+        client
+            .post(format!("{}{path}", server.base))
+            .bearer_auth(&key)
+            .header("X-Organization-Id", org)
+            .json(&body)
+            .send()
+    };
+    let endpoint: Value = post(
+        "/v1/outbound-webhook-endpoints".into(),
+        json!({"name": "timed", "url": "https://timed.example.com/"}),
+    )
+    .await
+    .unwrap()
+    .json()
+    .await
+    .unwrap();
+    assert!(endpoint["id"].is_string(), "{endpoint}");
+    let event: Value = post(
+        "/v1/outbound-webhook-events".into(),
+        json!({"eventType": "t", "payload": {}}),
+    )
+    .await
+    .unwrap()
+    .json()
+    .await
+    .unwrap();
+    let delivery = event["deliveries"][0]["id"].as_str().unwrap().to_owned();
+    for _ in 0..20 {
+        let answer = post(
+            format!("/v1/outbound-webhook-deliveries/{delivery}/attempts"),
+            json!({"status": "delivered"}),
+        )
+        .await
+        .unwrap();
+        assert_eq!(answer.status(), StatusCode::OK);
+    }
+    let text = client
+        .get(format!("{}/metrics", server.base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let value = |name: &str| -> f64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in {text}"))
+    };
+    // One at a time: each append its own commit, each commit timed.
+    let commits = value("hookledger_store_fsyncs");
+    assert!(
+        commits >= 22.0,
+        "{commits} commits for 22 appends one at a time"
+    );
+    assert_eq!(
+        value("hookledger_store_commit_duration_seconds_count"),
+        commits
+    );
+    assert_eq!(
+        value("hookledger_store_commit_duration_seconds_bucket{le=\"+Inf\"}"),
+        commits
+    );
+    assert!(value("hookledger_store_commit_duration_seconds_sum") > 0.0);
 }
 
 #[tokio::test]

@@ -95,7 +95,15 @@ async fn sslmode_is_honoured_against_a_server_with_its_own_certificate_authority
         .await
         .unwrap();
     assert_eq!(store.read_stream("s-1", 0, 10).await.unwrap().len(), 1);
-    let (all_encrypted, connections) = encrypted_connections(&plain, "tls").await;
+    // The listener connects on a task of its own: give it a moment to be there.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let (all_encrypted, connections) = loop {
+        let (all_encrypted, connections) = encrypted_connections(&plain, "tls").await;
+        if connections >= 2 || std::time::Instant::now() > deadline {
+            break (all_encrypted, connections);
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
     assert!(connections >= 2, "the pool and the listener: {connections}");
     assert!(all_encrypted, "a connection of the store is not encrypted");
     drop(store);

@@ -119,6 +119,9 @@ fn open_faulty(dir: &Path, segment_size: u64) -> (EmbeddedStore, Arc<Faults>) {
     let options = Options {
         fs: Arc::new(FaultyFs(faults.clone())),
         segment_size,
+        // The faults are switched for every file at once: a spare being made
+        // on its own thread would meet the ones meant for the writer.
+        spare_segment: false,
         ..Options::default()
     };
     (EmbeddedStore::open_with(dir, options).unwrap(), faults)
@@ -313,4 +316,53 @@ async fn a_file_system_that_cannot_allocate_ahead_still_takes_appends() {
     assert_eq!(size_and_end(&active).0, 1 << 20, "allocated once it can be");
     store.close().await;
     assert_eq!(on_disk(dir.path()), 4);
+}
+
+#[tokio::test]
+async fn when_no_spare_segment_can_be_made_segments_are_made_as_needed() {
+    let dir = tempfile::tempdir().unwrap();
+    let faults = Arc::new(Faults::default());
+    // A disk too full to write zeros ahead: the spare is never made.
+    faults.fail_allocate.store(true, Ordering::SeqCst);
+    let options = Options {
+        fs: Arc::new(FaultyFs(faults.clone())),
+        segment_size: 1,
+        spare_segment: true,
+        ..Options::default()
+    };
+    let store = EmbeddedStore::open_with(dir.path(), options).unwrap();
+    for i in 0..5 {
+        assert_eq!(
+            append(&store, "s", i).await.unwrap().positions,
+            i + 1..=i + 1
+        );
+    }
+    store.close().await;
+    let log = dir.path().join("log");
+    assert_eq!(segment::list(&log).unwrap().len(), 5);
+    assert!(
+        !log.join(spare::FILE_NAME).exists(),
+        "a spare that failed keeps its space"
+    );
+    assert_eq!(on_disk(dir.path()), 5);
+}
+
+#[tokio::test]
+async fn after_a_failed_segment_start_the_old_segment_takes_no_more_frames() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, faults) = open_faulty(dir.path(), 1 << 20);
+    append(&store, "s", 0).await.unwrap();
+
+    // A start asked for before the segment is full (as a compaction asks).
+    faults.fail_create.store(true, Ordering::SeqCst);
+    assert!(store.seal().await.is_err());
+    // The next segment may exist in part; the old one must not go on past it.
+    assert_io(append(&store, "s", 1).await);
+
+    faults.fail_create.store(false, Ordering::SeqCst);
+    assert_eq!(append(&store, "s", 2).await.unwrap().positions, 2..=2);
+    let segments = segment::list(&dir.path().join("log")).unwrap();
+    assert_eq!(segments.len(), 2);
+    assert_eq!(segments[1].0, 2, "position 2 starts the new segment");
+    assert_eq!(on_disk(dir.path()), 2);
 }

@@ -4,7 +4,8 @@
 //! [`EmbeddedStore`] ties the pieces together: `open` checks the persisted
 //! index against the log and scans the tail after it, `segment` scans and
 //! checks segment files, `writer` group-commits appends on its own thread,
-//! `index` keeps the index on disk and finds and re-checks frames for reads,
+//! `spare` makes the next segment's file ahead of need, `index` keeps the
+//! index on disk and finds and re-checks frames for reads,
 //! `compact` rewrites segments without the contents erasure removes,
 //! `frame` is the record format and `fs` the file layer that tests use to
 //! inject faults. One process at a time may open a data directory for writing
@@ -39,6 +40,9 @@ mod open;
 #[cfg(test)]
 mod scan_tests;
 mod segment;
+mod spare;
+#[cfg(test)]
+mod spare_tests;
 mod writer;
 
 pub use compact::CompactionStats;
@@ -46,6 +50,7 @@ pub use fs::{Fs, LogFile, RealFs};
 pub use segment::{ScanReport, TornTail, scan};
 
 use index::{Index, SegmentFile};
+use spare::Spare;
 use writer::{Active, Command, Request, Writer};
 
 /// Bytes of a segment file before its first frame.
@@ -66,6 +71,9 @@ pub struct Options {
     pub claims_of: Option<ClaimsOf>,
     /// Bytes of the persisted index's pages kept in memory.
     pub index_cache: usize,
+    /// Make the next segment's file of zeros ahead of need, on a thread of its
+    /// own, so appends never wait while zeros are written (see `spare`).
+    pub spare_segment: bool,
 }
 
 impl Default for Options {
@@ -75,6 +83,7 @@ impl Default for Options {
             segment_size: 64 * 1024 * 1024,
             claims_of: None,
             index_cache: 64 << 20,
+            spare_segment: true,
         }
     }
 }
@@ -99,6 +108,8 @@ struct Shared {
     appends: AtomicU64,
     batches: AtomicU64,
     fsyncs: AtomicU64,
+    /// How long each batch's write and sync took.
+    commit_clock: crate::store::CommitClock,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -118,6 +129,7 @@ impl Shared {
             appends: AtomicU64::new(0),
             batches: AtomicU64::new(0),
             fsyncs: AtomicU64::new(0),
+            commit_clock: crate::store::CommitClock::default(),
         }
     }
 
@@ -215,6 +227,12 @@ impl EmbeddedStore {
         }
         let lock = lock(dir)?;
         compact::clean_up(&log_dir, fs.as_ref())?;
+        spare::remove_leftover(&log_dir, fs.as_ref()).map_err(|e| {
+            Error::io(
+                format!("removing the spare segment in {}", log_dir.display()),
+                e,
+            )
+        })?;
         let files = segment::list(&log_dir)?;
         let opened = open::for_writing(
             &log_dir,
@@ -260,6 +278,11 @@ impl EmbeddedStore {
         let head = scan.sequencer.head();
         let index = Index::new(Some(opened.kv), opened.pending, &files, head)?;
         let shared = Arc::new(Shared::new(index, true));
+        let spare = options
+            .spare_segment
+            .then(|| Spare::start(fs.clone(), &log_dir, options.segment_size))
+            .transpose()
+            .map_err(|e| Error::io("starting the log's spare segment", e))?;
         let writer = Writer::new(
             fs.clone(),
             log_dir,
@@ -268,7 +291,8 @@ impl EmbeddedStore {
             scan.sequencer.clock(),
             active,
             shared.clone(),
-        );
+        )
+        .with_spare(spare);
         let (requests, receiver) = mpsc::channel();
         let thread = std::thread::Builder::new()
             .name("group-commit".into())
@@ -606,6 +630,7 @@ impl EventStore for EmbeddedStore {
         Some(crate::store::CommitStats {
             appends: stats.appends,
             commits: stats.batches,
+            times: self.shared.commit_clock.times(),
         })
     }
 

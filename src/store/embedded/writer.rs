@@ -8,36 +8,30 @@
 //! succeeds extends the index, publishes the head and replies. A failed write
 //! or sync fails every append of the batch and cuts the file back to its last
 //! durable length before anything else is written; nothing is ever
-//! acknowledged that a sync did not cover.
+//! acknowledged that a sync did not cover. Starting segments is in
+//! [`segments`].
 
 use std::collections::{HashMap, VecDeque};
 use std::io;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::mpsc::Receiver;
+use std::time::Instant;
 
-use crate::store::embedded::fs::{Fs, LogFile};
-use crate::store::embedded::index::{Place, SegmentFile};
+use crate::store::embedded::fs::Fs;
+use crate::store::embedded::index::Place;
+use crate::store::embedded::spare::Spare;
 use crate::store::embedded::{Shared, frame, segment};
 use crate::store::sequencer::{Sequencer, now_micros};
 use crate::store::{Appended, Error, Held, Result};
 
+mod segments;
+
+use segments::ALLOCATE_LOW;
+pub use segments::Active;
+
 /// Event bytes one batch takes at most; later appends wait for the next batch.
 const BATCH_BYTES: usize = 16 * 1024 * 1024;
-
-/// How much the writer allocates past the last frame at a time. A write
-/// inside written zeros changes neither the file's size nor its block map, so
-/// the sync after it flushes data and no inode: one device round trip fewer
-/// per batch. The zeros past the last frame read as the end of the log (see
-/// [`segment::data_end`]); a segment is cut back to its last frame when the
-/// next one starts. Small, because allocating pauses appends while the zeros
-/// are written and synced (what that costs: BENCHMARKS.md, "Figures behind
-/// the code's constants").
-const ALLOCATE_AHEAD: u64 = 2 * 1024 * 1024;
-
-/// In a lull, the writer allocates again when less than this is left, so a
-/// batch under steady load rarely waits for it.
-const ALLOCATE_LOW: u64 = 1024 * 1024;
 
 /// One append waiting for the writer.
 pub use crate::store::sequencer::Pending as Request;
@@ -50,46 +44,6 @@ pub enum Command {
     /// every frame written so far lies in a sealed segment, which a
     /// compaction may rewrite. Answered once the new segment is durable.
     Seal(tokio::sync::oneshot::Sender<io::Result<()>>),
-}
-
-/// The segment that takes new frames.
-#[derive(Debug)]
-pub struct Active {
-    pub file: Box<dyn LogFile>,
-    pub path: PathBuf,
-    /// Where the last durable frame ends; the next write goes here.
-    pub len: u64,
-    /// The file's size as this writer last set it; zeros lie between `len` and it.
-    pub size: u64,
-}
-
-impl Active {
-    /// Makes sure the file holds written zeros up to `need` (where the batch
-    /// in hand will end), and some way past it, but not past the segment's
-    /// size unless the batch is. Best effort: when it fails (a full disk, say),
-    /// the file just grows with each write, as the write itself will tell.
-    fn allocate_ahead(&mut self, need: u64, segment_size: u64, failing: &mut bool) {
-        if need <= self.size {
-            return;
-        }
-        let target = (need + ALLOCATE_AHEAD).min(segment_size.max(need));
-        if target <= need {
-            return;
-        }
-        match self.file.allocate(target) {
-            Ok(()) => {
-                self.size = target;
-                *failing = false;
-            }
-            Err(e) => {
-                if !*failing {
-                    tracing::warn!(file = %self.path.display(), error = %e,
-                        "cannot allocate the log ahead of its writes; writing without");
-                }
-                *failing = true;
-            }
-        }
-    }
 }
 
 #[derive(Debug)]
@@ -111,6 +65,10 @@ pub struct Writer {
     pending: VecDeque<Request>,
     /// The last allocation failed; it is tried again all the same.
     allocate_failing: bool,
+    /// The next segment's file, made ahead of need.
+    spare: Option<Spare>,
+    /// The last segment start failed.
+    roll_failed: bool,
 }
 
 impl Writer {
@@ -135,7 +93,15 @@ impl Writer {
             broken: None,
             pending: VecDeque::new(),
             allocate_failing: false,
+            spare: None,
+            roll_failed: false,
         }
+    }
+
+    /// Starts segments from `spare` when it has one ready.
+    pub fn with_spare(mut self, spare: Option<Spare>) -> Writer {
+        self.spare = spare;
+        self
     }
 
     /// Serves appends until every sender is gone.
@@ -166,9 +132,11 @@ impl Writer {
             for command in commands.try_iter() {
                 self.take(command);
             }
-            // Allocate in a lull too, so a batch under steady load rarely waits for it.
+            // Allocate in a lull too, so a batch under steady load rarely waits
+            // for it; unless a spare is ready to take over when the zeros run low.
             if self.pending.is_empty()
                 && !self.damaged
+                && !self.spare_ready()
                 && let Some(active) = self.active.as_mut()
             {
                 let need = active.len + ALLOCATE_LOW;
@@ -224,17 +192,11 @@ impl Writer {
         if records.is_empty() {
             return reply(requests, results);
         }
-        let Some(active) = self.active.as_mut() else {
-            return fail(
-                requests,
-                "log not writable",
-                &io::Error::other("no active segment"),
-            );
-        };
         let mut buf = Vec::new();
         let mut places = Vec::with_capacity(records.len());
         for (i, record) in records.iter().enumerate() {
-            let at = active.len + buf.len() as u64;
+            // From the batch's start, until its segment is known.
+            let at = buf.len() as u64;
             let continues = i + 1 < records.len();
             match frame::encode(record, continues, &mut buf) {
                 Ok(len) => places.push(Place {
@@ -248,14 +210,33 @@ impl Writer {
                 }
             }
         }
+        // A spare ready is cheaper than zeros written while the batch waits.
+        if self.needs_zeros(buf.len())
+            && self.spare_ready()
+            && let Err(e) = self.roll()
+        {
+            return fail(requests, "starting a segment", &e);
+        }
+        let Some(active) = self.active.as_mut() else {
+            return fail(
+                requests,
+                "log not writable",
+                &io::Error::other("no active segment"),
+            );
+        };
+        for place in &mut places {
+            place.offset += active.len;
+        }
         let end = active.len + buf.len() as u64;
         active.allocate_ahead(end, self.segment_size, &mut self.allocate_failing);
+        let started = Instant::now();
         let written = active
             .file
             .write_at(active.len, &buf)
             .map_err(|e| ("writing", e))
             .and_then(|()| active.file.sync().map_err(|e| ("syncing", e)));
         self.shared.count_fsync();
+        let took = started.elapsed();
         if let Err((what, e)) = written {
             self.damaged = true;
             // Cut the failed bytes off now; if that fails too, the next batch retries.
@@ -266,6 +247,7 @@ impl Writer {
             }
             return reply(requests, results);
         }
+        self.shared.commit_clock.record(took);
         active.len = end;
         active.size = active.size.max(end);
         self.head = staged.head();
@@ -319,63 +301,6 @@ impl Writer {
         active.file.sync()?;
         self.damaged = false;
         Ok(())
-    }
-
-    /// Starts a new segment when the active one is full or there is none.
-    fn roll_if_full(&mut self) -> io::Result<()> {
-        let full = self
-            .active
-            .as_ref()
-            .is_none_or(|a| a.len >= self.segment_size && a.len > segment::HEADER_LEN as u64);
-        if !full {
-            return Ok(());
-        }
-        self.roll()
-    }
-
-    /// Seals the active segment, if any, and starts the next.
-    fn roll(&mut self) -> io::Result<()> {
-        // A sealed segment ends at its last frame: cut the allocated zeros off
-        // before the next segment exists, so a crash cannot leave them inside the log.
-        if let Some(active) = self.active.as_mut().filter(|a| a.size > a.len) {
-            active.file.truncate(active.len)?;
-            self.shared.count_fsync();
-            active.file.sync()?;
-            active.size = active.len;
-        }
-        let first = self.head + 1;
-        let path = self.log_dir.join(segment::file_name(first));
-        match self.create_segment(&path, first) {
-            Ok(active) => {
-                let reader = SegmentFile::open(path).map_err(io::Error::other)?;
-                self.shared.add_segment(reader);
-                self.active = Some(active);
-                Ok(())
-            }
-            Err(e) => {
-                // Leave no half-made segment behind: writes keep failing until one
-                // is made whole, so the old segment never grows past this point.
-                let _ = self.fs.remove(&path);
-                let _ = self.fs.sync_dir(&self.log_dir);
-                Err(e)
-            }
-        }
-    }
-
-    fn create_segment(&self, path: &std::path::Path, first: u64) -> io::Result<Active> {
-        let mut file = self.fs.create(path)?;
-        let header = segment::header(first);
-        file.write_at(0, &header)?;
-        self.shared.count_fsync();
-        file.sync()?;
-        self.shared.count_fsync();
-        self.fs.sync_dir(&self.log_dir)?;
-        Ok(Active {
-            file,
-            path: path.to_owned(),
-            len: header.len() as u64,
-            size: header.len() as u64,
-        })
     }
 }
 

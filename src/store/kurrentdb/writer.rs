@@ -46,6 +46,8 @@ pub struct Queues {
     pub appends: AtomicU64,
     /// KurrentDB appends that wrote ledger events.
     writes: AtomicU64,
+    /// How long each of those appends took.
+    clock: crate::store::CommitClock,
 }
 
 impl Queues {
@@ -57,6 +59,7 @@ impl Queues {
         CommitStats {
             appends: self.appends.load(Ordering::Relaxed),
             commits: self.writes.load(Ordering::Relaxed),
+            times: self.clock.times(),
         }
     }
 }
@@ -151,6 +154,7 @@ async fn write(shared: &Arc<Shared>, stream: &str, batch: Vec<Pending>) {
             known = Some((tip, fresh));
             continue;
         }
+        let started = std::time::Instant::now();
         let outcome = if claimed {
             write_claimed(shared, stream, tip, &staged).await
         } else {
@@ -158,6 +162,7 @@ async fn write(shared: &Arc<Shared>, stream: &str, batch: Vec<Pending>) {
         };
         match outcome {
             Ok(Some(Done::Written(position))) => {
+                shared.queues.clock.record(started.elapsed());
                 retries = 0;
                 let last = staged.last().expect("a staged run");
                 let after = Tip {

@@ -46,6 +46,8 @@ pub use crate::store::sequencer::Pending as Request;
 pub struct Counters {
     appends: AtomicU64,
     batches: AtomicU64,
+    /// How long each committed transaction took.
+    clock: crate::store::CommitClock,
 }
 
 impl Counters {
@@ -53,6 +55,7 @@ impl Counters {
         crate::store::CommitStats {
             appends: self.appends.load(Ordering::Relaxed),
             commits: self.batches.load(Ordering::Relaxed),
+            times: self.clock.times(),
         }
     }
 }
@@ -115,8 +118,12 @@ impl Writer {
     async fn commit(&self, requests: Vec<Request>) {
         let mut batches = vec![requests];
         while let Some(mut requests) = batches.pop() {
+            let started = std::time::Instant::now();
             match self.transact(&mut requests).await {
-                Ok((results, records)) => self.acknowledge(requests, results, records),
+                Ok((results, records)) => {
+                    self.counters.clock.record(started.elapsed());
+                    self.acknowledge(requests, results, records);
+                }
                 Err(Failure::Refused(e)) if requests.len() > 1 => {
                     tracing::warn!(error = %e, appends = requests.len(),
                         "the database refused a statement of a batch; trying its halves apart");
