@@ -92,7 +92,7 @@ pub struct StoreArgs {
     /// How long an `Idempotency-Key` is kept: a key used again after this is
     /// a new request. At least 24h. Every process on one ledger must use the
     /// same value (it is part of how the log is folded).
-    #[arg(long, global = true, env = "HOOKLEDGER_IDEMPOTENCY_TTL", default_value = "7d", value_parser = idempotency_ttl)]
+    #[arg(long, global = true, env = "HOOKLEDGER_IDEMPOTENCY_TTL", default_value = "7d", value_parser = idempotency_ttl, allow_hyphen_values = true)]
     pub idempotency_ttl: std::time::Duration,
 }
 

@@ -65,7 +65,7 @@ pub struct ServeArgs {
     /// recorded in its history, the bodies are served as erased from then
     /// on, and compaction removes them from the disk. Hashes, proofs and
     /// everything else are kept. Default: keep bodies for good.
-    #[arg(long, env = "HOOKLEDGER_RETENTION", value_parser = retention)]
+    #[arg(long, env = "HOOKLEDGER_RETENTION", value_parser = retention, allow_hyphen_values = true)]
     pub retention: Option<Duration>,
 
     /// Requests whose handlers run at once, of every organization; more wait

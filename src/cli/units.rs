@@ -38,6 +38,11 @@ pub fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
     if text.is_empty() {
         return Err(bad());
     }
+    if text.starts_with('-') {
+        return Err(format!(
+            "{text:?} is negative: a duration is like 7d, 36h or 90m"
+        ));
+    }
     if let Ok(seconds) = text.parse::<u64>() {
         return Ok(std::time::Duration::from_secs(seconds));
     }

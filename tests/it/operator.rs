@@ -175,3 +175,19 @@ fn an_unreachable_postgresql_is_reported_as_such() {
         );
     }
 }
+
+#[test]
+fn a_negative_duration_is_refused_naming_the_option() {
+    let data = tempfile::tempdir().unwrap();
+    for (option, value) in [("--retention", "-5m"), ("--idempotency-ttl", "-7d")] {
+        let output = hookledger(data.path(), &["serve", option, value]);
+        assert_eq!(output.status.code(), Some(2), "{option} {value}");
+        let said = stderr(&output);
+        assert!(
+            said.contains(option) && said.contains("is negative"),
+            "{option} {value}: {said}"
+        );
+    }
+    // Nothing was served or made on the way to the refusal.
+    assert!(!data.path().join("log").exists());
+}
