@@ -123,55 +123,20 @@ async fn store_stats_feed_the_fsync_gauges() {
 #[tokio::test]
 async fn every_group_commit_of_the_embedded_log_is_timed() {
     let data = tempfile::tempdir().unwrap();
-    let org = "org_commit_times";
-    let key = crate::binary::create_key(data.path(), org);
+    let key = crate::binary::create_key(data.path(), "org_commit_times");
     let server = crate::binary::Server::start(data.path()).await;
-    let client = reqwest::Client::new();
-    let post = |path: String, body: Value| {
-        client
-            .post(format!("{}{path}", server.base))
-            .bearer_auth(&key)
-            .header("X-Organization-Id", org)
-            .json(&body)
-            .send()
-    };
-    let endpoint: Value = post(
-        "/v1/outbound-webhook-endpoints".into(),
-        json!({"name": "timed", "url": "https://timed.example.com/"}),
-    )
-    .await
-    .unwrap()
-    .json()
-    .await
-    .unwrap();
-    assert!(endpoint["id"].is_string(), "{endpoint}");
-    let event: Value = post(
-        "/v1/outbound-webhook-events".into(),
-        json!({"eventType": "t", "payload": {}}),
-    )
-    .await
-    .unwrap()
-    .json()
-    .await
-    .unwrap();
-    let delivery = event["deliveries"][0]["id"].as_str().unwrap().to_owned();
+    let client = crate::binary::Client::new(&server, "org_commit_times", &key);
+    let delivery = client.one_delivery().await;
     for _ in 0..20 {
-        let answer = post(
-            format!("/v1/outbound-webhook-deliveries/{delivery}/attempts"),
-            json!({"status": "delivered"}),
-        )
-        .await
-        .unwrap();
-        assert_eq!(answer.status(), StatusCode::OK);
+        client
+            .post(
+                &format!("/v1/outbound-webhook-deliveries/{delivery}/attempts"),
+                json!({"status": "delivered"}),
+            )
+            .await;
     }
-    let text = client
-        .get(format!("{}/metrics", server.base))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let response = client.request(Method::GET, "/metrics").send().await;
+    let text = response.unwrap().text().await.unwrap();
     let value = |name: &str| -> f64 {
         text.lines()
             .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
@@ -179,19 +144,11 @@ async fn every_group_commit_of_the_embedded_log_is_timed() {
     };
     // One at a time: each append its own commit, each commit timed.
     let commits = value("hookledger_store_fsyncs");
-    assert!(
-        commits >= 22.0,
-        "{commits} commits for 22 appends one at a time"
-    );
-    assert_eq!(
-        value("hookledger_store_commit_duration_seconds_count"),
-        commits
-    );
-    assert_eq!(
-        value("hookledger_store_commit_duration_seconds_bucket{le=\"+Inf\"}"),
-        commits
-    );
-    assert!(value("hookledger_store_commit_duration_seconds_sum") > 0.0);
+    assert!(commits >= 22.0, "{commits} commits for 22 appends");
+    let timed = "hookledger_store_commit_duration_seconds";
+    assert_eq!(value(&format!("{timed}_count")), commits);
+    assert_eq!(value(&format!("{timed}_bucket{{le=\"+Inf\"}}")), commits);
+    assert!(value(&format!("{timed}_sum")) > 0.0);
 }
 
 #[tokio::test]

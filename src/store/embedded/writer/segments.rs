@@ -136,20 +136,36 @@ impl Writer {
         Ok(())
     }
 
-    /// Makes the spare the segment that starts at `first`: its header is
-    /// written and synced before it takes a segment's name, so a segment never
-    /// lacks one.
+    /// Makes the spare the segment that starts at `first`.
     fn promote(&self, ready: spare::Ready, path: &Path, first: u64) -> io::Result<Active> {
-        let spare::Ready {
-            mut file,
-            path: spare_path,
-            size,
-        } = ready;
+        let from = ready.path;
+        self.begin(ready.file, path, first, ready.size, Some(&from))
+    }
+
+    fn create_segment(&self, path: &Path, first: u64) -> io::Result<Active> {
+        let file = self.fs.create(path)?;
+        self.begin(file, path, first, 0, None)
+    }
+
+    /// Writes and syncs the header of the segment that starts at `first` in
+    /// `file` (zeros up to `size`), then gives it its name: moved there
+    /// `from` where it was made ahead, so a segment never lacks its header,
+    /// and the directory synced.
+    fn begin(
+        &self,
+        mut file: Box<dyn LogFile>,
+        path: &Path,
+        first: u64,
+        size: u64,
+        from: Option<&Path>,
+    ) -> io::Result<Active> {
         let header = segment::header(first);
         file.write_at(0, &header)?;
         self.shared.count_fsync();
         file.sync()?;
-        self.fs.rename(&spare_path, path)?;
+        if let Some(from) = from {
+            self.fs.rename(from, path)?;
+        }
         self.shared.count_fsync();
         self.fs.sync_dir(&self.log_dir)?;
         Ok(Active {
@@ -157,22 +173,6 @@ impl Writer {
             path: path.to_owned(),
             len: header.len() as u64,
             size: size.max(header.len() as u64),
-        })
-    }
-
-    fn create_segment(&self, path: &Path, first: u64) -> io::Result<Active> {
-        let mut file = self.fs.create(path)?;
-        let header = segment::header(first);
-        file.write_at(0, &header)?;
-        self.shared.count_fsync();
-        file.sync()?;
-        self.shared.count_fsync();
-        self.fs.sync_dir(&self.log_dir)?;
-        Ok(Active {
-            file,
-            path: path.to_owned(),
-            len: header.len() as u64,
-            size: header.len() as u64,
         })
     }
 }
