@@ -9,6 +9,10 @@
 //! a header, a sync, a rename and a directory sync, as creating one did, and
 //! the segment is zeros to its end.
 //!
+//! The first spare is asked for once the log holds a little (the less of a
+//! megabyte and half a segment), so a store that stays small never writes a
+//! segment of zeros it does not need.
+//!
 //! The spare lives at `DIR/log/next.spare` and is never part of the log: it is
 //! named as a segment only once its header is written and synced, and an open
 //! removes a spare a crash or a stop left behind. When a spare cannot be made
@@ -71,10 +75,10 @@ pub struct Spare {
 }
 
 impl Spare {
-    /// Starts making a spare of `size` bytes in `log_dir` at once.
+    /// Starts the thread that makes spares of `size` bytes in `log_dir`; the
+    /// first is made when [`Spare::renew`] first asks for one.
     pub fn start(fs: Arc<dyn Fs>, log_dir: &Path, size: u64) -> io::Result<Spare> {
         let control = Arc::new(Control::default());
-        *control.lock() = State::Wanted;
         let path = log_dir.join(FILE_NAME);
         let thread = std::thread::Builder::new()
             .name("log-spare".into())

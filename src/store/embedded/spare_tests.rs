@@ -25,9 +25,10 @@ fn spare_path(dir: &Path) -> PathBuf {
     dir.join("log").join(spare::FILE_NAME)
 }
 
-/// The spare's inode once it is whole (zeros to the segment's size); panics
-/// after ten seconds without one.
-fn ready_spare(dir: &Path) -> u64 {
+/// The spare's inode once it is whole (zeros to the segment's size), with
+/// events appended meanwhile as the log needs to grow before one is asked
+/// for; panics after ten seconds without one.
+async fn ready_spare(store: &EmbeddedStore, dir: &Path, appended: &mut u64) -> u64 {
     let started = Instant::now();
     loop {
         if let Ok(meta) = std::fs::metadata(spare_path(dir))
@@ -39,7 +40,8 @@ fn ready_spare(dir: &Path) -> u64 {
             started.elapsed() < Duration::from_secs(10),
             "no spare segment was made"
         );
-        std::thread::sleep(Duration::from_millis(5));
+        append_each(store, *appended..*appended + 1).await;
+        *appended += 1;
     }
 }
 
@@ -53,10 +55,12 @@ async fn a_new_segment_is_the_spare_made_ahead_and_the_log_reads_back_whole() {
     let store = EmbeddedStore::open_with(dir.path(), options()).unwrap();
     append_each(&store, 0..1).await;
     let first_segment = last_segment(dir.path());
+    // A log this small asks for no spare yet.
+    assert!(!spare_path(dir.path()).exists(), "a spare for one event");
 
     let mut appended = 1;
     for _ in 0..3 {
-        let spare = ready_spare(dir.path());
+        let spare = ready_spare(&store, dir.path(), &mut appended).await;
         // Append until the writer starts the next segment.
         while last_segment(dir.path()) == first_segment
             || std::fs::metadata(last_segment(dir.path())).unwrap().ino() != spare
@@ -115,14 +119,16 @@ async fn a_spare_left_behind_is_removed_and_never_read_as_log() {
     std::fs::write(spare_path(dir.path()), &left).unwrap();
     let store = EmbeddedStore::open_with(dir.path(), options()).unwrap();
     assert_eq!(store.read_all(1, 1_000).await.unwrap(), events);
-    ready_spare(dir.path());
+    let mut appended = 20;
+    ready_spare(&store, dir.path(), &mut appended).await;
     let spare = std::fs::read(spare_path(dir.path())).unwrap();
     assert!(
         spare.iter().all(|&b| b == 0),
         "the old spare's bytes survived"
     );
-    append_each(&store, 20..21).await;
-    assert_eq!(store.read_all(21, 1).await.unwrap().len(), 1);
+    let all = store.read_all(1, 100_000).await.unwrap();
+    assert_eq!(&all[..20], &events[..]);
+    assert_eq!(all.len() as u64, appended);
     store.close().await;
 }
 

@@ -69,6 +69,8 @@ pub struct Writer {
     spare: Option<Spare>,
     /// The last segment start failed.
     roll_failed: bool,
+    /// The first spare was asked for (see [`spare`](crate::store::embedded::spare)).
+    spare_asked: bool,
 }
 
 impl Writer {
@@ -95,6 +97,7 @@ impl Writer {
             allocate_failing: false,
             spare: None,
             roll_failed: false,
+            spare_asked: false,
         }
     }
 
@@ -250,6 +253,7 @@ impl Writer {
         self.shared.commit_clock.record(took);
         active.len = end;
         active.size = active.size.max(end);
+        self.ask_for_a_spare();
         self.head = staged.head();
         self.clock = staged.clock();
         let claims: Vec<(String, Held)> = staged.claims().map(|(c, h)| (c.to_owned(), h)).collect();

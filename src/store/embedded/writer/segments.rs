@@ -90,6 +90,20 @@ impl Writer {
             .is_some_and(|a| a.len > segment::HEADER_LEN as u64 && a.len + bytes as u64 > a.size)
     }
 
+    /// Asks for the first spare once the active segment holds the less of
+    /// [`ALLOCATE_LOW`] and half a segment; later ones are asked for as each
+    /// is taken.
+    pub(super) fn ask_for_a_spare(&mut self) {
+        let Some(spare) = self.spare.as_ref().filter(|_| !self.spare_asked) else {
+            return;
+        };
+        let enough = ALLOCATE_LOW.min(self.segment_size / 2);
+        if self.active.as_ref().is_some_and(|a| a.len >= enough) {
+            spare.renew();
+            self.spare_asked = true;
+        }
+    }
+
     pub(super) fn spare_ready(&self) -> bool {
         self.spare.as_ref().is_some_and(Spare::is_ready)
     }
@@ -125,8 +139,9 @@ impl Writer {
             }
             let _ = self.fs.sync_dir(&self.log_dir);
         }
-        // Only now: the spare taken has left its name, or was removed.
-        if let Some(spare) = &self.spare {
+        // Only now: the spare taken has left its name, or was removed. A log
+        // that has not asked for its first spare yet does not ask here.
+        if let Some(spare) = self.spare.as_ref().filter(|_| self.spare_asked) {
             spare.renew();
         }
         self.roll_failed = made.is_err();
