@@ -64,7 +64,12 @@ impl EventStore for MemoryStore {
         state.events.extend(records);
         let head = state.sequencer.head();
         drop(state);
-        self.head.send_replace(head);
+        // Appends racing each other publish in any order: the head only rises.
+        self.head.send_if_modified(|h| {
+            let rises = head > *h;
+            *h = (*h).max(head);
+            rises
+        });
         Ok(appended)
     }
 
