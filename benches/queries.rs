@@ -436,7 +436,7 @@ fn report_tables(tables: &[(String, u64, u64, u64)], attempts: u64) {
         .map(|t| t.2)
         .sum();
     println!(
-        "pages of every table: {:.0} bytes per attempt; the six attempt indexes {:.0} of them ({:.0}%); without them {:.0}",
+        "pages of every table: {:.0} bytes per attempt; the attempt indexes {:.0} of them ({:.0}%); without them {:.0}",
         all as f64 / attempts as f64,
         indexes as f64 / attempts as f64,
         100.0 * indexes as f64 / all as f64,

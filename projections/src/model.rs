@@ -110,6 +110,10 @@ pub struct Erasures {
     /// sequence number there: where the next one starts looking.
     pub retention_position: u64,
     pub retention_sequence: u64,
+    /// The position of the latest erasure of one event's bodies; 0 when
+    /// none. No event's own erasure ([`WebhookEvent::erased_before`])
+    /// reaches a body at or after it.
+    pub events_before: u64,
 }
 
 impl Erasures {
@@ -122,6 +126,12 @@ impl Erasures {
             || self
                 .recorded_before
                 .is_some_and(|before| recorded_at < before)
+    }
+
+    /// Whether an erasure of one event may cover the body at `position`:
+    /// only then does the event's own `erased_before` need reading.
+    pub fn one_event_may_cover(&self, position: u64) -> bool {
+        position < self.events_before
     }
 }
 
@@ -386,6 +396,8 @@ fn erased<R: Rows + ?Sized>(
         if let Some(event) = rows.event_mut(org, id)? {
             event.erased_before = position;
         }
+        let erasures = rows.erasures_mut(org)?;
+        erasures.events_before = erasures.events_before.max(position);
         return Ok(());
     }
     let erasures = rows.erasures_mut(org)?;

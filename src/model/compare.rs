@@ -134,7 +134,7 @@ fn as_json(table: Table, bytes: &[u8]) -> Value {
     match table {
         tables::ENDPOINTS | tables::ENDPOINT_VERSIONS => row::<Endpoint>(bytes),
         tables::EVENTS => row::<WebhookEvent>(bytes),
-        tables::DELIVERIES => row::<Delivery>(bytes),
+        tables::DELIVERIES | tables::RETRY_QUEUE => row::<Delivery>(bytes),
         tables::ATTEMPTS => row::<Attempt>(bytes),
         tables::API_KEYS => row::<ApiKey>(bytes),
         tables::IDEMPOTENCY => row::<IdempotencyRecord>(bytes),

@@ -110,8 +110,17 @@ impl View {
         position: u64,
         at: Timestamp,
     ) -> Result<bool, Error> {
+        let erasures = self.erasures(org)?;
+        if erasures.covers(position, at, 0) {
+            return Ok(true);
+        }
+        // The event's row, a read of its own, only where one event's
+        // erasure may reach: a page of attempts then reads no event rows.
+        if !erasures.one_event_may_cover(position) {
+            return Ok(false);
+        }
         let own = self.event(org, event_id)?.map_or(0, |e| e.erased_before);
-        Ok(self.erasures(org)?.covers(position, at, own))
+        Ok(erasures.covers(position, at, own))
     }
 
     /// `record` decoded with only the content it may serve: an erased body

@@ -32,14 +32,16 @@ pub fn write_out(overlay: &Overlay, batch: &mut WriteBatch) {
     rows(batch, tables::API_KEYS, &overlay.api_keys);
     rows(batch, tables::ENDPOINT_TALLIES, &overlay.tallies);
     for (key, delivery) in &overlay.deliveries {
-        batch.put(tables::DELIVERIES, key.clone(), delivery.encode());
+        let row = delivery.encode();
         let old = overlay.delivery_index.get(key).cloned();
-        tables::reindex(batch, old, tables::delivery_index(delivery));
+        let new = tables::delivery_index(delivery);
+        tables::reindex(batch, old, new, Some((tables::RETRY_QUEUE, &row)));
+        batch.put(tables::DELIVERIES, key.clone(), row);
     }
     for (key, event) in &overlay.events {
         batch.put(tables::EVENTS, key.clone(), event.encode());
         let old = overlay.event_index.get(key).cloned();
-        tables::reindex(batch, old, tables::event_index(event));
+        tables::reindex(batch, old, tables::event_index(event), None);
     }
     batch.put(
         tables::META,

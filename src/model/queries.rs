@@ -7,8 +7,9 @@
 //! lists, a request reads at most [`VISIT_BUDGET`] entries of the store; when
 //! the other filters match few of them, the page comes back short, or empty,
 //! with a cursor to go on from, so no request's work grows with the history.
-//! The retry queue reads its page's delivery rows before it puts the page
-//! together, at once when they are not in memory (`read_ahead`).
+//! The attempt lists read their page's rows before they put the page
+//! together, at once when they are not in memory (`read_ahead`); the retry
+//! queue's entries carry their delivery rows, so its page reads no rows.
 
 use std::collections::HashMap;
 use std::ops::Bound;
@@ -19,7 +20,7 @@ use projections::{AttemptStatus, Timestamp};
 use super::Error;
 use super::keys::{Key, Reader};
 use super::list::{DeliveryFilter, VISIT_BUDGET};
-use super::tables::{self, key};
+use super::tables::{self, Row, key};
 use super::view::View;
 use crate::kv::{Flow, Table};
 
@@ -73,13 +74,19 @@ impl AttemptFilter {
     }
 
     /// The index whose range holds the fewest entries the filter refuses:
-    /// an id narrows most, then the status code's class, then the status.
+    /// an id narrows most (an endpoint's with the status if both are
+    /// given), then the status code's class, then the status.
     fn source(&self, org: &str) -> (Table, Key) {
         let of_org = key::org(org);
         if let Some(id) = &self.delivery_id {
             (tables::ATTEMPTS_BY_DELIVERY, of_org.str(id))
         } else if let Some(id) = &self.event_id {
             (tables::ATTEMPTS_BY_EVENT, of_org.str(id))
+        } else if let (Some(id), Some(status)) = (&self.endpoint_id, self.status) {
+            (
+                tables::ATTEMPTS_BY_ENDPOINT_STATUS,
+                of_org.str(id).byte(tables::attempt_status_byte(status)),
+            )
         } else if let Some(id) = &self.endpoint_id {
             (tables::ATTEMPTS_BY_ENDPOINT, of_org.str(id))
         } else if let Some(class) = self.status_class.or(self
@@ -95,6 +102,28 @@ impl AttemptFilter {
         } else {
             (tables::ATTEMPTS_BY_TIME, of_org)
         }
+    }
+}
+
+/// What an attempt index entry's value says ([`tables::attempt_ref`]):
+/// where the row is, and the attempt's status byte and response code (0 for
+/// none).
+struct AttemptRef {
+    delivery_id: String,
+    version: u64,
+    status: u8,
+    code: u16,
+}
+
+impl AttemptRef {
+    fn read(value: &[u8]) -> Option<AttemptRef> {
+        let mut at = Reader::new(value);
+        Some(AttemptRef {
+            delivery_id: at.str()?,
+            version: at.u64()?,
+            status: at.byte()?,
+            code: u16::from_be_bytes([at.byte()?, at.byte()?]),
+        })
     }
 }
 
@@ -237,12 +266,25 @@ impl View {
             }
         }
 
+        let range = (lower, upper);
+        let skip = prefix.as_bytes().len();
+        let bad = || Error::Inconsistent(format!("a bad entry in {}", table.0));
+        // The rows the page will read, where the entries do not rule them
+        // out: scattered through the attempts table, a few reads of the disk
+        // each when they are not in memory, so read at once.
+        let mut read: HashMap<Vec<u8>, Attempt> =
+            self.prefetch(table, &range, true, tables::ATTEMPTS, want, |_, value| {
+                let at = AttemptRef::read(value).ok_or_else(bad)?;
+                let row_key = key::attempt(org, &at.delivery_id, at.version);
+                Ok((filter.may_keep(at.status, at.code)
+                    && !self.overlays_hold(|o| &o.attempts, &row_key))
+                .then_some(row_key))
+            })?;
+
         let mut items: Vec<Attempt> = Vec::new();
         let mut visited = 0usize;
         let mut last_visited = None;
-        let skip = prefix.as_bytes().len();
-        let bad = || Error::Inconsistent(format!("a bad entry in {}", table.0));
-        self.scan_store(table, &(lower, upper), &mut |entry, value| {
+        self.scan_store(table, &range, &mut |entry, value| {
             let mut tail = Reader::new(&entry[skip..]);
             let mark = AttemptMark {
                 recorded_at: tail.i64().ok_or_else(bad)?,
@@ -254,29 +296,28 @@ impl View {
             if items.len() >= want {
                 return Ok(Flow::Stop);
             }
-            let mut at = Reader::new(value);
-            let (delivery, version) = (at.str().ok_or_else(bad)?, at.u64().ok_or_else(bad)?);
-            let status = at.byte().ok_or_else(bad)?;
-            let code = u16::from_be_bytes([at.byte().ok_or_else(bad)?, at.byte().ok_or_else(bad)?]);
+            let at = AttemptRef::read(value).ok_or_else(bad)?;
             last_visited = Some(mark);
             visited += 1;
-            if !filter.may_keep(status, code) {
+            if !filter.may_keep(at.status, at.code) {
                 return Ok(if visited >= VISIT_BUDGET {
                     Flow::Stop
                 } else {
                     Flow::Continue
                 });
             }
-            let row_key = key::attempt(org, &delivery, version);
+            let row_key = key::attempt(org, &at.delivery_id, at.version);
             if !self.overlays_hold(|o| &o.attempts, &row_key) {
-                let row = self
-                    .stored::<Attempt>(tables::ATTEMPTS, &row_key)?
-                    .ok_or_else(|| {
-                        Error::Inconsistent(format!(
-                            "{} names attempt {version} of {delivery}, which has no row",
-                            table.0
-                        ))
-                    })?;
+                let row = match read.remove(&row_key) {
+                    Some(row) => Some(row),
+                    None => self.stored::<Attempt>(tables::ATTEMPTS, &row_key)?,
+                }
+                .ok_or_else(|| {
+                    Error::Inconsistent(format!(
+                        "{} names attempt {} of {}, which has no row",
+                        table.0, at.version, at.delivery_id
+                    ))
+                })?;
                 if filter.keep(&row) {
                     items.push(row);
                 }
@@ -347,26 +388,11 @@ impl View {
         let range = (lower, upper);
         let skip = of_org.as_bytes().len();
         let bad = || Error::Inconsistent(format!("a bad entry in {}", tables::RETRY_QUEUE.0));
-        // Its rows are scattered through the deliveries table, a few reads
-        // of the disk each when they are not in memory: read them at once.
-        let mut read: HashMap<Vec<u8>, Delivery> = self.prefetch(
-            tables::RETRY_QUEUE,
-            &range,
-            false,
-            tables::DELIVERIES,
-            want,
-            |entry, _| {
-                let mut tail = Reader::new(&entry[skip..]);
-                tail.i64().ok_or_else(bad)?;
-                let row_key = key::delivery(org, &tail.str().ok_or_else(bad)?);
-                Ok((!self.overlays_hold(|o| &o.deliveries, &row_key)).then_some(row_key))
-            },
-        )?;
-
+        // Each entry carries its delivery's row: the page reads no other.
         let mut items: Vec<Delivery> = Vec::new();
         let mut visited = 0usize;
         let mut last_visited = None;
-        self.scan_store_in(tables::RETRY_QUEUE, &range, false, &mut |entry, _| {
+        self.scan_store_in(tables::RETRY_QUEUE, &range, false, &mut |entry, value| {
             let mut tail = Reader::new(&entry[skip..]);
             let mark = RetryMark {
                 due: tail.i64().ok_or_else(bad)?,
@@ -381,16 +407,13 @@ impl View {
             let row_key = key::delivery(org, &mark.delivery_id);
             visited += 1;
             if !self.overlays_hold(|o| &o.deliveries, &row_key) {
-                let row = match read.remove(&row_key) {
-                    Some(row) => Some(row),
-                    None => self.stored::<Delivery>(tables::DELIVERIES, &row_key)?,
-                }
-                .ok_or_else(|| {
-                    Error::Inconsistent(format!(
-                        "the retry queue names {}, which has no row",
+                let row = Delivery::decode(value)?;
+                if row.id != mark.delivery_id || RetryMark::of(&row) != mark {
+                    return Err(Error::Inconsistent(format!(
+                        "the retry queue's entry for {} holds another delivery's row",
                         mark.delivery_id
-                    ))
-                })?;
+                    )));
+                }
                 if filter.keep(&row) {
                     items.push(row);
                 }

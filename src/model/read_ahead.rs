@@ -3,11 +3,19 @@
 //! one after another, as a page would read them; once one has to come from
 //! the disk, the rest are read on a few threads at once, so a page of 50 rows
 //! that are not in memory, each a few random reads of the store's file, waits
-//! on the disk about half as long as reading them in turn would. The retry
-//! queue uses it: its rows are scattered through the deliveries table.
+//! on the disk about half as long as reading them in turn would. The attempt
+//! lists use it: their rows are scattered through the attempts table.
+//!
+//! The threads are started once, by the first page that needs them, and
+//! kept: a page hands them its rows over a channel, which costs a few
+//! microseconds where starting threads for each page cost a page of a few
+//! rows more than the reads it saved.
 
 use std::collections::HashMap;
 use std::ops::Bound;
+use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
+use std::sync::mpsc::{self, SendError, Sender};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use super::Error;
@@ -16,16 +24,15 @@ use super::tables::Row;
 use super::view::View;
 use crate::kv::{self, Flow, KvRead, Table};
 
-/// Threads that read a page's rows at once when they are not in memory:
-/// this machine's virtio disk answered 180 random 4 KiB reads 2.5 times
-/// faster on 4 threads than on one, and hardly faster on 8 or 16.
+/// Reads of a page's rows that go on at once when they are not in memory
+/// (the page's own thread and the kept readers): this machine's virtio disk
+/// answered 180 random 4 KiB reads 2.5 times faster on 4 threads than on
+/// one, and hardly faster on 8 or 16.
 const READERS: usize = 4;
 
-/// Fewer rows left than this are read in turn: starting threads costs
-/// more than it saves on a few (measured on the attempt list by event,
-/// 4 or 5 rows a page: the pages' median went from 0.3-0.6 ms to 2.6 ms
-/// with threads for them).
-const FEW: usize = 8;
+/// Fewer rows left than this are read in turn: handing one row to a reader
+/// saves nothing.
+const FEW: usize = 2;
 
 /// Longer than a row read from the store's cache or the page cache takes,
 /// shorter than one from the disk (55 us a 4 KiB page on this machine).
@@ -70,9 +77,9 @@ impl View {
     /// The rows of `table` at `keys`, from the store alone, in order. They
     /// are read one after another while they come from memory; from the
     /// first that took as long as a read from the disk, the rest (if there
-    /// are [`FEW`] or more) are read on [`READERS`] threads at once, so that
-    /// a page whose rows are not in memory waits on the disk about half as
-    /// long as it would reading them in turn.
+    /// are [`FEW`] or more) are read [`READERS`] at once, so that a page
+    /// whose rows are not in memory waits on the disk about half as long as
+    /// it would reading them in turn.
     pub(super) fn stored_all<R: Row>(
         &self,
         table: Table,
@@ -89,11 +96,47 @@ impl View {
     }
 }
 
+/// A part of a page's reads, handed to a kept reader.
+type Job = Box<dyn FnOnce() + Send>;
+
+/// The kept readers' queue: started on first use; `None` if the threads
+/// could not be started, and then every page reads in turn.
+fn readers() -> Option<&'static Sender<Job>> {
+    static READERS_QUEUE: OnceLock<Option<Sender<Job>>> = OnceLock::new();
+    READERS_QUEUE
+        .get_or_init(|| {
+            let (queue, jobs) = mpsc::channel::<Job>();
+            let jobs = Arc::new(Mutex::new(jobs));
+            for n in 1..READERS {
+                let jobs = jobs.clone();
+                std::thread::Builder::new()
+                    .name(format!("model-reader-{n}"))
+                    .spawn(move || {
+                        loop {
+                            // The lock is held while waiting for a job, not
+                            // while doing it.
+                            let job = jobs.lock().unwrap_or_else(|e| e.into_inner()).recv();
+                            match job {
+                                Ok(job) => job(),
+                                Err(_) => return,
+                            }
+                        }
+                    })
+                    .ok()?;
+            }
+            Some(queue)
+        })
+        .as_ref()
+}
+
+/// What reading a part of a page's rows gave, or the panic it raised.
+type PartRead = std::thread::Result<kv::Result<Vec<Option<Vec<u8>>>>>;
+
 /// The values of `table` at `keys`, in order: in turn until a read takes
-/// `from_memory` or longer, then the rest on [`READERS`] threads if there
-/// are [`FEW`] or more.
+/// `from_memory` or longer, then the rest [`READERS`] at once (this thread
+/// and the kept readers) if there are [`FEW`] or more.
 fn get_all(
-    kv: &dyn KvRead,
+    kv: &Arc<dyn KvRead>,
     table: Table,
     keys: &[Vec<u8>],
     from_memory: Duration,
@@ -108,33 +151,48 @@ fn get_all(
             break;
         }
     }
-    if rest.len() < FEW {
+    let queue = readers();
+    let Some(queue) = queue.filter(|_| rest.len() >= FEW) else {
         for key in rest {
             values.push(kv.get(table, key)?);
         }
         return Ok(values);
-    }
-    let read = |part: &[Vec<u8>]| -> kv::Result<Vec<Option<Vec<u8>>>> {
-        part.iter().map(|key| kv.get(table, key)).collect()
     };
-    let parts: Vec<_> = std::thread::scope(|scope| {
-        let readers: Vec<_> = rest
-            .chunks(rest.len().div_ceil(READERS))
-            .map(|part| scope.spawn(move || read(part)))
-            .collect();
-        readers
-            .into_iter()
-            .map(|reader| {
-                reader
-                    .join()
-                    .unwrap_or_else(|e| std::panic::resume_unwind(e))
-            })
-            .collect()
-    });
-    for part in parts {
-        values.extend(part?);
+    let mut parts = rest.chunks(rest.len().div_ceil(READERS));
+    let mine = parts.next().expect("rest holds FEW or more keys");
+    let (done, results) = mpsc::channel::<(usize, PartRead)>();
+    let mut handed = 0;
+    for (n, part) in parts.enumerate() {
+        let (kv, part, done) = (kv.clone(), part.to_vec(), done.clone());
+        let job: Job = Box::new(move || {
+            let read = catch_unwind(AssertUnwindSafe(|| read(kv.as_ref(), table, &part)));
+            let _ = done.send((n, read));
+        });
+        // A queue whose readers are gone: this thread does the part.
+        if let Err(SendError(job)) = queue.send(job) {
+            job();
+        }
+        handed += 1;
+    }
+    drop(done);
+    values.extend(read(kv.as_ref(), table, mine)?);
+    let mut theirs: Vec<Option<PartRead>> = (0..handed).map(|_| None).collect();
+    for _ in 0..handed {
+        let (n, read) = results
+            .recv()
+            .expect("each part sends its result, or its panic, once");
+        theirs[n] = Some(read);
+    }
+    for read in theirs {
+        let read = read.expect("every part answered");
+        values.extend(read.unwrap_or_else(|panic| resume_unwind(panic))?);
     }
     Ok(values)
+}
+
+/// The values of `table` at `keys`, in turn.
+fn read(kv: &dyn KvRead, table: Table, keys: &[Vec<u8>]) -> kv::Result<Vec<Option<Vec<u8>>>> {
+    keys.iter().map(|key| kv.get(table, key)).collect()
 }
 
 #[cfg(test)]
@@ -174,7 +232,7 @@ mod tests {
         let snapshot = kv.read().unwrap();
         // Every read counts as one from the disk: all but the first are
         // read on the threads.
-        let values = get_all(snapshot.as_ref(), tables::DELIVERIES, &keys, Duration::ZERO).unwrap();
+        let values = get_all(&snapshot, tables::DELIVERIES, &keys, Duration::ZERO).unwrap();
         assert_eq!(values, expected(&kv, &keys));
         assert_eq!(values.iter().filter(|v| v.is_some()).count(), 50);
         assert_eq!(values[1].as_deref(), Some(&b"value-49"[..]));
@@ -185,9 +243,24 @@ mod tests {
         let (kv, keys) = store(3);
         let snapshot = kv.read().unwrap();
         for from_memory in [Duration::ZERO, Duration::from_secs(60)] {
-            let values =
-                get_all(snapshot.as_ref(), tables::DELIVERIES, &keys, from_memory).unwrap();
+            let values = get_all(&snapshot, tables::DELIVERIES, &keys, from_memory).unwrap();
             assert_eq!(values, expected(&kv, &keys));
         }
+    }
+
+    #[test]
+    fn the_readers_are_started_once_and_kept() {
+        let (kv, keys) = store(50);
+        let snapshot = kv.read().unwrap();
+        for _ in 0..5 {
+            let values = get_all(&snapshot, tables::DELIVERIES, &keys, Duration::ZERO).unwrap();
+            assert_eq!(values, expected(&kv, &keys));
+        }
+        let readers = std::fs::read_dir("/proc/self/task")
+            .unwrap()
+            .filter_map(|task| std::fs::read_to_string(task.ok()?.path().join("comm")).ok())
+            .filter(|name| name.starts_with("model-reader-"))
+            .count();
+        assert_eq!(readers, READERS - 1, "the same readers served every page");
     }
 }

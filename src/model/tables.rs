@@ -3,7 +3,10 @@
 //! readers and the comparison of two stores all agree.
 //!
 //! Rows are the `projections` row types archived with rkyv, after one byte of
-//! row format. Index entries carry no value: the key is the whole fact.
+//! row format. Most index entries carry no value: the key is the whole fact.
+//! The exceptions carry what a page needs so that it reads no rows: the
+//! attempt indexes a reference to the row with its status and code, the retry
+//! queue a copy of the delivery row, rewritten whenever the row is.
 
 use projections::health::{Bucket, Level, Tally};
 use projections::model::{
@@ -46,7 +49,8 @@ pub const SEQUENCES: Table = Table("sequences");
 /// `(org, sequence)` -> the event's global position: the change feed.
 pub const FEED: Table = Table("feed");
 /// `(org, recorded at, sequence)` -> the attempt's `(delivery id, version,
-/// status, response code)`, as [`attempt_ref`] encodes it. So are the values of the four below.
+/// status, response code)`, as [`attempt_ref`] encodes it. So are the values
+/// of the other attempt indexes below.
 pub const ATTEMPTS_BY_TIME: Table = Table("attempts_by_time");
 /// `(org, delivery id, recorded at, sequence)`.
 pub const ATTEMPTS_BY_DELIVERY: Table = Table("attempts_by_delivery");
@@ -58,8 +62,12 @@ pub const ATTEMPTS_BY_EVENT: Table = Table("attempts_by_event");
 pub const ATTEMPTS_BY_STATUS: Table = Table("attempts_by_status");
 /// `(org, status-code class 1..=5 or 0 for none, recorded at, sequence)`.
 pub const ATTEMPTS_BY_CLASS: Table = Table("attempts_by_class");
+/// `(org, endpoint id, status, recorded at, sequence)`.
+pub const ATTEMPTS_BY_ENDPOINT_STATUS: Table = Table("attempts_by_endpoint_status");
 /// `(org, next retry at, delivery id)` of each delivery whose latest attempt
-/// scheduled a retry; `i64::MIN` when it named no time.
+/// scheduled a retry; `i64::MIN` when it named no time. The value is a copy
+/// of the delivery's row, so a page of the queue is a walk of consecutive
+/// entries, not one read of the deliveries table per item.
 pub const RETRY_QUEUE: Table = Table("retry_queue");
 /// `(org, endpoint id, level, bucket start)` -> the endpoint's health
 /// counters there (`projections::health`); all time is level 0, start 0.
@@ -75,7 +83,7 @@ pub const TREE_TILES: Table = Table("tree_tiles");
 pub const TREE_EDGES: Table = Table("tree_edges");
 
 /// Every table, in the order a comparison walks them.
-pub const ALL: [Table; 28] = [
+pub const ALL: [Table; 29] = [
     META,
     API_KEYS,
     ENDPOINTS,
@@ -100,6 +108,7 @@ pub const ALL: [Table; 28] = [
     ATTEMPTS_BY_EVENT,
     ATTEMPTS_BY_STATUS,
     ATTEMPTS_BY_CLASS,
+    ATTEMPTS_BY_ENDPOINT_STATUS,
     RETRY_QUEUE,
     TREE_TILES,
     TREE_EDGES,
@@ -108,7 +117,7 @@ pub const ALL: [Table; 28] = [
 
 /// Bump on any change to a row's archived form, a key or an index: a store
 /// of another format is set aside and rebuilt from the log.
-pub const FORMAT: u64 = 7;
+pub const FORMAT: u64 = 8;
 
 /// The first byte of every encoded row.
 const ROW_FORMAT: u8 = 1;
@@ -409,8 +418,14 @@ pub fn event_index(e: &WebhookEvent) -> IndexEntries {
 }
 
 /// Writes the change of a row's index entries from `old` to `new`: entries
-/// that stay are not written again.
-pub fn reindex(batch: &mut WriteBatch, old: Option<IndexEntries>, new: IndexEntries) {
+/// that stay are not written again, except in `copy`'s table, whose entry
+/// carries the row (`copy`'s bytes) and is written whenever the row is.
+pub fn reindex(
+    batch: &mut WriteBatch,
+    old: Option<IndexEntries>,
+    new: IndexEntries,
+    copy: Option<(Table, &[u8])>,
+) {
     let old = old.unwrap_or_default();
     for (table, key) in &old {
         if !new.contains(&(*table, key.clone())) {
@@ -418,8 +433,10 @@ pub fn reindex(batch: &mut WriteBatch, old: Option<IndexEntries>, new: IndexEntr
         }
     }
     for (table, key) in new {
-        if !old.contains(&(table, key.clone())) {
-            batch.put(table, key, Vec::new());
+        match copy {
+            Some((copied, row)) if copied == table => batch.put(table, key, row.to_vec()),
+            _ if !old.contains(&(table, key.clone())) => batch.put(table, key, Vec::new()),
+            _ => {}
         }
     }
 }
@@ -445,9 +462,10 @@ pub fn attempt_ref(a: &Attempt) -> Vec<u8> {
 
 /// The index entries of an attempt, each with [`attempt_ref`] as its value.
 /// Attempts never change, so these are written once.
-pub fn attempt_index(a: &Attempt) -> [(Table, Vec<u8>); 6] {
+pub fn attempt_index(a: &Attempt) -> [(Table, Vec<u8>); 7] {
     let org = &a.organization_id;
     let at = a.recorded_at.micros();
+    let status = attempt_status_byte(a.status);
     let tail = |key: Key| key.i64(at).u64(a.sequence).into_bytes();
     [
         (ATTEMPTS_BY_TIME, tail(Key::new().str(org))),
@@ -463,10 +481,7 @@ pub fn attempt_index(a: &Attempt) -> [(Table, Vec<u8>); 6] {
             ATTEMPTS_BY_EVENT,
             tail(Key::new().str(org).str(&a.event_id)),
         ),
-        (
-            ATTEMPTS_BY_STATUS,
-            tail(Key::new().str(org).byte(attempt_status_byte(a.status))),
-        ),
+        (ATTEMPTS_BY_STATUS, tail(Key::new().str(org).byte(status))),
         (
             ATTEMPTS_BY_CLASS,
             tail(
@@ -474,6 +489,10 @@ pub fn attempt_index(a: &Attempt) -> [(Table, Vec<u8>); 6] {
                     .str(org)
                     .byte(status_class(a.response_status_code)),
             ),
+        ),
+        (
+            ATTEMPTS_BY_ENDPOINT_STATUS,
+            tail(Key::new().str(org).str(&a.endpoint_id).byte(status)),
         ),
     ]
 }

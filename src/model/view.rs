@@ -9,7 +9,7 @@
 
 use std::collections::BTreeMap;
 use std::ops::Bound;
-use std::sync::RwLockReadGuard;
+use std::sync::{Arc, RwLockReadGuard};
 
 use projections::Body;
 use projections::model::{
@@ -475,8 +475,8 @@ impl View {
     }
 
     /// The store under the overlays.
-    pub(super) fn store(&self) -> &dyn KvRead {
-        self.layers.kv.as_ref()
+    pub(super) fn store(&self) -> &Arc<dyn KvRead> {
+        &self.layers.kv
     }
 
     /// Whether an overlay holds the row at `key` of the map `field`.

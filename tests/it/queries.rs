@@ -197,6 +197,40 @@ async fn attempts_across_deliveries_answer_each_filter_newest_first() {
     }
 }
 
+/// An endpoint's attempts of one status come from an index of their own:
+/// every endpoint and status, page by page, gives what a filter over the
+/// histories gives, from the store and from the rows still in memory alike.
+#[tokio::test]
+async fn an_endpoints_attempts_of_one_status_match_a_filter_over_the_histories() {
+    let app = spawn_app().await;
+    let all = ledger_of_attempts(&app).await;
+    let endpoints: BTreeSet<&str> = all
+        .iter()
+        .map(|a| a["endpointId"].as_str().unwrap())
+        .collect();
+    assert_eq!(endpoints.len(), 2);
+    let mut matched = 0;
+    for endpoint in &endpoints {
+        for status in ["pending", "retry_scheduled", "delivered", "failed"] {
+            let expected: Vec<&Value> = all
+                .iter()
+                .filter(|a| a["endpointId"] == *endpoint && a["status"] == status)
+                .collect();
+            matched += expected.len();
+            for limit in [1, 2, 50] {
+                let query = format!("endpointId={endpoint}&status={status}&limit={limit}");
+                let got = walk(&app, &format!("/v1/outbound-webhook-attempts?{query}")).await;
+                assert_eq!(got.iter().collect::<Vec<_>>(), expected, "{query}");
+            }
+        }
+    }
+    assert_eq!(
+        matched,
+        all.len(),
+        "each attempt is in one endpoint and status"
+    );
+}
+
 #[tokio::test]
 async fn bad_attempt_filters_are_400_naming_the_parameter() {
     let app = spawn_app().await;
@@ -345,6 +379,57 @@ async fn the_retry_queue_lists_due_retries_soonest_first() {
             .await
             .assert_problem(400, Some(field));
     }
+}
+
+/// The queue's entries carry their deliveries' rows: a delivery scheduled
+/// again for the same time, after its first schedule was written to the
+/// store, shows its latest attempt there, as its own `GET` does; one that
+/// is delivered leaves the queue.
+#[tokio::test]
+async fn the_retry_queue_shows_each_deliverys_latest_row() {
+    let app = spawn_app().await;
+    for name in ["a", "b"] {
+        app.endpoint(name).await;
+    }
+    let event = app
+        .accept_event(json!({"eventType": "order.shipped", "payload": {}}))
+        .await;
+    let d: Vec<String> = ids(event["deliveries"].as_array().unwrap())
+        .into_iter()
+        .map(str::to_owned)
+        .collect();
+    let retry = |error: &str| {
+        json!({"status": "retry_scheduled", "responseStatusCode": 503, "lastError": error,
+               "nextRetryAt": "2030-01-01T00:00:10Z"})
+    };
+    attempt(&app, &d[0], retry("busy")).await;
+    attempt(&app, &d[1], retry("busy")).await;
+    write_out(&app);
+    attempt(&app, &d[0], retry("still busy")).await;
+    attempt(
+        &app,
+        &d[1],
+        json!({"status": "delivered", "responseStatusCode": 200}),
+    )
+    .await;
+    write_out(&app);
+
+    let queue = walk(
+        &app,
+        "/v1/outbound-webhook-deliveries?nextRetryBefore=2030-01-01T00:00:10Z",
+    )
+    .await;
+    assert_eq!(ids(&queue), [&d[0]]);
+    assert_eq!(queue[0]["attemptCount"], 2);
+    assert_eq!(queue[0]["lastError"], "still busy");
+    let shown = app
+        .get(&format!("/v1/outbound-webhook-deliveries/{}", d[0]))
+        .await;
+    assert_eq!(shown.status, StatusCode::OK);
+    assert_eq!(
+        queue[0], shown.body,
+        "the queue shows the delivery as it is"
+    );
 }
 
 #[tokio::test]

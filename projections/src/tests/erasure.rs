@@ -54,8 +54,19 @@ fn erasing_one_event_marks_it_erased_before_the_erasure() {
     assert!(covers(5));
     assert!(!covers(6));
     assert!(!covers(7));
-    // Nothing else is erased.
-    assert_eq!(model.org(ORG).erasures, Erasures::default());
+    // The organization's record says where one event's erasure may reach
+    // (so a body after it needs no look at its event), and nothing else is
+    // erased.
+    let erasures = &model.org(ORG).erasures;
+    assert!(erasures.one_event_may_cover(5));
+    assert!(!erasures.one_event_may_cover(6));
+    assert_eq!(
+        erasures,
+        &Erasures {
+            events_before: 6,
+            ..Erasures::default()
+        }
+    );
     assert_eq!(model.org(OTHER_ORG).erasures, Erasures::default());
     assert_eq!(model.event(OTHER_ORG, "evt_2").erased_before, 0);
     assert!(!model.org(OTHER_ORG).erasures.covers(

@@ -429,6 +429,11 @@ impl Drop for EmbeddedStore {
     }
 }
 
+/// Parts a page's scattered positions are read in at once
+/// ([`EventStore::read_positions`]): this machine's disk answered random
+/// reads 2.5 times faster four at a time than one at a time.
+const POSITION_READS: usize = 4;
+
 /// Runs `f` on the blocking pool.
 async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Result<T> {
     tokio::task::spawn_blocking(f)
@@ -515,20 +520,38 @@ impl EventStore for EmbeddedStore {
     }
 
     async fn read_positions(&self, positions: &[u64]) -> Result<Vec<RecordedEvent>> {
-        let index = &self.shared.index;
         let head = self.head();
-        let mut locs = Vec::with_capacity(positions.len());
-        for &position in positions {
-            let found = index.locate_all(position, 1, head)?;
-            if found.len() != 1 {
-                return Err(Error::Unavailable(format!(
-                    "the log holds no event at position {position}"
-                )));
-            }
-            locs.extend(found);
+        // Positions scattered through the log are a read of the disk each
+        // when the page cache does not hold them: a page's are found and
+        // read in a few parts at once on the blocking pool, not in turn.
+        let part = positions.len().div_ceil(POSITION_READS).max(1);
+        let reads: Vec<_> = positions
+            .chunks(part)
+            .map(|part| {
+                let (shared, part) = (self.shared.clone(), part.to_vec());
+                tokio::task::spawn_blocking(move || {
+                    let mut locs = Vec::with_capacity(part.len());
+                    for position in part {
+                        let found = shared.index.locate_all(position, 1, head)?;
+                        if found.len() != 1 {
+                            return Err(Error::Unavailable(format!(
+                                "the log holds no event at position {position}"
+                            )));
+                        }
+                        locs.extend(found);
+                    }
+                    index::read(&locs)
+                })
+            })
+            .collect();
+        let mut events = Vec::with_capacity(positions.len());
+        for read in reads {
+            events.extend(
+                read.await
+                    .map_err(|e| Error::Unavailable(format!("read task failed: {e}")))??,
+            );
         }
-        // One blocking read for the page, not one per event.
-        self.read(locs).await
+        Ok(events)
     }
 
     #[tracing::instrument(level = "debug", skip(self, spent))]
