@@ -304,19 +304,25 @@ fn ids(items: &[Value]) -> Vec<&str> {
     items.iter().map(|d| d["id"].as_str().unwrap()).collect()
 }
 
-#[tokio::test]
-async fn the_retry_queue_lists_due_retries_soonest_first() {
-    let app = spawn_app().await;
-    for name in ["a", "b", "c", "d", "e"] {
+/// One delivery for each endpoint named: endpoints for every event type, and
+/// one event fanned out to them.
+async fn fanned_out(app: &crate::helpers::TestApp, names: &[&str]) -> Vec<String> {
+    for name in names {
         app.endpoint(name).await;
     }
     let event = app
         .accept_event(json!({"eventType": "order.shipped", "payload": {}}))
         .await;
-    let d: Vec<String> = ids(event["deliveries"].as_array().unwrap())
+    ids(event["deliveries"].as_array().unwrap())
         .into_iter()
         .map(str::to_owned)
-        .collect();
+        .collect()
+}
+
+#[tokio::test]
+async fn the_retry_queue_lists_due_retries_soonest_first() {
+    let app = spawn_app().await;
+    let d = fanned_out(&app, &["a", "b", "c", "d", "e"]).await;
     let retry = |at: &str| json!({"status": "retry_scheduled", "nextRetryAt": at});
     attempt(&app, &d[0], retry("2030-01-01T00:00:10Z")).await;
     attempt(&app, &d[1], retry("2030-01-01T00:00:05Z")).await;
@@ -388,16 +394,7 @@ async fn the_retry_queue_lists_due_retries_soonest_first() {
 #[tokio::test]
 async fn the_retry_queue_shows_each_deliverys_latest_row() {
     let app = spawn_app().await;
-    for name in ["a", "b"] {
-        app.endpoint(name).await;
-    }
-    let event = app
-        .accept_event(json!({"eventType": "order.shipped", "payload": {}}))
-        .await;
-    let d: Vec<String> = ids(event["deliveries"].as_array().unwrap())
-        .into_iter()
-        .map(str::to_owned)
-        .collect();
+    let d = fanned_out(&app, &["a", "b"]).await;
     let retry = |error: &str| {
         json!({"status": "retry_scheduled", "responseStatusCode": 503, "lastError": error,
                "nextRetryAt": "2030-01-01T00:00:10Z"})
