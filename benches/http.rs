@@ -18,7 +18,12 @@
 //! `/metrics`), the CPU per request of each server and of wrk, the request
 //! log's lines and bytes, and the CPU of each of the server's threads.
 //!
-//! `cargo bench --bench http`. Knobs: `HOOKLEDGER_BENCH_SECS` (each phase's
+//! Every phase is also loaded by the bench's own client in a process of its
+//! own (`common::client`: one thread, the same connections and requests, every
+//! latency kept), right after wrk's, on the same server: two generators, two
+//! sets of figures, so a tail that only one of them sees shows as such.
+//!
+//! `cargo bench --bench http`. Knobs: `HOOKLEDGER_BENCH_LOAD=wrk` (wrk only), `HOOKLEDGER_BENCH_SECS` (each phase's
 //! length), `HOOKLEDGER_BENCH_ROUNDS`, `HOOKLEDGER_BENCH_ONLY=real` (or `noop`:
 //! load one side only, printing the server's pid, for profiling),
 //! `HOOKLEDGER_BENCH_BINARY` (measure another build instead),
@@ -33,6 +38,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use common::client;
 use common::noop::{self, Noop};
 use common::served::{Reading, Served};
 use common::wrk::{self, Load, Pick, Requests, Runs};
@@ -47,7 +53,7 @@ const BODY: &str = r#"{"status":"retry_scheduled","responseStatusCode":503,"resp
 const ROUTE: &str = noop::ROUTE;
 
 fn main() {
-    if noop::serve_if_child() {
+    if noop::serve_if_child() || client::run_if_child() {
         return;
     }
     common::machine("http");
@@ -59,6 +65,7 @@ fn main() {
             Ok("cycle") => Pick::Cycle,
             _ => Pick::Random,
         },
+        ours: std::env::var("HOOKLEDGER_BENCH_LOAD").as_deref() != Ok("wrk"),
     };
     let rounds = env_u64("HOOKLEDGER_BENCH_ROUNDS", 2);
     let only = std::env::var("HOOKLEDGER_BENCH_ONLY").unwrap_or_default();
@@ -123,6 +130,8 @@ struct Bench {
     work: tempfile::TempDir,
     length: Duration,
     pick: Pick,
+    /// Load each phase with the bench's own client too.
+    ours: bool,
 }
 
 /// One server the bench loads, and what it measured of it so far.
@@ -130,6 +139,8 @@ struct Side {
     name: &'static str,
     kind: Kind,
     runs: Runs,
+    /// The same phases loaded by the bench's own client.
+    ours: Runs,
     /// CPU seconds the server used during the measured phases.
     cpu: f64,
     wrk_cpu: f64,
@@ -153,6 +164,7 @@ impl Side {
             name,
             kind,
             runs: Runs::default(),
+            ours: Runs::default(),
             cpu: 0.0,
             wrk_cpu: 0.0,
             appends: 0.0,
@@ -180,6 +192,24 @@ impl Bench {
         )
     }
 
+    /// The bench's own client for one phase, if it is on: the line's tail.
+    fn load_ours(&self, side: &mut Side, addr: SocketAddr, requests: &Requests) -> String {
+        if !self.ours {
+            return String::new();
+        }
+        let load = client::run(self.work.path(), addr, requests, CONNECTIONS, self.length);
+        check(&load, side.name);
+        let tail = format!(
+            "; own client {:.0} req/s, p50 {:.2} ms, p99 {:.2} ms, p99.9 {:.2} ms",
+            load.rate(),
+            load.percentile_ms(50.0),
+            load.percentile_ms(99.0),
+            load.percentile_ms(99.9)
+        );
+        side.ours.0.push(load);
+        tail
+    }
+
     /// A second of warm-up, then one measured phase; returns the round's line.
     fn measure(&self, side: &mut Side, print_pid: bool) -> String {
         let warm_up = Duration::from_secs(1);
@@ -202,7 +232,8 @@ impl Bench {
                     load.wrk_cpu * 1e6 / load.requests as f64
                 );
                 side.runs.0.push(load);
-                line
+                let addr = noop.addr;
+                line + &self.load_ours(side, addr, &requests)
             }
             Kind::Binary(binary) => {
                 let served = Served::start(binary, ORG, ENDPOINTS, EVENTS);
@@ -216,7 +247,6 @@ impl Bench {
                 let before = Reading::of(&served);
                 let load = self.load(served.addr, &requests, self.length);
                 let after = Reading::of(&served);
-                served.stop();
                 check(&load, side.name);
                 let n = load.requests as f64;
                 let cpu = after.cpu - before.cpu;
@@ -248,6 +278,8 @@ impl Bench {
                 side.log_bytes += bytes;
                 side.threads = before.thread_use(&after, load.seconds);
                 side.runs.0.push(load);
+                let line = line + &self.load_ours(side, served.addr, &requests);
+                served.stop();
                 line
             }
         }
@@ -364,6 +396,49 @@ impl Bench {
             (raw_syncs + fsync_rate(self.work.path())) / 2.0 * CONNECTIONS as f64,
             Target::None,
         );
+        if !real.ours.0.is_empty() && !noop.ours.0.is_empty() {
+            figure(
+                "HTTP durable record-attempt, binary under the bench's own client",
+                real.ours.rate(),
+                "attempts/s",
+                "no-op, the same client",
+                noop.ours.rate(),
+                Target::RatioAtLeast(0.5),
+            );
+            for p in wrk::PERCENTILES {
+                let target = if p == 99.0 {
+                    Target::AtMost(3.0)
+                } else {
+                    Target::None
+                };
+                figure(
+                    &format!("HTTP record-attempt p{p}, the bench's own client"),
+                    real.ours.percentile_ms(p),
+                    "ms",
+                    &format!("no-op p{p}, the same client"),
+                    noop.ours.percentile_ms(p),
+                    target,
+                );
+            }
+            if let Some(durable) = side("durable no-op").filter(|d| !d.ours.0.is_empty()) {
+                figure(
+                    "HTTP record-attempt p99 against the durable no-op, the bench's own client",
+                    real.ours.percentile_ms(99.0),
+                    "ms",
+                    "durable no-op p99, the same client",
+                    durable.ours.percentile_ms(99.0),
+                    Target::None,
+                );
+            }
+            figure(
+                "HTTP record-attempt p99, wrk against the bench's own client",
+                real.runs.percentile_ms(99.0),
+                "ms",
+                "the bench's own client, same server, the phase after",
+                real.ours.percentile_ms(99.0),
+                Target::None,
+            );
+        }
         println!(
             "request log: {:.2} lines and {:.0} bytes per attempt",
             real.log_lines as f64 / real.runs.requests() as f64,

@@ -7,6 +7,7 @@
 
 #![allow(dead_code)]
 
+pub mod client;
 pub mod mix;
 pub mod mix_ledger;
 pub mod noop;

@@ -45,7 +45,7 @@ pub struct Load {
     pub socket_errors: u64,
     /// Latency percentiles in milliseconds: (percentile, latency).
     pub percentiles: Vec<(f64, f64)>,
-    /// CPU seconds wrk itself used.
+    /// CPU seconds the load generator itself used (wrk, or the bench's own client).
     pub wrk_cpu: f64,
 }
 
@@ -53,6 +53,37 @@ pub struct Load {
 pub const PERCENTILES: [f64; 3] = [50.0, 99.0, 99.9];
 
 impl Load {
+    /// A summary as wrk's `done` hook writes it (`requests`, `duration_us`,
+    /// `status_errors`, `socket_errors`, then `pN` in microseconds), with
+    /// the CPU the generator used.
+    pub fn parse(text: &str, cpu: f64) -> Load {
+        let mut load = Load {
+            wrk_cpu: cpu,
+            ..Load::default()
+        };
+        for line in text.lines() {
+            let mut words = line.split_whitespace();
+            let (Some(key), Some(value)) = (words.next(), words.next()) else {
+                continue;
+            };
+            let value: f64 = value.parse().expect("a number");
+            match key {
+                "requests" => load.requests = value as u64,
+                "duration_us" => load.seconds = value / 1e6,
+                "status_errors" => load.bad_status = value as u64,
+                "socket_errors" => load.socket_errors = value as u64,
+                percentile => {
+                    let p = percentile
+                        .trim_start_matches('p')
+                        .parse()
+                        .expect("a percentile");
+                    load.percentiles.push((p, value / 1000.0));
+                }
+            }
+        }
+        load
+    }
+
     pub fn rate(&self) -> f64 {
         self.requests as f64 / self.seconds
     }
@@ -139,35 +170,11 @@ pub fn run(
         String::from_utf8_lossy(&out.stderr)
     );
     let text = std::fs::read_to_string(&histogram).expect("wrk's done hook wrote its latencies");
-    let mut load = Load {
-        wrk_cpu,
-        ..Load::default()
-    };
-    for line in text.lines() {
-        let mut words = line.split_whitespace();
-        let (Some(key), Some(value)) = (words.next(), words.next()) else {
-            continue;
-        };
-        let value: f64 = value.parse().expect("a number");
-        match key {
-            "requests" => load.requests = value as u64,
-            "duration_us" => load.seconds = value / 1e6,
-            "status_errors" => load.bad_status = value as u64,
-            "socket_errors" => load.socket_errors = value as u64,
-            percentile => {
-                let p = percentile
-                    .trim_start_matches('p')
-                    .parse()
-                    .expect("a percentile");
-                load.percentiles.push((p, value / 1000.0));
-            }
-        }
-    }
-    load
+    Load::parse(&text, wrk_cpu)
 }
 
 /// CPU seconds of this process's children that have ended (`cutime` + `cstime`).
-fn children_cpu() -> f64 {
+pub fn children_cpu() -> f64 {
     let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
         return 0.0;
     };
