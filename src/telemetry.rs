@@ -61,7 +61,13 @@ pub fn init(format: LogFormat) -> Guard {
     // A second call (tests that run several commands) keeps the first subscriber.
     let _ = if json {
         registry
-            .with(json_subscriber::layer().with_writer(writer))
+            // A request has one span, so the list of spans would repeat
+            // the current one on every line.
+            .with(
+                json_subscriber::layer()
+                    .with_span_list(false)
+                    .with_writer(writer),
+            )
             .try_init()
     } else {
         registry

@@ -12,7 +12,6 @@ use axum::extract::State;
 use axum::response::Response;
 use axum::routing::get;
 use serde::Serialize;
-use tracing::instrument;
 
 use super::AppState;
 use super::deliveries::{id_param, status_param};
@@ -111,7 +110,6 @@ fn read_mark(page: &Page, errors: &mut Errors) -> Option<AttemptMark> {
     mark
 }
 
-#[instrument(skip_all, fields(org = %caller.organization_id))]
 async fn list(
     State(state): State<AppState>,
     caller: Caller,

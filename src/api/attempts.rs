@@ -13,7 +13,6 @@ use projections::values::{AttemptStatus, HttpStatusCode, NonEmptyString, RetryAt
 use projections::{Command, JsonObject};
 use serde::Deserialize;
 use serde_json::value::RawValue;
-use tracing::instrument;
 
 use super::deliveries::not_found;
 use super::error::{ApiError, FieldError};
@@ -149,7 +148,6 @@ fn retry_at(value: &RawValue) -> Result<RetryAt, FieldError> {
     }
 }
 
-#[instrument(skip_all, fields(org = %caller.organization_id, delivery = %id.0))]
 async fn record(
     State(state): State<AppState>,
     caller: Caller,
@@ -158,6 +156,7 @@ async fn record(
     idempotency: IdempotencyKey,
     body: ValidatedJson<Attempt>,
 ) -> Result<Response, ApiError> {
+    super::observe::name("delivery", &id.0);
     let org = &caller.organization_id;
     let delivery_id = id.0;
     let version =

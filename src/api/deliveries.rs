@@ -11,7 +11,6 @@ use axum::routing::get;
 use axum::{Json, Router};
 use projections::view::DeliveryView;
 use projections::{AttemptStatus, Timestamp};
-use tracing::instrument;
 
 use super::error::{ApiError, FieldError};
 use super::events::timestamp;
@@ -78,7 +77,6 @@ pub(super) fn id_param(params: &Params, name: &str) -> Result<Option<String>, Fi
     }
 }
 
-#[instrument(skip_all, fields(org = %caller.organization_id))]
 async fn list(
     State(state): State<AppState>,
     caller: Caller,
@@ -171,13 +169,13 @@ fn retry_queue(
     Ok(body.into_response(RETRY_KIND))
 }
 
-#[instrument(skip_all, fields(org = %caller.organization_id, delivery = %id.0))]
 async fn show(
     State(state): State<AppState>,
     caller: Caller,
     id: Id,
     params: Params,
 ) -> Result<Response, ApiError> {
+    super::observe::name("delivery", &id.0);
     let org = &caller.organization_id;
     let as_of = params
         .get("asOfVersion")

@@ -11,7 +11,6 @@ use projections::health::HealthView;
 use projections::view::EndpointView;
 use projections::{Command, RetryAt, Timestamp};
 use serde::Deserialize;
-use tracing::instrument;
 
 use super::error::{ApiError, FieldError};
 use super::extract::{Caller, Id, IdempotencyKey, Params, Validated, ValidatedJson};
@@ -171,7 +170,6 @@ impl Validated for EndpointPatch {
     }
 }
 
-#[instrument(skip_all, fields(org = %caller.organization_id))]
 async fn create(
     State(state): State<AppState>,
     caller: Caller,
@@ -195,7 +193,6 @@ async fn create(
     Ok(reply(StatusCode::CREATED, &view, replayed))
 }
 
-#[instrument(skip_all, fields(org = %caller.organization_id))]
 async fn list(
     State(state): State<AppState>,
     caller: Caller,
@@ -216,24 +213,24 @@ async fn list(
     Ok(body.into_response("ep"))
 }
 
-#[instrument(skip_all, fields(org = %caller.organization_id, endpoint = %id.0))]
 async fn show(
     State(state): State<AppState>,
     caller: Caller,
     id: Id,
 ) -> Result<Json<EndpointView>, ApiError> {
+    super::observe::name("endpoint", &id.0);
     current(&state, &caller.organization_id, &id.0)?
         .map(Json)
         .ok_or_else(|| not_found(&id.0))
 }
 
-#[instrument(skip_all, fields(org = %caller.organization_id, endpoint = %id.0))]
 async fn update(
     State(state): State<AppState>,
     caller: Caller,
     id: Id,
     body: ValidatedJson<EndpointPatch>,
 ) -> Result<Response, ApiError> {
+    super::observe::name("endpoint", &id.0);
     let org = &caller.organization_id;
     // An endpoint created through another process sharing the store may not
     // be in this node's model yet; one that is nowhere is 404 without a write.
@@ -260,13 +257,13 @@ async fn update(
 
 /// Counts of the endpoint's attempts by status and by status-code class, and
 /// its latest success and failure, at or after `since` (absent: ever).
-#[instrument(skip_all, fields(org = %caller.organization_id, endpoint = %id.0))]
 async fn stats(
     State(state): State<AppState>,
     caller: Caller,
     id: Id,
     params: Params,
 ) -> Result<Json<HealthView>, ApiError> {
+    super::observe::name("endpoint", &id.0);
     let mut errors = Errors::default();
     let since = errors.take(since(&params)).flatten();
     errors.check()?;

@@ -14,7 +14,6 @@ use projections::event::ErasureReason;
 use projections::view::EventSnapshot;
 use projections::{Command, EventStatus, Timestamp};
 use serde::Deserialize;
-use tracing::instrument;
 
 use super::error::{ApiError, FieldError};
 use super::extract::{Caller, Id, IdempotencyKey, Params, Validated, ValidatedJson};
@@ -93,7 +92,6 @@ impl Validated for NewWebhookEvent {
     }
 }
 
-#[instrument(skip_all, fields(org = %caller.organization_id))]
 async fn accept(
     State(state): State<AppState>,
     caller: Caller,
@@ -191,7 +189,6 @@ pub(super) fn timestamp(params: &Params, name: &str) -> Result<Option<Timestamp>
     })
 }
 
-#[instrument(skip_all, fields(org = %caller.organization_id))]
 async fn list(
     State(state): State<AppState>,
     caller: Caller,
@@ -227,8 +224,8 @@ async fn list(
     Ok(body.into_response("evt"))
 }
 
-#[instrument(skip_all, fields(org = %caller.organization_id, event = %id.0))]
 async fn show(State(state): State<AppState>, caller: Caller, id: Id) -> Result<Response, ApiError> {
+    super::observe::name("event", &id.0);
     current(&state, &caller.organization_id, &id.0)
         .await?
         .map(|event| reply_event(StatusCode::OK, &event, false))
@@ -262,13 +259,13 @@ async fn current(state: &AppState, org: &str, id: &str) -> Result<Option<EventSn
 /// is refused rather than ignored: an erasure cannot be undone, so one sent
 /// with options this route does not have (which delivery, which field) must
 /// not erase the whole event.
-#[instrument(skip_all, fields(org = %caller.organization_id, event = %id.0))]
 async fn erase(
     State(state): State<AppState>,
     caller: Caller,
     id: Id,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
+    super::observe::name("event", &id.0);
     let declared = headers
         .get(header::CONTENT_LENGTH)
         .is_some_and(|length| length.as_bytes() != b"0");

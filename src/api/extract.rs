@@ -82,6 +82,7 @@ impl FromRequestParts<AppState> for Caller {
         if organization != key.organization_id {
             return Err(ApiError::Forbidden);
         }
+        super::observe::name("org", &organization);
         Ok(Caller {
             organization_id: organization,
             key_id: key.id,

@@ -39,7 +39,6 @@ use axum::routing::get;
 use projections::Timestamp;
 use serde::Serialize;
 use serde_json::value::RawValue;
-use tracing::instrument;
 
 use super::AppState;
 use super::content::{self, ContentView};
@@ -174,7 +173,6 @@ fn wait(text: &str) -> Result<Duration, FieldError> {
         })
 }
 
-#[instrument(skip_all, fields(org = %caller.organization_id))]
 async fn follow(
     State(state): State<AppState>,
     caller: Caller,

@@ -10,7 +10,6 @@ use projections::values::{AttemptStatus, HttpStatusCode, NonEmptyString, RetryAt
 use projections::{Body, Event};
 use serde::Serialize;
 use serde_json::value::RawValue;
-use tracing::instrument;
 
 use super::AppState;
 use super::content::{self, ContentView};
@@ -188,13 +187,13 @@ async fn sequences(
     })
 }
 
-#[instrument(skip_all, fields(org = %caller.organization_id, delivery = %id.0))]
 pub(super) async fn history(
     State(state): State<AppState>,
     caller: Caller,
     id: Id,
     params: Params,
 ) -> Result<Response, ApiError> {
+    super::observe::name("delivery", &id.0);
     let view = state.view()?;
     stream_page(
         &state,
@@ -210,13 +209,13 @@ pub(super) async fn history(
     .await
 }
 
-#[instrument(skip_all, fields(org = %caller.organization_id, delivery = %id.0))]
 pub(super) async fn raw_events(
     State(state): State<AppState>,
     caller: Caller,
     id: Id,
     params: Params,
 ) -> Result<Response, ApiError> {
+    super::observe::name("delivery", &id.0);
     let view = state.view()?;
     stream_page(
         &state,

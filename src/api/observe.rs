@@ -48,7 +48,19 @@ pub async fn observe(State(state): State<AppState>, mut request: Request, next: 
         .to_owned();
     let method = request.method().clone();
     let path = request.uri().path().to_owned();
-    let span = tracing::info_span!("request", request_id = %id, %method, %route);
+    // One span a request. What it concerns is named on it as it becomes
+    // known (`org` by the caller's key, the resource by its handler), so the
+    // request's line and anything logged while it runs carry them.
+    let span = tracing::info_span!(
+        "request",
+        request_id = %id,
+        %method,
+        %route,
+        org = tracing::field::Empty,
+        delivery = tracing::field::Empty,
+        event = tracing::field::Empty,
+        endpoint = tracing::field::Empty,
+    );
 
     // A path with an empty segment (`/v1/outbound-webhook-deliveries//attempts`)
     // names no resource. The router would hand `{id}` the empty string, and the
@@ -142,4 +154,11 @@ fn check_head(request: &Request) -> Result<(), ApiError> {
         ));
     }
     Ok(())
+}
+
+/// Names what the current request concerns on its span: `field` is `org`,
+/// `delivery`, `event` or `endpoint` (the span declares those; any other name
+/// is ignored).
+pub(crate) fn name(field: &'static str, value: &str) {
+    tracing::Span::current().record(field, value);
 }

@@ -15,7 +15,6 @@ use axum::routing::get;
 use axum::{Json, Router};
 use projections::Timestamp;
 use serde::Serialize;
-use tracing::instrument;
 
 use super::AppState;
 use super::error::{ApiError, FieldError};
@@ -43,7 +42,6 @@ struct TreeHead {
     signature: String,
 }
 
-#[instrument(skip_all, fields(org = %caller.organization_id))]
 async fn tree_head(
     State(state): State<AppState>,
     caller: Caller,
@@ -77,7 +75,6 @@ struct InclusionProof {
     audit_path: Vec<String>,
 }
 
-#[instrument(skip_all, fields(org = %caller.organization_id))]
 async fn inclusion(
     State(state): State<AppState>,
     caller: Caller,
@@ -119,7 +116,6 @@ struct ConsistencyProof {
     proof: Vec<String>,
 }
 
-#[instrument(skip_all, fields(org = %caller.organization_id))]
 async fn consistency(
     State(state): State<AppState>,
     caller: Caller,

@@ -1,5 +1,6 @@
 //! The server's log as an operator reads it (the binary, JSON on stderr): one
-//! line per request with its id, method, route, status and time, and every
+//! line per request with its id, method, route, status and time, the
+//! organization and resource it concerns once they are known, and every
 //! line written out by the time the process exits. Lines are written by a
 //! thread of their own, so the last ones are only out if the process waits
 //! for it.
@@ -48,6 +49,18 @@ async fn every_request_has_its_line_and_every_line_is_out_when_serve_exits() {
     while let Some(done) = clients.join_next().await {
         done.unwrap();
     }
+    // A request with no key concerns no organization the server knows of.
+    let anonymous = reqwest::Client::new()
+        .get(format!(
+            "{}/v1/outbound-webhook-deliveries/{delivery}",
+            server.base
+        ))
+        .header("x-request-id", "log-anonymous")
+        .send()
+        .await
+        .unwrap()
+        .status();
+    assert_eq!(anonymous, 401);
     // Stopped right after the last answer: the lines still queued must come out.
     server.stop();
 
@@ -59,12 +72,27 @@ async fn every_request_has_its_line_and_every_line_is_out_when_serve_exits() {
             continue;
         }
         assert_eq!(span["method"], "POST", "{line}");
+        assert_eq!(span["org"], ORG, "the line names the organization: {line}");
+        assert_eq!(
+            span["delivery"],
+            delivery.as_str(),
+            "and the delivery: {line}"
+        );
         assert_eq!(line["fields"]["status"], 200, "{line}");
         assert!(line["fields"]["elapsed_ms"].is_number(), "{line}");
         assert_eq!(line["level"], "INFO", "{line}");
         let id = span["request_id"].as_str().unwrap().to_owned();
         assert!(logged.insert(id.clone()), "{id} logged twice");
     }
+    let anonymous = log_lines(&log, "answered")
+        .into_iter()
+        .find(|line| line["span"]["request_id"] == "log-anonymous")
+        .expect("the request without a key has its line");
+    assert_eq!(anonymous["fields"]["status"], 401, "{anonymous}");
+    assert!(
+        anonymous["span"].get("org").is_none(),
+        "no organization is named without a key: {anonymous}"
+    );
     let missing: Vec<_> = sent.difference(&logged).collect();
     assert!(
         missing.is_empty(),
