@@ -5,7 +5,7 @@
 //! length of its frame, every 64th position to its frame's offset, and each
 //! claim to the append that took it. What the writer made durable since the
 //! index was last written out waits in a memtable ([`Pending`]); the index is
-//! written out every 200 ms or so without an fsync, and durably every 2 s and
+//! written out every second or so without an fsync, and durably every 2 s and
 //! on close (see [`crate::kv::layered`]). It is derived data: an open checks
 //! it against the log, scans the log's tail from where it ends, and rebuilds
 //! it from a whole scan when it is missing, damaged or from another log.
@@ -418,7 +418,9 @@ impl Index {
                     pending,
                     Flushing {
                         bytes: 8 << 20,
-                        interval: std::time::Duration::from_millis(200),
+                        // As often as the read model's: each write-out
+                        // rewrites the pages of every stream it touches.
+                        interval: std::time::Duration::from_secs(1),
                         durable_interval: std::time::Duration::from_secs(2),
                     },
                     "hookledger-log-index",
