@@ -84,6 +84,8 @@ pub struct Metrics {
     /// The store counters at the previous scrape, for the batch size in between.
     last_stats: Mutex<StoreStats>,
     commit_times: Arc<StoreCommitTimes>,
+    store_wait: Histograms<CommandLabels>,
+    model_wait: Histograms<CommandLabels>,
     feed_connections: Family<FeedLabels, Gauge>,
     feed_events: Family<FeedLabels, Counter>,
     feed_refused: Counter,
@@ -114,6 +116,18 @@ impl Metrics {
             "append_duration_seconds",
             "Time in the write path: decide, append, fsync, wait for the read model",
             append.clone(),
+        );
+        let store_wait: Histograms<CommandLabels> = Family::new_with_constructor(append_buckets);
+        registry.register(
+            "append_store_wait_seconds",
+            "Time a write waited for the store to make its events durable (the group commit's queue and the commit), within append_duration_seconds",
+            store_wait.clone(),
+        );
+        let model_wait: Histograms<CommandLabels> = Family::new_with_constructor(append_buckets);
+        registry.register(
+            "append_model_wait_seconds",
+            "Time a write waited, once durable, for the read model to fold its events before its answer was read, within append_duration_seconds",
+            model_wait.clone(),
         );
         let lag = Gauge::default();
         registry.register(
@@ -194,6 +208,8 @@ impl Metrics {
             batch_size,
             last_stats: Mutex::new(StoreStats::default()),
             commit_times,
+            store_wait,
+            model_wait,
         }
     }
 
@@ -221,6 +237,20 @@ impl Metrics {
         self.append
             .get_or_create(&CommandLabels { command })
             .observe(elapsed.as_secs_f64());
+    }
+
+    /// What a write waited for, by command; nothing for one that wrote nothing.
+    pub fn record_waits(&self, command: &'static str, waits: &crate::ledger::Waits) {
+        if *waits == crate::ledger::Waits::default() {
+            return;
+        }
+        let labels = CommandLabels { command };
+        self.store_wait
+            .get_or_create(&labels)
+            .observe(waits.store.as_secs_f64());
+        self.model_wait
+            .get_or_create(&labels)
+            .observe(waits.model.as_secs_f64());
     }
 
     pub fn feed_opened(&self, mode: &'static str) {

@@ -236,6 +236,9 @@ impl AppState {
         let started = Instant::now();
         let result = self.ledger().execute(command, ctx, if_match).await;
         self.metrics.record_append(name, started.elapsed());
+        if let Ok(written) = &result {
+            self.metrics.record_waits(name, &written.waits);
+        }
         Ok(result?)
     }
 }

@@ -6,6 +6,7 @@
 //! ([`claims`]) and the in-process locks that serialise repeats ([`locks`]).
 
 use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
 
 use projections::body::SALT_LEN;
 use projections::event::Idempotency;
@@ -66,6 +67,17 @@ pub struct Written {
     /// The endpoint, webhook event or key the command was about.
     pub resource_id: String,
     pub answer: Answer,
+    /// What the write waited for; zero for a command that wrote nothing.
+    pub waits: Waits,
+}
+
+/// Where a write's time went while it waited: for the store to make its
+/// events durable (the group commit's queue and the commit itself), then for
+/// the read model to fold them, so that its answer could be read.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Waits {
+    pub store: Duration,
+    pub model: Duration,
 }
 
 /// The resource a command answers with, as it stood right after the write
@@ -100,6 +112,7 @@ struct Done {
     /// `None`: the answer is the resource as it stands now.
     position: Option<u64>,
     resource_id: String,
+    waits: Waits,
 }
 
 #[derive(Debug)]
@@ -297,6 +310,7 @@ impl Ledger {
             outcome: Outcome::Replayed,
             position: Some(record.position),
             resource_id: record.resource_id,
+            waits: Waits::default(),
         }))
     }
 
@@ -337,6 +351,7 @@ impl Ledger {
             position,
             resource_id: done.resource_id,
             answer,
+            waits: done.waits,
         })
     }
 
@@ -401,6 +416,7 @@ impl Ledger {
                     outcome: Outcome::Existing,
                     position: None,
                     resource_id: existing,
+                    waits: Waits::default(),
                 });
             }
             Err(rejection) => return Err(rejection.into()),
@@ -410,6 +426,7 @@ impl Ledger {
                 outcome: Outcome::Unchanged,
                 position: None,
                 resource_id,
+                waits: Waits::default(),
             });
         }
         let metadata = Metadata {
@@ -437,12 +454,18 @@ impl Ledger {
                 }
             })
             .collect();
+        let started = Instant::now();
         let appended = self
             .store
             .append_claimed(&stream, expected, events, claims)
             .await?;
         let position = *appended.positions.end();
+        let stored = Instant::now();
         self.projector.wait_for(position).await?;
+        let waits = Waits {
+            store: stored - started,
+            model: stored.elapsed(),
+        };
         if erases {
             // Served bodies are checked against the erasure anyway; this
             // keeps the erased ones from lingering in memory.
@@ -452,6 +475,7 @@ impl Ledger {
             outcome: Outcome::Appended,
             position: Some(position),
             resource_id,
+            waits,
         })
     }
 }

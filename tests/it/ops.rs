@@ -152,6 +152,62 @@ async fn every_group_commit_of_the_embedded_log_is_timed() {
 }
 
 #[tokio::test]
+async fn a_writes_waits_for_the_store_and_the_model_are_timed_apart() {
+    let data = tempfile::tempdir().unwrap();
+    let key = crate::binary::create_key(data.path(), "org_waits");
+    let server = crate::binary::Server::start(data.path()).await;
+    let client = crate::binary::Client::new(&server, "org_waits", &key);
+    let delivery = client.one_delivery().await;
+    let path = format!("/v1/outbound-webhook-deliveries/{delivery}/attempts");
+    for _ in 0..20 {
+        client.post(&path, json!({"status": "failed"})).await;
+    }
+    // A repeat is answered from the first write: it waits for nothing.
+    for _ in 0..2 {
+        let status = client
+            .request(Method::POST, &path)
+            .header("idempotency-key", "waits-once")
+            .json(&json!({"status": "delivered"}))
+            .send()
+            .await
+            .unwrap()
+            .status();
+        assert_eq!(status, 200);
+    }
+    let text = client
+        .request(Method::GET, "/metrics")
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let value = |name: &str| -> f64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in {text}"))
+    };
+    let series = |metric: &str, part: &str| {
+        value(&format!(
+            "hookledger_{metric}_{part}{{command=\"record_attempt\"}}"
+        ))
+    };
+    assert_eq!(series("append_duration_seconds", "count"), 22.0);
+    let whole = series("append_duration_seconds", "sum");
+    let mut parts = 0.0;
+    for wait in ["append_store_wait_seconds", "append_model_wait_seconds"] {
+        assert_eq!(series(wait, "count"), 21.0, "one sample a write: {text}");
+        let sum = series(wait, "sum");
+        assert!(sum > 0.0, "{wait} took no time: {text}");
+        parts += sum;
+    }
+    assert!(
+        parts <= whole,
+        "the waits ({parts} s) are part of the write path ({whole} s)"
+    );
+}
+
+#[tokio::test]
 async fn serve_stops_accepting_and_returns_on_shutdown() {
     let node = crate::helpers::new_node().await;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
