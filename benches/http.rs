@@ -253,12 +253,17 @@ impl Bench {
                 let (appends, fsyncs) =
                     (after.appends - before.appends, after.fsyncs - before.fsyncs);
                 let slow_commits = after.slow_commits - before.slow_commits;
+                let waits = (after.waits - before.waits).max(1.0);
+                let (store_wait, model_wait) = (
+                    (after.store_wait - before.store_wait) / waits * 1000.0,
+                    (after.model_wait - before.model_wait) / waits * 1000.0,
+                );
                 let (lines, bytes) = (
                     after.log_lines - before.log_lines,
                     after.log_bytes - before.log_bytes,
                 );
                 let line = format!(
-                    "{} {:.0} attempts/s, p99 {:.2} ms, server {:.1} us CPU/req ({:.2} cores), wrk {:.1} us CPU/req, {:.1} appends per fsync, {:.1} commits/s over 3 ms, {:.2} log lines and {:.0} log bytes per request",
+                    "{} {:.0} attempts/s, p99 {:.2} ms, server {:.1} us CPU/req ({:.2} cores), wrk {:.1} us CPU/req, {:.1} appends per fsync, {:.1} commits/s over 3 ms, mean wait {:.2} ms for the store and {:.2} ms for the model, {:.2} log lines and {:.0} log bytes per request",
                     side.name,
                     load.rate(),
                     load.percentile_ms(99.0),
@@ -267,6 +272,8 @@ impl Bench {
                     load.wrk_cpu * 1e6 / n,
                     appends / fsyncs.max(1.0),
                     slow_commits / load.seconds,
+                    store_wait,
+                    model_wait,
                     lines as f64 / n,
                     bytes as f64 / n,
                 );

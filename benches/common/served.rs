@@ -360,6 +360,12 @@ pub struct Reading {
     /// Group commits that took longer than 3 ms
     /// (`hookledger_store_commit_duration_seconds`): each held every append it covered.
     pub slow_commits: f64,
+    /// Seconds record-attempts waited for the store and then for the read
+    /// model (`hookledger_append_store_wait_seconds`,
+    /// `hookledger_append_model_wait_seconds`), and how many writes waited.
+    pub store_wait: f64,
+    pub model_wait: f64,
+    pub waits: f64,
     pub log_lines: u64,
     pub log_bytes: u64,
     /// Each thread's name and CPU seconds, by thread id.
@@ -376,6 +382,12 @@ impl Reading {
             fsyncs: served.metric("hookledger_store_fsyncs"),
             slow_commits: served.metric("hookledger_store_commit_duration_seconds_count")
                 - served.metric("hookledger_store_commit_duration_seconds_bucket{le=\"0.003\"}"),
+            store_wait: served
+                .metric("hookledger_append_store_wait_seconds_sum{command=\"record_attempt\"}"),
+            model_wait: served
+                .metric("hookledger_append_model_wait_seconds_sum{command=\"record_attempt\"}"),
+            waits: served
+                .metric("hookledger_append_model_wait_seconds_count{command=\"record_attempt\"}"),
             log_lines: log.lines,
             log_bytes: log.bytes,
             threads,
