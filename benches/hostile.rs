@@ -21,6 +21,12 @@
 //! `--max-requests-in-flight 0`, `default` the server's defaults, and `N:M`
 //! is `--max-requests-in-flight N --max-requests-in-flight-per-org M`.
 //!
+//! Each server runs three phases: the victim alone, the victim attacked,
+//! and the victim alone again. The attacked figures are against the first
+//! (the target) and, printed beside them, against the last, which
+//! runs on the ledger as the attack left it: every phase's attempts are
+//! kept, so the second phase runs on a larger history than the first.
+//!
 //! The ledger grows under attack (every accepted event and attempt is kept),
 //! and so does a read model held in memory: the end of each phase prints the
 //! head and the data directory beside the RSS, so growth with the history
@@ -233,6 +239,10 @@ fn run_backend(backend: &str, setting: &str, seconds: u64) {
 
     let alone = phase(&served, &victim_plan, None);
     let attacked = phase(&served, &victim_plan, Some(&attacker_plan));
+    // The attacked phase runs on a ledger the first phase grew (every
+    // attempt is kept): the victim alone once more, on the ledger as the
+    // attack left it, tells the attacker's cost from the history's.
+    let after = phase(&served, &victim_plan, None);
 
     let throughput = |r: &Value| r["attempts_per_sec"].as_f64().unwrap_or(0.0);
     let p99 = |r: &Value| r["p99_ms"].as_f64().unwrap_or(0.0);
@@ -253,7 +263,26 @@ fn run_backend(backend: &str, setting: &str, seconds: u64) {
         num(p99(&alone.victim)),
         if p99_ratio <= 1.2 { "MET" } else { "NOT MET" }
     );
-    for (name, run) in [("no attacker", &alone), ("attacked", &attacked)] {
+    figure(
+        &label("record-attempt throughput, against the victim alone after the attack"),
+        throughput(&attacked.victim),
+        "attempts/s",
+        "no attacker, after",
+        throughput(&after.victim),
+        Target::None,
+    );
+    println!(
+        "figure: {}, against the victim alone after the attack = {} ms | baseline no attacker, after = {} ms | ratio {:.3} | no target",
+        label("p99"),
+        num(p99(&attacked.victim)),
+        num(p99(&after.victim)),
+        p99(&attacked.victim) / p99(&after.victim).max(1e-9),
+    );
+    for (name, run) in [
+        ("no attacker", &alone),
+        ("attacked", &attacked),
+        ("no attacker, after", &after),
+    ] {
         println!(
             "{backend} {name}: victim {} | ledger head {} events, data {} MiB | server RSS MiB every {}s: {} (max {})",
             run.victim,
