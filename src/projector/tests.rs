@@ -108,8 +108,9 @@ async fn a_restart_resumes_from_the_stored_position_and_replays_only_the_tail() 
     );
 }
 
-#[tokio::test]
-async fn a_damaged_model_file_is_set_aside_and_rebuilt_from_the_log() {
+/// A log of an endpoint's history and a model of it on disk, written out
+/// and closed: the directory, the log, and the model's file.
+async fn closed_model_on_disk() -> (tempfile::TempDir, Arc<dyn EventStore>, std::path::PathBuf) {
     let dir = tempfile::tempdir().unwrap();
     let store: Arc<dyn EventStore> = Arc::new(MemoryStore::new());
     endpoint_history(store.as_ref(), "ep_1", 2).await;
@@ -120,6 +121,12 @@ async fn a_damaged_model_file_is_set_aside_and_rebuilt_from_the_log() {
     first.close().unwrap();
     drop(first);
     let file = crate::model::file_in(dir.path());
+    (dir, store, file)
+}
+
+#[tokio::test]
+async fn a_damaged_model_file_is_set_aside_and_rebuilt_from_the_log() {
+    let (dir, store, file) = closed_model_on_disk().await;
     let mut bytes = std::fs::read(&file).unwrap();
     let header = 4096.min(bytes.len() / 2);
     for b in &mut bytes[..header] {
@@ -151,16 +158,7 @@ async fn a_damaged_model_file_is_set_aside_and_rebuilt_from_the_log() {
 /// it is and which this build reads, and rebuilt from the log.
 #[tokio::test]
 async fn a_model_of_an_older_format_is_set_aside_and_rebuilt_from_the_log() {
-    let dir = tempfile::tempdir().unwrap();
-    let store: Arc<dyn EventStore> = Arc::new(MemoryStore::new());
-    endpoint_history(store.as_ref(), "ep_1", 2).await;
-    let (first, _) = Projector::open(store.clone(), on_disk(dir.path()))
-        .await
-        .unwrap();
-    first.catch_up().await.unwrap();
-    first.close().unwrap();
-    drop(first);
-    let file = crate::model::file_in(dir.path());
+    let (dir, store, file) = closed_model_on_disk().await;
     let older = crate::model::tables::FORMAT - 1;
     {
         let stored = crate::model::open(&file, 1 << 20).unwrap();
