@@ -137,7 +137,7 @@ async fn list(
         {
             return Err(ApiError::Unavailable(
                 crate::model::Error::Inconsistent(format!(
-                    "attempt {} of {} is at position {} by the model, which holds version {} of {}",
+                    "the model places attempt {} of {} at position {}, which holds version {} of {}",
                     attempt.version,
                     attempt.delivery_id,
                     attempt.position,
