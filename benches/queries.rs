@@ -42,6 +42,7 @@ use common::mix::{ENDPOINTS, Mix, RETRY_FROM, RETRY_SPAN, mix64};
 use common::mix_ledger::{self, Ledger};
 use common::noop::Noop;
 use common::served::{self, Served};
+use common::tables::{report_tables, table_sizes};
 use common::wrk::{self, Load, Pick, Requests};
 use common::{Target, env_u64, figure, num, percentile_ms, phase};
 use projections::Timestamp;
@@ -395,53 +396,6 @@ fn report(
             Target::AtMost(TARGET_MS),
         );
     }
-}
-
-/// Each table of the model: its name, entries, bytes of pages, bytes of keys
-/// and values (redb's own count, read from the closed file).
-fn table_sizes(model: &Path) -> Vec<(String, u64, u64, u64)> {
-    use redb::{ReadableDatabase, ReadableTableMetadata, TableHandle};
-    let db = redb::ReadOnlyDatabase::open(model).expect("the model opens read-only");
-    let txn = db.begin_read().expect("a read transaction");
-    let mut tables: Vec<_> = txn
-        .list_tables()
-        .expect("the model's tables")
-        .map(|handle| {
-            let name = handle.name().to_owned();
-            let table = txn.open_untyped_table(handle).expect("a table");
-            let stats = table.stats().expect("table stats");
-            let pages = (stats.leaf_pages() + stats.branch_pages()) * 4096;
-            (name, table.len().unwrap_or(0), pages, stats.stored_bytes())
-        })
-        .collect();
-    tables.sort_by_key(|t| std::cmp::Reverse(t.2));
-    tables
-}
-
-/// The model's tables by size, and what the attempt indexes take per attempt.
-fn report_tables(tables: &[(String, u64, u64, u64)], attempts: u64) {
-    println!("\nthe model's tables (4 KiB pages):");
-    for (name, entries, pages, stored) in tables {
-        println!(
-            "  {name:<32} {entries:>11} entries {:>8} MB of pages {:>8} MB stored ({:.0} bytes of pages per attempt)",
-            pages / 1_000_000,
-            stored / 1_000_000,
-            *pages as f64 / attempts as f64
-        );
-    }
-    let all: u64 = tables.iter().map(|t| t.2).sum();
-    let indexes: u64 = tables
-        .iter()
-        .filter(|t| t.0.starts_with("attempts_by_"))
-        .map(|t| t.2)
-        .sum();
-    println!(
-        "pages of every table: {:.0} bytes per attempt; the attempt indexes {:.0} of them ({:.0}%); without them {:.0}",
-        all as f64 / attempts as f64,
-        indexes as f64 / attempts as f64,
-        100.0 * indexes as f64 / all as f64,
-        (all - indexes) as f64 / attempts as f64
-    );
 }
 
 /// `SAMPLE` numbers below `n`, spread by a fixed hash.

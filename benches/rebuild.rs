@@ -16,7 +16,8 @@
 //! `HOOKLEDGER_BENCH_AGAINST` names another `hookledger` executable whose
 //! rebuild of the same log runs in the same rounds, each round alternating
 //! which goes first (a build with the Merkle trees switched off, say), and
-//! prints this build's rate against it.
+//! prints this build's rate against it. Each build's model is measured after
+//! its first rebuild: the file, and each table's pages per attempt.
 
 mod common;
 
@@ -24,6 +25,7 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::Instant;
 
+use common::tables::{report_tables, table_sizes};
 use common::workload::{Shape, fill};
 use common::{Target, env_u64, figure};
 use hookledger::store::EventStore;
@@ -84,12 +86,23 @@ fn main() {
         }
         for (this, binary) in sides {
             let (replay_secs, wall) = rebuild_with(binary, &dir, head);
+            let side = if this { "this build:" } else { "against:" };
             println!(
-                "round {round}: {} plain read {plain_secs:.3} s ({:.0} MB/s), replay {replay_secs:.3} s ({:.0} events/s), the whole command {wall:.3} s",
-                if this { "this build:" } else { "against:" },
+                "round {round}: {side} plain read {plain_secs:.3} s ({:.0} MB/s), replay {replay_secs:.3} s ({:.0} events/s), the whole command {wall:.3} s",
                 bytes as f64 / plain_secs / 1e6,
                 head as f64 / replay_secs,
             );
+            // What each build's model takes, from the file it just left.
+            if round == 1 {
+                let model = hookledger::model::dir_in(&dir).join("readmodel.redb");
+                let file = std::fs::metadata(&model).map_or(0, |m| m.len());
+                println!(
+                    "{side} the read model: {} MB, {:.0} bytes per attempt",
+                    file / 1_000_000,
+                    file as f64 / shape.attempts as f64
+                );
+                report_tables(&table_sizes(&model), shape.attempts);
+            }
             if this {
                 rebuild += head as f64 / replay_secs;
                 command += head as f64 / wall;

@@ -12,6 +12,7 @@ pub mod mix;
 pub mod mix_ledger;
 pub mod noop;
 pub mod served;
+pub mod tables;
 pub mod workload;
 pub mod wrk;
 

@@ -3,14 +3,17 @@
 //! status, response code or its class, and time: "why didn't my webhook
 //! arrive?" asked of an endpoint or a time window.
 //!
-//! The model finds the page in one of its attempt indexes
-//! (`crate::model::queries`); the items' response bodies and hashes are read
-//! from the log, where the attempts' events are, in one read for the page.
+//! The model finds the page in its attempt indexes (`crate::model`'s
+//! attempt list); the items' response bodies, errors, retry times and hashes
+//! are read from the log, where the attempts' events are, in one read for
+//! the page. Each event read must be the attempt the model named: an index
+//! entry that points at another event is refused, never served.
 
 use axum::Router;
 use axum::extract::State;
 use axum::response::Response;
 use axum::routing::get;
+use projections::event::stream;
 use serde::Serialize;
 
 use super::AppState;
@@ -127,6 +130,21 @@ async fn list(
     let view = state.view()?;
     let mut body = PageBody::new(&page, state.limits().page_bytes);
     for (attempt, stored) in listed.items.iter().zip(&stored) {
+        if stored.version != attempt.version
+            || stored.stream != stream::delivery(&attempt.delivery_id)
+        {
+            return Err(ApiError::Unavailable(
+                crate::model::Error::Inconsistent(format!(
+                    "the model places attempt {} of {} at position {}, which holds version {} of {}",
+                    attempt.version,
+                    attempt.delivery_id,
+                    attempt.position,
+                    stored.version,
+                    stored.stream
+                ))
+                .to_string(),
+            ));
+        }
         let item = ListedAttempt {
             delivery_id: &attempt.delivery_id,
             event_id: &attempt.event_id,

@@ -22,9 +22,8 @@ pub fn write_out(overlay: &Overlay, batch: &mut WriteBatch) {
     rows(batch, tables::TREE_EDGES, &overlay.tree_edges);
     for (key, attempt) in &overlay.attempts {
         batch.put(tables::ATTEMPTS, key.clone(), attempt.encode());
-        let at = tables::attempt_ref(attempt);
-        for (table, entry) in tables::attempt_index(attempt) {
-            batch.put(table, entry, at.clone());
+        for (table, entry, value) in tables::attempt_index(attempt) {
+            batch.put(table, entry, value);
         }
     }
     rows(batch, tables::SOURCE_KEYS, &overlay.source_keys);

@@ -7,7 +7,9 @@
 //! - [`overlay`]: that overlay, and the store-backed `projections::Rows`.
 //! - [`view`] and [`list`]: reading through the layers, answers as of a past
 //!   position, and the lists with their indexes.
-//! - [`queries`]: attempts across deliveries, the retry queue, the change feed.
+//! - `attempt_list`: attempts across deliveries, from the attempt indexes,
+//!   an endpoint's as its status ranges merged (`merge`).
+//! - [`queries`]: the retry queue, the change feed.
 //! - [`trees`]: the Merkle trees of each organization and of the ledger.
 //! - `erasure`: which bodies in the log may still be served.
 //! - `stats`: an endpoint's health since an instant, from the fold's counters.
@@ -26,12 +28,14 @@ use crate::chain::{Hash, LedgerDigest};
 use crate::kv::{self, Kv, RedbKv};
 use crate::store::EventRef;
 
+mod attempt_list;
 pub mod compare;
 mod erasure;
 mod flush;
 pub mod keys;
 pub mod list;
 pub mod live;
+mod merge;
 pub mod overlay;
 pub mod queries;
 mod read_ahead;
@@ -40,11 +44,12 @@ pub mod tables;
 pub mod trees;
 pub mod view;
 
+pub use attempt_list::{AttemptFilter, AttemptItem, AttemptMark, Attempts};
 pub use erasure::{Shown, body_owner, names_a_body};
 pub use list::{DeliveryFilter, EventFilter, Listed, Page};
 pub use live::{Model, Options};
 pub use overlay::Chain;
-pub use queries::{AttemptFilter, AttemptMark, Attempts, Retries, RetryMark};
+pub use queries::{Retries, RetryMark};
 pub use trees::Tree;
 pub use view::{EventParts, View};
 

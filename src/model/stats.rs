@@ -4,7 +4,7 @@
 //! The work is the plan's bucket rows (a few hundred at most, one more per
 //! 360 days back) and, when the instant is not a whole second, the
 //! endpoint's attempts of that one partial second, read from the endpoint's
-//! attempt index: never a scan of the endpoint's history.
+//! attempt index by status: never a scan of the endpoint's history.
 
 use std::ops::Bound;
 
@@ -12,7 +12,7 @@ use projections::Timestamp;
 use projections::health::{self, Bucket, Span, Tallies, Tally};
 
 use super::Error;
-use super::queries::{AttemptFilter, AttemptMark};
+use super::attempt_list::{AttemptFilter, AttemptMark};
 use super::tables::{self, key};
 use super::view::View;
 use crate::kv::Flow;

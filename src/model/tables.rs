@@ -4,9 +4,11 @@
 //!
 //! Rows are the `projections` row types archived with rkyv, after one byte of
 //! row format. Most index entries carry no value: the key is the whole fact.
-//! The exceptions carry what a page needs so that it reads no rows: the
-//! attempt indexes a reference to the row with its status and code, the retry
-//! queue a copy of the delivery row, rewritten whenever the row is.
+//! The exceptions carry what a page needs so that it reads fewer rows: the
+//! attempt indexes a reference to the row with its status and code (the index
+//! by endpoint and status all that a page shows of the row, so its pages read
+//! none), the retry queue a copy of the delivery row, rewritten whenever the
+//! row is.
 
 use projections::health::{Bucket, Level, Tally};
 use projections::model::{
@@ -50,19 +52,20 @@ pub const SEQUENCES: Table = Table("sequences");
 pub const FEED: Table = Table("feed");
 /// `(org, recorded at, sequence)` -> the attempt's `(delivery id, version,
 /// status, response code)`, as [`attempt_ref`] encodes it. So are the values
-/// of the other attempt indexes below.
+/// of the other attempt indexes below, but the last's.
 pub const ATTEMPTS_BY_TIME: Table = Table("attempts_by_time");
 /// `(org, delivery id, recorded at, sequence)`.
 pub const ATTEMPTS_BY_DELIVERY: Table = Table("attempts_by_delivery");
-/// `(org, endpoint id, recorded at, sequence)`.
-pub const ATTEMPTS_BY_ENDPOINT: Table = Table("attempts_by_endpoint");
 /// `(org, event id, recorded at, sequence)`.
 pub const ATTEMPTS_BY_EVENT: Table = Table("attempts_by_event");
 /// `(org, status, recorded at, sequence)`.
 pub const ATTEMPTS_BY_STATUS: Table = Table("attempts_by_status");
 /// `(org, status-code class 1..=5 or 0 for none, recorded at, sequence)`.
 pub const ATTEMPTS_BY_CLASS: Table = Table("attempts_by_class");
-/// `(org, endpoint id, status, recorded at, sequence)`.
+/// `(org, endpoint id, status, recorded at, sequence)` -> [`attempt_ref`]
+/// then the attempt's event id and log position ([`attempt_entry`]): what a
+/// page shows of the row, so an endpoint's pages read no rows. An endpoint's
+/// attempts of every status are its four status ranges merged.
 pub const ATTEMPTS_BY_ENDPOINT_STATUS: Table = Table("attempts_by_endpoint_status");
 /// `(org, next retry at, delivery id)` of each delivery whose latest attempt
 /// scheduled a retry; `i64::MIN` when it named no time. The value is a copy
@@ -83,7 +86,7 @@ pub const TREE_TILES: Table = Table("tree_tiles");
 pub const TREE_EDGES: Table = Table("tree_edges");
 
 /// Every table, in the order a comparison walks them.
-pub const ALL: [Table; 29] = [
+pub const ALL: [Table; 28] = [
     META,
     API_KEYS,
     ENDPOINTS,
@@ -104,7 +107,6 @@ pub const ALL: [Table; 29] = [
     FEED,
     ATTEMPTS_BY_TIME,
     ATTEMPTS_BY_DELIVERY,
-    ATTEMPTS_BY_ENDPOINT,
     ATTEMPTS_BY_EVENT,
     ATTEMPTS_BY_STATUS,
     ATTEMPTS_BY_CLASS,
@@ -117,7 +119,7 @@ pub const ALL: [Table; 29] = [
 
 /// Bump on any change to a row's archived form, a key or an index: a store
 /// of another format is set aside and rebuilt from the log.
-pub const FORMAT: u64 = 8;
+pub const FORMAT: u64 = 9;
 
 /// The first byte of every encoded row.
 const ROW_FORMAT: u8 = 1;
@@ -339,6 +341,25 @@ pub fn attempt_status_byte(status: AttemptStatus) -> u8 {
     }
 }
 
+/// The status a byte of [`attempt_status_byte`] stands for.
+pub fn attempt_status_of(byte: u8) -> Option<AttemptStatus> {
+    match byte {
+        0 => Some(AttemptStatus::Pending),
+        1 => Some(AttemptStatus::RetryScheduled),
+        2 => Some(AttemptStatus::Delivered),
+        3 => Some(AttemptStatus::Failed),
+        _ => None,
+    }
+}
+
+/// Every attempt status, by its byte.
+pub const ATTEMPT_STATUSES: [AttemptStatus; 4] = [
+    AttemptStatus::Pending,
+    AttemptStatus::RetryScheduled,
+    AttemptStatus::Delivered,
+    AttemptStatus::Failed,
+];
+
 pub fn event_status_byte(status: EventStatus) -> u8 {
     match status {
         EventStatus::Pending => 0,
@@ -450,6 +471,10 @@ pub fn status_class(code: Option<u16>) -> u8 {
 /// status and response code (0 for none), so a query can refuse an entry
 /// that another filter rules out without reading the row.
 pub fn attempt_ref(a: &Attempt) -> Vec<u8> {
+    ref_key(a).into_bytes()
+}
+
+fn ref_key(a: &Attempt) -> Key {
     let code = a.response_status_code.unwrap_or(0).to_be_bytes();
     Key::new()
         .str(&a.delivery_id)
@@ -457,31 +482,43 @@ pub fn attempt_ref(a: &Attempt) -> Vec<u8> {
         .byte(attempt_status_byte(a.status))
         .byte(code[0])
         .byte(code[1])
-        .into_bytes()
 }
 
-/// The index entries of an attempt, each with [`attempt_ref`] as its value.
-/// Attempts never change, so these are written once.
-pub fn attempt_index(a: &Attempt) -> [(Table, Vec<u8>); 7] {
+/// The value of an attempt's entry by endpoint and status: [`attempt_ref`],
+/// then its event id and log position. With the entry's key (organization,
+/// endpoint, status, time, sequence) that is every field of the row that a
+/// page of attempts shows; the rest (the last error, the retry's time) it
+/// reads from the attempt's event in the log, with the response body.
+pub fn attempt_entry(a: &Attempt) -> Vec<u8> {
+    ref_key(a).str(&a.event_id).u64(a.position).into_bytes()
+}
+
+/// The index entries of an attempt: table, key and value ([`attempt_ref`],
+/// or [`attempt_entry`] by endpoint and status). Attempts never change, so
+/// these are written once.
+pub fn attempt_index(a: &Attempt) -> [(Table, Vec<u8>, Vec<u8>); 6] {
     let org = &a.organization_id;
     let at = a.recorded_at.micros();
     let status = attempt_status_byte(a.status);
     let tail = |key: Key| key.i64(at).u64(a.sequence).into_bytes();
+    let at_ref = attempt_ref(a);
     [
-        (ATTEMPTS_BY_TIME, tail(Key::new().str(org))),
+        (ATTEMPTS_BY_TIME, tail(Key::new().str(org)), at_ref.clone()),
         (
             ATTEMPTS_BY_DELIVERY,
             tail(Key::new().str(org).str(&a.delivery_id)),
-        ),
-        (
-            ATTEMPTS_BY_ENDPOINT,
-            tail(Key::new().str(org).str(&a.endpoint_id)),
+            at_ref.clone(),
         ),
         (
             ATTEMPTS_BY_EVENT,
             tail(Key::new().str(org).str(&a.event_id)),
+            at_ref.clone(),
         ),
-        (ATTEMPTS_BY_STATUS, tail(Key::new().str(org).byte(status))),
+        (
+            ATTEMPTS_BY_STATUS,
+            tail(Key::new().str(org).byte(status)),
+            at_ref.clone(),
+        ),
         (
             ATTEMPTS_BY_CLASS,
             tail(
@@ -489,10 +526,12 @@ pub fn attempt_index(a: &Attempt) -> [(Table, Vec<u8>); 7] {
                     .str(org)
                     .byte(status_class(a.response_status_code)),
             ),
+            at_ref,
         ),
         (
             ATTEMPTS_BY_ENDPOINT_STATUS,
             tail(Key::new().str(org).str(&a.endpoint_id).byte(status)),
+            attempt_entry(a),
         ),
     ]
 }

@@ -231,6 +231,67 @@ async fn an_endpoints_attempts_of_one_status_match_a_filter_over_the_histories()
     );
 }
 
+/// An endpoint's attempts of every status are its four status ranges of
+/// the index by endpoint and status, merged newest first: with the statuses
+/// interleaved, in the store and still in memory, every page size, and the
+/// other filters beside it, the pages give what a filter over the histories
+/// gives.
+#[tokio::test]
+async fn an_endpoints_attempts_of_every_status_merge_its_status_ranges() {
+    let app = spawn_app().await;
+    let all = ledger_of_attempts(&app).await;
+    let middle = all[6]["recordedAt"].as_str().unwrap().to_owned();
+    let endpoints: BTreeSet<&str> = all
+        .iter()
+        .map(|a| a["endpointId"].as_str().unwrap())
+        .collect();
+    for endpoint in &endpoints {
+        let of_endpoint: Vec<&Value> = all
+            .iter()
+            .filter(|a| a["endpointId"] == *endpoint)
+            .collect();
+        let statuses: BTreeSet<&str> = of_endpoint
+            .iter()
+            .map(|a| a["status"].as_str().unwrap())
+            .collect();
+        assert!(statuses.len() >= 3, "{endpoint}: statuses {statuses:?}");
+        type Keep = Box<dyn Fn(&Value) -> bool>;
+        let cases: Vec<(String, Keep)> = vec![
+            (String::new(), Box::new(|_| true)),
+            (
+                "&responseStatusCode=503".into(),
+                Box::new(|a| a["responseStatusCode"] == 503),
+            ),
+            (
+                "&statusCodeClass=2xx".into(),
+                Box::new(|a| class(a) == Some(2)),
+            ),
+            (
+                format!("&recordedAfter={middle}"),
+                Box::new({
+                    let middle = middle.clone();
+                    move |a| a["recordedAt"].as_str().unwrap() > middle.as_str()
+                }),
+            ),
+            (
+                format!("&recordedBefore={middle}"),
+                Box::new({
+                    let middle = middle.clone();
+                    move |a| a["recordedAt"].as_str().unwrap() < middle.as_str()
+                }),
+            ),
+        ];
+        for (more, keep) in &cases {
+            let expected: Vec<&Value> = of_endpoint.iter().copied().filter(|a| keep(a)).collect();
+            for limit in [1, 2, 3, 50] {
+                let query = format!("endpointId={endpoint}{more}&limit={limit}");
+                let got = walk(&app, &format!("/v1/outbound-webhook-attempts?{query}")).await;
+                assert_eq!(got.iter().collect::<Vec<_>>(), expected, "{query}");
+            }
+        }
+    }
+}
+
 #[tokio::test]
 async fn bad_attempt_filters_are_400_naming_the_parameter() {
     let app = spawn_app().await;
