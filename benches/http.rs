@@ -354,21 +354,7 @@ impl Bench {
                 );
             }
         }
-        for p in wrk::PERCENTILES {
-            let target = if p == 99.0 {
-                Target::AtMost(3.0)
-            } else {
-                Target::None
-            };
-            figure(
-                &format!("HTTP record-attempt p{p}"),
-                real.runs.percentile_ms(p),
-                "ms",
-                &format!("no-op p{p}"),
-                noop.runs.percentile_ms(p),
-                target,
-            );
-        }
+        latency_figures(&real.runs, &noop.runs, "");
         figure(
             "HTTP server CPU per attempt",
             real.per_request(real.cpu),
@@ -412,21 +398,7 @@ impl Bench {
                 noop.ours.rate(),
                 Target::RatioAtLeast(0.5),
             );
-            for p in wrk::PERCENTILES {
-                let target = if p == 99.0 {
-                    Target::AtMost(3.0)
-                } else {
-                    Target::None
-                };
-                figure(
-                    &format!("HTTP record-attempt p{p}, the bench's own client"),
-                    real.ours.percentile_ms(p),
-                    "ms",
-                    &format!("no-op p{p}, the same client"),
-                    noop.ours.percentile_ms(p),
-                    target,
-                );
-            }
+            latency_figures(&real.ours, &noop.ours, ", the bench's own client");
             if let Some(durable) = side("durable no-op").filter(|d| !d.ours.0.is_empty()) {
                 figure(
                     "HTTP record-attempt p99 against the durable no-op, the bench's own client",
@@ -485,6 +457,31 @@ impl Bench {
                 Target::None,
             );
         }
+    }
+}
+
+/// Record-attempt's p50, p99 (the target: 3 ms) and p99.9 against the
+/// no-op's, as one generator measured them; `of` names the generator.
+fn latency_figures(real: &Runs, noop: &Runs, of: &str) {
+    let same = if of.is_empty() {
+        ""
+    } else {
+        ", the same client"
+    };
+    for p in wrk::PERCENTILES {
+        let target = if p == 99.0 {
+            Target::AtMost(3.0)
+        } else {
+            Target::None
+        };
+        figure(
+            &format!("HTTP record-attempt p{p}{of}"),
+            real.percentile_ms(p),
+            "ms",
+            &format!("no-op p{p}{same}"),
+            noop.percentile_ms(p),
+            target,
+        );
     }
 }
 

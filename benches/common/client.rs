@@ -192,14 +192,7 @@ async fn exchange(
     stream.write_all(request).await?;
     let mut filled = 0;
     let (head_end, status, length) = loop {
-        if filled == buf.len() {
-            buf.resize(buf.len() * 2, 0);
-        }
-        let n = stream.read(&mut buf[filled..]).await?;
-        if n == 0 {
-            return Err(std::io::ErrorKind::UnexpectedEof.into());
-        }
-        filled += n;
+        filled += read_more(stream, buf, filled).await?;
         if let Some(end) = buf[..filled].windows(4).position(|w| w == b"\r\n\r\n") {
             let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
             let status = head.get(9..12).and_then(|s| s.parse().ok()).unwrap_or(0);
@@ -211,17 +204,24 @@ async fn exchange(
             break (end + 4, status, length);
         }
     };
-    let mut have = filled - head_end;
-    while have < length {
-        if filled == buf.len() {
-            buf.resize(buf.len() * 2, 0);
-        }
-        let n = stream.read(&mut buf[filled..]).await?;
-        if n == 0 {
-            return Err(std::io::ErrorKind::UnexpectedEof.into());
-        }
-        filled += n;
-        have += n;
+    while filled - head_end < length {
+        filled += read_more(stream, buf, filled).await?;
     }
     Ok(status)
+}
+
+/// Reads what has arrived into `buf` after its first `filled` bytes, growing
+/// it when full; the connection closing is an error.
+async fn read_more(
+    stream: &mut tokio::net::TcpStream,
+    buf: &mut Vec<u8>,
+    filled: usize,
+) -> std::io::Result<usize> {
+    if filled == buf.len() {
+        buf.resize(buf.len() * 2, 0);
+    }
+    match stream.read(&mut buf[filled..]).await? {
+        0 => Err(std::io::ErrorKind::UnexpectedEof.into()),
+        n => Ok(n),
+    }
 }
