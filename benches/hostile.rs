@@ -21,8 +21,12 @@
 //! `--max-requests-in-flight 0`, `default` the server's defaults, and `N:M`
 //! is `--max-requests-in-flight N --max-requests-in-flight-per-org M`.
 //!
-//! Each server runs three phases: the victim alone, the victim attacked,
-//! and the victim alone again. The attacked figures are against the first
+//! Each server runs a warm-up and then three phases: the victim alone, the
+//! victim attacked, and the victim alone again. The warm-up is the victim
+//! alone for `HOOKLEDGER_BENCH_HOSTILE_WARMUP_SECS` (default: a phase's
+//! length), printed but compared with nothing: a new PostgreSQL cluster
+//! answers its first minute of writes far slower than the minutes after, and
+//! a baseline taken then flatters any later phase. The attacked figures are against the first
 //! (the target) and, printed beside them, against the last, which
 //! runs on the ledger as the attack left it: every phase's attempts are
 //! kept, so the second phase runs on a larger history than the first.
@@ -89,13 +93,14 @@ fn main() {
     }
     common::machine("hostile");
     let seconds = common::env_u64("HOOKLEDGER_BENCH_HOSTILE_SECS", 60);
+    let warm_up = common::env_u64("HOOKLEDGER_BENCH_HOSTILE_WARMUP_SECS", seconds);
     let backends =
         std::env::var("HOOKLEDGER_BENCH_BACKENDS").unwrap_or_else(|_| "embedded,postgres".into());
     let settings =
         std::env::var("HOOKLEDGER_BENCH_ADMISSION").unwrap_or_else(|_| "off,default".into());
     for backend in backends.split(',') {
         for setting in settings.split(',') {
-            run_backend(backend.trim(), setting.trim(), seconds);
+            run_backend(backend.trim(), setting.trim(), seconds, warm_up);
         }
     }
     common::done("hostile");
@@ -125,7 +130,7 @@ fn admission_args(setting: &str) -> Vec<String> {
     }
 }
 
-fn run_backend(backend: &str, setting: &str, seconds: u64) {
+fn run_backend(backend: &str, setting: &str, seconds: u64, warm_up: u64) {
     let Some(served) = Served::start(backend, &admission_args(setting)) else {
         return;
     };
@@ -232,11 +237,18 @@ fn run_backend(backend: &str, setting: &str, seconds: u64) {
         )
     });
     println!(
-        "-- {backend}: {seconds} s per phase, load average {}, server RSS after setup {} MiB",
+        "-- {backend}: {seconds} s per phase after {warm_up} s of warm-up, load average {}, server RSS after setup {} MiB",
         common::loadavg(),
         served.rss_bytes() >> 20
     );
 
+    let warming = (warm_up > 0).then(|| {
+        let plan = Plan {
+            seconds: warm_up,
+            ..victim_plan.clone()
+        };
+        phase(&served, &plan, None)
+    });
     let alone = phase(&served, &victim_plan, None);
     let attacked = phase(&served, &victim_plan, Some(&attacker_plan));
     // The attacked phase runs on a ledger the first phase grew (every
@@ -278,11 +290,17 @@ fn run_backend(backend: &str, setting: &str, seconds: u64) {
         num(p99(&after.victim)),
         p99(&attacked.victim) / p99(&after.victim).max(1e-9),
     );
-    for (name, run) in [
-        ("no attacker", &alone),
-        ("attacked", &attacked),
-        ("no attacker, after", &after),
-    ] {
+    let warm_up_name = format!("warm-up ({warm_up} s, not compared)");
+    let phases = [
+        (warm_up_name.as_str(), warming.as_ref()),
+        ("no attacker", Some(&alone)),
+        ("attacked", Some(&attacked)),
+        ("no attacker, after", Some(&after)),
+    ];
+    for (name, run) in phases
+        .into_iter()
+        .filter_map(|(name, run)| Some((name, run?)))
+    {
         println!(
             "{backend} {name}: victim {} | ledger head {} events, data {} MiB | server RSS MiB every {}s: {} (max {})",
             run.victim,
