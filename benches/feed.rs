@@ -17,7 +17,11 @@
 //! `cargo bench --bench feed`. Knobs: `HOOKLEDGER_BENCH_FEED_EVENTS` (attempts
 //! timed for latency, default 500), `HOOKLEDGER_BENCH_SECS` (each throughput
 //! phase), `HOOKLEDGER_BENCH_ROUNDS` (pairs of phases, default 2),
-//! `HOOKLEDGER_BENCH_BINARY` (another build).
+//! `HOOKLEDGER_BENCH_BINARY` (another build), `HOOKLEDGER_BENCH_FEED_DATA`
+//! (a data directory to serve instead of a new one, kept: the queries bench's
+//! ledger of 10 million attempts, say; the feed followed is still that of
+//! an organization of the bench's own) and `HOOKLEDGER_BENCH_CACHE_SIZE`
+//! (the server's `--cache-size`, to hold a large model far over its cache).
 
 mod common;
 
@@ -42,9 +46,15 @@ fn main() {
     let binary = common::served::binary();
     println!("binary: {}", binary.display());
     let dir = tempfile::tempdir().expect("temp dir");
-    let data = dir.path().join("data");
+    let data = std::env::var_os("HOOKLEDGER_BENCH_FEED_DATA")
+        .map_or_else(|| dir.path().join("data"), std::path::PathBuf::from);
+    let args: Vec<String> = std::env::var("HOOKLEDGER_BENCH_CACHE_SIZE")
+        .map(|size| vec!["--cache-size".to_owned(), size])
+        .unwrap_or_default();
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    println!("data: {}; serve arguments: {args:?}", data.display());
     let token = create_key(&binary, &data, ORG);
-    let served = Served::open(&binary, &data, ORG, &token, &[]);
+    let served = Served::open(&binary, &data, ORG, &token, &args);
     let deliveries = setup(&served);
     latency(&served, &deliveries[0]);
     idle_subscribers(&binary, &data, &served, &deliveries);
