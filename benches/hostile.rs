@@ -24,12 +24,14 @@
 //! Each server runs a warm-up and then three phases: the victim alone, the
 //! victim attacked, and the victim alone again. The warm-up is the victim
 //! alone for `HOOKLEDGER_BENCH_HOSTILE_WARMUP_SECS` (default: a phase's
-//! length), printed but compared with nothing: a new PostgreSQL cluster
-//! answers its first minute of writes far slower than the minutes after, and
-//! a baseline taken then flatters any later phase. The attacked figures are against the first
-//! (the target) and, printed beside them, against the last, which
-//! runs on the ledger as the attack left it: every phase's attempts are
-//! kept, so the second phase runs on a larger history than the first.
+//! length), printed but compared with nothing. The baseline of the targets
+//! is the mean of the two phases alone, one on each side of the attack (an
+//! A-B-A design): the victim's figures drift with time on their own, and a
+//! baseline from one side only takes that drift for the attacker's cost or
+//! hides it. On PostgreSQL the victim alone ran 4 185 then 7 076 attempts/s
+//! either side of one attack, with p99 19.3 then 6.9 ms; on the embedded
+//! store the ledger the attack leaves is larger than the one before it
+//! (every phase's attempts are kept). Each side is printed on its own too.
 //!
 //! The ledger grows under attack (every accepted event and attempt is kept),
 //! and so does a read model held in memory: the end of each phase prints the
@@ -259,37 +261,43 @@ fn run_backend(backend: &str, setting: &str, seconds: u64, warm_up: u64) {
     let throughput = |r: &Value| r["attempts_per_sec"].as_f64().unwrap_or(0.0);
     let p99 = |r: &Value| r["p99_ms"].as_f64().unwrap_or(0.0);
     let label = |what: &str| format!("{backend}: victim {what}, attacked");
+    let either_side = |f: &dyn Fn(&Value) -> f64| (f(&alone.victim) + f(&after.victim)) / 2.0;
     figure(
         &label("record-attempt throughput"),
         throughput(&attacked.victim),
         "attempts/s",
-        "no attacker",
-        throughput(&alone.victim),
+        "no attacker, mean of before and after",
+        either_side(&throughput),
         Target::RatioAtLeast(0.8),
     );
-    let p99_ratio = p99(&attacked.victim) / p99(&alone.victim).max(1e-9);
+    let p99_baseline = either_side(&p99);
+    let p99_ratio = p99(&attacked.victim) / p99_baseline.max(1e-9);
     println!(
-        "figure: {} = {} ms | baseline no attacker = {} ms | ratio {p99_ratio:.3} | target ratio <= 1.2: {}",
+        "figure: {} = {} ms | baseline no attacker, mean of before and after = {} ms | ratio {p99_ratio:.3} | target ratio <= 1.2: {}",
         label("p99"),
         num(p99(&attacked.victim)),
-        num(p99(&alone.victim)),
+        num(p99_baseline),
         if p99_ratio <= 1.2 { "MET" } else { "NOT MET" }
     );
-    figure(
-        &label("record-attempt throughput, against the victim alone after the attack"),
-        throughput(&attacked.victim),
-        "attempts/s",
-        "no attacker, after",
-        throughput(&after.victim),
-        Target::None,
-    );
-    println!(
-        "figure: {}, against the victim alone after the attack = {} ms | baseline no attacker, after = {} ms | ratio {:.3} | no target",
-        label("p99"),
-        num(p99(&attacked.victim)),
-        num(p99(&after.victim)),
-        p99(&attacked.victim) / p99(&after.victim).max(1e-9),
-    );
+    for (side, run) in [("before", &alone), ("after", &after)] {
+        figure(
+            &label(&format!(
+                "record-attempt throughput, against the victim alone {side}"
+            )),
+            throughput(&attacked.victim),
+            "attempts/s",
+            &format!("no attacker, {side}"),
+            throughput(&run.victim),
+            Target::None,
+        );
+        println!(
+            "figure: {}, against the victim alone {side} = {} ms | baseline no attacker, {side} = {} ms | ratio {:.3} | no target",
+            label("p99"),
+            num(p99(&attacked.victim)),
+            num(p99(&run.victim)),
+            p99(&attacked.victim) / p99(&run.victim).max(1e-9),
+        );
+    }
     let warm_up_name = format!("warm-up ({warm_up} s, not compared)");
     let phases = [
         (warm_up_name.as_str(), warming.as_ref()),
