@@ -29,6 +29,8 @@ use crate::store::embedded::frame;
 use crate::store::sequencer::{Lookup, StreamTip};
 use crate::store::{Batch, Error, Held, RecordedEvent, Result};
 
+#[cfg(test)]
+mod guard_tests;
 mod relocate;
 pub use relocate::Moved;
 
@@ -555,10 +557,18 @@ impl Index {
             return Ok(None);
         };
         let layers = layered.layers();
-        let active = layers.active();
-        let frozen = layers.frozen();
-        stream_row(Some(&active), frozen.as_deref(), layers.kv.as_ref(), stream)
-            .map_err(|e| self.fail(e))
+        // The memtables' guards are let go before the store below is read:
+        // held across a read of the disk, they would keep the writer from
+        // taking in its next batch, and every reader queued behind it.
+        let in_memory = {
+            let active = layers.active();
+            let frozen = layers.frozen();
+            stream_row_in_memory(Some(&active), frozen.as_deref(), stream)
+        };
+        match in_memory {
+            Some(row) => Ok(Some(row)),
+            None => stream_row(None, None, layers.kv.as_ref(), stream).map_err(|e| self.fail(e)),
+        }
     }
 
     fn claim(&self, name: &str) -> Result<Option<Held>> {
@@ -792,14 +802,24 @@ fn stream_row(
     kv: &dyn KvRead,
     stream: &str,
 ) -> std::result::Result<Option<StreamRow>, kv::Error> {
-    for memtable in [active, frozen].into_iter().flatten() {
-        if let Some(row) = memtable.streams.get(stream) {
-            return Ok(Some(*row));
-        }
+    if let Some(row) = stream_row_in_memory(active, frozen, stream) {
+        return Ok(Some(row));
     }
     Ok(kv
         .get(STREAMS, stream.as_bytes())?
         .and_then(|b| decode_stream(&b)))
+}
+
+/// `stream`'s row in the memtables, the active one first.
+fn stream_row_in_memory(
+    active: Option<&Pending>,
+    frozen: Option<&Pending>,
+    stream: &str,
+) -> Option<StreamRow> {
+    [active, frozen]
+        .into_iter()
+        .flatten()
+        .find_map(|memtable| memtable.streams.get(stream).copied())
 }
 
 /// Where a compaction moved the frame of `position`, if it did since the
